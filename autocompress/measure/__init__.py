@@ -1,0 +1,17 @@
+"""Measurements: latency of deployable artifacts and accuracy on held-out data."""
+
+from __future__ import annotations
+
+from autocompress.measure.accuracy import Accuracy, evaluate_onnx, evaluate_torch
+from autocompress.measure.latency import Latency, LatencyCache, measure_onnx, measure_torch, structure_key
+
+__all__ = [
+    "Accuracy",
+    "Latency",
+    "LatencyCache",
+    "evaluate_onnx",
+    "evaluate_torch",
+    "measure_onnx",
+    "measure_torch",
+    "structure_key",
+]

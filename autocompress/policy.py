@@ -1,0 +1,155 @@
+"""The compression policy: the one value that flows through ``prune → distill → quantize → measure``.
+
+A :class:`Policy` is what one Optuna trial samples. It is a frozen dataclass so a stage cannot change what the next
+stage receives, and it round-trips through JSON (``policy.json`` in every exported model folder).
+
+Example:
+    >>> p = Policy(prune=PrunePolicy(ratios={"layer1.0.conv1": 0.5}), quant=QuantPolicy(mode="int8"))
+    >>> Policy.from_dict(p.to_dict()) == p
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from autocompress.errors import ConfigError
+
+__all__ = [
+    "PrunePolicy",
+    "QuantPolicy",
+    "DistillPolicy",
+    "Policy",
+    "QUANT_MODES",
+    "GRANULARITIES",
+    "CALIBRATION_METHODS",
+]
+
+QUANT_MODES = ("none", "int8", "int8_dynamic")
+GRANULARITIES = ("per_tensor", "per_channel")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    """Structural channel pruning.
+
+    Attributes:
+        ratios: fraction of channels removed per prunable group, keyed by the group's root layer name. Groups that
+            are missing are not pruned.
+        round_to: kept channel counts are rounded to a multiple of this (SIMD-friendly widths); ``None`` = exact.
+        importance: channel importance criterion (``l1`` or ``l2`` magnitude of the whole coupled group).
+    """
+
+    ratios: Mapping[str, float] = field(default_factory=dict)
+    round_to: int | None = None
+    importance: str = "l1"
+
+    @property
+    def is_identity(self) -> bool:
+        """True when no channel is removed."""
+        return all(r <= 0.0 for r in self.ratios.values())
+
+    @property
+    def mean_ratio(self) -> float:
+        """Unweighted mean of the group ratios (0 when there are none), for display."""
+        return sum(self.ratios.values()) / len(self.ratios) if self.ratios else 0.0
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """Post-training quantization with ONNX Runtime.
+
+    Attributes:
+        mode: ``none`` (fp32), ``int8`` (static QDQ, calibrated) or ``int8_dynamic`` (weights int8, activations
+            quantized on the fly; for Linear-heavy models).
+        granularity: ``per_tensor`` or ``per_channel`` weight scales.
+        calibration: activation range method for static int8: ``minmax``, ``entropy`` or ``percentile``.
+        calibration_samples: training images used for calibration.
+    """
+
+    mode: str = "none"
+    granularity: str = "per_channel"
+    calibration: str = "minmax"
+    calibration_samples: int = 64
+
+    def __post_init__(self) -> None:
+        _check_choice("quant.mode", self.mode, QUANT_MODES)
+        _check_choice("quant.granularity", self.granularity, GRANULARITIES)
+        _check_choice("quant.calibration", self.calibration, CALIBRATION_METHODS)
+
+    @property
+    def is_int8(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclass(frozen=True)
+class DistillPolicy:
+    """Knowledge-distillation fine-tuning (Hinton et al. 2015) from the original model.
+
+    Attributes:
+        temperature: softmax temperature T of the soft targets.
+        alpha: weight of the soft (teacher) loss; ``1 - alpha`` weighs the hard-label cross-entropy.
+        lr: Adam learning rate.
+        steps: optimizer steps; 0 disables fine-tuning.
+        batch_size: images per step.
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+    lr: float = 1e-3
+    steps: int = 0
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One complete compression recipe."""
+
+    prune: PrunePolicy = field(default_factory=PrunePolicy)
+    quant: QuantPolicy = field(default_factory=QuantPolicy)
+    distill: DistillPolicy = field(default_factory=DistillPolicy)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["prune"]["ratios"] = dict(self.prune.ratios)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        try:
+            return cls(
+                prune=PrunePolicy(**{**data.get("prune", {}), "ratios": dict(data.get("prune", {}).get("ratios", {}))}),
+                quant=QuantPolicy(**data.get("quant", {})),
+                distill=DistillPolicy(**data.get("distill", {})),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"policy: unexpected field ({exc}); expected the keys written by Policy.to_dict()") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        """Short human summary, e.g. ``prune 35% · int8 per_channel/minmax · KD 120 steps``."""
+        parts = [f"prune {self.prune.mean_ratio:.0%}" if not self.prune.is_identity else "no prune"]
+        if self.quant.mode == "int8":
+            parts.append(f"int8 {self.quant.granularity}/{self.quant.calibration}")
+        elif self.quant.mode == "int8_dynamic":
+            parts.append(f"int8-dyn {self.quant.granularity}")
+        else:
+            parts.append("fp32")
+        parts.append(f"KD {self.distill.steps} steps" if self.distill.steps else "no KD")
+        return " · ".join(parts)
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}: expected one of {', '.join(valid)}, got {value!r}")

@@ -1,0 +1,282 @@
+"""Search spaces: YAML files that say which policies a study may try, turned into a :class:`Policy` per trial.
+
+A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key optional except where noted::
+
+    prune:
+      per: group | stage | uniform | none   # one ratio per coupled group, per top-level stage, one for all, or off
+      ratio: {low: 0.0, high: 0.7, step: 0.05}
+      round_to: 4
+      importance: l1 | l2
+    quantize:
+      mode: [none, int8, int8_dynamic]
+      granularity: [per_tensor, per_channel]
+      calibration: [minmax, entropy, percentile]
+      calibration_samples: 64
+    distill:
+      temperature: {low: 1.0, high: 8.0, log: true}
+      alpha: {low: 0.3, high: 1.0}
+      lr: {low: 3.0e-4, high: 3.0e-3, log: true}
+      steps: {low: 30, high: 150, step: 30}
+      batch_size: 64
+
+Distillation parameters are only sampled when the trial prunes something: fine-tuning an unpruned model toward
+itself would spend time for nothing, and conditional parameters keep the sampler's view honest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from autocompress.compress.prune import PrunableGroup
+from autocompress.errors import ConfigError
+from autocompress.policy import (
+    CALIBRATION_METHODS,
+    GRANULARITIES,
+    QUANT_MODES,
+    DistillPolicy,
+    Policy,
+    PrunePolicy,
+    QuantPolicy,
+)
+
+__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space"]
+
+PRUNE_MODES = ("group", "stage", "uniform", "none")
+_SCHEMA: dict[str, set[str]] = {
+    "prune": {"per", "ratio", "round_to", "importance"},
+    "quantize": {"mode", "granularity", "calibration", "calibration_samples"},
+    "distill": {"temperature", "alpha", "lr", "steps", "batch_size"},
+}
+_RANGE_KEYS = {"low", "high", "step", "log"}
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A numeric range sampled with ``trial.suggest_float`` / ``suggest_int``."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    def clamp(self, value: float) -> float:
+        """``value`` moved into the range and onto its step grid (for enqueued baselines)."""
+        value = min(max(value, self.low), self.high)
+        if self.step:
+            value = self.low + round((value - self.low) / self.step) * self.step
+        return round(value, 10)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space; see the module docstring for the YAML form."""
+
+    source: str = "<defaults>"
+    prune_per: str = "group"
+    prune_ratio: FloatRange = FloatRange(0.0, 0.7, 0.05)
+    round_to: int | None = 4
+    importance: str = "l1"
+    quant_modes: tuple[str, ...] = ("none", "int8")
+    granularities: tuple[str, ...] = ("per_tensor", "per_channel")
+    calibrations: tuple[str, ...] = ("minmax", "percentile")
+    calibration_samples: int = 64
+    temperature: FloatRange = FloatRange(1.0, 8.0, log=True)
+    alpha: FloatRange = FloatRange(0.3, 1.0)
+    lr: FloatRange = FloatRange(3e-4, 3e-3, log=True)
+    steps: FloatRange = FloatRange(30, 150, 30)
+    batch_size: int = 64
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    # ---------------------------------------------------------------- sampling
+    def prune_params(self, groups: Sequence[PrunableGroup]) -> dict[str, list[str]]:
+        """Optuna parameter name → the groups it sets."""
+        if self.prune_per == "none" or not groups:
+            return {}
+        if self.prune_per == "uniform":
+            return {"prune.ratio": [g.name for g in groups]}
+        if self.prune_per == "stage":
+            stages: dict[str, list[str]] = {}
+            for g in groups:
+                stages.setdefault(f"prune.{g.stage}", []).append(g.name)
+            return stages
+        return {f"prune.{g.name}": [g.name] for g in groups}
+
+    def suggest(self, trial: optuna.Trial, groups: Sequence[PrunableGroup]) -> Policy:
+        """Sample one :class:`Policy` from this space for ``trial``."""
+        ratios: dict[str, float] = {}
+        r = self.prune_ratio
+        for param, members in self.prune_params(groups).items():
+            value = trial.suggest_float(param, r.low, r.high, step=r.step, log=r.log)
+            ratios.update({name: value for name in members})
+        mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
+        granularity, calibration = "per_channel", "minmax"
+        if mode != "none":
+            granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
+        if mode == "int8":
+            calibration = trial.suggest_categorical("quant.calibration", list(self.calibrations))
+        prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance)
+        distill = DistillPolicy(steps=0, batch_size=self.batch_size)
+        if not prune.is_identity:
+            distill = DistillPolicy(
+                temperature=trial.suggest_float("kd.temperature", self.temperature.low, self.temperature.high, log=self.temperature.log),
+                alpha=trial.suggest_float("kd.alpha", self.alpha.low, self.alpha.high, step=self.alpha.step, log=self.alpha.log),
+                lr=trial.suggest_float("kd.lr", self.lr.low, self.lr.high, log=self.lr.log),
+                steps=trial.suggest_int("kd.steps", int(self.steps.low), int(self.steps.high), step=int(self.steps.step or 1)),
+                batch_size=self.batch_size,
+            )
+        quant = QuantPolicy(mode=mode, granularity=granularity, calibration=calibration, calibration_samples=self.calibration_samples)
+        return Policy(prune=prune, quant=quant, distill=distill)
+
+    def baselines(self, groups: Sequence[PrunableGroup]) -> list[tuple[str, dict[str, Any]]]:
+        """Reference policies enqueued at the start of every new study, as ``(label, params)``.
+
+        Uncompressed fp32, int8-only per-channel, and uniform 50 % prune + KD + int8 per-channel — each only where
+        the space contains it, so every Pareto front has the obvious recipes to beat.
+        """
+        zero = {p: self.prune_ratio.clamp(0.0) for p in self.prune_params(groups)}
+        half = {p: self.prune_ratio.clamp(0.5) for p in self.prune_params(groups)}
+        kd = {
+            "kd.temperature": self.temperature.clamp(4.0),
+            "kd.alpha": self.alpha.clamp(0.7),
+            "kd.lr": self.lr.clamp(1e-3),
+            "kd.steps": int(self.steps.clamp((self.steps.low + self.steps.high) / 2)),
+        }
+        int8 = {"quant.mode": "int8", "quant.granularity": "per_channel", "quant.calibration": "minmax"}
+        out: list[tuple[str, dict[str, Any]]] = []
+        if "none" in self.quant_modes:
+            out.append(("fp32 (uncompressed)", {**zero, "quant.mode": "none"}))
+        if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
+            out.append(("int8 per-channel only", {**zero, **int8}))
+            if half and any(v > 0 for v in half.values()):
+                out.append(("uniform 50% prune + KD + int8", {**half, **int8, **kd}))
+        return out
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> SearchSpace:
+        """Validate ``data`` (the parsed YAML) and build a space; errors name ``source`` and the key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping with keys prune/quantize/distill, got {type(data).__name__}")
+        for section, body in data.items():
+            if section not in _SCHEMA:
+                raise ConfigError(f"{source}: unknown key {section!r}; expected one of {', '.join(_SCHEMA)}")
+            if not isinstance(body, Mapping):
+                raise ConfigError(f"{source}: {section} must be a mapping, got {body!r}")
+            for key in body:
+                if key not in _SCHEMA[section]:
+                    raise ConfigError(f"{source}: unknown key {section}.{key}; expected one of {', '.join(sorted(_SCHEMA[section]))}")
+        prune = data.get("prune", {}) or {}
+        quant = data.get("quantize", {}) or {}
+        kd = data.get("distill", {}) or {}
+        d = cls()
+        ratio = _range(source, "prune.ratio", prune.get("ratio"), d.prune_ratio)
+        if ratio.low < 0 or ratio.high >= 1:
+            raise ConfigError(f"{source}: prune.ratio must lie in [0, 1), got low={ratio.low} high={ratio.high}; a ratio of 1 would remove every channel")
+        per = prune.get("per", d.prune_per)
+        if per not in PRUNE_MODES:
+            raise ConfigError(f"{source}: prune.per must be one of {', '.join(PRUNE_MODES)}, got {per!r}")
+        round_to = prune.get("round_to", d.round_to)
+        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+            raise ConfigError(f"{source}: prune.round_to must be a positive integer or null, got {round_to!r}")
+        importance = prune.get("importance", d.importance)
+        if importance not in ("l1", "l2"):
+            raise ConfigError(f"{source}: prune.importance must be l1 or l2, got {importance!r}")
+        return cls(
+            source=source,
+            prune_per=per,
+            prune_ratio=ratio,
+            round_to=round_to,
+            importance=importance,
+            quant_modes=_choices(source, "quantize.mode", quant.get("mode"), d.quant_modes, QUANT_MODES),
+            granularities=_choices(source, "quantize.granularity", quant.get("granularity"), d.granularities, GRANULARITIES),
+            calibrations=_choices(source, "quantize.calibration", quant.get("calibration"), d.calibrations, CALIBRATION_METHODS),
+            calibration_samples=_positive_int(source, "quantize.calibration_samples", quant.get("calibration_samples", d.calibration_samples)),
+            temperature=_range(source, "distill.temperature", kd.get("temperature"), d.temperature, positive=True),
+            alpha=_range(source, "distill.alpha", kd.get("alpha"), d.alpha, unit=True),
+            lr=_range(source, "distill.lr", kd.get("lr"), d.lr, positive=True),
+            steps=_range(source, "distill.steps", kd.get("steps"), d.steps, integer=True),
+            batch_size=_positive_int(source, "distill.batch_size", kd.get("batch_size", d.batch_size)),
+            raw=dict(data),
+        )
+
+
+def _range(source: str, key: str, value: Any, default: FloatRange, *, positive: bool = False, unit: bool = False, integer: bool = False) -> FloatRange:
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"low": value, "high": value}
+    if not isinstance(value, Mapping) or not {"low", "high"} <= set(value) or set(value) - _RANGE_KEYS:
+        raise ConfigError(f"{source}: {key} must be a mapping {{low, high[, step][, log]}} or a number, got {value!r}")
+    try:
+        low, high = float(value["low"]), float(value["high"])
+        step = float(value["step"]) if value.get("step") is not None else None
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key}: low/high/step must be numbers, got {dict(value)!r}") from None
+    log = bool(value.get("log", False))
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ConfigError(f"{source}: {key} is an empty range (low={low} > high={high}); make low <= high")
+    if step is not None and step <= 0:
+        raise ConfigError(f"{source}: {key}.step must be positive, got {step}")
+    if log and (low <= 0 or step is not None):
+        raise ConfigError(f"{source}: {key}: log ranges need low > 0 and no step, got low={low} step={step}")
+    if positive and low <= 0:
+        raise ConfigError(f"{source}: {key} must be positive, got low={low}")
+    if unit and not (0 <= low and high <= 1):
+        raise ConfigError(f"{source}: {key} must lie in [0, 1], got low={low} high={high}")
+    if integer:
+        if low < 0 or low != int(low) or high != int(high) or (step is not None and step != int(step)):
+            raise ConfigError(f"{source}: {key} needs whole non-negative numbers, got {dict(value)!r}")
+        step = step or 1.0
+    return FloatRange(low, high, step, log)
+
+
+def _choices(source: str, key: str, value: Any, default: tuple[str, ...], valid: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: {key} must be a non-empty list from {', '.join(valid)}, got {value!r}")
+    for item in value:
+        if item not in valid:
+            raise ConfigError(f"{source}: {key}: unknown choice {item!r}; expected one of {', '.join(valid)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _positive_int(source: str, key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("autocompress.search_spaces")))
+
+
+def list_spaces() -> list[str]:
+    """Names of the search spaces shipped in ``search_spaces/``."""
+    return sorted(p.stem for p in _builtin_dir().glob("*.yaml"))
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load a shipped space by name (``default``) or any YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = _builtin_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"--space: no search space named {name_or_path!r}; shipped: {', '.join(list_spaces())}, or give a path to a .yaml file")
+    if not path.is_file():
+        raise ConfigError(f"--space: file {str(path)!r} does not exist; give a YAML file or one of {', '.join(list_spaces())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return SearchSpace.from_dict(data, source=str(path))

@@ -1,0 +1,150 @@
+"""What is being compressed: the teacher model and its data (train / val / test) in one :class:`Workload`.
+
+The train split feeds distillation and int8 calibration, val drives the search, and test is touched only once, for
+the chosen model and the teacher at the very end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from autocompress.errors import WorkloadError
+from autocompress.models import build_demo_resnet
+from autocompress.training import fit, predict_logits
+
+__all__ = ["Workload", "load_digits_splits", "load_demo_workload", "load_workload", "DEMO_INPUT_SIZE"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_INPUT_SIZE = 32
+_SPLIT_SEED = 0  # fixed: the split must not move when the user changes the search seed
+_DEMO_TEACHER_FILE = "demo_resnet_digits_v1.pt"
+
+
+@dataclass
+class Workload:
+    """A teacher model and its data.
+
+    Attributes:
+        name: short identifier used in reports.
+        model: the original (teacher) model, in eval mode.
+        train: map-style dataset of ``(image tensor, label)`` for fine-tuning and calibration.
+        val: held-out data that drives the search.
+        test: held-out data used only for the final report.
+        input_shape: ``(channels, height, width)`` of one image.
+        num_classes: number of classes of the model's head.
+        info: free-form facts about where model and data came from (written to ``metrics.json``).
+    """
+
+    name: str
+    model: nn.Module
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A zero tensor of the model's input shape (tracing, export, latency)."""
+        return torch.zeros(batch_size, *self.input_shape)
+
+
+def load_digits_splits(*, size: int = DEMO_INPUT_SIZE) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """scikit-learn's 8x8 handwritten digits, upsampled to ``size x size``, split 60/20/20 stratified.
+
+    The split is fixed (seed 0) so that teachers, studies and tests all see the same held-out images.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    if size != 8:
+        images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = (images - images.mean()) / images.std()
+    indices = np.arange(len(labels))
+    train_idx, rest_idx = train_test_split(indices, test_size=0.4, stratify=labels.numpy(), random_state=_SPLIT_SEED)
+    val_idx, test_idx = train_test_split(rest_idx, test_size=0.5, stratify=labels.numpy()[rest_idx], random_state=_SPLIT_SEED)
+
+    def subset(idx: np.ndarray) -> TensorDataset:
+        t = torch.as_tensor(np.sort(idx))
+        return TensorDataset(images[t].contiguous(), labels[t].contiguous())
+
+    return subset(train_idx), subset(val_idx), subset(test_idx)
+
+
+def _accuracy(model: nn.Module, dataset: TensorDataset) -> float:
+    logits = predict_logits(model, dataset)
+    return float((logits.argmax(1) == dataset.tensors[1]).float().mean())
+
+
+def load_demo_workload(
+    cache_dir: Path, *, epochs: int = 20, progress: Callable[[str], None] | None = None
+) -> Workload:
+    """The embedded demo: :class:`~autocompress.models.DemoResNet` trained on digits, cached in ``cache_dir``.
+
+    The first call trains the teacher (about a minute on 2 cores) and saves its weights; later calls load them.
+    """
+    say = progress or logger.info
+    train, val, test = load_digits_splits()
+    model = build_demo_resnet(num_classes=10, seed=_SPLIT_SEED)
+    weights = cache_dir / _DEMO_TEACHER_FILE
+    if weights.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.eval()
+    else:
+        say(f"training the demo teacher (DemoResNet on digits, {epochs} epochs; cached at {weights})")
+        started = time.perf_counter()
+        steps = epochs * (len(train) // 64)
+        fit(
+            model,
+            train,
+            lambda logits, labels, _: nn.functional.cross_entropy(logits, labels, label_smoothing=0.05),
+            steps=steps,
+            lr=0.05,
+            optimizer="sgd",
+            weight_decay=5e-4,
+            seed=_SPLIT_SEED,
+        )
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(weights)
+        meta = {"train_seconds": round(time.perf_counter() - started, 1), "epochs": epochs,
+                "val_accuracy": _accuracy(model, val), "test_accuracy": _accuracy(model, test)}
+        weights.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        say(f"demo teacher trained in {meta['train_seconds']} s: val accuracy {meta['val_accuracy']:.2%}, "
+            f"test accuracy {meta['test_accuracy']:.2%}")
+    return Workload(
+        name="demo",
+        model=model,
+        train=train,
+        val=val,
+        test=test,
+        input_shape=(1, DEMO_INPUT_SIZE, DEMO_INPUT_SIZE),
+        num_classes=10,
+        info={"model": "demo (DemoResNet, width 32)", "data": "digits (sklearn load_digits, 32x32, 60/20/20 split)",
+              "train_size": len(train), "val_size": len(val), "test_size": len(test)},
+    )
+
+
+def load_workload(model: str, data: str, *, cache_dir: Path, progress: Callable[[str], None] | None = None) -> Workload:
+    """Resolve ``--model`` and ``--data`` into a :class:`Workload`."""
+    if model == "demo" and data == "digits":
+        return load_demo_workload(cache_dir, progress=progress)
+    raise WorkloadError(
+        f"--model {model!r} with --data {data!r} is not supported yet; use --model demo --data digits"
+    )
