@@ -11,6 +11,7 @@ import logging
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +230,9 @@ def create_study(config: SearchConfig) -> optuna.Study:
         directions=["maximize", "minimize"],
         load_if_exists=True,
     )
-    study.set_metric_names(["accuracy", "latency_ms"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["accuracy", "latency_ms"])
     return study
 
 

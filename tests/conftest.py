@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny residual CNN really trained on digits (16x16), reused by every test in the session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from autocompress.models import build_demo_resnet
+from autocompress.training import fit
+from autocompress.workload import Workload, load_digits_splits
+
+TINY_SIZE = 16
+
+
+@pytest.fixture(scope="session")
+def _tiny_trained() -> Workload:
+    train, val, test = load_digits_splits(size=TINY_SIZE)
+    model = build_demo_resnet(width=8, seed=0)
+    fit(model, train, lambda logits, labels, _: nn.functional.cross_entropy(logits, labels),
+        steps=150, lr=0.05, optimizer="sgd", seed=0)
+    return Workload(name="tiny", model=model.eval(), train=train, val=val, test=test,
+                    input_shape=(1, TINY_SIZE, TINY_SIZE), num_classes=10, info={"model": "tiny", "data": "digits16"})
+
+
+@pytest.fixture()
+def tiny_workload(_tiny_trained: Workload) -> Workload:
+    """A fresh copy per test so no test can change another's teacher."""
+    wl = copy.copy(_tiny_trained)
+    wl.model = copy.deepcopy(_tiny_trained.model)
+    return wl
+
+
+@pytest.fixture(scope="session")
+def demo_width_model() -> nn.Module:
+    """The demo architecture at full width (untrained): big enough that latency differences are far above noise."""
+    return build_demo_resnet(width=32, seed=0).eval()
+
+
+@pytest.fixture()
+def x32() -> torch.Tensor:
+    return torch.zeros(1, 1, 32, 32)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

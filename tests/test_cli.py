@@ -1,0 +1,82 @@
+"""The command line as a user meets it: help, one-line errors with exit code 2, and a real end-to-end search."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autocompress.cli import main
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--trials", "--timeout", "--latency-budget", "--max-accuracy-drop", "--space", "--study-name",
+                   "--storage", "--output", "--seed", "--threads", "--batch-size", "--sampler"):
+        assert option in out, option
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latency-budget", "fast"], "--latency-budget: expected milliseconds like 2.5 or a fraction of the teacher like 0.5x, got 'fast'"),
+        (["--latency-budget", "-1"], "--latency-budget must be positive"),
+        (["--trials", "0"], "--trials must be at least 1, got 0"),
+        (["--space", "nope"], "--space: no search space named 'nope'"),
+        (["--study-name", "../x"], "--study-name must be letters"),
+        (["--max-accuracy-drop", "150"], "--max-accuracy-drop is in percentage points"),
+        (["--storage", "results/db.sqlite"], "--storage must be an SQLAlchemy URL"),
+        (["--model", "mystery"], "--model 'mystery'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "results"
+    code = main(["search", "--output", str(out_dir), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("autocompress: error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out_dir.exists(), "bad input must not leave anything in the results folder"
+
+
+def test_bad_space_file_names_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text("prune:\n  ratio: {low: 0.2, high: 1.5}\n")
+    assert main(["search", "--output", str(tmp_path / "r"), "--space", str(space)]) == 2
+    assert f"{space}: prune.ratio must lie in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_search_end_to_end_and_resume(tmp_path: Path) -> None:
+    """``python -m autocompress search`` on the real demo (teacher trained here), few trials and steps."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text("prune: {per: uniform, ratio: {low: 0.3, high: 0.6, step: 0.1}}\n"
+                     "distill: {steps: {low: 20, high: 40, step: 20}}\nquantize: {calibration_samples: 16}\n")
+    args = ["search", "--trials", "4", "--space", str(space), "--output", "out", "--study-name", "e2e", "--repeats", "20", "--warmup", "5"]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Pareto front" in first.stdout and "chosen model:" in first.stdout
+    assert first.stdout.count("[trial ") == 4
+    chosen = tmp_path / "out" / "e2e" / "chosen"
+    assert {p.name for p in chosen.iterdir()} == {"model.onnx", "model.pt2", "policy.json", "metrics.json"}
+    metrics = json.loads((chosen / "metrics.json").read_text())
+    assert metrics["accuracy"]["teacher_test_top1"] > 0.95, "the demo teacher must be a good model"
+    assert metrics["latency"]["speedup_vs_teacher_torch"] > 1.0
+    assert (tmp_path / "out" / "e2e" / "pareto.csv").read_text().startswith("trial,policy")
+
+    again = run_cli(*[a if a != "4" else "5" for a in args], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming study 'e2e': 4 of 5 trials already finished" in again.stdout
+    assert again.stdout.count("[trial ") == 1

@@ -1,0 +1,120 @@
+"""Real pruning, quantization and distillation on tiny models trained on digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from autocompress.compress import count_macs_params, deploy, distill, kd_loss, prunable_groups, prune_model
+from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
+from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
+from autocompress.training import predict_logits
+from autocompress.workload import Workload
+
+
+def _uniform(groups, ratio: float, round_to: int | None = 4) -> PrunePolicy:
+    return PrunePolicy(ratios={g.name: ratio for g in groups}, round_to=round_to)
+
+
+def test_groups_exclude_classifier_and_cover_residual_stages(demo_width_model, x32) -> None:
+    groups = prunable_groups(demo_width_model, x32, num_classes=10)
+    names = {g.name for g in groups}
+    assert "fc" not in names
+    assert {"layer1.0.conv1", "layer3.1.conv1"} <= names
+    # The stem and both layer1 blocks add into one residual stream: one coupled group, not three.
+    stem = next(g for g in groups if g.name == "stem.0")
+    assert {"layer1.0.conv2", "layer1.1.conv2"} <= set(stem.layers) or {"layer1.0.bn2", "layer1.1.bn2"} <= set(stem.layers)
+
+
+def test_pruning_reduces_params_macs_and_measured_latency(demo_width_model, x32, tmp_path: Path) -> None:
+    groups = prunable_groups(demo_width_model, x32, num_classes=10)
+    pruned = prune_model(demo_width_model, _uniform(groups, 0.5), x32, num_classes=10)
+    macs0, params0 = count_macs_params(demo_width_model, x32)
+    macs1, params1 = count_macs_params(pruned, x32)
+    assert params1 < 0.4 * params0, (params0, params1)
+    assert macs1 < 0.4 * macs0, (macs0, macs1)
+    assert pruned(x32).shape == (1, 10)
+    assert demo_width_model.layer1[0].conv1.out_channels == 32, "the original model must be left untouched"
+    fp32 = QuantPolicy(mode="none")
+    lat0 = measure_onnx(deploy(demo_width_model, fp32, example_input=x32, calibration=None, workdir=tmp_path / "a").path, (1, 32, 32), repeats=40)
+    lat1 = measure_onnx(deploy(pruned, fp32, example_input=x32, calibration=None, workdir=tmp_path / "b").path, (1, 32, 32), repeats=40)
+    assert lat1.median_ms < 0.8 * lat0.median_ms, f"pruned {lat1} vs original {lat0}"
+
+
+def test_round_to_keeps_channel_multiples(demo_width_model, x32) -> None:
+    pruned = prune_model(demo_width_model, PrunePolicy(ratios={"layer1.0.conv1": 0.3}, round_to=8), x32, num_classes=10)
+    assert pruned.layer1[0].conv1.out_channels % 8 == 0
+    assert pruned.layer1[0].conv1.out_channels < 32
+
+
+def test_unpruned_onnx_matches_pytorch_accuracy(tiny_workload: Workload, tmp_path: Path) -> None:
+    wl = tiny_workload
+    artifact = deploy(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path)
+    torch_acc = evaluate_torch(wl.model, wl.val).top1
+    onnx_acc = evaluate_onnx(artifact.path, wl.val).top1
+    assert torch_acc > 0.85, f"tiny teacher should learn digits, got {torch_acc:.3f}"
+    assert abs(torch_acc - onnx_acc) <= 1 / len(wl.val) + 1e-9, (torch_acc, onnx_acc)
+
+
+def _weight_scales(path: Path) -> list[np.ndarray]:
+    """Scales of the DequantizeLinear nodes that dequantize weight initializers."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    scales = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].data_type == onnx.TensorProto.INT8:
+            scales.append(numpy_helper.to_array(inits[node.input[1]]))
+    return scales
+
+
+def test_per_channel_and_per_tensor_give_different_graphs(tiny_workload: Workload, tmp_path: Path) -> None:
+    wl = tiny_workload
+    x = wl.example_input()
+    per_tensor = deploy(wl.model, QuantPolicy(mode="int8", granularity="per_tensor"), example_input=x, calibration=wl.train, workdir=tmp_path / "t")
+    per_channel = deploy(wl.model, QuantPolicy(mode="int8", granularity="per_channel"), example_input=x, calibration=wl.train, workdir=tmp_path / "c")
+    tensor_scales, channel_scales = _weight_scales(per_tensor.path), _weight_scales(per_channel.path)
+    assert tensor_scales and channel_scales
+    assert all(s.size == 1 for s in tensor_scales)
+    assert any(s.size > 1 for s in channel_scales), "per-channel weights must carry one scale per output channel"
+    assert per_tensor.size_mb < 0.5 * (tmp_path / "t" / "model_fp32.onnx").stat().st_size / 1e6 + 0.05
+    # int8 must stay close to fp32 on this easy task (both are the shipped artifacts).
+    fp32_acc = evaluate_onnx(tmp_path / "t" / "model_fp32.onnx", wl.val).top1
+    for artifact in (per_tensor, per_channel):
+        assert evaluate_onnx(artifact.path, wl.val).top1 > fp32_acc - 0.03
+
+
+def test_dynamic_int8_quantizes_weights(tiny_workload: Workload, tmp_path: Path) -> None:
+    wl = tiny_workload
+    artifact = deploy(wl.model, QuantPolicy(mode="int8_dynamic"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path)
+    ops = {n.op_type for n in onnx.load(str(artifact.path)).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul"}, ops
+    assert evaluate_onnx(artifact.path, wl.val).top1 > 0.8
+
+
+def test_kd_loss_reduces_to_parts() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 10), torch.randn(8, 10)
+    labels = torch.randint(0, 10, (8,))
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    assert torch.allclose(kd_loss(student, teacher, labels, temperature=4.0, alpha=0.0), ce)
+    assert float(kd_loss(teacher, teacher, labels, temperature=4.0, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd_loss(student, teacher, labels, temperature=4.0, alpha=1.0)) > 0.0
+
+
+def test_distillation_loss_falls_and_recovers_accuracy(tiny_workload: Workload) -> None:
+    wl = tiny_workload
+    x = wl.example_input()
+    groups = prunable_groups(wl.model, x, num_classes=10)
+    student = prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10)
+    before = evaluate_torch(student, wl.val).top1
+    result = distill(student, predict_logits(wl.model, wl.train), wl.train,
+                     DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=60, batch_size=64), seed=0)
+    after = evaluate_torch(student, wl.val).top1
+    assert len(result.losses) == 60
+    assert result.last_loss < 0.5 * result.first_loss, (result.first_loss, result.last_loss)
+    assert after > max(before, 0.8), (before, after)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autocompress.compress.prune import PrunableGroup
+from autocompress.errors import ConfigError
+from autocompress.space import SearchSpace, list_spaces, load_space
+
+GROUPS = [
+    PrunableGroup("stem.0", 8, ("stem.0",)),
+    PrunableGroup("layer1.0.conv1", 8, ("layer1.0.conv1",)),
+    PrunableGroup("layer2.0.conv1", 16, ("layer2.0.conv1",)),
+]
+
+
+def test_default_space_ships_and_loads() -> None:
+    assert "default" in list_spaces()
+    space = load_space("default")
+    assert space.prune_per == "group"
+    assert space.quant_modes == ("none", "int8")
+    assert 0.0 <= space.prune_ratio.low < space.prune_ratio.high < 1.0
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("prune:\n  ratios: {low: 0, high: 0.5}\n", r"unknown key prune.ratios"),
+        ("pruning: {}\n", r"unknown key 'pruning'"),
+        ("prune:\n  ratio: {low: 0.6, high: 0.2}\n", r"prune.ratio is an empty range"),
+        ("prune:\n  ratio: {low: 0.0, high: 1.0}\n", r"prune.ratio must lie in \[0, 1\)"),
+        ("quantize:\n  mode: [none, int4]\n", r"quantize.mode: unknown choice 'int4'"),
+        ("distill:\n  steps: {low: 10.5, high: 20}\n", r"distill.steps needs whole"),
+        ("prune: [1, 2]\n", r"prune must be a mapping"),
+    ],
+)
+def test_bad_space_is_one_line_error_naming_file_and_key(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_space(str(path))
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_space_name_lists_shipped_spaces() -> None:
+    with pytest.raises(ConfigError, match=r"no search space named 'nope'; shipped: .*default"):
+        load_space("nope")
+
+
+def test_suggest_builds_policy_with_one_ratio_per_group() -> None:
+    space = load_space("default")
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    policy = space.suggest(trial, GROUPS)
+    assert set(policy.prune.ratios) == {g.name for g in GROUPS}
+    assert all(space.prune_ratio.low <= r <= space.prune_ratio.high for r in policy.prune.ratios.values())
+    # KD parameters exist exactly when something is pruned (conditional space).
+    assert ("kd.steps" in trial.params) == (not policy.prune.is_identity)
+
+
+@pytest.mark.parametrize("per,expected", [("uniform", {"prune.ratio"}), ("stage", {"prune.stem", "prune.layer1", "prune.layer2"}), ("none", set())])
+def test_prune_granularity_controls_parameters(per: str, expected: set[str]) -> None:
+    space = SearchSpace.from_dict({"prune": {"per": per}})
+    assert set(space.prune_params(GROUPS)) == expected
+
+
+def test_baselines_are_enqueued_exactly() -> None:
+    space = load_space("default")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    baselines = space.baselines(GROUPS)
+    assert [label for label, _ in baselines] == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
+    for _, params in baselines:
+        study.enqueue_trial(params)
+    policies = [space.suggest(study.ask(), GROUPS) for _ in baselines]
+    assert policies[0].prune.is_identity and policies[0].quant.mode == "none"
+    assert policies[1].prune.is_identity and policies[1].quant.granularity == "per_channel"
+    assert set(policies[2].prune.ratios.values()) == {0.5} and policies[2].distill.steps > 0
