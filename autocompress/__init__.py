@@ -11,6 +11,9 @@ from autocompress.errors import (
 )
 from autocompress.policy import DistillPolicy, Policy, PrunePolicy, QuantPolicy
 
+
+from autocompress.api import SearchOutcome, search
+
 __all__ = [
     "AutocompressError",
     "ConfigError",
@@ -19,8 +22,10 @@ __all__ = [
     "Policy",
     "PrunePolicy",
     "QuantPolicy",
+    "SearchOutcome",
     "UnsupportedModelError",
     "WorkloadError",
+    "search",
 ]
 
 __version__ = "0.1.0"

@@ -1,22 +1,27 @@
-"""Command line: argument parsing and error mapping only — the work happens in :mod:`autocompress.search`."""
+"""Command line: argument parsing, config files and error mapping only — the work happens in :mod:`autocompress.study`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 
 from autocompress.config import SAMPLERS, SearchConfig, parse_budget
-from autocompress.errors import AutocompressError
+from autocompress.errors import AutocompressError, ConfigError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "load_config_file"]
 
 _DEFAULTS = SearchConfig()
+# Options that only steer this process' output; they cannot be set from a config file.
+_NOT_IN_CONFIG = {"config", "quiet", "debug", "command"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,34 +38,95 @@ def build_parser() -> argparse.ArgumentParser:
         "(a small ResNet trained on scikit-learn digits).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--model", default=_DEFAULTS.model, help="model to compress: 'demo' (embedded small ResNet)")
-    s.add_argument("--data", default=_DEFAULTS.data, help="dataset: 'digits' (scikit-learn load_digits, 32x32)")
-    s.add_argument("--trials", type=int, default=_DEFAULTS.trials, help="total finished trials the study should have; a rerun resumes up to this number")
-    s.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
-    s.add_argument("--latency-budget", default=str(_DEFAULTS.latency_budget),
+    s.add_argument("--config", type=Path, default=None, help="YAML file whose keys are these options (dashes or underscores); options given on the command line win")
+    w = s.add_argument_group("model and data")
+    w.add_argument("--model", default=_DEFAULTS.model, help="model to compress: demo | torchvision:NAME | package.module:factory")
+    w.add_argument("--weights", type=Path, default=None, help="state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True)")
+    w.add_argument("--num-classes", type=int, default=None, help="classes of the model's head (default: taken from the data)")
+    w.add_argument("--trust-checkpoint", action="store_true", help="allow --weights to be a whole pickled model (unpickling runs code from the file: only for files you trust)")
+    w.add_argument("--small-input", action="store_true", help="adapt a torchvision model's stem to small images (e.g. 32x32): 3x3 stride-1 first conv, no max-pool")
+    w.add_argument("--data", default=_DEFAULTS.data, help="dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn")
+    w.add_argument("--input-size", type=int, default=None, help="image side in pixels for imagefolder/torchvision data (default: 224 for folders, native for torchvision datasets)")
+    w.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT (needs internet)")
+    w.add_argument("--max-samples", type=int, default=None, help="cap every split at this many images (stratified), for large datasets")
+    g = s.add_argument_group("search")
+    g.add_argument("--trials", type=int, default=_DEFAULTS.trials, help="total finished trials the study should have; a rerun resumes up to this number")
+    g.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    g.add_argument("--latency-budget", default=str(_DEFAULTS.latency_budget),
                    help="latency limit: milliseconds (2.5 or 2.5ms) or a fraction of the teacher's fp32 ONNX Runtime latency (0.5x)")
-    s.add_argument("--max-accuracy-drop", type=float, default=_DEFAULTS.max_accuracy_drop,
+    g.add_argument("--max-accuracy-drop", type=float, default=_DEFAULTS.max_accuracy_drop,
                    help="allowed top-1 drop on the validation split, in percentage points")
-    s.add_argument("--space", default=_DEFAULTS.space, help="search space: a name in search_spaces/ or a path to a YAML file")
-    s.add_argument("--study-name", default=_DEFAULTS.study_name, help="study name; also the folder under --output")
-    s.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
-    s.add_argument("--output", type=Path, default=_DEFAULTS.output, help="results folder")
-    s.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the sampler, calibration and fine-tuning")
-    s.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="intra-op threads latency is measured with")
-    s.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="batch size latency is measured at")
-    s.add_argument("--sampler", choices=SAMPLERS, default=_DEFAULTS.sampler, help="Optuna sampler")
-    s.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement (after warm-up)")
-    s.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
+    g.add_argument("--space", default=_DEFAULTS.space, help="search space: a name in search_spaces/ or a path to a YAML file")
+    g.add_argument("--sampler", choices=SAMPLERS, default=_DEFAULTS.sampler, help="Optuna sampler")
+    g.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the sampler, calibration and fine-tuning")
+    o = s.add_argument_group("storage and output")
+    o.add_argument("--study-name", default=_DEFAULTS.study_name, help="study name; also the folder under --output")
+    o.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    o.add_argument("--output", type=Path, default=_DEFAULTS.output, help="results folder")
+    m = s.add_argument_group("measurement")
+    m.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="intra-op threads latency is measured with")
+    m.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="batch size latency is measured at")
+    m.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement (after warm-up)")
+    m.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     return parser
 
 
-def _config(args: argparse.Namespace) -> SearchConfig:
+def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a YAML config whose keys are ``search`` options; unknown keys are an error naming file and key."""
+    if not path.is_file():
+        raise ConfigError(f"--config: file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    search = _search_parser(parser)
+    actions = {a.dest: a for a in search._actions if a.dest not in _NOT_IN_CONFIG and a.dest != "help"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise ConfigError(f"{path}: unknown key {key!r}; valid keys are the search options: {', '.join(sorted(k.replace('_', '-') for k in actions))}")
+        action = actions[dest]
+        if value is not None and action.type is not None and not isinstance(action, argparse._StoreTrueAction):
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key}: expected {getattr(action.type, '__name__', action.type)}, got {value!r}") from None
+        if action.choices is not None and value not in action.choices:
+            raise ConfigError(f"{path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
+        if isinstance(action, argparse._StoreTrueAction) and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key}: expected true or false, got {value!r}")
+        values[dest] = value
+    return values
+
+
+def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["search"]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; values from ``--config`` become defaults, so explicit options override them."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is not None:
+        _search_parser(parser).set_defaults(**load_config_file(args.config, parser))
+        args = parser.parse_args(argv)
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
-        model=args.model, data=args.data, trials=args.trials, timeout=args.timeout,
+        model=args.model, data=args.data, weights=args.weights, num_classes=args.num_classes,
+        trust_checkpoint=args.trust_checkpoint, small_input=args.small_input, input_size=args.input_size,
+        download=args.download, max_samples=args.max_samples,
+        trials=args.trials, timeout=args.timeout,
         latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,
-        space=args.space, study_name=args.study_name, storage=args.storage, output=args.output, seed=args.seed,
+        space=args.space, study_name=args.study_name, storage=args.storage, output=Path(args.output), seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, sampler=args.sampler, warmup=args.warmup, repeats=args.repeats,
     )
 
@@ -70,11 +136,11 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
     from autocompress.export import export_chosen
     from autocompress.report import pareto_table, write_csv
-    from autocompress.search import run_study
+    from autocompress.study import run_study
     from autocompress.space import load_space
     from autocompress.workload import load_workload
 
-    config = _config(args)
+    config = config_from_args(args)
     space = load_space(config.space)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.debug else optuna.logging.ERROR)
     started = time.perf_counter()
@@ -83,7 +149,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False)
 
-    workload = load_workload(config.model, config.data, cache_dir=config.cache_dir, progress=say)
+    workload = load_workload(config, progress=say)
     result = run_study(workload, space, config, say=say)
     study_dir = config.study_dir
     write_csv(study_dir / "trials.csv", result.candidates, result.choice)
@@ -94,9 +160,8 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         return 1
     if not result.choice.feasible:
         console.print(f"[bold yellow]warning:[/] {result.choice.reason}; saving it anyway")
+    say("exporting the chosen model and measuring it on the test split")
     chosen = export_chosen(result.choice, workload=workload, reference=result.reference, config=config)
-    import json
-
     m = json.loads((chosen / "metrics.json").read_text())
     console.print(
         f"chosen: trial {m['trial']} ({m['policy_summary']}) — test accuracy {m['accuracy']['test_top1']:.2%} "
@@ -114,18 +179,18 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autocompress`` and ``python -m autocompress``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    # Wide enough for the Pareto table when output goes to a file or CI log (rich assumes 80 columns there).
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
+        args = parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        # Wide enough for the Pareto table when output goes to a file or CI log (rich assumes 80 columns there).
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return _search(args, console)
     except AutocompressError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return 2

@@ -53,7 +53,9 @@ class SearchConfig:
     """Everything one ``autocompress search`` run needs.
 
     Attributes:
-        model / data: workload sources (``demo`` / ``digits`` for the embedded demo).
+        model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see :mod:`autocompress.workload`).
+        weights / num_classes / trust_checkpoint / small_input: how to build and load ``model``.
+        input_size / download / max_samples: how to load ``data``.
         trials: total number of finished trials the study should have (a rerun resumes up to this count).
         timeout: stop starting new trials after this many seconds (``None`` = no limit).
         latency_budget: see :class:`LatencyBudget`.
@@ -68,6 +70,13 @@ class SearchConfig:
 
     model: str = "demo"
     data: str = "digits"
+    weights: Path | None = None
+    num_classes: int | None = None
+    trust_checkpoint: bool = False
+    small_input: bool = False
+    input_size: int | None = None
+    download: bool = False
+    max_samples: int | None = None
     trials: int = 20
     timeout: float | None = None
     latency_budget: LatencyBudget = LatencyBudget(0.5, True)
@@ -84,6 +93,14 @@ class SearchConfig:
     repeats: int = 100
 
     def __post_init__(self) -> None:
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"--num-classes must be at least 2, got {self.num_classes}")
+        if self.input_size is not None and self.input_size < 8:
+            raise ConfigError(f"--input-size must be at least 8 pixels, got {self.input_size}")
+        if self.max_samples is not None and self.max_samples < 10:
+            raise ConfigError(f"--max-samples must be at least 10, got {self.max_samples}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint")
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:
@@ -120,4 +137,5 @@ class SearchConfig:
         data = dataclasses.asdict(self)
         data["latency_budget"] = str(self.latency_budget)
         data["output"] = str(self.output)
+        data["weights"] = str(self.weights) if self.weights is not None else None
         return data

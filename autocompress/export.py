@@ -25,7 +25,7 @@ from autocompress.config import SearchConfig
 from autocompress.measure.accuracy import evaluate_onnx, evaluate_torch
 from autocompress.measure.latency import measure_onnx, measure_torch
 from autocompress.pareto import Choice
-from autocompress.search import Reference
+from autocompress.study import Reference
 from autocompress.workload import Workload
 
 __all__ = ["export_chosen", "machine_fingerprint"]
@@ -73,11 +73,16 @@ def _export_program(model: torch.nn.Module, example_input: torch.Tensor, path: P
     return note
 
 
-def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig) -> Path:
-    """Write ``<study>/chosen/`` for ``choice`` atomically (a temp folder renamed at the end) and return its path."""
+def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig,
+                  destination: Path | None = None) -> Path:
+    """Write the model folder for ``choice`` (default ``<study>/chosen/``) and return its path.
+
+    The folder is built under a temporary name and renamed at the end, so an interrupted export never leaves a
+    half-written folder behind.
+    """
     cand = choice.candidate
-    study_dir = config.study_dir
-    final, tmp = study_dir / "chosen", study_dir / ".chosen.tmp"
+    final = Path(destination) if destination is not None else config.study_dir / "chosen"
+    tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -95,6 +100,7 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     chosen = measure_onnx(tmp / "model.onnx", workload.input_shape, **protocol)
     test = evaluate_onnx(tmp / "model.onnx", workload.test)
     teacher_test = evaluate_onnx(reference.onnx_path, workload.test)
+    teacher_torch_test = evaluate_torch(workload.model, workload.test)
     metrics = {
         "trial": cand.number,
         "feasible": choice.feasible,
@@ -106,7 +112,7 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
             "test_top5": test.top5,
             "teacher_val_top1": reference.val_accuracy,
             "teacher_test_top1": teacher_test.top1,
-            "teacher_torch_test_top1": evaluate_torch(workload.model, workload.test).top1,
+            "teacher_torch_test_top1": teacher_torch_test.top1,
             "test_drop_pt": (teacher_test.top1 - test.top1) * 100,
             "val_drop_pt": cand.attrs.get("accuracy_drop_pt"),
             "n_val": len(workload.val),  # type: ignore[arg-type]

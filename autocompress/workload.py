@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from autocompress.config import SearchConfig
 from autocompress.errors import WorkloadError
 from autocompress.models import build_demo_resnet
 from autocompress.training import fit, predict_logits
@@ -141,10 +142,46 @@ def load_demo_workload(
     )
 
 
-def load_workload(model: str, data: str, *, cache_dir: Path, progress: Callable[[str], None] | None = None) -> Workload:
-    """Resolve ``--model`` and ``--data`` into a :class:`Workload`."""
-    if model == "demo" and data == "digits":
-        return load_demo_workload(cache_dir, progress=progress)
-    raise WorkloadError(
-        f"--model {model!r} with --data {data!r} is not supported yet; use --model demo --data digits"
+def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | None = None) -> Workload:
+    """Resolve ``--model`` / ``--data`` (and the options that go with them) into a :class:`Workload`.
+
+    Model sources: ``demo``, ``torchvision:NAME``, ``package.module:factory`` (see :mod:`autocompress.sources`).
+    Data sources: ``digits``, ``imagefolder:PATH``, ``torchvision:NAME:ROOT``, ``package.module:fn``.
+    """
+    if config.model == "demo":
+        if config.data != "digits":
+            raise WorkloadError(
+                f"--model demo is trained on digits and only works with --data digits, got --data {config.data!r}; "
+                "pass your own model with --model torchvision:NAME --weights PATH or --model package.module:factory"
+            )
+        return load_demo_workload(config.cache_dir, progress=progress)
+
+    from autocompress.sources.data import DataSplits, load_data
+    from autocompress.sources.models import check_num_classes, load_model
+
+    if config.model.startswith("torchvision:") and config.weights is None:
+        raise WorkloadError(
+            f"--model {config.model} has random weights without --weights; pass --weights PATH with a state_dict "
+            "trained on your data (the search compresses a trained model, it does not train one)"
+        )
+    if config.data == "digits":
+        train, val, test = load_digits_splits(size=config.input_size or DEMO_INPUT_SIZE)
+        splits = DataSplits(train=train, val=val, test=test, input_shape=tuple(train[0][0].shape), num_classes=10,  # type: ignore[arg-type]
+                            info={"data": "digits (sklearn load_digits)", "train_size": len(train), "val_size": len(val), "test_size": len(test)})
+    else:
+        splits = load_data(config.data, input_size=config.input_size, seed=config.seed, download=config.download,
+                           max_samples=config.max_samples)
+    model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
+                       trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
+    model.eval()
+    check_num_classes(model, splits.num_classes, splits.input_shape)
+    return Workload(
+        name=config.model,
+        model=model,
+        train=splits.train,
+        val=splits.val,
+        test=splits.test,
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        info={"model": config.model, "weights": str(config.weights) if config.weights else None, **splits.info},
     )

@@ -11,7 +11,7 @@ import pytest
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
 from autocompress.export import export_chosen
-from autocompress.search import run_study
+from autocompress.study import run_study
 from autocompress.space import SearchSpace
 from autocompress.workload import Workload
 

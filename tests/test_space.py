@@ -61,7 +61,7 @@ def test_suggest_builds_policy_with_one_ratio_per_group() -> None:
     assert ("kd.steps" in trial.params) == (not policy.prune.is_identity)
 
 
-@pytest.mark.parametrize("per,expected", [("uniform", {"prune.ratio"}), ("stage", {"prune.stem", "prune.layer1", "prune.layer2"}), ("none", set())])
+@pytest.mark.parametrize("per,expected", [("uniform", {"prune.ratio"}), ("stage", {"prune.stem.0", "prune.layer1", "prune.layer2"}), ("none", set())])
 def test_prune_granularity_controls_parameters(per: str, expected: set[str]) -> None:
     space = SearchSpace.from_dict({"prune": {"per": per}})
     assert set(space.prune_params(GROUPS)) == expected
@@ -78,3 +78,19 @@ def test_baselines_are_enqueued_exactly() -> None:
     assert policies[0].prune.is_identity and policies[0].quant.mode == "none"
     assert policies[1].prune.is_identity and policies[1].quant.granularity == "per_channel"
     assert set(policies[2].prune.ratios.values()) == {0.5} and policies[2].distill.steps > 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "stage"),
+    [("layer1.0.conv1", "layer1"), ("features.3.conv.0.0", "features.3"), ("features.denseblock2.denselayer1.conv1", "features.denseblock2"),
+     ("encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_0"), ("conv", "conv")],
+)
+def test_stage_of(layer: str, stage: str) -> None:
+    from autocompress.space import stage_of
+
+    assert stage_of(layer) == stage
+
+
+@pytest.mark.parametrize("name", ["default", "per_stage", "int8_only", "prune_only", "resnet", "mobilenet", "mlp"])
+def test_every_shipped_space_is_valid(name: str) -> None:
+    assert load_space(name).source.endswith(f"{name}.yaml")

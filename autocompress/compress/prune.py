@@ -1,31 +1,56 @@
-"""Structural channel pruning with torch-pruning: channels are physically removed, so the model really shrinks.
+"""Pruning: structural channel pruning with torch-pruning, and unstructured magnitude sparsity.
 
-torch-pruning's dependency graph couples layers that must lose the same channels (a conv, its BatchNorm, the next
-conv's input, every conv that feeds the same residual sum, ...). Each coupled set is a *group*; we name a group after
-its root layer and give it one prune ratio. The classifier's output units are never pruned.
+**Structural.** torch-pruning's dependency graph couples layers that must lose the same channels (a conv, its
+BatchNorm, the next conv's input, every conv that feeds the same residual sum, the slices of a DenseNet concat, ...).
+Each coupled set is a *group*; we name a group after its root layer and give it one prune ratio. Channels are
+physically removed, so the model really shrinks. The classifier's output units are never pruned.
 
-Tiny example: a group whose root conv has 32 output channels, ratio 0.3 and ``round_to=4`` removes
-``int(32 * 0.3) = 9`` channels, rounded so the kept count is a multiple of 4: ``32 - 9 = 23 → 20`` kept, i.e. the 12
-channels whose summed L1 magnitude across every coupled layer is smallest are removed (torch-pruning rounds the kept
-count down).
+How many channels a group keeps (:func:`_kept_channels`): ``channels - int(channels * ratio)``, rounded *down* to a
+step, never to zero. The step is the group's own constraint (grouped convolutions lose the same channels in every
+group; attention keeps ``embed_dim`` divisible by its heads), widened to a multiple of ``round_to`` where the channels
+allow. Tiny example: 32 channels, ratio 0.3, ``round_to=4``: ``int(9.6) = 9`` removed → 23 kept → 20 kept, i.e. the 12
+channels whose summed L1 magnitude across every coupled layer is smallest are removed.
+
+**Unstructured.** :func:`sparsify_model` zeroes the smallest weights of each layer instead. Shapes do not change, so
+dense runtimes (ONNX Runtime CPU) do not get faster; see its docstring.
+
+Architecture notes (torchvision, checked by ``benchmarks/compat_matrix.py``): ViT's ``class_token`` and
+``pos_embedding`` and ConvNeXt's ``layer_scale`` are bare parameters that we register with torch-pruning explicitly;
+ViT's cached ``hidden_dim`` is updated after pruning. ShuffleNetV2 is refused: its channel shuffle
+(view → transpose → view) permutes channels across branches and torch-pruning cannot trace that coupling.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import logging
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
-from autocompress.errors import UnsupportedModelError
+from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.policy import PrunePolicy
 
-__all__ = ["PrunableGroup", "classifier_layers", "prunable_groups", "prune_model", "count_macs_params"]
+__all__ = [
+    "PrunableGroup",
+    "classifier_layers",
+    "prunable_groups",
+    "prune_model",
+    "count_macs_params",
+    "sparsify_model",
+    "weight_sparsity",
+]
+
+logger = logging.getLogger(__name__)
 
 _IMPORTANCE_P = {"l1": 1, "l2": 2}
+_NO_PRUNE_FIX = "set `prune.per: none` in the search space to compress this model with int8 only"
 
 
 @dataclass(frozen=True)
@@ -36,11 +61,14 @@ class PrunableGroup:
         name: qualified name of the root layer (e.g. ``layer1.0.conv1``); the key of :attr:`PrunePolicy.ratios`.
         channels: number of channels the group has before pruning.
         layers: names of the layers whose weights lose channels when this group is pruned.
+        multiple: the kept channel count is always a multiple of this (the number of groups of a grouped
+            convolution, the heads of an attention layer; 1 for ordinary layers).
     """
 
     name: str
     channels: int
     layers: tuple[str, ...]
+    multiple: int = 1
 
     @property
     def stage(self) -> str:
@@ -60,29 +88,155 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return heads
 
 
-def _build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+# ---------------------------------------------------------------------------------------------------------------
+# Architecture specifics. Kept here as three small functions rather than a registry: there are only a few, and each
+# is a fact about torchvision's implementation, not a user extension point.
+
+
+def _refuse_unsupported(model: nn.Module) -> None:
+    from torchvision.models import ShuffleNetV2
+
+    if isinstance(model, ShuffleNetV2):
+        # Tracing fails deep inside torch-pruning (a ZeroDivisionError) without this early, readable refusal.
+        raise UnsupportedModelError(
+            "model: ShuffleNetV2's channel shuffle (view → transpose → view) permutes channels across branches, "
+            f"which torch-pruning cannot follow; expected a model without channel shuffles; {_NO_PRUNE_FIX}, "
+            "or use sparsify_model()"
+        )
+
+
+def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """Bare ``nn.Parameter``s that carry a prunable channel dimension, with that dimension.
+
+    torch-pruning would guess "the last non-singleton dimension" (and warn); naming them makes the choice explicit.
+    """
+    from torchvision.models.convnext import CNBlock
+    from torchvision.models.vision_transformer import Encoder, VisionTransformer
+
+    found: list[tuple[nn.Parameter, int]] = []
+    for module in model.modules():
+        if isinstance(module, VisionTransformer):
+            found.append((module.class_token, 2))  # (1, 1, hidden)
+        elif isinstance(module, Encoder):
+            found.append((module.pos_embedding, 2))  # (1, tokens, hidden)
+        elif isinstance(module, CNBlock):
+            found.append((module.layer_scale, 0))  # (dim, 1, 1)
+    return found
+
+
+def _after_prune(model: nn.Module) -> None:
+    """Update attributes that cache a channel count and are read in ``forward``."""
+    from torchvision.models import VisionTransformer
+
+    for module in model.modules():
+        if isinstance(module, VisionTransformer):
+            module.hidden_dim = module.conv_proj.out_channels  # used to reshape the patch embeddings
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Groups
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A torch-pruning group with the constraints its kept channel count must satisfy."""
+
+    name: str
+    group: Any  # tp.Group with every channel's index
+    channels: int
+    slices: int  # channels form this many equal slices that must lose the same positions (grouped conv, GroupNorm)
+    multiple: int  # the kept count must be a multiple of this (slices and attention heads)
+
+    @property
+    def root(self) -> nn.Module:
+        return self.group[0].dep.target.module
+
+
+def _trace(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    _refuse_unsupported(model)
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        with torch.enable_grad():  # torch-pruning traces through autograd
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, unwrapped_parameters=_unwrapped_parameters(model), verbose=False
+            )
     except Exception as exc:  # torch-pruning raises many kinds of errors on unusual graphs
         raise UnsupportedModelError(
-            f"model: torch-pruning could not trace the model ({type(exc).__name__}: {exc}); "
-            "use a prune-free search space (search_spaces/int8_only.yaml) for this architecture"
+            f"model: torch-pruning could not trace {type(model).__name__} ({type(exc).__name__}: {exc}); "
+            f"expected a graph of standard layers; {_NO_PRUNE_FIX}"
         ) from exc
 
 
-def prunable_groups(model: nn.Module, example_input: torch.Tensor, *, num_classes: int) -> list[PrunableGroup]:
-    """The coupled channel groups of ``model`` in graph order, classifier excluded."""
-    graph = _build_graph(model, example_input)
+def _constraints(group: Any) -> tuple[int, int]:
+    """``(slices, multiple)`` of a group: see :class:`_Group`."""
+    slices, multiple = 1, 1
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups != module.out_channels:
+            slices = math.lcm(slices, module.groups)  # depthwise convs (groups == channels) follow any index set
+        elif isinstance(module, nn.GroupNorm):
+            slices = math.lcm(slices, module.num_groups)
+        elif isinstance(module, nn.MultiheadAttention):
+            multiple = math.lcm(multiple, module.num_heads)  # torch-pruning asserts embed_dim % num_heads == 0
+    return slices, math.lcm(slices, multiple)
+
+
+def _groups(graph: tp.DependencyGraph, model: nn.Module, num_classes: int) -> Iterator[_Group]:
     names = {module: name for name, module in model.named_modules()}
-    groups = []
-    for group in graph.get_all_groups(ignored_layers=classifier_layers(model, num_classes)):
+    ignored = [m for head in classifier_layers(model, num_classes) for m in head.modules()]
+    root_types = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR, tp.ops.TORCH_LSTM)
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=root_types):
         root = group[0].dep.target.module
         channels = graph.get_out_channels(root) or 0
-        if channels <= 1 or root not in names:
+        slices, multiple = _constraints(group)
+        if root not in names or channels // multiple <= 1:  # nothing could be removed without emptying the group
             continue
-        layers = tuple(dict.fromkeys(names[d.target.module] for d, _ in group if d.target.module in names))
-        groups.append(PrunableGroup(name=names[root], channels=channels, layers=layers))
-    return groups
+        yield _Group(name=names[root], group=group, channels=channels, slices=slices, multiple=multiple)
+
+
+def prunable_groups(model: nn.Module, example_input: torch.Tensor, *, num_classes: int) -> list[PrunableGroup]:
+    """The coupled channel groups of ``model`` in graph order, classifier excluded.
+
+    The names are exactly the keys :func:`prune_model` accepts in :attr:`PrunePolicy.ratios`.
+
+    Raises:
+        UnsupportedModelError: torch-pruning cannot trace the model, or it has no recognisable classifier.
+    """
+    graph = _trace(model, example_input)
+    names = {module: name for name, module in model.named_modules()}
+    return [
+        PrunableGroup(
+            name=g.name,
+            channels=g.channels,
+            layers=tuple(dict.fromkeys(names[d.target.module] for d, _ in g.group if d.target.module in names)),
+            multiple=g.multiple,
+        )
+        for g in _groups(graph, model, num_classes)
+    ]
+
+
+def _kept_channels(channels: int, ratio: float, *, multiple: int, round_to: int | None) -> int:
+    """Channels a group keeps at ``ratio``: see the module docstring.
+
+    ``round_to`` widens the step to ``lcm(multiple, round_to)`` only where that is not much coarser than the group's
+    own step (at most twice the larger of the two) and the group keeps at least that many channels. Example: a
+    RegNet group of 400 channels in 25 conv groups has step 25; ``round_to=8`` would make it 200, so a 30 % ratio
+    would remove 50 %. It keeps 275 (11 per conv group) instead.
+    """
+    exact = channels - int(channels * ratio)
+    step = multiple
+    if round_to:
+        wider = math.lcm(multiple, round_to)
+        if wider <= exact and wider <= 2 * max(multiple, round_to):
+            step = wider
+    return max(step, exact // step * step)
+
+
+def _indices_to_remove(importance: torch.Tensor, group: _Group, kept: int) -> list[int]:
+    """The least important channels, the same positions in every slice so grouped layers stay regular."""
+    width = group.channels // group.slices
+    per_slice = importance.reshape(group.slices, width).mean(dim=0)  # e.g. [1,2,3 | 4,5,6] → [2.5, 3.5, 4.5]
+    drop = torch.argsort(per_slice)[: width - kept // group.slices]
+    return sorted(int(i) + s * width for s in range(group.slices) for i in drop)
 
 
 def prune_model(
@@ -90,41 +244,160 @@ def prune_model(
 ) -> nn.Module:
     """Return a pruned deep copy of ``model``; ``model`` itself is untouched.
 
+    Every group named in ``policy.ratios`` keeps :func:`_kept_channels` channels: those with the largest group
+    magnitude (``policy.importance``), all importances being computed before anything is removed so the result does
+    not depend on the order of the groups. If ``policy`` has a ``sparsity`` field above 0, the structurally pruned
+    model is then sparsified with :func:`sparsify_model` (classifier left dense).
+
     Raises:
-        ConfigError-like ``UnsupportedModelError`` if a ratio names a layer the model does not have.
+        UnsupportedModelError: a ratio names a layer that is not a group root of this model, torch-pruning cannot
+            trace or prune the model, or the pruned model no longer runs with the same output shape.
+        ConfigError: a ratio is outside ``[0, 1)``.
     """
     pruned = copy.deepcopy(model).eval()
-    if policy.is_identity:
-        return pruned
-    modules: Mapping[str, nn.Module] = dict(pruned.named_modules())
+    sparsity = float(getattr(policy, "sparsity", 0.0))  # an optional PrunePolicy field; absent means dense
+    if not policy.is_identity:
+        _prune_structure(pruned, policy, example_input, num_classes=num_classes)
+    if sparsity > 0:
+        pruned = sparsify_model(pruned, sparsity=sparsity, example_input=example_input, num_classes=num_classes)
+    return pruned.eval()
+
+
+def _prune_structure(model: nn.Module, policy: PrunePolicy, example_input: torch.Tensor, *, num_classes: int) -> None:
+    modules: Mapping[str, nn.Module] = dict(model.named_modules())
     unknown = sorted(set(policy.ratios) - set(modules))
     if unknown:
         raise UnsupportedModelError(
             f"policy: prune ratios name layers the model does not have: {', '.join(unknown[:5])}; "
-            "the search space must be built from this model's groups"
+            "the search space must be built from this model's groups (prunable_groups)"
         )
-    ratio_by_root = {modules[name]: float(ratio) for name, ratio in policy.ratios.items() if ratio > 0}
+    bad = sorted(name for name, ratio in policy.ratios.items() if not 0.0 <= ratio < 1.0)
+    if bad:
+        raise ConfigError(
+            f"policy: prune ratios must lie in [0, 1), got {policy.ratios[bad[0]]} for {bad[0]}; "
+            "a ratio of 1 would remove every channel of the group"
+        )
+    with torch.no_grad():
+        expected_shape = tuple(model(example_input).shape)
+    graph = _trace(model, example_input)
+    groups = list(_groups(graph, model, num_classes))
+    not_roots = sorted(set(policy.ratios) - {g.name for g in groups})
+    if not_roots:
+        raise UnsupportedModelError(
+            f"policy: prune ratios name layers that are not prunable group roots: {', '.join(not_roots[:5])}; "
+            "use the names returned by prunable_groups() for this model"
+        )
+
     importance = tp.importance.GroupMagnitudeImportance(p=_IMPORTANCE_P.get(policy.importance, 1))
+    plans = []
+    for g in groups:  # graph order, so the result does not depend on the order of the ratios mapping
+        ratio = float(policy.ratios.get(g.name, 0.0))
+        kept = _kept_channels(g.channels, ratio, multiple=g.multiple, round_to=policy.round_to) if ratio > 0 else g.channels
+        if kept < g.channels:
+            plans.append((g, _indices_to_remove(importance(g.group), g, kept)))
     try:
-        pruner = tp.pruner.MetaPruner(
-            pruned,
-            example_input,
-            importance=importance,
-            pruning_ratio=0.0,  # groups without an entry keep every channel
-            pruning_ratio_dict=ratio_by_root,
-            ignored_layers=classifier_layers(pruned, num_classes),
-            round_to=policy.round_to,
-        )
-        pruner.step()
+        for g, indices in plans:
+            # Re-derive the group now: earlier removals changed concat/split offsets that map these indices.
+            group = graph.get_pruning_group(g.root, g.group[0].dep.handler, indices)
+            if not graph.check_pruning_group(group):
+                logger.warning("skipping group %s: removing %d channels would empty a layer", g.name, len(indices))
+                continue
+            group.prune()
+        _after_prune(model)
+        with torch.no_grad():
+            shape = tuple(model(example_input).shape)
     except Exception as exc:
         raise UnsupportedModelError(
-            f"model: torch-pruning failed to prune ({type(exc).__name__}: {exc}); "
-            "try a per-stage space or prune-free search space (search_spaces/int8_only.yaml)"
+            f"model: torch-pruning failed to prune {type(model).__name__} ({type(exc).__name__}: {exc}); "
+            f"try lower or per-stage ratios, or {_NO_PRUNE_FIX}"
         ) from exc
-    return pruned.eval()
+    if shape != expected_shape:
+        raise UnsupportedModelError(
+            f"model: pruning changed the output shape of {type(model).__name__} from {expected_shape} to {shape}; "
+            f"expected the classifier to be found with --num-classes {num_classes}; {_NO_PRUNE_FIX}"
+        )
 
 
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """Multiply-accumulates and parameters of one forward pass at ``example_input``'s shape."""
     macs, params = tp.utils.count_ops_and_params(model, example_input)
     return int(macs), int(params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Unstructured sparsity
+
+
+def _weights(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
+    """``(module, parameter name)`` of every Conv/Linear weight, and attention's fused input projection."""
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            yield module, "weight"
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            yield module, "in_proj_weight"
+
+
+def sparsify_model(
+    model: nn.Module,
+    *,
+    sparsity: float,
+    example_input: torch.Tensor | None = None,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """Return a deep copy of ``model`` whose smallest weights are set to zero (unstructured L1 magnitude pruning).
+
+    In every Conv/Linear weight (and attention's fused input projection) the ``sparsity`` fraction with the smallest
+    ``|w|`` is zeroed, layer by layer (``torch.nn.utils.prune.l1_unstructured``, made permanent with
+    ``prune.remove``). With ``num_classes`` the classifier stays dense: it is small and the most sensitive layer.
+
+    Be honest about what this buys: shapes do not change, so dense runtimes such as ONNX Runtime's CPU kernels run
+    exactly as many multiply-adds and are **not faster**. Zeros help only the file size after generic compression
+    (gzip/zstd of the ONNX file) and runtimes with sparse kernels. For speed, use :func:`prune_model`.
+
+    Args:
+        model: the model to sparsify; it is not modified.
+        sparsity: fraction of each layer's weights to zero, in ``[0, 1)``.
+        example_input: if given, a forward pass checks the sparse model still runs with the same output shape.
+        num_classes: if given, layers found by :func:`classifier_layers` are left dense.
+
+    Raises:
+        ConfigError: ``sparsity`` is outside ``[0, 1)``.
+
+    Example:
+        >>> sparse = sparsify_model(model, sparsity=0.5)  # doctest: +SKIP
+        >>> round(weight_sparsity(sparse), 2)  # doctest: +SKIP
+        0.5
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity: expected a fraction in [0, 1), got {sparsity!r}; 0.5 zeroes half of each layer")
+    sparse = copy.deepcopy(model).eval()
+    if sparsity == 0:
+        return sparse
+    if example_input is not None:
+        with torch.no_grad():
+            before = tuple(sparse(example_input).shape)
+    keep_dense = {id(m) for m in classifier_layers(sparse, num_classes)} if num_classes is not None else set()
+    for module, name in _weights(sparse):
+        if id(module) in keep_dense:
+            continue
+        torch_prune.l1_unstructured(module, name, amount=sparsity)
+        torch_prune.remove(module, name)  # bake the mask into the weight; no hooks or *_orig copies remain
+    if example_input is not None:
+        with torch.no_grad():
+            after = tuple(sparse(example_input).shape)
+        if before != after:  # masks keep shapes; this guards a forward that reads weights in unusual ways
+            raise UnsupportedModelError(
+                f"model: sparsifying changed the output shape from {before} to {after}; expected it unchanged; "
+                "leave sparsity at 0 for this model"
+            )
+    return sparse
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero entries over all Conv/Linear weights (classifier included); 0.0 if there are none."""
+    zeros = total = 0
+    for module, name in _weights(model):
+        weight = getattr(module, name)
+        zeros += int((weight == 0).sum())
+        total += weight.numel()
+    return zeros / total if total else 0.0

@@ -1,0 +1,124 @@
+"""Python API for notebooks and scripts: the same engine as ``autocompress search``.
+
+Example:
+    >>> import autocompress
+    >>> result = autocompress.search(model, train=train_ds, val=val_ds, test=test_ds,
+    ...                              latency_budget_ms=2.0, trials=30)            # doctest: +SKIP
+    >>> result.chosen.accuracy, result.chosen.latency_ms                          # doctest: +SKIP
+    >>> result.export("my_model/")                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from autocompress.config import LatencyBudget, SearchConfig, parse_budget
+from autocompress.errors import ConfigError, WorkloadError
+from autocompress.export import export_chosen
+from autocompress.pareto import Candidate, Choice
+from autocompress.study import Reference, run_study
+from autocompress.space import SearchSpace, load_space
+from autocompress.workload import Workload
+
+__all__ = ["SearchOutcome", "search"]
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`search` returns.
+
+    Attributes:
+        pareto: the Pareto front (accuracy up, latency down), fastest first.
+        candidates: every finished trial.
+        chosen: the best-accuracy feasible member (or the closest to the constraints when none is feasible).
+        feasible: whether ``chosen`` meets the latency budget and the accuracy-drop limit.
+        reference: the original model's measured latency and accuracy.
+        study: the Optuna study (for plots, optuna-dashboard, further trials).
+    """
+
+    pareto: list[Candidate]
+    candidates: list[Candidate]
+    chosen: Candidate | None
+    feasible: bool
+    reference: Reference
+    study: object
+    _choice: Choice | None
+    _workload: Workload
+    _config: SearchConfig
+
+    def export(self, path: str | Path) -> Path:
+        """Write ``model.onnx``, ``model.pt2``, ``policy.json`` and ``metrics.json`` of ``chosen`` into ``path``."""
+        if self._choice is None:
+            raise WorkloadError("no finished trial to export; run more trials")
+        return export_chosen(self._choice, workload=self._workload, reference=self.reference, config=self._config,
+                             destination=Path(path))
+
+
+def search(
+    model: nn.Module,
+    *,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset | None = None,
+    latency_budget_ms: float | None = None,
+    latency_budget: str | None = None,
+    max_accuracy_drop: float = 1.0,
+    trials: int = 30,
+    space: str | SearchSpace = "default",
+    study_name: str = "api",
+    output: str | Path = "results",
+    storage: str | None = None,
+    sampler: str = "tpe",
+    seed: int = 0,
+    threads: int = 1,
+    batch_size: int = 1,
+    timeout: float | None = None,
+    num_classes: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SearchOutcome:
+    """Search compression policies for a trained ``model`` on map-style ``(image, label)`` datasets.
+
+    Args:
+        model: the trained classifier (the teacher); it is not modified.
+        train: images for distillation and int8 calibration.
+        val: held-out images that drive the search.
+        test: held-out images used only for the exported model's final figures (defaults to ``val``, said so in
+            ``metrics.json``).
+        latency_budget_ms: absolute budget in milliseconds; or ``latency_budget="0.5x"`` for a fraction of the
+            model's fp32 ONNX Runtime latency (default ``0.5x``).
+        max_accuracy_drop: allowed top-1 drop on ``val`` in percentage points.
+        trials: total finished trials (a rerun with the same ``study_name`` and ``output`` resumes).
+        space: a shipped space name, a YAML path, or a :class:`SearchSpace`.
+        progress: called with one line per trial (``print`` to see them); ``None`` logs them.
+    """
+    if latency_budget_ms is not None and latency_budget is not None:
+        raise ConfigError("give either latency_budget_ms or latency_budget, not both")
+    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None else (latency_budget or "0.5x"))
+    sample = train[0]  # type: ignore[index]
+    if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
+        raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")
+    input_shape = tuple(sample[0].shape)
+    model = model.eval()
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(model(sample[0].unsqueeze(0)).shape[1])
+    config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
+                          max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
+                          study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
+                          batch_size=batch_size, sampler=sampler)
+    workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
+                        input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
+                        info={"model": type(model).__name__, "data": "python datasets",
+                              "test_split": "test" if test is not None else "val (no test split given)"})
+    resolved = space if isinstance(space, SearchSpace) else load_space(space)
+    result = run_study(workload, resolved, config, say=progress)
+    return SearchOutcome(pareto=result.front, candidates=result.candidates,
+                         chosen=result.choice.candidate if result.choice else None,
+                         feasible=bool(result.choice and result.choice.feasible), reference=result.reference,
+                         study=result.study, _choice=result.choice, _workload=workload, _config=config)

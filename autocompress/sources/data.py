@@ -1,0 +1,520 @@
+"""Bring-your-own data: train / val / test splits from a ``--data`` spec.
+
+Spec forms handled here (``digits`` is built by :mod:`autocompress.workload`):
+
+* ``imagefolder:PATH``: one folder per class (``PATH/CLASS/IMAGE.png``). With ``PATH/train`` and ``PATH/val``
+  (optional ``PATH/test``) those are the splits, and without ``test/`` val is halved (stratified) into val and test;
+  otherwise the images are split 60/20/20, stratified.
+* ``torchvision:NAME:ROOT``: a torchvision dataset already on disk under ``ROOT`` (or fetched with ``download``),
+  e.g. ``torchvision:CIFAR10:./data``. The official train split gives train (90 %) and val (10 %, stratified); the
+  official test split is test.
+* ``package.module:fn``: a function returning a :class:`DataSplits`, ``(train, val[, test])`` or
+  ``{"train": ..., "val": ...[, "test": ...]}`` of map-style datasets or DataLoaders.
+
+Images become float tensors ``C x H x W`` normalised with the ImageNet mean/std (3 channels) or 0.5/0.5 (1 channel).
+Every split is deterministic for a given ``seed``: keep it fixed so held-out data stays held out across studies.
+
+Example:
+    >>> splits = load_data("imagefolder:./flowers", input_size=64, max_samples=2000)
+    >>> splits.input_shape, splits.num_classes
+    ((3, 64, 64), 5)
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
+
+from autocompress.errors import WorkloadError
+from autocompress.sources.models import _MODULE_SPEC, _accepts, _one_line, _resolve_object
+
+__all__ = ["DATA_SPEC_FORMS", "DataSplits", "load_data"]
+
+logger = logging.getLogger(__name__)
+
+DATA_SPEC_FORMS = "digits, imagefolder:PATH, torchvision:NAME:ROOT, package.module:fn"
+_MEAN_STD = {3: ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), 1: ((0.5,), (0.5,))}
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
+_DEFAULT_FOLDER_SIZE = 224
+_SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets whose split= names are not train/test
+
+
+@dataclass
+class DataSplits:
+    """Train / val / test data of one workload.
+
+    Attributes:
+        train: map-style dataset of ``(float tensor C x H x W, int label)`` for fine-tuning and calibration.
+        val: held-out data that drives the search.
+        test: held-out data touched only for the final report.
+        input_shape: ``(channels, height, width)`` of one image.
+        num_classes: number of classes (labels are ``0 .. num_classes - 1``).
+        info: where the data came from, class names (``"classes"``), split sizes; written to reports.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_data(
+    spec: str,
+    *,
+    input_size: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+    max_samples: int | None = None,
+) -> DataSplits:
+    """Load the splits named by ``spec`` (see the module docstring for the forms).
+
+    Args:
+        spec: ``imagefolder:PATH``, ``torchvision:NAME:ROOT`` or ``package.module:fn``.
+        input_size: images are resized (shorter side) and centre-cropped to this square size; ``None`` means 224
+            for image folders and the native size for torchvision datasets. Not applied to ``package.module:fn``.
+        channels: 1 (grayscale) or 3 (RGB); ``None`` keeps the data's own (an image folder's first image decides).
+        seed: seed of every split and subsample.
+        download: let torchvision download a missing dataset into ``ROOT``.
+        max_samples: cap on the size of each split (stratified subsample), for huge datasets.
+
+    Raises:
+        WorkloadError: unknown spec, missing or empty folders, mismatched classes, missing dataset files.
+    """
+    if channels not in (None, 1, 3):
+        raise WorkloadError(f"--channels {channels} : expected 1 (grayscale) or 3 (RGB)")
+    if input_size is not None and input_size < 1:
+        raise WorkloadError(f"--input-size {input_size} : expected a positive image size in pixels, e.g. 224")
+    if max_samples is not None and max_samples < 1:
+        raise WorkloadError(f"--max-samples {max_samples} : expected a positive cap on the images per split")
+    if spec == "digits":
+        raise WorkloadError("--data digits : the digits data is built by autocompress.workload, not by sources.load_data")
+    if spec.startswith("imagefolder:"):
+        return _load_imagefolder(spec, size=input_size or _DEFAULT_FOLDER_SIZE, channels=channels, seed=seed,
+                                 max_samples=max_samples)
+    if spec.startswith("torchvision:"):
+        return _load_torchvision(spec, size=input_size, channels=channels, seed=seed, download=download,
+                                 max_samples=max_samples)
+    if _MODULE_SPEC.match(spec):
+        return _load_from_function(spec, input_size=input_size, channels=channels, seed=seed, max_samples=max_samples)
+    hint = f"; did you mean imagefolder:{spec}?" if spec and Path(spec).expanduser().is_dir() else ""
+    raise WorkloadError(f"--data {spec} : unknown data spec; expected one of {DATA_SPEC_FORMS}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# imagefolder:PATH
+
+
+def _load_imagefolder(spec: str, *, size: int, channels: int | None, seed: int, max_samples: int | None) -> DataSplits:
+    root = Path(spec.split(":", 1)[1]).expanduser()
+    if not str(root) or not root.exists():
+        raise WorkloadError(f"--data {spec} : no such folder {str(root)!r}; pass imagefolder:PATH with PATH/CLASS/IMAGE.png files")
+    if not root.is_dir():
+        raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders (PATH/CLASS/IMAGE.png)")
+    has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
+    if has_train != has_val:
+        raise WorkloadError(
+            f"--data {spec} : {root} has {'train/ but no val/' if has_train else 'val/ but no train/'}; add the "
+            "missing split folder, or put the class folders directly under PATH to have them split 60/20/20"
+        )
+    if has_train:
+        found = {s: _scan_folder(root / s, spec) for s in ("train", "val", "test") if (root / s).is_dir()}
+        _check_same_classes(found, spec)
+        classes = found["train"][0]
+        train_s, val_s = found["train"][1], found["val"][1]
+        if "test" in found:
+            test_s, layout = found["test"][1], "train/ val/ test/ folders"
+        else:
+            halves = _stratified_split(np.array([lab for _, lab in val_s]), (0.5, 0.5), seed)
+            val_s, test_s = ([val_s[i] for i in idx] for idx in halves)
+            layout = "train/ val/ folders, val halved (stratified) into val and test"
+    else:
+        classes, samples = _scan_folder(root, spec)
+        parts = _stratified_split(np.array([lab for _, lab in samples]), (0.6, 0.2, 0.2), seed)
+        train_s, val_s, test_s = ([samples[i] for i in idx] for idx in parts)
+        layout = "one folder split 60/20/20 (stratified)"
+    sources = {"train": len(train_s), "val": len(val_s), "test": len(test_s)}
+    train_s, val_s, test_s = (
+        [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
+        for s in (train_s, val_s, test_s)
+    )
+    if channels is None:
+        from PIL import Image
+
+        with Image.open(train_s[0][0]) as first:
+            channels = 1 if first.mode in _GRAY_MODES else 3
+    shape = (channels, size, size)
+    _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
+    # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
+    # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
+    # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
+    # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
+    splits = [_decode_images(s, size=size, channels=channels, spec=spec) for s in (train_s, val_s, test_s)]
+    return DataSplits(
+        *splits, input_shape=shape, num_classes=len(classes),
+        info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
+              "input_size": size, "channels": channels, "seed": seed, "max_samples": max_samples,
+              "source_sizes": sources, **_sizes(*splits)},
+    )
+
+
+def _scan_folder(folder: Path, spec: str) -> tuple[list[str], list[tuple[str, int]]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, class_to_idx = find_classes(folder)
+    except FileNotFoundError as exc:
+        raise WorkloadError(f"--data {spec} : no class subfolders in {folder}; expected {folder}/CLASS_NAME/IMAGE.png") from exc
+    samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[lab] for _, lab in samples})
+    if empty:
+        raise WorkloadError(
+            f"--data {spec} : class folder(s) {', '.join(empty[:5])} in {folder} hold no images "
+            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder(s)"
+        )
+    return classes, samples
+
+
+def _check_same_classes(found: Mapping[str, tuple[list[str], list[tuple[str, int]]]], spec: str) -> None:
+    train_classes = found["train"][0]
+    for split, (classes, _) in found.items():
+        if classes != train_classes:
+            only_train = sorted(set(train_classes) - set(classes))
+            only_here = sorted(set(classes) - set(train_classes))
+            raise WorkloadError(
+                f"--data {spec} : class folders differ between train/ and {split}/ (only in train/: "
+                f"{', '.join(only_train) or '-'}; only in {split}/: {', '.join(only_here) or '-'}); "
+                "every split needs the same class subfolders"
+            )
+
+
+def _decode_images(samples: Sequence[tuple[str, int]], *, size: int, channels: int, spec: str) -> TensorDataset:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    images = torch.empty(len(samples), channels, size, size)
+    labels = torch.empty(len(samples), dtype=torch.long)
+    for i, (path, label) in enumerate(samples):
+        try:
+            with Image.open(path) as img:
+                pixels = pil_to_tensor(img.convert("L" if channels == 1 else "RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise WorkloadError(f"--data {spec} : cannot read image {path} ({_one_line(exc)}); remove or replace the file") from exc
+        images[i] = _prepare(pixels.unsqueeze(0), size=size, channels=channels)[0]
+        labels[i] = label
+    return TensorDataset(images, labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torchvision:NAME:ROOT
+
+
+def _load_torchvision(
+    spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None
+) -> DataSplits:
+    import torchvision.datasets as tvd
+
+    parts = spec.split(":", 2)  # the root may itself contain ':'
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise WorkloadError(f"--data {spec} : expected torchvision:NAME:ROOT, e.g. torchvision:CIFAR10:./data")
+    _, name, root = parts
+    available = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and issubclass(v, tvd.VisionDataset)
+                       and v is not tvd.VisionDataset)
+    canonical = {n.lower(): n for n in available}.get(name.lower())
+    if canonical is None:
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+        raise WorkloadError(
+            f"--data {spec} : no torchvision dataset named {name!r}; "
+            f"{'close matches: ' + ', '.join(close) if close else 'e.g. CIFAR10, CIFAR100, MNIST, FashionMNIST, SVHN'}"
+        )
+    cls = getattr(tvd, canonical)
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"download": download} if "download" in params else {}
+    if "train" in params:
+        make: Callable[[bool], Any] = lambda train: cls(root, train=train, **kwargs)  # noqa: E731
+    elif "split" in params:
+        names = _SPLIT_NAMES.get(canonical, ("train", "test"))
+        make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)  # noqa: E731
+    else:
+        raise WorkloadError(f"--data {spec} : {canonical} has neither a train= nor a split= argument; load it with a package.module:fn spec")
+    try:
+        official_train, official_test = make(True), make(False)
+    except (RuntimeError, OSError, ValueError) as exc:
+        if download:
+            raise WorkloadError(f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); check the network or put the files under {root}") from exc
+        where = f" ({root}/{cls.base_folder}/)" if isinstance(getattr(cls, "base_folder", None), str) else ""
+        raise WorkloadError(
+            f"--data {spec} : {canonical} files not found under {root}{where}; "
+            f"pass --download to fetch them, or put the files under {root}"
+        ) from exc
+    train_x, train_y = _raw_images(official_train)
+    test_x, test_y = _raw_images(official_test)
+    channels = channels or train_x.channels
+    size = size or train_x.native_size
+    train_idx, val_idx = _stratified_split(train_y, (0.9, 0.1), seed)
+    train_idx, val_idx = (idx[_stratified_cap(train_y[idx], max_samples, seed)] for idx in (train_idx, val_idx))
+    test_idx = _stratified_cap(test_y, max_samples, seed)
+    shape = (channels, size, size)
+    _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
+    splits = [
+        TensorDataset(source.prepared(idx, size=size, channels=channels), torch.as_tensor(labels[idx]))
+        for source, labels, idx in ((train_x, train_y, train_idx), (train_x, train_y, val_idx), (test_x, test_y, test_idx))
+    ]
+    classes = [str(c) for c in getattr(official_train, "classes", [])]
+    num_classes = len(classes) or int(max(train_y.max(), test_y.max())) + 1
+    return DataSplits(
+        *splits, input_shape=shape, num_classes=num_classes,
+        info={"data": spec, "source": "torchvision", "dataset": canonical, "root": root, "classes": classes or None,
+              "input_size": size, "channels": channels, "seed": seed, "max_samples": max_samples,
+              "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
+    )
+
+
+class _RawImages:
+    """A torchvision dataset's images, read as ``uint8 C x H x W`` either from its array or one by one."""
+
+    def __init__(self, dataset: Any, array: torch.Tensor | None) -> None:
+        self.dataset, self.array = dataset, array
+        first = array[0] if array is not None else self._item(0)
+        self.channels = int(first.shape[0])
+        self.native_size = int(min(first.shape[1:]))
+
+    def _item(self, index: int) -> torch.Tensor:
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        image = self.dataset[index][0]
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("L" if image.mode in _GRAY_MODES else "RGB")
+        return pil_to_tensor(image)
+
+    def prepared(self, indices: np.ndarray, *, size: int, channels: int) -> torch.Tensor:
+        out = torch.empty(len(indices), channels, size, size)
+        if self.array is not None:  # chunks bound the float32 intermediate to a few MB
+            for start in range(0, len(indices), 1024):
+                chunk = torch.as_tensor(indices[start:start + 1024])
+                out[start:start + len(chunk)] = _prepare(self.array[chunk], size=size, channels=channels)
+        else:
+            for row, index in enumerate(indices):
+                out[row] = _prepare(self._item(int(index)).unsqueeze(0), size=size, channels=channels)[0]
+        return out
+
+
+def _raw_images(dataset: Any) -> tuple[_RawImages, np.ndarray]:
+    """Images and labels of a torchvision dataset; reads ``.data`` directly where it is a uint8 array (fast)."""
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = getattr(dataset, "labels", None)  # SVHN, STL10
+    data = getattr(dataset, "data", None)
+    array = None
+    if data is not None and labels is not None:
+        tensor = torch.as_tensor(np.asarray(data))
+        if tensor.dtype == torch.uint8 and tensor.dim() == 3:  # MNIST family: N x H x W
+            array = tensor.unsqueeze(1)
+        elif tensor.dtype == torch.uint8 and tensor.dim() == 4 and tensor.shape[1] in (1, 3):  # SVHN: N x C x H x W
+            array = tensor
+        elif tensor.dtype == torch.uint8 and tensor.dim() == 4 and tensor.shape[3] in (1, 3):  # CIFAR: N x H x W x C
+            array = tensor.permute(0, 3, 1, 2)
+    if array is None or labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+        array = None
+    return _RawImages(dataset, array), np.asarray(labels, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# package.module:fn
+
+
+def _load_from_function(
+    spec: str, *, input_size: int | None, channels: int | None, seed: int, max_samples: int | None
+) -> DataSplits:
+    fn = _resolve_object(spec, option="--data")
+    if not callable(fn):
+        raise WorkloadError(f"--data {spec} : {spec.split(':', 1)[1]} is a {type(fn).__name__}, expected a function returning the datasets")
+    offered = {"seed": seed, "input_size": input_size, "channels": channels}
+    kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
+    try:
+        result = fn(**kwargs)
+    except Exception as exc:  # user code: one line here, the chained traceback shows with --debug
+        raise WorkloadError(f"--data {spec} : calling {spec.split(':', 1)[1]}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
+    if isinstance(result, DataSplits):
+        return result
+    expected = "a DataSplits, (train, val[, test]) or {'train', 'val'[, 'test']} of Datasets or DataLoaders"
+    if isinstance(result, Mapping) and "train" in result and "val" in result:
+        parts = [result["train"], result["val"], result.get("test")]
+    elif isinstance(result, (tuple, list)) and len(result) in (2, 3):
+        parts = [*result, None][:3]
+    else:
+        raise WorkloadError(f"--data {spec} : the function returned {type(result).__name__}, expected {expected}")
+    train, val, test = (_as_dataset(p, role, spec) if p is not None else None
+                        for p, role in zip(parts, ("train", "val", "test")))
+    labels = {"train": _labels_of(train), "val": _labels_of(val)}
+    layout = "train, val, test from the function"
+    if test is None:
+        val_idx, test_idx = _stratified_split(labels["val"], (0.5, 0.5), seed)
+        val, test = Subset(val, val_idx.tolist()), Subset(val, test_idx.tolist())
+        labels["val"], labels["test"] = labels["val"][val_idx], labels["val"][test_idx]
+        layout = "train, val from the function, val halved (stratified) into val and test"
+    else:
+        labels["test"] = _labels_of(test)
+    sources = {k: len(v) for k, v in labels.items()}
+    datasets = {"train": train, "val": val, "test": test}
+    for role, ds in datasets.items():
+        keep = _stratified_cap(labels[role], max_samples, seed)
+        if len(keep) < len(ds):
+            datasets[role], labels[role] = Subset(ds, keep.tolist()), labels[role][keep]
+    shapes = {role: _item_shape(ds, role, spec) for role, ds in datasets.items()}
+    if len(set(shapes.values())) != 1:
+        raise WorkloadError(f"--data {spec} : the splits have different image shapes {shapes}; resize them to one shape")
+    classes = _class_names(train)
+    num_classes = len(classes) if classes else int(max(int(lab.max()) for lab in labels.values() if len(lab))) + 1
+    return DataSplits(
+        datasets["train"], datasets["val"], datasets["test"], input_shape=shapes["train"], num_classes=num_classes,
+        info={"data": spec, "source": "function", "layout": layout, "classes": classes, "seed": seed,
+              "max_samples": max_samples, "source_sizes": sources, **_sizes(*datasets.values())},
+    )
+
+
+def _as_dataset(value: Any, role: str, spec: str) -> Dataset:
+    dataset = value.dataset if isinstance(value, DataLoader) else value
+    if isinstance(dataset, IterableDataset) or not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise WorkloadError(
+            f"--data {spec} : the {role} split is a {type(dataset).__name__}, expected a map-style Dataset "
+            "(with __len__ and __getitem__) or a DataLoader over one"
+        )
+    if len(dataset) == 0:
+        raise WorkloadError(f"--data {spec} : the {role} split is empty; return at least one (image, label) per split")
+    return dataset
+
+
+def _labels_of(dataset: Any) -> np.ndarray:
+    """Integer labels of a dataset, without decoding images where the dataset exposes them."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].numpy().astype(np.int64)
+    if isinstance(dataset, Subset):
+        return _labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return np.asarray(targets, dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def _item_shape(dataset: Dataset, role: str, spec: str) -> tuple[int, int, int]:
+    item = dataset[0]
+    image = item[0] if isinstance(item, (tuple, list)) and len(item) >= 2 else None
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or not image.is_floating_point():
+        if isinstance(image, torch.Tensor):
+            got = f"{image.dtype} tensor of shape {list(image.shape)}"
+        else:
+            got = type(item if image is None else image).__name__
+        raise WorkloadError(
+            f"--data {spec} : {role} items must be (float tensor C x H x W, int label), got {got}; "
+            "add transforms.ToTensor() (or unsqueeze(0) for H x W images) to the dataset"
+        )
+    return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
+
+
+def _class_names(dataset: Any) -> list[str] | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(c) for c in classes] if classes is not None and len(classes) > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _prepare(pixels: torch.Tensor, *, size: int, channels: int) -> torch.Tensor:
+    """``uint8 N x C x H x W`` → normalised ``float32 N x channels x size x size`` (resize shorter side, centre crop).
+
+    Resize-to-size then crop-to-size keeps the whole image of a square input; the ImageNet habit (resize 256, crop
+    224) would cut the borders that small images cannot spare. Teacher and student see the same preprocessing.
+    """
+    import torchvision.transforms.v2.functional as F
+
+    if pixels.shape[1] == 3 and channels == 1:
+        pixels = F.rgb_to_grayscale(pixels)
+    elif pixels.shape[1] == 1 and channels == 3:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    if tuple(pixels.shape[-2:]) != (size, size):
+        pixels = F.center_crop(F.resize(pixels, [size], antialias=True), [size, size])
+    mean, std = _MEAN_STD[channels]
+    return F.normalize(pixels.float().div_(255.0), list(mean), list(std))
+
+
+def _allocate(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder), none empty where possible.
+
+    Example: 3 images split 60/20/20 → exact 1.8/0.6/0.6 → floors 1/0/0, the 2 left go to the largest remainders
+    → 2/1/0; test then borrows one from the largest part → 1/1/1, so every split sees every class.
+    """
+    share = np.asarray(weights, dtype=float) / float(np.sum(weights))
+    exact = total * share
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[: total - int(counts.sum())]] += 1
+    for i in np.flatnonzero((counts == 0) & (share > 0)):
+        donor = int(np.argmax(counts))
+        if counts[donor] <= 1:
+            break
+        counts[donor] -= 1
+        counts[i] += 1
+    return counts.tolist()
+
+
+def _by_class(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices of each class (sorted by label), shuffled within the class."""
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    return [rng.permutation(group) for group in np.split(order, starts[1:])]
+
+
+def _stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Sorted index arrays, one per fraction, with every class split in those proportions."""
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for members in _by_class(labels, np.random.default_rng(seed)):
+        bounds = np.cumsum([0, *_allocate(len(members), fractions)])
+        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            part.append(members[lo:hi])
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
+def _stratified_cap(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``cap`` items keeping the class proportions (all indices when under the cap)."""
+    if cap is None or len(labels) <= cap:
+        return np.arange(len(labels))
+    groups = _by_class(labels, np.random.default_rng(seed))
+    quotas = _allocate(cap, [len(g) for g in groups])
+    return np.sort(np.concatenate([g[:q] for g, q in zip(groups, quotas)]))
+
+
+def _check_memory(count: int, shape: tuple[int, int, int], spec: str) -> None:
+    need = count * math.prod(shape) * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: skip the check
+        total = 0
+    shape_text = "x".join(map(str, shape))
+    if total and need > total // 2:
+        raise WorkloadError(
+            f"--data {spec} : {count} images at {shape_text} need {need / 1e9:.1f} GB as float32, more than half of "
+            f"this machine's {total / 1e9:.1f} GB; pass --max-samples N (caps each split) or a smaller --input-size"
+        )
+    if need > 2**31:
+        logger.warning("%s: holding %d images at %s in memory takes %.1f GB", spec, count, shape_text, need / 1e9)
+
+
+def _sizes(train: Any, val: Any, test: Any) -> dict[str, int]:
+    return {"train_size": len(train), "val_size": len(val), "test_size": len(test)}
