@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -117,7 +118,13 @@ def search(
                         info={"model": type(model).__name__, "data": "python datasets",
                               "test_split": "test" if test is not None else "val (no test split given)"})
     resolved = space if isinstance(space, SearchSpace) else load_space(space)
-    result = run_study(workload, resolved, config, say=progress)
+    # Optuna's per-trial INFO lines would duplicate ``progress``; restore the caller's verbosity afterwards.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = run_study(workload, resolved, config, say=progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return SearchOutcome(pareto=result.front, candidates=result.candidates,
                          chosen=result.choice.candidate if result.choice else None,
                          feasible=bool(result.choice and result.choice.feasible), reference=result.reference,

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--small-input", action="store_true", help="adapt a torchvision model's stem to small images (e.g. 32x32): 3x3 stride-1 first conv, no max-pool")
     w.add_argument("--data", default=_DEFAULTS.data, help="dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn")
     w.add_argument("--input-size", type=int, default=None, help="image side in pixels for imagefolder/torchvision data (default: 224 for folders, native for torchvision datasets)")
+    w.add_argument("--channels", type=int, default=None, choices=(1, 3), help="convert images to 1 (grayscale) or 3 (RGB) channels (default: as the data is)")
     w.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT (needs internet)")
     w.add_argument("--max-samples", type=int, default=None, help="cap every split at this many images (stratified), for large datasets")
     g = s.add_argument_group("search")
@@ -122,7 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
         model=args.model, data=args.data, weights=args.weights, num_classes=args.num_classes,
-        trust_checkpoint=args.trust_checkpoint, small_input=args.small_input, input_size=args.input_size,
+        trust_checkpoint=args.trust_checkpoint, small_input=args.small_input, input_size=args.input_size, channels=args.channels,
         download=args.download, max_samples=args.max_samples,
         trials=args.trials, timeout=args.timeout,
         latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,

@@ -75,6 +75,7 @@ class SearchConfig:
     trust_checkpoint: bool = False
     small_input: bool = False
     input_size: int | None = None
+    channels: int | None = None
     download: bool = False
     max_samples: int | None = None
     trials: int = 20
@@ -97,6 +98,8 @@ class SearchConfig:
             raise ConfigError(f"--num-classes must be at least 2, got {self.num_classes}")
         if self.input_size is not None and self.input_size < 8:
             raise ConfigError(f"--input-size must be at least 8 pixels, got {self.input_size}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if self.max_samples is not None and self.max_samples < 10:
             raise ConfigError(f"--max-samples must be at least 10, got {self.max_samples}")
         if self.weights is not None and not Path(self.weights).is_file():

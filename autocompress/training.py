@@ -69,7 +69,7 @@ def fit(
     losses: list[float] = []
     while len(losses) < steps:
         for images, labels, indices in loader:
-            loss = loss_fn(model(images), labels, indices)
+            loss = loss_fn(_logits(model(images)), labels, indices)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -81,6 +81,17 @@ def fit(
                 break
     model.eval()
     return losses
+
+
+def _logits(output: object) -> torch.Tensor:
+    """Class scores from a forward pass; some models (GoogLeNet, Inception) add auxiliary heads in train mode."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits  # type: ignore[no-any-return]
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    raise TypeError(f"model returned {type(output).__name__}; expected a logits tensor")
 
 
 @torch.no_grad()

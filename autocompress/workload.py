@@ -169,12 +169,13 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
         splits = DataSplits(train=train, val=val, test=test, input_shape=tuple(train[0][0].shape), num_classes=10,  # type: ignore[arg-type]
                             info={"data": "digits (sklearn load_digits)", "train_size": len(train), "val_size": len(val), "test_size": len(test)})
     else:
-        splits = load_data(config.data, input_size=config.input_size, seed=config.seed, download=config.download,
-                           max_samples=config.max_samples)
+        # The split seed is fixed, not the search seed: held-out images must stay the same across studies.
+        splits = load_data(config.data, input_size=config.input_size, channels=config.channels, seed=_SPLIT_SEED,
+                           download=config.download, max_samples=config.max_samples)
     model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
                        trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
     model.eval()
-    check_num_classes(model, splits.num_classes, splits.input_shape)
+    check_num_classes(model, splits.num_classes, splits.input_shape, class_names=splits.info.get("classes"))
     return Workload(
         name=config.model,
         model=model,

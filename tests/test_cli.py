@@ -38,7 +38,7 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         (["--study-name", "../x"], "--study-name must be letters"),
         (["--max-accuracy-drop", "150"], "--max-accuracy-drop is in percentage points"),
         (["--storage", "results/db.sqlite"], "--storage must be an SQLAlchemy URL"),
-        (["--model", "mystery"], "--model 'mystery'"),
+        (["--model", "mystery"], "unknown model spec; expected one of demo, torchvision:NAME, package.module:factory"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
 from autocompress.errors import WorkloadError
-from autocompress.sources.models import _MODULE_SPEC, _accepts, _one_line, _resolve_object
+from autocompress.sources.models import _MODULE_SPEC, _accepts, _one_line, _resolve_object  # package-private helpers
 
 __all__ = ["DATA_SPEC_FORMS", "DataSplits", "load_data"]
 
@@ -121,9 +121,12 @@ def load_data(
 def _load_imagefolder(spec: str, *, size: int, channels: int | None, seed: int, max_samples: int | None) -> DataSplits:
     root = Path(spec.split(":", 1)[1]).expanduser()
     if not str(root) or not root.exists():
-        raise WorkloadError(f"--data {spec} : no such folder {str(root)!r}; pass imagefolder:PATH with PATH/CLASS/IMAGE.png files")
+        raise WorkloadError(
+            f"--data {spec} : no such folder {str(root)!r}; "
+            "pass imagefolder:PATH with PATH/CLASS/IMAGE.png files"
+        )
     if not root.is_dir():
-        raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders (PATH/CLASS/IMAGE.png)")
+        raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders PATH/CLASS/IMAGE.png")
     has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
     if has_train != has_val:
         raise WorkloadError(
@@ -147,6 +150,11 @@ def _load_imagefolder(spec: str, *, size: int, channels: int | None, seed: int, 
         train_s, val_s, test_s = ([samples[i] for i in idx] for idx in parts)
         layout = "one folder split 60/20/20 (stratified)"
     sources = {"train": len(train_s), "val": len(val_s), "test": len(test_s)}
+    if not all(sources.values()):
+        raise WorkloadError(
+            f"--data {spec} : too few images for train/val/test ({sources}); "
+            "put at least 3 images per class (5 or more per class to measure accuracy meaningfully)"
+        )
     train_s, val_s, test_s = (
         [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
         for s in (train_s, val_s, test_s)
@@ -177,7 +185,10 @@ def _scan_folder(folder: Path, spec: str) -> tuple[list[str], list[tuple[str, in
     try:
         classes, class_to_idx = find_classes(folder)
     except FileNotFoundError as exc:
-        raise WorkloadError(f"--data {spec} : no class subfolders in {folder}; expected {folder}/CLASS_NAME/IMAGE.png") from exc
+        raise WorkloadError(
+            f"--data {spec} : no class subfolders in {folder}; "
+            f"expected {folder}/CLASS_NAME/IMAGE.png"
+        ) from exc
     samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     empty = sorted(set(classes) - {classes[lab] for _, lab in samples})
     if empty:
@@ -212,7 +223,10 @@ def _decode_images(samples: Sequence[tuple[str, int]], *, size: int, channels: i
             with Image.open(path) as img:
                 pixels = pil_to_tensor(img.convert("L" if channels == 1 else "RGB"))
         except (OSError, UnidentifiedImageError) as exc:
-            raise WorkloadError(f"--data {spec} : cannot read image {path} ({_one_line(exc)}); remove or replace the file") from exc
+            raise WorkloadError(
+                f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
+                "remove or replace the file"
+            ) from exc
         images[i] = _prepare(pixels.unsqueeze(0), size=size, channels=channels)[0]
         labels[i] = label
     return TensorDataset(images, labels)
@@ -249,29 +263,41 @@ def _load_torchvision(
         names = _SPLIT_NAMES.get(canonical, ("train", "test"))
         make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)  # noqa: E731
     else:
-        raise WorkloadError(f"--data {spec} : {canonical} has neither a train= nor a split= argument; load it with a package.module:fn spec")
+        raise WorkloadError(
+            f"--data {spec} : {canonical} has neither a train= nor a split= argument; "
+            "load it with a package.module:fn spec"
+        )
     try:
         official_train, official_test = make(True), make(False)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # e.g. EMNIST's split= takes "balanced", "digits", ..., not "train"
+        raise WorkloadError(
+            f"--data {spec} : {canonical} needs constructor arguments besides train/split ({_one_line(exc)}); "
+            "load it with a package.module:fn spec"
+        ) from exc
+    except (RuntimeError, OSError) as exc:
         if download:
-            raise WorkloadError(f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); check the network or put the files under {root}") from exc
+            raise WorkloadError(
+                f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); "
+                f"check the network or put the files under {root}"
+            ) from exc
         where = f" ({root}/{cls.base_folder}/)" if isinstance(getattr(cls, "base_folder", None), str) else ""
         raise WorkloadError(
             f"--data {spec} : {canonical} files not found under {root}{where}; "
             f"pass --download to fetch them, or put the files under {root}"
         ) from exc
-    train_x, train_y = _raw_images(official_train)
-    test_x, test_y = _raw_images(official_test)
-    channels = channels or train_x.channels
-    size = size or train_x.native_size
+    arrays = {"train": _uint8_array(official_train), "test": _uint8_array(official_test)}
+    train_y, test_y = _labels_of(official_train), _labels_of(official_test)
+    native = arrays["train"][0] if arrays["train"] is not None else _pil_pixels(official_train, 0)[0]
+    channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
     train_idx, val_idx = _stratified_split(train_y, (0.9, 0.1), seed)
     train_idx, val_idx = (idx[_stratified_cap(train_y[idx], max_samples, seed)] for idx in (train_idx, val_idx))
     test_idx = _stratified_cap(test_y, max_samples, seed)
     shape = (channels, size, size)
     _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
     splits = [
-        TensorDataset(source.prepared(idx, size=size, channels=channels), torch.as_tensor(labels[idx]))
-        for source, labels, idx in ((train_x, train_y, train_idx), (train_x, train_y, val_idx), (test_x, test_y, test_idx))
+        TensorDataset(_prepare_split(ds, arrays[key], idx, size=size, channels=channels), torch.as_tensor(labels[idx]))
+        for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
+                                     (official_train, "train", train_y, val_idx), (official_test, "test", test_y, test_idx))
     ]
     classes = [str(c) for c in getattr(official_train, "classes", [])]
     num_classes = len(classes) or int(max(train_y.max(), test_y.max())) + 1
@@ -283,54 +309,36 @@ def _load_torchvision(
     )
 
 
-class _RawImages:
-    """A torchvision dataset's images, read as ``uint8 C x H x W`` either from its array or one by one."""
-
-    def __init__(self, dataset: Any, array: torch.Tensor | None) -> None:
-        self.dataset, self.array = dataset, array
-        first = array[0] if array is not None else self._item(0)
-        self.channels = int(first.shape[0])
-        self.native_size = int(min(first.shape[1:]))
-
-    def _item(self, index: int) -> torch.Tensor:
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        image = self.dataset[index][0]
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("L" if image.mode in _GRAY_MODES else "RGB")
-        return pil_to_tensor(image)
-
-    def prepared(self, indices: np.ndarray, *, size: int, channels: int) -> torch.Tensor:
-        out = torch.empty(len(indices), channels, size, size)
-        if self.array is not None:  # chunks bound the float32 intermediate to a few MB
-            for start in range(0, len(indices), 1024):
-                chunk = torch.as_tensor(indices[start:start + 1024])
-                out[start:start + len(chunk)] = _prepare(self.array[chunk], size=size, channels=channels)
-        else:
-            for row, index in enumerate(indices):
-                out[row] = _prepare(self._item(int(index)).unsqueeze(0), size=size, channels=channels)[0]
-        return out
-
-
-def _raw_images(dataset: Any) -> tuple[_RawImages, np.ndarray]:
-    """Images and labels of a torchvision dataset; reads ``.data`` directly where it is a uint8 array (fast)."""
-    labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = getattr(dataset, "labels", None)  # SVHN, STL10
+def _uint8_array(dataset: Any) -> torch.Tensor | None:
+    """``dataset.data`` as uint8 ``N x C x H x W`` where torchvision keeps it that way, else ``None``."""
     data = getattr(dataset, "data", None)
-    array = None
-    if data is not None and labels is not None:
-        tensor = torch.as_tensor(np.asarray(data))
-        if tensor.dtype == torch.uint8 and tensor.dim() == 3:  # MNIST family: N x H x W
-            array = tensor.unsqueeze(1)
-        elif tensor.dtype == torch.uint8 and tensor.dim() == 4 and tensor.shape[1] in (1, 3):  # SVHN: N x C x H x W
-            array = tensor
-        elif tensor.dtype == torch.uint8 and tensor.dim() == 4 and tensor.shape[3] in (1, 3):  # CIFAR: N x H x W x C
-            array = tensor.permute(0, 3, 1, 2)
-    if array is None or labels is None:
-        labels = [int(dataset[i][1]) for i in range(len(dataset))]
-        array = None
-    return _RawImages(dataset, array), np.asarray(labels, dtype=np.int64)
+    tensor = torch.as_tensor(np.asarray(data)) if data is not None else None
+    if tensor is None or tensor.dtype != torch.uint8 or tensor.dim() not in (3, 4):
+        return None
+    if tensor.dim() == 3:  # MNIST family: N x H x W
+        return tensor.unsqueeze(1)
+    if tensor.shape[1] in (1, 3):  # SVHN, STL10: N x C x H x W
+        return tensor
+    return tensor.permute(0, 3, 1, 2) if tensor.shape[3] in (1, 3) else None  # CIFAR: N x H x W x C
+
+
+def _pil_pixels(dataset: Any, index: int) -> torch.Tensor:
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    image = dataset[index][0]
+    return pil_to_tensor(image.convert("L" if image.mode in _GRAY_MODES else "RGB")).unsqueeze(0)
+
+
+def _prepare_split(
+    dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, size: int, channels: int
+) -> torch.Tensor:
+    out = torch.empty(len(indices), channels, size, size)
+    step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time
+    for start in range(0, len(indices), step):
+        chunk = indices[start:start + step]
+        pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
+        out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,15 +348,15 @@ def _raw_images(dataset: Any) -> tuple[_RawImages, np.ndarray]:
 def _load_from_function(
     spec: str, *, input_size: int | None, channels: int | None, seed: int, max_samples: int | None
 ) -> DataSplits:
-    fn = _resolve_object(spec, option="--data")
+    fn, name = _resolve_object(spec, option="--data"), spec.split(":", 1)[1]
     if not callable(fn):
-        raise WorkloadError(f"--data {spec} : {spec.split(':', 1)[1]} is a {type(fn).__name__}, expected a function returning the datasets")
+        raise WorkloadError(f"--data {spec} : {name} is a {type(fn).__name__}, expected a function returning the datasets")
     offered = {"seed": seed, "input_size": input_size, "channels": channels}
     kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
     try:
         result = fn(**kwargs)
     except Exception as exc:  # user code: one line here, the chained traceback shows with --debug
-        raise WorkloadError(f"--data {spec} : calling {spec.split(':', 1)[1]}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
+        raise WorkloadError(f"--data {spec} : calling {name}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
     if isinstance(result, DataSplits):
         return result
     expected = "a DataSplits, (train, val[, test]) or {'train', 'val'[, 'test']} of Datasets or DataLoaders"
@@ -358,32 +366,35 @@ def _load_from_function(
         parts = [*result, None][:3]
     else:
         raise WorkloadError(f"--data {spec} : the function returned {type(result).__name__}, expected {expected}")
-    train, val, test = (_as_dataset(p, role, spec) if p is not None else None
-                        for p, role in zip(parts, ("train", "val", "test")))
-    labels = {"train": _labels_of(train), "val": _labels_of(val)}
-    layout = "train, val, test from the function"
-    if test is None:
-        val_idx, test_idx = _stratified_split(labels["val"], (0.5, 0.5), seed)
-        val, test = Subset(val, val_idx.tolist()), Subset(val, test_idx.tolist())
-        labels["val"], labels["test"] = labels["val"][val_idx], labels["val"][test_idx]
-        layout = "train, val from the function, val halved (stratified) into val and test"
-    else:
-        labels["test"] = _labels_of(test)
-    sources = {k: len(v) for k, v in labels.items()}
-    datasets = {"train": train, "val": val, "test": test}
-    for role, ds in datasets.items():
-        keep = _stratified_cap(labels[role], max_samples, seed)
-        if len(keep) < len(ds):
-            datasets[role], labels[role] = Subset(ds, keep.tolist()), labels[role][keep]
-    shapes = {role: _item_shape(ds, role, spec) for role, ds in datasets.items()}
+    roles = ("train", "val", "test")
+    given = {role: _as_dataset(p, role, spec) for role, p in zip(roles, parts) if p is not None}
+    # Check the item format before reading labels: a dataset of PIL images would fail there less clearly.
+    shapes = {role: _item_shape(ds, role, spec) for role, ds in given.items()}
     if len(set(shapes.values())) != 1:
         raise WorkloadError(f"--data {spec} : the splits have different image shapes {shapes}; resize them to one shape")
-    classes = _class_names(train)
-    num_classes = len(classes) if classes else int(max(int(lab.max()) for lab in labels.values() if len(lab))) + 1
+    labels = {role: _labels_of(ds) for role, ds in given.items()}
+    layout = "train, val, test from the function"
+    if "test" not in given:
+        halves = _stratified_split(labels["val"], (0.5, 0.5), seed)
+        given["val"], given["test"] = (Subset(given["val"], idx.tolist()) for idx in halves)
+        labels["val"], labels["test"] = (labels["val"][idx] for idx in halves)
+        layout = "train, val from the function, val halved (stratified) into val and test"
+    sources = {role: len(labels[role]) for role in roles}
+    for role in roles:
+        keep = _stratified_cap(labels[role], max_samples, seed)
+        if len(keep) < len(labels[role]):
+            given[role], labels[role] = Subset(given[role], keep.tolist()), labels[role][keep]
+    base = given["train"].dataset if isinstance(given["train"], Subset) else given["train"]
+    classes = [str(c) for c in getattr(base, "classes", None) or []] or None
+    top = max(int(lab.max()) for lab in labels.values() if len(lab))
+    if min(int(lab.min()) for lab in labels.values() if len(lab)) < 0 or (classes and top >= len(classes)):
+        low = min(int(lab.min()) for lab in labels.values() if len(lab))
+        raise WorkloadError(f"--data {spec} : labels run from {low} to {top}, expected 0 .. {len(classes or []) or 'N'} - 1")
     return DataSplits(
-        datasets["train"], datasets["val"], datasets["test"], input_shape=shapes["train"], num_classes=num_classes,
+        given["train"], given["val"], given["test"], input_shape=shapes["train"],
+        num_classes=len(classes) if classes else top + 1,
         info={"data": spec, "source": "function", "layout": layout, "classes": classes, "seed": seed,
-              "max_samples": max_samples, "source_sizes": sources, **_sizes(*datasets.values())},
+              "max_samples": max_samples, "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
     )
 
 
@@ -400,15 +411,16 @@ def _as_dataset(value: Any, role: str, spec: str) -> Dataset:
 
 
 def _labels_of(dataset: Any) -> np.ndarray:
-    """Integer labels of a dataset, without decoding images where the dataset exposes them."""
+    """Integer labels of a dataset, read without decoding images wherever the dataset exposes them."""
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
         return dataset.tensors[1].numpy().astype(np.int64)
     if isinstance(dataset, Subset):
         return _labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == len(dataset):
-        return np.asarray(targets, dtype=np.int64)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+    labels = getattr(dataset, "targets", None)
+    labels = getattr(dataset, "labels", None) if labels is None else labels  # SVHN, STL10 say "labels"
+    if labels is None or len(labels) != len(dataset):
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]  # decodes every image: only when unavoidable
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _item_shape(dataset: Dataset, role: str, spec: str) -> tuple[int, int, int]:
@@ -424,13 +436,6 @@ def _item_shape(dataset: Dataset, role: str, spec: str) -> tuple[int, int, int]:
             "add transforms.ToTensor() (or unsqueeze(0) for H x W images) to the dataset"
         )
     return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
-
-
-def _class_names(dataset: Any) -> list[str] | None:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    classes = getattr(dataset, "classes", None)
-    return [str(c) for c in classes] if classes is not None and len(classes) > 0 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

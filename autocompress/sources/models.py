@@ -81,7 +81,10 @@ def load_model(
         WorkloadError: unknown spec, model name, import failure, or a checkpoint that does not fit the model.
     """
     if num_classes is not None and num_classes < 1:
-        raise WorkloadError(f"--num-classes {num_classes} : expected a positive number of classes; pass e.g. --num-classes 10")
+        raise WorkloadError(
+            f"--num-classes {num_classes} : expected a positive number of classes; "
+            "pass e.g. --num-classes 10"
+        )
     if spec.startswith("torchvision:"):
         model = _build_torchvision(spec, num_classes=num_classes, small_input=small_input)
     elif spec == "demo":
@@ -160,7 +163,10 @@ def _build_torchvision(spec: str, *, num_classes: int | None, small_input: bool)
     if canonical is None:
         close = difflib.get_close_matches(name.lower(), available, n=3, cutoff=0.6)
         found = f"close matches: {', '.join(close)}" if close else f"{len(available)} models exist"
-        raise WorkloadError(f"--model {spec} : no torchvision classification model named {name!r}; {found} (list: {_LIST_HINT})")
+        raise WorkloadError(
+            f"--model {spec} : no torchvision classification model named {name!r}; "
+            f"{found} (list: {_LIST_HINT})"
+        )
     classes = 1000 if num_classes is None else num_classes
     try:
         model = torchvision.models.get_model(canonical, weights=None, num_classes=classes)
@@ -195,7 +201,10 @@ def _build_from_factory(spec: str, *, num_classes: int | None) -> nn.Module:
     if isinstance(target, nn.Module):  # an instance: calling it would run forward()
         return target
     if not callable(target):
-        raise WorkloadError(f"--model {spec} : {spec.split(':', 1)[1]} is a {type(target).__name__}, expected a function or nn.Module class returning the model")
+        raise WorkloadError(
+            f"--model {spec} : {spec.split(':', 1)[1]} is a {type(target).__name__}, expected a function or "
+            "nn.Module class returning the model"
+        )
     kwargs: dict[str, Any] = {}
     if num_classes is not None:
         if _accepts(target, "num_classes"):
@@ -208,7 +217,10 @@ def _build_from_factory(spec: str, *, num_classes: int | None) -> nn.Module:
     except Exception as exc:  # user code: report it on one line, the traceback stays chained for --debug
         raise WorkloadError(f"--model {spec} : calling {call} raised {type(exc).__name__}: {_one_line(exc)}") from exc
     if not isinstance(model, nn.Module):
-        raise WorkloadError(f"--model {spec} : {call} returned {type(model).__name__}, expected a torch.nn.Module; return the model instance")
+        raise WorkloadError(
+            f"--model {spec} : {call} returned {type(model).__name__}, expected a torch.nn.Module; "
+            "return the model instance"
+        )
     return model
 
 
@@ -230,13 +242,18 @@ def _resolve_object(spec: str, *, option: str) -> Any:
                 f"{option} {spec} : cannot import module {module_name!r} (no {top}.py or {top}/ in {cwd} or on "
                 f"sys.path); run from the folder that contains it or add that folder to PYTHONPATH"
             ) from exc
-        raise WorkloadError(f"{option} {spec} : importing {module_name!r} failed because it needs the missing module {exc.name!r}; pip install it") from exc
+        raise WorkloadError(
+            f"{option} {spec} : importing {module_name!r} failed because it needs the missing module {exc.name!r}; "
+            "pip install it"
+        ) from exc
     except Exception as exc:
-        raise WorkloadError(f"{option} {spec} : importing {module_name!r} raised {type(exc).__name__}: {_one_line(exc)}") from exc
+        raise WorkloadError(
+            f"{option} {spec} : importing {module_name!r} raised {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            public = sorted(n for n, v in vars(target).items() if not n.startswith("_") and callable(v))
+            public = sorted(n for n in dir(target) if not n.startswith("_") and callable(getattr(target, n, None)))
             close = difflib.get_close_matches(part, public, n=3, cutoff=0.5)
             # Without a close match, list what the user wrote in that module, not everything it imported.
             own = [n for n in public if getattr(getattr(target, n), "__module__", None) == module.__name__]
@@ -268,7 +285,10 @@ def _accepts(fn: Any, name: str) -> bool:
 def _load_weights(model: nn.Module, spec: str, path: Path, *, trust_checkpoint: bool) -> nn.Module:
     path = path.expanduser()
     if not path.is_file():
-        raise WorkloadError(f"--weights {path} : no such file; pass a checkpoint saved with torch.save(model.state_dict(), PATH)")
+        raise WorkloadError(
+            f"--weights {path} : no such file; "
+            "pass a checkpoint saved with torch.save(model.state_dict(), PATH)"
+        )
     checkpoint = _read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     state = _extract_state(checkpoint, path)
     if isinstance(state, nn.Module):
@@ -285,19 +305,24 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
         try:
             from safetensors.torch import load_file
         except ImportError as exc:
-            raise MissingDependencyError(f"--weights {path} : reading .safetensors needs the safetensors package; pip install safetensors") from exc
+            raise MissingDependencyError(
+                f"--weights {path} : reading .safetensors needs the safetensors package; "
+                "pip install safetensors"
+            ) from exc
         return load_file(str(path), device="cpu")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
-        if trust_checkpoint:
-            raise WorkloadError(f"--weights {path} : cannot be unpickled ({_one_line(exc)}); re-save it with torch.save(model.state_dict(), PATH)") from exc
         refers = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it references {refers.group(1)})" if refers else ""
+        if trust_checkpoint or refers is None:  # garbage bytes also end here, as "Unsupported operand"
+            raise WorkloadError(
+                f"--weights {path} : not a readable PyTorch checkpoint ({_one_line(_strip_torch_preamble(exc))}); "
+                "expected a file written by torch.save"
+            ) from exc
         raise WorkloadError(
-            f"--weights {path} : the file holds pickled Python objects such as a full nn.Module{what}, which safe "
-            "loading (weights_only=True) refuses; pass --trust-checkpoint if you trust its source (unpickling can "
-            "run arbitrary code), or re-save it with torch.save(model.state_dict(), PATH)"
+            f"--weights {path} : the file holds pickled Python objects (it references {refers.group(1)}), e.g. a full "
+            "nn.Module, which safe loading (weights_only=True) refuses; pass --trust-checkpoint if you trust its "
+            "source (unpickling can run arbitrary code), or re-save it with torch.save(model.state_dict(), PATH)"
         ) from exc
     except (AttributeError, ModuleNotFoundError) as exc:  # trusted unpickling could not find the model's class
         raise WorkloadError(
@@ -305,7 +330,10 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
             "from the folder that holds the model's source, or re-save it with torch.save(model.state_dict(), PATH)"
         ) from exc
     except Exception as exc:
-        raise WorkloadError(f"--weights {path} : not a readable PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)}); expected a file written by torch.save") from exc
+        raise WorkloadError(
+            f"--weights {path} : not a readable PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)}); "
+            "expected a file written by torch.save"
+        ) from exc
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -331,7 +359,8 @@ def _extract_state(checkpoint: Any, path: Path) -> dict[str, torch.Tensor] | nn.
         keys = ", ".join(repr(k) for k in list(checkpoint)[:8])
         raise WorkloadError(
             f"--weights {path} : a dict that is neither a state_dict nor holds one under "
-            f"{', '.join(_CHECKPOINT_KEYS)}; its top-level keys are {keys}; re-save it with torch.save(model.state_dict(), PATH)"
+            f"{', '.join(_CHECKPOINT_KEYS)}; its top-level keys are {keys}; "
+            "re-save it with torch.save(model.state_dict(), PATH)"
         )
     raise WorkloadError(
         f"--weights {path} : holds a {type(checkpoint).__name__}, expected a state_dict (dict of tensors) or, with "
@@ -347,7 +376,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor], model_keys: Iterable[str]) -
         for prefix in _WRAPPER_PREFIXES:
             # Strip only when every key carries the prefix and the model's own keys do not (a submodule may
             # legitimately be called "module").
-            if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in model_keys):
+            if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in model_keys):
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 changed = True
     return state
@@ -364,12 +393,15 @@ def _check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], *, spec:
     parts = []
     if mismatched:
         shown = ", ".join(f"{k} checkpoint {a} vs model {b}" for k, a, b in mismatched[:3])
-        parts.append(f"{len(mismatched)} shape mismatch{'es' if len(mismatched) > 1 else ''} ({shown}{', ...' if len(mismatched) > 3 else ''})")
+        more = ", ..." if len(mismatched) > 3 else ""
+        parts.append(f"{len(mismatched)} shape mismatch{'es' if len(mismatched) > 1 else ''} ({shown}{more})")
     if missing:
         parts.append(f"{_plural(len(missing), 'key')} missing from the checkpoint ({_few(missing)})")
     if unexpected:
         parts.append(f"{_plural(len(unexpected), 'unexpected key')} in the checkpoint ({_few(unexpected)})")
-    fixes = "; ".join(_mismatch_fixes(model, mismatched)) or "check that --model builds the architecture the weights were trained with"
+    fixes = "; ".join(_mismatch_fixes(model, mismatched)) or (
+        "check that --model builds the architecture the weights were trained with"
+    )
     raise WorkloadError(f"--weights {path} does not fit --model {spec}: {'; '.join(parts)}; {fixes}")
 
 
@@ -402,11 +434,18 @@ def _few(keys: Sequence[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
+def _one_line(exc: BaseException | str, limit: int = 200) -> str:
     """First line of an exception's message, shortened: the CLI prints errors on one line."""
     lines = str(exc).strip().splitlines()
     text = lines[0].strip() if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _strip_torch_preamble(exc: BaseException) -> str:
+    """torch's weights-only errors open with several lines of advice; the cause is after "WeightsUnpickler error:"."""
+    text = str(exc)
+    cause = text.split("WeightsUnpickler error:", 1)[-1].strip()
+    return cause or text
 
 
 def _logits_of(output: Any) -> torch.Tensor | None:

@@ -1,0 +1,220 @@
+"""Pruning across torchvision architectures, and unstructured sparsity.
+
+The slow tests run the same routine as ``benchmarks/compat_matrix.py`` (imported from that file, so the matrix and the
+test cannot drift apart): prune 30 % of every group, deploy as int8, run, time against the unpruned fp32 model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+from torchvision.models.vision_transformer import VisionTransformer
+
+from autocompress.compress.prune import (
+    _kept_channels,
+    count_macs_params,
+    prunable_groups,
+    prune_model,
+    sparsify_model,
+    weight_sparsity,
+)
+from autocompress.errors import ConfigError, UnsupportedModelError
+from autocompress.policy import PrunePolicy
+from autocompress.training import predict_logits
+from autocompress.workload import Workload
+
+
+def _load_matrix() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compat_matrix.py"
+    spec = importlib.util.spec_from_file_location("compat_matrix", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+matrix = _load_matrix()
+
+# Measured in benchmarks/compat_matrix.md: with deploy()'s current int8 path (raw export, int8 activations) these are
+# not faster than the unpruned fp32 model on the reference host. They xfail with the numbers when slower, and pass
+# (strict=False) once int8 gets faster; every other architecture must be faster.
+NOT_FASTER_WITH_INT8 = {
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "regnet_x_400mf",
+    "squeezenet1_1", "densenet121", "mnasnet1_0",
+}
+REFUSED = {"shufflenet_v2_x1_0": "ShuffleNetV2"}  # architecture → a word the one-line error must contain
+
+
+def _uniform(groups, ratio: float, round_to: int | None = 8) -> PrunePolicy:
+    return PrunePolicy(ratios={g.name: ratio for g in groups}, round_to=round_to)
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+
+
+@pytest.fixture()
+def x64() -> torch.Tensor:
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+# ------------------------------------------------------------------------------------------------ structural, fast
+
+
+def test_resnet18_groups_are_named_and_pruning_drops_params(resnet18: nn.Module, x64: torch.Tensor) -> None:
+    groups = prunable_groups(resnet18, x64, num_classes=10)
+    names = {g.name for g in groups}
+    assert "fc" not in names, "the classifier must never be a prunable group"
+    assert {"layer1.0.conv1", "layer4.1.conv1"} <= names, sorted(names)
+    # The stem and every block of layer1 add into one residual stream: one group holding all of them.
+    stem = next(g for g in groups if "conv1" in g.layers and "layer1.1.conv2" in g.layers)
+    assert {"bn1", "layer1.0.conv2", "layer2.0.conv1"} <= set(stem.layers), stem.layers
+
+    pruned = prune_model(resnet18, _uniform(groups, 0.3), x64, num_classes=10)
+    _, params0 = count_macs_params(resnet18, x64)
+    _, params1 = count_macs_params(pruned, x64)
+    assert params1 < 0.6 * params0, (params0, params1)  # 30 % of channels ≈ 50 % of weights
+    assert pruned(x64).shape == (1, 10)
+    assert resnet18.layer1[0].conv1.out_channels == 64, "the original model must be left untouched"
+    modules = dict(pruned.named_modules())
+    for g in groups:  # every group got exactly the documented channel count
+        expected = _kept_channels(g.channels, 0.3, multiple=g.multiple, round_to=8)
+        assert modules[g.name].out_channels == expected, (g.name, g.channels, modules[g.name].out_channels)
+
+
+def test_grouped_convs_lose_the_same_channels_in_every_group(x64: torch.Tensor) -> None:
+    model = torchvision.models.regnet_x_400mf(weights=None, num_classes=10).eval()
+    groups = prunable_groups(model, x64, num_classes=10)
+    assert max(g.multiple for g in groups) > 1, "RegNet's grouped convs must constrain their groups"
+    before = {n: m.groups for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    pruned = prune_model(model, _uniform(groups, 0.3), x64, num_classes=10)
+    for name, module in pruned.named_modules():
+        if isinstance(module, nn.Conv2d) and before[name] > 1 and before[name] != module.out_channels:
+            assert module.out_channels % module.groups == 0 and module.in_channels % module.groups == 0, name
+    assert pruned(x64).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("channels", "ratio", "multiple", "round_to", "kept"),
+    [
+        (32, 0.3, 1, 4, 20),  # the module docstring's example: 23 exact → 20
+        (32, 0.3, 1, None, 23),
+        (12, 0.3, 1, 8, 8),
+        (6, 0.3, 1, 8, 5),  # fewer channels than round_to: round_to is ignored rather than emptying the group
+        (4, 0.9, 1, None, 1),  # never zero
+        (128, 0.3, 32, 8, 64),  # ResNeXt: 32 conv groups of 4
+        (400, 0.3, 25, 8, 275),  # RegNet: lcm(25, 8) = 200 would be too coarse; 11 per conv group instead
+        (768, 0.3, 12, 8, 528),  # ViT: multiple of lcm(12 heads, 8)
+    ],
+)
+def test_kept_channels(channels: int, ratio: float, multiple: int, round_to: int | None, kept: int) -> None:
+    assert _kept_channels(channels, ratio, multiple=multiple, round_to=round_to) == kept
+
+
+def test_small_vit_prunes_hidden_size_in_multiples_of_heads() -> None:
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=32, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+    groups = prunable_groups(model, x, num_classes=10)
+    pruned = prune_model(model, _uniform(groups, 0.3), x, num_classes=10)
+    hidden = pruned.conv_proj.out_channels
+    assert hidden < 64 and hidden % 8 == 0 and hidden % 4 == 0, hidden
+    assert pruned.hidden_dim == hidden, "ViT caches hidden_dim for its reshape; it must follow the pruned size"
+    assert pruned.class_token.shape[-1] == pruned.encoder.pos_embedding.shape[-1] == hidden
+    assert pruned(x).shape == (1, 10)
+
+
+def test_small_convnext_prunes_layer_scale_with_its_channels() -> None:
+    torch.manual_seed(0)
+    model = ConvNeXt([CNBlockConfig(32, 64, 1), CNBlockConfig(64, None, 1)], num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    pruned = prune_model(model, _uniform(prunable_groups(model, x, num_classes=10), 0.3), x, num_classes=10)
+    block = pruned.features[1][0]
+    assert block.layer_scale.shape[0] == block.block[0].out_channels < 32
+    assert pruned(x).shape == (1, 10)
+
+
+def test_shufflenet_is_refused_with_a_one_line_error(x64: torch.Tensor) -> None:
+    model = torchvision.models.shufflenet_v2_x1_0(weights=None, num_classes=10).eval()
+    with pytest.raises(UnsupportedModelError, match="ShuffleNetV2") as info:
+        prunable_groups(model, x64, num_classes=10)
+    assert "\n" not in str(info.value) and "prune.per: none" in str(info.value)
+
+
+def test_ratios_must_name_group_roots(resnet18: nn.Module, x64: torch.Tensor) -> None:
+    with pytest.raises(UnsupportedModelError, match="not prunable group roots: layer1.0.bn1"):
+        prune_model(resnet18, PrunePolicy(ratios={"layer1.0.bn1": 0.3}), x64, num_classes=10)
+    with pytest.raises(UnsupportedModelError, match="does not have: nope"):
+        prune_model(resnet18, PrunePolicy(ratios={"nope": 0.3}), x64, num_classes=10)
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        prune_model(resnet18, PrunePolicy(ratios={"layer1.0.conv1": 1.0}), x64, num_classes=10)
+
+
+# ---------------------------------------------------------------------------------------------- unstructured, fast
+
+
+def test_sparsify_reaches_the_target_sparsity(resnet18: nn.Module, x64: torch.Tensor) -> None:
+    sparse = sparsify_model(resnet18, sparsity=0.5, example_input=x64, num_classes=10)
+    assert abs(weight_sparsity(sparse) - 0.5) < 0.01, weight_sparsity(sparse)
+    assert weight_sparsity(resnet18) < 0.001, "the original model must be left untouched"
+    assert torch.count_nonzero(sparse.fc.weight) == sparse.fc.weight.numel(), "the classifier stays dense"
+    for name, module in sparse.named_modules():  # per layer, not globally; and no pruning hooks left behind
+        if isinstance(module, nn.Conv2d):
+            zeros = float((module.weight == 0).float().mean())
+            assert abs(zeros - 0.5) < 0.01, (name, zeros)
+            assert not hasattr(module, "weight_orig") and not module._forward_pre_hooks, name
+    assert [p.shape for p in sparse.parameters()] == [p.shape for p in resnet18.parameters()]
+
+
+def test_sparsify_20_percent_barely_changes_a_trained_model(tiny_workload: Workload) -> None:
+    wl = tiny_workload
+    sparse = sparsify_model(wl.model, sparsity=0.2, num_classes=wl.num_classes)
+    with torch.no_grad():
+        dense_logits, sparse_logits = predict_logits(wl.model, wl.val), predict_logits(sparse, wl.val)
+    agreement = float((dense_logits.argmax(1) == sparse_logits.argmax(1)).float().mean())
+    change = float((sparse_logits - dense_logits).norm() / dense_logits.norm())
+    assert agreement >= 0.95, f"top-1 agreement {agreement:.3f} after removing the 20 % smallest weights"
+    assert change < 0.15, f"relative logit change {change:.3f}"
+
+
+def test_sparsify_rejects_a_fraction_outside_0_1(resnet18: nn.Module) -> None:
+    with pytest.raises(ConfigError, match="sparsity"):
+        sparsify_model(resnet18, sparsity=1.0)
+    assert weight_sparsity(sparsify_model(resnet18, sparsity=0.0)) < 0.001
+
+
+# ----------------------------------------------------------------------------------------- whole pipeline, slow
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(matrix.ARCHITECTURES))
+def test_architecture_prunes_quantizes_and_runs(arch: str, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    r = matrix.check_architecture(arch, input_size=64, workdir=tmp_path)
+    if arch in REFUSED:
+        assert not r.works and r.stage == "prune", r
+        assert REFUSED[arch] in r.error and "UnsupportedModelError" in r.error, r.error
+        return
+    if arch.startswith("vit_") and r.stage == "export" and "multi_head_attention" in r.error:
+        pytest.xfail(f"deploy() cannot export fused attention yet (pruning itself worked, {r.params_before:,} → "
+                     f"{r.params_after:,} params): {r.error}")
+    assert r.works, f"failed at {r.stage}: {r.error}"
+    assert r.output_shape == (1, 10)
+    assert r.params_after < 0.8 * r.params_before, (r.params_before, r.params_after)
+    numbers = f"unpruned fp32 {r.fp32_ms:.2f} ms vs pruned int8 {r.pruned_int8_ms:.2f} ms"
+    if r.pruned_int8_ms > r.fp32_ms and arch in NOT_FASTER_WITH_INT8:
+        pytest.xfail(f"measured, not hidden: pruned int8 is slower here ({numbers})")
+    assert r.pruned_int8_ms <= r.fp32_ms, numbers

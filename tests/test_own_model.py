@@ -1,0 +1,163 @@
+"""Bring-your-own model and data through the real CLI and the Python API (issue: own models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from autocompress.cli import main
+
+TINY_SPACE = textwrap.dedent("""\
+    prune: {per: stage, ratio: {low: 0.2, high: 0.5, step: 0.1}, round_to: 8}
+    quantize: {mode: [none, int8], calibration_samples: 8}
+    distill: {steps: {low: 4, high: 8, step: 4}, batch_size: 16}
+""")
+
+
+def write_digit_folder(root: Path, *, classes: tuple[int, ...] = (0, 1, 2), per_class: int = 30) -> Path:
+    """Real handwritten digits rendered as 16x16 PNGs in ``root/<class>/``."""
+    digits = load_digits()
+    for label in classes:
+        folder = root / f"digit{label}"
+        folder.mkdir(parents=True)
+        for i, image in enumerate(digits.images[digits.target == label][:per_class]):
+            pixels = (image / 16.0 * 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").resize((16, 16), Image.BILINEAR).save(folder / f"{i}.png")
+    return root
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def train_resnet18(folder: Path, ckpt: Path) -> None:
+    """A few real training steps of a small-stem torchvision resnet18 on the folder; saves a checkpoint dict."""
+    from autocompress.sources import load_data, load_model
+
+    splits = load_data(f"imagefolder:{folder}", input_size=16, channels=3, seed=0)
+    model = load_model("torchvision:resnet18", num_classes=3, small_input=True).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
+    labels = torch.tensor([int(splits.train[i][1]) for i in range(len(splits.train))])
+    torch.manual_seed(0)
+    for _ in range(25):
+        idx = torch.randint(0, len(labels), (16,))
+        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save({"epoch": 1, "model_state_dict": model.state_dict()}, ckpt)
+
+
+@pytest.mark.slow
+def test_torchvision_resnet18_on_image_folder(tmp_path: Path) -> None:
+    folder = write_digit_folder(tmp_path / "digits")
+    train_resnet18(folder, tmp_path / "ckpt.pt")
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    result = run_cli("search", "--model", "torchvision:resnet18", "--weights", "ckpt.pt", "--small-input",
+                     "--data", f"imagefolder:{folder}", "--input-size", "16", "--channels", "3", "--trials", "3",
+                     "--space", "space.yaml", "--latency-budget", "0.9x", "--max-accuracy-drop", "100",
+                     "--output", "out", "--study-name", "rn18", "--repeats", "10", "--warmup", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = tmp_path / "out" / "rn18" / "chosen"
+    metrics = json.loads((chosen / "metrics.json").read_text())
+    assert metrics["model"]["num_classes"] == 3 and metrics["model"]["input_shape"] == [3, 16, 16]
+    assert (chosen / "model.onnx").stat().st_size > 0 and (chosen / "model.pt2").exists()
+
+
+@pytest.mark.slow
+def test_factory_model_and_function_dataset_from_config_file(tmp_path: Path) -> None:
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""\
+        import torch
+        from torch import nn
+
+        def small_cnn(num_classes: int = 10) -> nn.Module:
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+    """))
+    (tmp_path / "mydata.py").write_text(textwrap.dedent("""\
+        import torch
+        from sklearn.datasets import load_digits
+        from torch.utils.data import TensorDataset
+
+        def digits_splits():
+            d = load_digits()
+            x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+            y = torch.tensor(d.target)
+            return TensorDataset(x[:1000], y[:1000]), TensorDataset(x[1000:1400], y[1000:1400]), TensorDataset(x[1400:], y[1400:])
+    """))
+    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    (tmp_path / "my.yaml").write_text(textwrap.dedent("""\
+        model: mymodels:small_cnn
+        data: mydata:digits_splits
+        trials: 3
+        space: space.yaml
+        latency-budget: 0.95x
+        max_accuracy_drop: 100
+        output: out
+        study-name: factory
+        repeats: 10
+        warmup: 3
+    """))
+    result = run_cli("search", "--config", "my.yaml", "--trials", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("[trial ") == 2, "--trials on the command line must override the config file"
+    metrics = json.loads((tmp_path / "out" / "factory" / "chosen" / "metrics.json").read_text())
+    assert metrics["workload"]["model"] == "mymodels:small_cnn"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "torchvision:resnet18"], "has random weights without --weights"),
+        (["--model", "torchvision:resnet1", "--weights", "{ckpt}"], "no torchvision classification model named 'resnet1'"),
+        (["--model", "demo", "--data", "imagefolder:{tmp}"], "--model demo is trained on digits"),
+        (["--model", "torchvision:resnet18", "--weights", "missing.pt"], "--weights: file 'missing.pt' does not exist"),
+        (["--model", "torchvision:resnet18", "--weights", "{ckpt}", "--data", "imagefolder:{tmp}/nope"], "no such folder"),
+        (["--model", "torchvision:resnet18", "--weights", "{ckpt}", "--num-classes", "10", "--data", "imagefolder:{folder}", "--input-size", "16"], "pass --num-classes 3"),
+        (["--config", "{tmp}/bad.yaml"], "unknown key 'trails'"),
+        (["--model", "torchvision:resnet18", "--weights", "{ckpt}", "--data", "cifar"], "unknown data spec"),
+    ],
+)
+def test_bad_own_model_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_digit_folder(tmp_path / "digits", per_class=6)
+    ckpt = tmp_path / "ckpt.pt"
+    from autocompress.sources import load_model
+
+    torch.save(load_model("torchvision:resnet18", num_classes=3, small_input=True).state_dict(), ckpt)
+    (tmp_path / "bad.yaml").write_text("trails: 3\n")
+    out = tmp_path / "results"
+    filled = [a.format(tmp=tmp_path, ckpt=ckpt, folder=folder) for a in args]
+    code = main(["search", "--output", str(out), *filled])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_readme_python_api_example_runs(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (repo_root / "README.md").read_text()
+    block = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "README must contain the Python API example after <!-- api-example -->"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "README-api-example", "exec"), namespace)
+    exported = tmp_path / "results" / "api-demo-model"
+    assert {p.name for p in exported.iterdir()} == {"model.onnx", "model.pt2", "policy.json", "metrics.json"}
+    result = namespace["result"]
+    assert result.chosen is not None and result.pareto  # type: ignore[attr-defined]
