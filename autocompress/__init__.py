@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autocompress.api import SearchOutcome, search
 from autocompress.errors import (
     AutocompressError,
     ConfigError,
@@ -10,9 +11,6 @@ from autocompress.errors import (
     WorkloadError,
 )
 from autocompress.policy import DistillPolicy, Policy, PrunePolicy, QuantPolicy
-
-
-from autocompress.api import SearchOutcome, search
 
 __all__ = [
     "AutocompressError",

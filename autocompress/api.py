@@ -23,8 +23,8 @@ from autocompress.config import LatencyBudget, SearchConfig, parse_budget
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.export import export_chosen
 from autocompress.pareto import Candidate, Choice
-from autocompress.study import Reference, run_study
 from autocompress.space import SearchSpace, load_space
+from autocompress.study import Reference, run_study
 from autocompress.workload import Workload
 
 __all__ = ["SearchOutcome", "search"]

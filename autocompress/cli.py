@@ -137,8 +137,8 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
     from autocompress.export import export_chosen
     from autocompress.report import pareto_table, write_csv
-    from autocompress.study import run_study
     from autocompress.space import load_space
+    from autocompress.study import run_study
     from autocompress.workload import load_workload
 
     config = config_from_args(args)

@@ -7,6 +7,7 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       ratio: {low: 0.0, high: 0.7, step: 0.05}
       round_to: 4
       importance: l1 | l2
+      sparsity: {low: 0.0, high: 0.5, step: 0.1}   # optional: unstructured L1 zeroing after structural pruning
     quantize:
       mode: [none, int8, int8_dynamic]
       granularity: [per_tensor, per_channel]
@@ -51,7 +52,7 @@ __all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of"]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
 _SCHEMA: dict[str, set[str]] = {
-    "prune": {"per", "ratio", "round_to", "importance"},
+    "prune": {"per", "ratio", "round_to", "importance", "sparsity"},
     "quantize": {"mode", "granularity", "calibration", "calibration_samples"},
     "distill": {"temperature", "alpha", "lr", "steps", "batch_size"},
 }
@@ -98,6 +99,7 @@ class SearchSpace:
     prune_ratio: FloatRange = FloatRange(0.0, 0.7, 0.05)
     round_to: int | None = 4
     importance: str = "l1"
+    sparsity: FloatRange | None = None
     quant_modes: tuple[str, ...] = ("none", "int8")
     granularities: tuple[str, ...] = ("per_tensor", "per_channel")
     calibrations: tuple[str, ...] = ("minmax", "percentile")
@@ -130,13 +132,17 @@ class SearchSpace:
         for param, members in self.prune_params(groups).items():
             value = trial.suggest_float(param, r.low, r.high, step=r.step, log=r.log)
             ratios.update({name: value for name in members})
+        sparsity = 0.0
+        if self.sparsity is not None:
+            rng = self.sparsity
+            sparsity = trial.suggest_float("prune.sparsity", rng.low, rng.high, step=rng.step, log=rng.log)
         mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
         granularity, calibration = "per_channel", "minmax"
         if mode != "none":
             granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
         if mode == "int8":
             calibration = trial.suggest_categorical("quant.calibration", list(self.calibrations))
-        prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance)
+        prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
         distill = DistillPolicy(steps=0, batch_size=self.batch_size)
         if not prune.is_identity:
             distill = DistillPolicy(
@@ -155,7 +161,8 @@ class SearchSpace:
         Uncompressed fp32, int8-only per-channel, and uniform 50 % prune + KD + int8 per-channel — each only where
         the space contains it, so every Pareto front has the obvious recipes to beat.
         """
-        zero = {p: self.prune_ratio.clamp(0.0) for p in self.prune_params(groups)}
+        dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
+        zero = {**{p: self.prune_ratio.clamp(0.0) for p in self.prune_params(groups)}, **dense}
         half = {p: self.prune_ratio.clamp(0.5) for p in self.prune_params(groups)}
         kd = {
             "kd.temperature": self.temperature.clamp(4.0),
@@ -170,7 +177,7 @@ class SearchSpace:
         if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
             out.append(("int8 per-channel only", {**zero, **int8}))
             if half and any(v > 0 for v in half.values()):
-                out.append(("uniform 50% prune + KD + int8", {**half, **int8, **kd}))
+                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **int8, **kd}))
         return out
 
     # ---------------------------------------------------------------- loading
@@ -200,6 +207,9 @@ class SearchSpace:
         round_to = prune.get("round_to", d.round_to)
         if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
             raise ConfigError(f"{source}: prune.round_to must be a positive integer or null, got {round_to!r}")
+        sparsity = _range(source, "prune.sparsity", prune.get("sparsity"), FloatRange(0.0, 0.0)) if "sparsity" in prune else None
+        if sparsity is not None and (sparsity.low < 0 or sparsity.high >= 1):
+            raise ConfigError(f"{source}: prune.sparsity must lie in [0, 1), got low={sparsity.low} high={sparsity.high}")
         importance = prune.get("importance", d.importance)
         if importance not in ("l1", "l2"):
             raise ConfigError(f"{source}: prune.importance must be l1 or l2, got {importance!r}")
@@ -209,6 +219,7 @@ class SearchSpace:
             prune_ratio=ratio,
             round_to=round_to,
             importance=importance,
+            sparsity=sparsity,
             quant_modes=_choices(source, "quantize.mode", quant.get("mode"), d.quant_modes, QUANT_MODES),
             granularities=_choices(source, "quantize.granularity", quant.get("granularity"), d.granularities, GRANULARITIES),
             calibrations=_choices(source, "quantize.calibration", quant.get("calibration"), d.calibrations, CALIBRATION_METHODS),

@@ -21,14 +21,33 @@ import optuna
 import torch
 
 from autocompress.compress.distill import distill
-from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
+from autocompress.compress.prune import (
+    PrunableGroup,
+    count_macs_params,
+    prunable_groups,
+    prune_model,
+    sparsify_model,
+    weight_sparsity,
+)
 from autocompress.compress.quantize import Artifact, deploy
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import Latency, LatencyCache, measure_onnx, measure_torch, structure_key
-from autocompress.pareto import Candidate, Choice, candidates_from_study, choose, pareto_front
-from autocompress.policy import Policy, QuantPolicy
+from autocompress.measure.latency import (
+    Latency,
+    LatencyCache,
+    measure_onnx,
+    measure_torch,
+    structure_key,
+)
+from autocompress.pareto import (
+    Candidate,
+    Choice,
+    candidates_from_study,
+    choose,
+    pareto_front,
+)
+from autocompress.policy import QuantPolicy
 from autocompress.space import SearchSpace
 from autocompress.training import predict_logits
 from autocompress.workload import Workload
@@ -181,6 +200,10 @@ class TrialRunner:
                 trial.set_user_attr("kd_loss_first", result.first_loss)
                 trial.set_user_attr("kd_loss_last", result.last_loss)
                 finetuned = True
+                if policy.prune.sparsity > 0:
+                    # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model
+                    # has exactly the sparsity the policy asked for (prune → fine-tune → prune).
+                    student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
                 t = time.perf_counter()
                 artifact = deploy(student, policy.quant, example_input=x, calibration=wl.train, workdir=workdir, seed=cfg.seed)
                 timings["deploy_s"] += time.perf_counter() - t
@@ -196,6 +219,7 @@ class TrialRunner:
         timings["total_s"] = time.perf_counter() - started
 
         trial.set_user_attr("finetuned", finetuned)
+        trial.set_user_attr("weight_sparsity", weight_sparsity(student))
         trial.set_user_attr("latency", latency.to_dict())
         trial.set_user_attr("accuracy_drop_pt", drop_pt)
         trial.set_user_attr("size_mb", artifact.size_mb)

@@ -10,7 +10,14 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from autocompress.compress import count_macs_params, deploy, distill, kd_loss, prunable_groups, prune_model
+from autocompress.compress import (
+    count_macs_params,
+    deploy,
+    distill,
+    kd_loss,
+    prunable_groups,
+    prune_model,
+)
 from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
 from autocompress.training import predict_logits

@@ -5,7 +5,12 @@ import time
 import torch
 
 from autocompress.compress import prune_model
-from autocompress.measure.latency import measure_callable, measure_torch, structure_key, torch_threads
+from autocompress.measure.latency import (
+    measure_callable,
+    measure_torch,
+    structure_key,
+    torch_threads,
+)
 from autocompress.policy import PrunePolicy
 
 

@@ -11,8 +11,8 @@ import pytest
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
 from autocompress.export import export_chosen
-from autocompress.study import run_study
 from autocompress.space import SearchSpace
+from autocompress.study import run_study
 from autocompress.workload import Workload
 
 FAST_SPACE = SearchSpace.from_dict({
@@ -85,3 +85,17 @@ def test_over_budget_trial_stops_before_finetuning(tiny_workload: Workload, tmp_
 def test_every_sampler_runs(tiny_workload: Workload, tmp_path: Path, sampler: str) -> None:
     result = run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=4, sampler=sampler))
     assert len(result.candidates) == 4
+
+
+def test_unstructured_sparsity_survives_finetuning(tiny_workload: Workload, tmp_path: Path) -> None:
+    space = SearchSpace.from_dict({
+        "prune": {"per": "uniform", "ratio": 0.3, "sparsity": 0.5},
+        "quantize": {"mode": ["none"]},
+        "distill": {"steps": 10},
+    }, source="sparse")
+    result = run_study(tiny_workload, space, _config(tmp_path, trials=1, max_accuracy_drop=100.0, latency_budget=parse_budget("10x")))
+    trial = result.study.trials[0]
+    assert trial.user_attrs["finetuned"] is True
+    # Classifier stays dense, so the whole-model figure is a little under the per-layer 50 %.
+    assert 0.4 <= trial.user_attrs["weight_sparsity"] <= 0.5
+    assert trial.user_attrs["policy"]["prune"]["sparsity"] == 0.5

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from autocompress.compress.distill import DistillResult, distill, kd_loss
-from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
+from autocompress.compress.prune import (
+    PrunableGroup,
+    count_macs_params,
+    prunable_groups,
+    prune_model,
+    sparsify_model,
+    weight_sparsity,
+)
 from autocompress.compress.quantize import Artifact, deploy, export_onnx
 
 __all__ = [
@@ -17,4 +24,6 @@ __all__ = [
     "kd_loss",
     "prunable_groups",
     "prune_model",
+    "sparsify_model",
+    "weight_sparsity",
 ]

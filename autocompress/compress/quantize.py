@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from autocompress.errors import UnsupportedModelError
 from autocompress.policy import QuantPolicy
 
 __all__ = ["Artifact", "export_onnx", "deploy", "INPUT_NAME", "OUTPUT_NAME"]
@@ -59,19 +60,32 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Pa
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example_input,),
-            str(path),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=17,
-            do_constant_folding=True,
-        )
+    # PyTorch's fused attention fast path (aten::_native_multi_head_attention) has no ONNX symbolic; the
+    # unfused path computes the same function and exports (needed for ViT and other nn.MultiheadAttention users).
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example_input,),
+                str(path),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=17,
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises many kinds of errors on unsupported operators
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UnsupportedModelError(
+            f"model: ONNX export failed ({type(exc).__name__}: {first_line}); this architecture uses an operator the "
+            "ONNX exporter does not support at this input size — try another --input-size or report the operator"
+        ) from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return path
 
 
@@ -135,14 +149,21 @@ def deploy(
         quantize_dynamic,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = workdir / "model_int8.onnx"
+    prepared = workdir / "model_fp32_prepared.onnx"
     per_channel = quant.granularity == "per_channel"
     # ORT's calibrators print progress to stdout and log advice on the root logger; keep the CLI's output ours.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
         warnings.simplefilter("ignore")
+        # Pre-processing (ONNX shape inference + graph optimisation: Conv+BN folding, bias as initializers) lets the
+        # quantizer place Q/DQ pairs so ORT can fuse them into int8 kernels. Without it int8 was often *slower* than
+        # fp32 (resnet18 at 64x64, 30 % pruned: 1.89 ms int8 vs 0.99 ms fp32; with it 0.26 ms). Symbolic shape
+        # inference is skipped: it fails on some graphs (ViT) and the static shapes here do not need it.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         if quant.mode == "int8_dynamic":
-            quantize_dynamic(str(fp32), str(out), per_channel=per_channel, weight_type=QuantType.QInt8)
+            quantize_dynamic(str(prepared), str(out), per_channel=per_channel, weight_type=QuantType.QInt8)
         else:
             method = {
                 "minmax": CalibrationMethod.MinMax,
@@ -150,17 +171,18 @@ def deploy(
                 "percentile": CalibrationMethod.Percentile,
             }[quant.calibration]
             reader = _CalibrationReader(calibration_images(calibration, count=quant.calibration_samples, seed=seed))
+            # uint8 activations with int8 weights (U8S8) is the combination ORT's x86 int8 kernels are fastest at.
             quantize_static(
-                str(fp32),
+                str(prepared),
                 str(out),
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
-                extra_options={"CalibTensorRangeSymmetric": False},
             )
+    prepared.unlink(missing_ok=True)
     # The calibrator leaves an augmented copy of the model next to the output; it is not part of the artifact.
     for leftover in workdir.glob("*augmented*.onnx"):
         leftover.unlink()

@@ -9,7 +9,12 @@ see :mod:`autocompress.sources.data`. The built-in ``demo`` model and ``digits``
 from __future__ import annotations
 
 from autocompress.sources.data import DATA_SPEC_FORMS, DataSplits, load_data
-from autocompress.sources.models import MODEL_SPEC_FORMS, check_num_classes, list_torchvision_models, load_model
+from autocompress.sources.models import (
+    MODEL_SPEC_FORMS,
+    check_num_classes,
+    list_torchvision_models,
+    load_model,
+)
 
 __all__ = [
     "DATA_SPEC_FORMS",

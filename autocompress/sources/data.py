@@ -37,7 +37,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
 from autocompress.errors import WorkloadError
-from autocompress.sources.models import _MODULE_SPEC, _accepts, _one_line, _resolve_object  # package-private helpers
+from autocompress.sources.models import (  # package-private helpers
+    _MODULE_SPEC,
+    _accepts,
+    _one_line,
+    _resolve_object,
+)
 
 __all__ = ["DATA_SPEC_FORMS", "DataSplits", "load_data"]
 
