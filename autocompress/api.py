@@ -92,7 +92,7 @@ def search(
         test: held-out images used only for the exported model's final figures (defaults to ``val``, said so in
             ``metrics.json``).
         latency_budget_ms: absolute budget in milliseconds; or ``latency_budget="0.5x"`` for a fraction of the
-            model's fp32 ONNX Runtime latency (default ``0.5x``).
+            model's fp32 ONNX Runtime latency (default ``0.25x``).
         max_accuracy_drop: allowed top-1 drop on ``val`` in percentage points.
         trials: total finished trials (a rerun with the same ``study_name`` and ``output`` resumes).
         space: a shipped space name, a YAML path, or a :class:`SearchSpace`.
@@ -100,7 +100,7 @@ def search(
     """
     if latency_budget_ms is not None and latency_budget is not None:
         raise ConfigError("give either latency_budget_ms or latency_budget, not both")
-    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None else (latency_budget or "0.5x"))
+    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None else (latency_budget or "0.25x"))
     sample = train[0]  # type: ignore[index]
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
         raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")

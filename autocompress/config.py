@@ -80,7 +80,7 @@ class SearchConfig:
     max_samples: int | None = None
     trials: int = 20
     timeout: float | None = None
-    latency_budget: LatencyBudget = LatencyBudget(0.5, True)
+    latency_budget: LatencyBudget = LatencyBudget(0.25, True)
     max_accuracy_drop: float = 1.0
     space: str = "default"
     study_name: str = "demo"

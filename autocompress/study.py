@@ -240,8 +240,10 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group: TPE models correlated ratios jointly and handles the conditional KD parameters.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=max(3, min(10, config.trials // 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          n_startup_trials=max(3, min(10, config.trials // 3)))
 
 
 def create_study(config: SearchConfig) -> optuna.Study:
