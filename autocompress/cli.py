@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
-from autocompress.config import SAMPLERS, SearchConfig, parse_budget
+from autocompress.config import SAMPLERS, SearchConfig, parse_budget, read_yaml
 from autocompress.errors import AutocompressError, ConfigError
 
 __all__ = ["main", "build_parser", "load_config_file"]
@@ -76,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Read a YAML config whose keys are ``search`` options; unknown keys are an error naming file and key."""
-    if not path.is_file():
-        raise ConfigError(f"--config: file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, option="--config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     search = _search_parser(parser)

@@ -12,12 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from autocompress.errors import ConfigError
 
-__all__ = ["SearchConfig", "LatencyBudget", "SAMPLERS", "parse_budget"]
+__all__ = ["SearchConfig", "LatencyBudget", "SAMPLERS", "parse_budget", "read_yaml"]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def read_yaml(path: Path, *, option: str) -> Any:
+    """Parse the YAML file ``path`` given with ``option``; a missing or malformed file is a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{option}: file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 @dataclass(frozen=True)

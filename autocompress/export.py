@@ -86,7 +86,7 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    artifact = Path(cand.attrs["artifact"])
+    artifact = config.study_dir / cand.attrs["artifact"]
     trial_dir = artifact.parent
     shutil.copyfile(artifact, tmp / "model.onnx")
     student = torch.load(trial_dir / "student.pt", weights_only=False)  # our own file, written by this study

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from autocompress.compress.prune import PrunableGroup
+from autocompress.config import read_yaml
 from autocompress.errors import ConfigError
 from autocompress.policy import (
     CALIBRATION_METHODS,
@@ -300,8 +300,4 @@ def load_space(name_or_path: str) -> SearchSpace:
             raise ConfigError(f"--space: no search space named {name_or_path!r}; shipped: {', '.join(list_spaces())}, or give a path to a .yaml file")
     if not path.is_file():
         raise ConfigError(f"--space: file {str(path)!r} does not exist; give a YAML file or one of {', '.join(list_spaces())}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return SearchSpace.from_dict(data, source=str(path))
+    return SearchSpace.from_dict(read_yaml(path, option="--space"), source=str(path))

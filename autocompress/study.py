@@ -121,13 +121,12 @@ class TrialRunner:
     """The objective: one trial builds, measures and scores one policy for real."""
 
     def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, reference: Reference,
-                 groups: list[PrunableGroup], say: Say | None = None) -> None:
+                 groups: list[PrunableGroup]) -> None:
         self.workload = workload
         self.space = space
         self.config = config
         self.reference = reference
         self.groups = groups
-        self.say = say or logger.info
         self.cache = LatencyCache()
         self._teacher_logits: torch.Tensor | None = None
 
@@ -223,7 +222,8 @@ class TrialRunner:
         trial.set_user_attr("latency", latency.to_dict())
         trial.set_user_attr("accuracy_drop_pt", drop_pt)
         trial.set_user_attr("size_mb", artifact.size_mb)
-        trial.set_user_attr("artifact", str(artifact.path))
+        # Relative to the study folder, so a moved or copied results folder still exports.
+        trial.set_user_attr("artifact", artifact.path.relative_to(cfg.study_dir).as_posix())
         trial.set_user_attr("speedup_vs_teacher_torch", ref.torch_latency.median_ms / latency.median_ms)
         trial.set_user_attr("timings", {k: round(v, 3) for k, v in timings.items()})
         trial.set_constraint("latency_ms", latency.median_ms - ref.budget_ms)
@@ -303,7 +303,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     remaining = config.trials - len(finished)
     if finished:
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
-    runner = TrialRunner(workload, space, config, reference=reference, groups=groups, say=say)
+    runner = TrialRunner(workload, space, config, reference=reference, groups=groups)
     failures = {"consecutive": 0}
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
