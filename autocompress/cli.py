@@ -142,7 +142,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
     def say(message: str) -> None:
         if not args.quiet:
-            console.print(message, highlight=False, markup=False)
+            console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     workload = load_workload(config, progress=say)
     result = run_study(workload, space, config, say=say)

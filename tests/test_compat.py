@@ -44,13 +44,10 @@ def _load_matrix() -> ModuleType:
 
 matrix = _load_matrix()
 
-# Measured in benchmarks/compat_matrix.md: with deploy()'s current int8 path these are not clearly faster than the
-# unpruned fp32 model on the reference host (int8 is slower than the pruned fp32 model on most rows). They xfail with
-# the numbers when slower and pass once int8 gets faster; every other architecture must be faster.
-NOT_FASTER_WITH_INT8 = {
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "regnet_x_400mf",
-    "squeezenet1_1", "densenet121", "mnasnet1_0", "shufflenet_v2_x1_0",
-}
+# Measured in benchmarks/compat_matrix.md: pruned int8 beats unpruned fp32 on all 17 architectures, but on these
+# the margin is within this shared host's noise (mobilenet_v3_small 1.04x, shufflenet 1.32x). They xfail with the
+# numbers if a run measures them slower; every other architecture must be faster.
+WITHIN_NOISE_WITH_INT8 = {"mobilenet_v3_small", "shufflenet_v2_x1_0"}
 
 
 def _uniform(groups, ratio: float, round_to: int | None = 8) -> PrunePolicy:
@@ -235,6 +232,6 @@ def test_architecture_prunes_quantizes_and_runs(arch: str, tmp_path: Path) -> No
     # Pruning alone must pay off on the real runtime (measured 1.3-2.5× on every architecture here).
     assert r.pruned_fp32_ms < r.fp32_ms, f"pruned fp32 {r.pruned_fp32_ms:.2f} ms vs unpruned fp32 {r.fp32_ms:.2f} ms"
     numbers = f"unpruned fp32 {r.fp32_ms:.2f} ms vs pruned int8 {r.pruned_int8_ms:.2f} ms"
-    if r.pruned_int8_ms > r.fp32_ms and arch in NOT_FASTER_WITH_INT8:
+    if r.pruned_int8_ms > r.fp32_ms and arch in WITHIN_NOISE_WITH_INT8:
         pytest.xfail(f"measured, not hidden: pruned int8 is slower here ({numbers})")
     assert r.pruned_int8_ms <= r.fp32_ms, numbers
