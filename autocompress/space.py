@@ -35,7 +35,7 @@ from typing import Any
 
 import optuna
 
-from autocompress.compress.prune import PrunableGroup
+from autocompress.compress.prune import PrunableGroup, stage_of
 from autocompress.config import read_yaml
 from autocompress.errors import ConfigError
 from autocompress.policy import (
@@ -57,20 +57,6 @@ _SCHEMA: dict[str, set[str]] = {
     "distill": {"temperature", "alpha", "lr", "steps", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
-
-
-def stage_of(layer_name: str) -> str:
-    """The stage a layer belongs to: its name up to the first component that carries a number.
-
-    ``layer1.0.conv1`` → ``layer1`` (ResNet), ``features.3.conv.0.0`` → ``features.3`` (MobileNet block),
-    ``features.denseblock2.denselayer1.conv1`` → ``features.denseblock2``, ``trunk_output.block1.block1-0.a`` →
-    ``trunk_output.block1`` (RegNet), ``encoder.layers.encoder_layer_0.mlp.0`` → ``…encoder_layer_0`` (ViT).
-    """
-    parts = layer_name.split(".")
-    for i, part in enumerate(parts):
-        if any(ch.isdigit() for ch in part):
-            return ".".join(parts[: i + 1])
-    return parts[0]
 
 
 @dataclass(frozen=True)
@@ -121,7 +107,7 @@ class SearchSpace:
         if self.prune_per == "stage":
             stages: dict[str, list[str]] = {}
             for g in groups:
-                stages.setdefault(f"prune.{stage_of(g.name)}", []).append(g.name)
+                stages.setdefault(f"prune.{g.stage}", []).append(g.name)
             return stages
         return {f"prune.{g.name}": [g.name] for g in groups}
 

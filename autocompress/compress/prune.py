@@ -47,6 +47,7 @@ __all__ = [
     "prunable_groups",
     "prune_model",
     "sparsify_model",
+    "stage_of",
     "weight_sparsity",
 ]
 
@@ -54,6 +55,20 @@ logger = logging.getLogger(__name__)
 
 _IMPORTANCE_P = {"l1": 1, "l2": 2}
 _NO_PRUNE_FIX = "set `prune.per: none` in the search space to compress this model with int8 only"
+
+
+def stage_of(layer_name: str) -> str:
+    """The stage a layer belongs to: its name up to the first component that carries a number.
+
+    ``layer1.0.conv1`` → ``layer1`` (ResNet), ``features.3.conv.0.0`` → ``features.3`` (MobileNet block),
+    ``features.denseblock2.denselayer1.conv1`` → ``features.denseblock2``, ``trunk_output.block1.block1-0.a`` →
+    ``trunk_output.block1`` (RegNet), ``encoder.layers.encoder_layer_0.mlp.0`` → ``…encoder_layer_0`` (ViT).
+    """
+    parts = layer_name.split(".")
+    for i, part in enumerate(parts):
+        if any(ch.isdigit() for ch in part):
+            return ".".join(parts[: i + 1])
+    return parts[0]
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,8 @@ class PrunableGroup:
 
     @property
     def stage(self) -> str:
-        """Top-level block the root layer belongs to (``layer1.0.conv1`` → ``layer1``), for per-stage spaces."""
-        return self.name.split(".")[0]
+        """The stage the root layer belongs to (see :func:`stage_of`), for per-stage search spaces."""
+        return stage_of(self.name)
 
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
