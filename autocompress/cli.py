@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, default=None, help="YAML file whose keys are these options (dashes or underscores); options given on the command line win")
     w = s.add_argument_group("model and data")
     w.add_argument("--model", default=_DEFAULTS.model, help="model to compress: demo | torchvision:NAME | package.module:factory")
-    w.add_argument("--weights", type=Path, default=None, help="state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True)")
+    w.add_argument("--weights", type=Path, default=None,
+                   help="state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True); or torchvision:DEFAULT / torchvision:IMAGENET1K_V1 "
+                   "for torchvision's pretrained weights (their preprocessing is then applied to the data)")
     w.add_argument("--num-classes", type=int, default=None, help="classes of the model's head (default: taken from the data)")
     w.add_argument("--trust-checkpoint", action="store_true", help="allow --weights to be a whole pickled model (unpickling runs code from the file: only for files you trust)")
     w.add_argument("--small-input", action="store_true", help="adapt a torchvision model's stem to small images (e.g. 32x32): 3x3 stride-1 first conv, no max-pool")

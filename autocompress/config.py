@@ -114,8 +114,9 @@ class SearchConfig:
             raise ConfigError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if self.max_samples is not None and self.max_samples < 10:
             raise ConfigError(f"--max-samples must be at least 10, got {self.max_samples}")
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint")
+        pretrained = self.weights is not None and str(self.weights).startswith("torchvision:")
+        if self.weights is not None and not pretrained and not Path(self.weights).is_file():
+            raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint, or torchvision:DEFAULT for pretrained torchvision weights")
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:

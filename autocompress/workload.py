@@ -157,7 +157,11 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
         return load_demo_workload(config.cache_dir, progress=progress)
 
     from autocompress.sources.data import DataSplits, load_data
-    from autocompress.sources.models import check_num_classes, load_model
+    from autocompress.sources.models import (
+        check_num_classes,
+        load_model,
+        weights_transform,
+    )
 
     if config.model.startswith("torchvision:") and config.weights is None:
         raise WorkloadError(
@@ -171,7 +175,8 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
     else:
         # The split seed is fixed, not the search seed: held-out images must stay the same across studies.
         splits = load_data(config.data, input_size=config.input_size, channels=config.channels, seed=_SPLIT_SEED,
-                           download=config.download, max_samples=config.max_samples)
+                           download=config.download, max_samples=config.max_samples,
+                           preprocess=weights_transform(config.model, config.weights))
     model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
                        trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
     model.eval()

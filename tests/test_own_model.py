@@ -161,3 +161,26 @@ def test_readme_python_api_example_runs(tmp_path: Path, repo_root: Path, monkeyp
     assert {p.name for p in exported.iterdir()} == {"model.onnx", "model.pt2", "policy.json", "metrics.json"}
     result = namespace["result"]
     assert result.chosen is not None and result.pareto  # type: ignore[attr-defined]
+
+
+def test_pretrained_torchvision_weights_pass_config_and_fail_offline_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--weights torchvision:DEFAULT`` is accepted by the CLI; without internet the download error is one line."""
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
+    folder = write_digit_folder(tmp_path / "digits", per_class=6)
+    out = tmp_path / "results"
+    code = main(["search", "--output", str(out), "--model", "torchvision:resnet18", "--weights", "torchvision:DEFAULT",
+                 "--num-classes", "1000", "--data", f"imagefolder:{folder}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "could not download torchvision weights resnet18.IMAGENET1K_V1" in err and "TORCH_HOME" in err, err
+    assert err.count("\n") == 1
+    assert not out.exists()

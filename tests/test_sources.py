@@ -416,3 +416,177 @@ def test_check_num_classes_mismatch_and_wrong_input() -> None:
         check_num_classes(model, 1000, (1, 16, 16))
     with pytest.raises(WorkloadError, match=r"shape \[1, 3, 2, 2\].*resize it with --input-size"):
         check_num_classes(model, 1000, (3, 2, 2))
+
+
+# ------------------------------------------------------------------------ torchvision pretrained weights (--weights)
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in ResNet18_Weights.IMAGENET1K_V1.url
+
+
+@pytest.fixture()
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $TORCH_HOME whose torch.hub serves only files already cached there, as without internet.
+
+    Returns the checkpoints folder ($TORCH_HOME/hub/checkpoints), not yet created.
+    """
+    import urllib.error
+
+    import torchvision.models._api
+
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    real = torch.hub.load_state_dict_from_url
+
+    def offline(url: str, *args: object, **kwargs: object) -> object:
+        if (checkpoints / Path(url).name).is_file():  # a cached file is read without the network
+            return real(url, *args, **kwargs)  # type: ignore[arg-type]
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    # torchvision's builders hold their own reference: make sure no test can reach the network through it either.
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    return checkpoints
+
+
+def _write_rgb_folder(root: Path, per_class: int = 3) -> list[Path]:
+    """Random RGB PNGs of assorted non-square sizes, one subfolder per class."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (30 + 7 * i, 40 + 5 * c, 3), dtype=np.uint8)
+            paths.append(root / name / f"{i}.png")
+            Image.fromarray(pixels, mode="RGB").save(paths[-1])
+    return paths
+
+
+def test_weights_transform_is_the_enums_preprocessing_without_download(offline_hub: Path) -> None:
+    from autocompress.sources import weights_transform
+
+    transform = weights_transform("torchvision:resnet18", "torchvision:IMAGENET1K_V1")
+    assert transform is not None
+    assert transform.crop_size == [224] and transform.resize_size == [256]
+    assert transform.mean == [0.485, 0.456, 0.406] and transform.std == [0.229, 0.224, 0.225]
+    default = weights_transform("torchvision:ResNet18", Path("torchvision:default"))
+    assert default is not None and default.crop_size == [224], "Path, case-insensitive names and DEFAULT work too"
+    assert weights_transform("torchvision:resnet18", None) is None
+    assert weights_transform("torchvision:resnet18", Path("weights.pt")) is None, "a checkpoint's preprocessing is the user's"
+    assert not offline_hub.exists(), "nothing was downloaded"
+
+
+def test_imagefolder_with_weights_preprocess_matches_the_transform_by_hand(tmp_path: Path) -> None:
+    from autocompress.sources import weights_transform
+
+    paths = _write_rgb_folder(tmp_path / "rgb")
+    transform = weights_transform("torchvision:resnet18", "torchvision:DEFAULT")
+    splits = load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=transform)
+    assert splits.input_shape == (3, 224, 224), "input_size=None keeps the transform's 224 crop"
+    loaded = torch.cat([splits.train.tensors[0], splits.val.tensors[0], splits.test.tensors[0]])
+    assert loaded.shape == (9, 3, 224, 224)
+    by_hand = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+    for image in loaded:  # the splits are shuffled: each loaded image must be one of the images transformed by hand
+        assert min(float((image - h).abs().max()) for h in by_hand) < 1e-5
+    # Uniform pixels in [0, 1] normalised with ImageNet mean/std: channel means near (0.5 - mean) / std.
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(loaded.mean((0, 2, 3)), expected, atol=0.1), loaded.mean((0, 2, 3))
+    described = splits.info["preprocess"]
+    assert described.startswith("ImageClassification(crop_size=[224] resize_size=[256]") and "\n" not in described
+    assert splits.info["input_size"] == 224 and splits.info["channels"] == 3
+
+    small = load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=transform, input_size=64)
+    assert small.input_shape == (3, 64, 64), "an explicit input size resizes the transform's output"
+    assert small.info["preprocess"].endswith(", then resize to 64x64")
+    gray = load_data(f"imagefolder:{_write_folder(tmp_path / 'gray', per_class=3)}", preprocess=transform)
+    assert gray.input_shape == (3, 224, 224), "with a preprocess, grayscale images become RGB unless --channels 1"
+    assert load_data(f"imagefolder:{tmp_path / 'rgb'}").info["preprocess"].startswith("default: resize shorter side to 224")
+
+
+def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, user_module: WriteModule) -> None:
+    from autocompress.sources import weights_transform
+
+    transform = weights_transform("torchvision:mobilenet_v3_small", "torchvision:DEFAULT")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 30), ("t10k", 6)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 3)
+    splits = load_data(f"torchvision:MNIST:{tmp_path}", preprocess=transform, max_samples=3)
+    assert splits.input_shape == (3, 224, 224) and splits.test.tensors[0].shape == (3, 3, 224, 224)
+    assert splits.info["preprocess"].startswith("ImageClassification(crop_size=[224]") and splits.info["channels"] == 3
+
+    name = user_module("user_data_preprocess", """
+        import torch
+        from torch.utils.data import TensorDataset
+
+        def load(preprocess=None):
+            assert preprocess is not None
+            make = lambda n: TensorDataset(torch.zeros(n, 3, 8, 8), torch.arange(n) % 2)
+            return make(8), make(4)
+    """)
+    assert load_data(f"{name}:load", preprocess=transform).info["preprocess"].startswith("ImageClassification(")
+
+
+def test_bad_preprocess_is_a_one_line_error(tmp_path: Path) -> None:
+    _write_rgb_folder(tmp_path / "rgb")
+    with pytest.raises(WorkloadError, match=r"the preprocessing returned Image for .*expected a float tensor C x H x W"):
+        load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=lambda image: image)
+    with pytest.raises(WorkloadError, match=r"returned 3x\d+x\d+ for .*\.png but 3x\d+x\d+ for the first image; make it crop"):
+        load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=lambda image: torch.zeros(3, image.height, image.width))
+    with pytest.raises(WorkloadError, match=r"preprocess=3 : expected a callable"):
+        load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=3)  # type: ignore[arg-type]
+
+
+def test_unknown_weights_enum_lists_the_valid_names(offline_hub: Path) -> None:
+    with pytest.raises(WorkloadError) as info:
+        load_model("torchvision:resnet18", weights="torchvision:IMAGENET9K")
+    assert str(info.value) == (
+        "--weights torchvision:IMAGENET9K : resnet18 has no torchvision weights named 'IMAGENET9K'; "
+        "expected torchvision:ENUM with ENUM one of IMAGENET1K_V1, DEFAULT (= IMAGENET1K_V1)"
+    )
+    with pytest.raises(WorkloadError, match=r"no torchvision weights named 'V3'; .*IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT \(= IMAGENET1K_V2\)"):
+        load_model("torchvision:resnet50", weights="torchvision:V3")
+    with pytest.raises(WorkloadError, match=r"no torchvision classification model named 'resnet1'"):
+        load_model("torchvision:resnet1", weights="torchvision:DEFAULT")
+    with pytest.raises(WorkloadError, match=r"need --model torchvision:NAME, got --model mymodels:build; pass --weights PATH"):
+        load_model("mymodels:build", weights="torchvision:DEFAULT")
+
+
+def test_weights_enum_download_failure_says_where_to_put_the_file(offline_hub: Path) -> None:
+    with pytest.raises(WorkloadError) as info:
+        load_model("torchvision:resnet18", weights="torchvision:DEFAULT")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("--weights torchvision:DEFAULT : could not download torchvision weights "
+                              "resnet18.IMAGENET1K_V1 (URLError: <urlopen error offline>)"), message
+    assert f"put the file {RESNET18_FILE} (from https://download.pytorch.org/models/{RESNET18_FILE}) in " \
+           f"$TORCH_HOME/hub/checkpoints/ (here {offline_hub}) or pass --weights PATH" in message
+
+
+def test_weights_enum_loads_the_cached_file_offline(offline_hub: Path) -> None:
+    torch.manual_seed(0)
+    source = load_model("torchvision:resnet18")  # random weights standing in for the ImageNet ones
+    offline_hub.mkdir(parents=True)
+    torch.save(source.state_dict(), offline_hub / RESNET18_FILE)
+    loaded = load_model("torchvision:resnet18", weights="torchvision:IMAGENET1K_V1", num_classes=1000)
+    assert not loaded.training
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)), "the weights come from $TORCH_HOME/hub/checkpoints/"
+    (offline_hub / RESNET18_FILE).write_bytes(b"truncated")
+    with pytest.raises(WorkloadError, match=rf"loading ResNet18_Weights.IMAGENET1K_V1 from .*{RESNET18_FILE} failed .*delete that file"):
+        load_model("torchvision:resnet18", weights="torchvision:DEFAULT")
+
+
+def test_weights_enum_refuses_another_head_or_stem(offline_hub: Path) -> None:
+    with pytest.raises(WorkloadError) as info:
+        load_model("torchvision:resnet18", num_classes=10, weights="torchvision:DEFAULT")
+    assert str(info.value) == (
+        "--weights torchvision:DEFAULT : the pretrained ResNet18_Weights.IMAGENET1K_V1 head has 1000 classes "
+        "(ImageNet) but 10 were asked for (--num-classes, or the data's class count); pass --num-classes 1000 with "
+        "data labelled in those classes, or fine-tune the model on your data and pass --weights PATH with its state_dict"
+    )
+    with pytest.raises(WorkloadError, match=r"--small-input replaces the stem .*drop --small-input"):
+        load_model("torchvision:resnet18", small_input=True, weights="torchvision:DEFAULT")
+    assert not offline_hub.exists(), "refused before any download"

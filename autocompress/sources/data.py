@@ -11,13 +11,17 @@ Spec forms handled here (``digits`` is built by :mod:`autocompress.workload`):
 * ``package.module:fn``: a function returning a :class:`DataSplits`, ``(train, val[, test])`` or
   ``{"train": ..., "val": ...[, "test": ...]}`` of map-style datasets or DataLoaders.
 
-Images become float tensors ``C x H x W`` normalised with the ImageNet mean/std (3 channels) or 0.5/0.5 (1 channel).
-Every split is deterministic for a given ``seed``: keep it fixed so held-out data stays held out across studies.
+Images become float tensors ``C x H x W`` normalised with the ImageNet mean/std (3 channels) or 0.5/0.5 (1 channel),
+unless a ``preprocess`` callable is given (e.g. the transforms of torchvision's pretrained weights, see
+:func:`autocompress.sources.weights_transform`): then it maps each PIL image to the tensor. Every split is deterministic for a given ``seed``: keep it fixed so held-out data stays held out across studies.
 
 Example:
     >>> splits = load_data("imagefolder:./flowers", input_size=64, max_samples=2000)
     >>> splits.input_shape, splits.num_classes
     ((3, 64, 64), 5)
+    >>> pretrained = weights_transform("torchvision:resnet18", "torchvision:DEFAULT")
+    >>> load_data("imagefolder:./flowers", preprocess=pretrained).input_shape
+    (3, 224, 224)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import inspect
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +89,7 @@ def load_data(
     seed: int = 0,
     download: bool = False,
     max_samples: int | None = None,
+    preprocess: Callable[[Any], torch.Tensor] | None = None,
 ) -> DataSplits:
     """Load the splits named by ``spec`` (see the module docstring for the forms).
 
@@ -91,10 +97,18 @@ def load_data(
         spec: ``imagefolder:PATH``, ``torchvision:NAME:ROOT`` or ``package.module:fn``.
         input_size: images are resized (shorter side) and centre-cropped to this square size; ``None`` means 224
             for image folders and the native size for torchvision datasets. Not applied to ``package.module:fn``.
-        channels: 1 (grayscale) or 3 (RGB); ``None`` keeps the data's own (an image folder's first image decides).
+            With ``preprocess``, ``None`` keeps the size ``preprocess`` returns (224 for most torchvision weights),
+            and a given size resizes its output to ``input_size x input_size`` (the crop's framing is kept).
+        channels: 1 (grayscale) or 3 (RGB); ``None`` keeps the data's own (an image folder's first image decides),
+            or 3 with ``preprocess`` (torchvision's pretrained models take RGB).
         seed: seed of every split and subsample.
         download: let torchvision download a missing dataset into ``ROOT``.
         max_samples: cap on the size of each split (stratified subsample), for huge datasets.
+        preprocess: maps one PIL image (already converted to ``channels``) to a float tensor ``C x H x W``, used
+            instead of the default resize / centre crop / normalise for image folders and torchvision datasets;
+            e.g. ``weights_transform(model_spec, weights)``. Every image must come out at the same shape. Passed to a
+            ``package.module:fn`` that takes a ``preprocess`` argument, ignored (with a warning) by one that does not.
+            ``info["preprocess"]`` records it on one line.
 
     Raises:
         WorkloadError: unknown spec, missing or empty folders, mismatched classes, missing dataset files.
@@ -107,14 +121,21 @@ def load_data(
         raise WorkloadError(f"--max-samples {max_samples} : expected a positive cap on the images per split")
     if spec == "digits":
         raise WorkloadError("--data digits : the digits data is built by autocompress.workload, not by sources.load_data")
+    if preprocess is not None and not callable(preprocess):
+        raise WorkloadError(
+            f"preprocess={preprocess!r} : expected a callable mapping a PIL image to a float tensor C x H x W, got a "
+            f"{type(preprocess).__name__}; pass e.g. weights_transform(model_spec, weights)"
+        )
     if spec.startswith("imagefolder:"):
-        return _load_imagefolder(spec, size=input_size or _DEFAULT_FOLDER_SIZE, channels=channels, seed=seed,
-                                 max_samples=max_samples)
+        size = input_size or (None if preprocess else _DEFAULT_FOLDER_SIZE)
+        return _load_imagefolder(spec, size=size, channels=channels, seed=seed, max_samples=max_samples,
+                                 preprocess=preprocess)
     if spec.startswith("torchvision:"):
         return _load_torchvision(spec, size=input_size, channels=channels, seed=seed, download=download,
-                                 max_samples=max_samples)
+                                 max_samples=max_samples, preprocess=preprocess)
     if _MODULE_SPEC.match(spec):
-        return _load_from_function(spec, input_size=input_size, channels=channels, seed=seed, max_samples=max_samples)
+        return _load_from_function(spec, input_size=input_size, channels=channels, seed=seed, max_samples=max_samples,
+                                   preprocess=preprocess)
     hint = f"; did you mean imagefolder:{spec}?" if spec and Path(spec).expanduser().is_dir() else ""
     raise WorkloadError(f"--data {spec} : unknown data spec; expected one of {DATA_SPEC_FORMS}{hint}")
 
@@ -123,7 +144,10 @@ def load_data(
 # imagefolder:PATH
 
 
-def _load_imagefolder(spec: str, *, size: int, channels: int | None, seed: int, max_samples: int | None) -> DataSplits:
+def _load_imagefolder(
+    spec: str, *, size: int | None, channels: int | None, seed: int, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+) -> DataSplits:
     root = Path(spec.split(":", 1)[1]).expanduser()
     if not str(root) or not root.exists():
         raise WorkloadError(
@@ -164,23 +188,33 @@ def _load_imagefolder(spec: str, *, size: int, channels: int | None, seed: int, 
         [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
         for s in (train_s, val_s, test_s)
     )
-    if channels is None:
+    if channels is None and preprocess is not None:
+        channels = 3
+    elif channels is None:
         from PIL import Image
 
         with Image.open(train_s[0][0]) as first:
             channels = 1 if first.mode in _GRAY_MODES else 3
-    shape = (channels, size, size)
+    if preprocess is not None:
+        first_path = train_s[0][0]
+        shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
+                                where=first_path).shape
+        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    else:
+        assert size is not None  # load_data supplies the default size when there is no preprocess
+        shape = (channels, size, size)
     _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
     # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
     # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
     # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
     # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
-    splits = [_decode_images(s, size=size, channels=channels, spec=spec) for s in (train_s, val_s, test_s)]
+    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size)
+              for s in (train_s, val_s, test_s)]
     return DataSplits(
         *splits, input_shape=shape, num_classes=len(classes),
         info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
-              "input_size": size, "channels": channels, "seed": seed, "max_samples": max_samples,
-              "source_sizes": sources, **_sizes(*splits)},
+              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, shape, size=size), "source_sizes": sources, **_sizes(*splits)},
     )
 
 
@@ -217,22 +251,35 @@ def _check_same_classes(found: Mapping[str, tuple[list[str], list[tuple[str, int
             )
 
 
-def _decode_images(samples: Sequence[tuple[str, int]], *, size: int, channels: int, spec: str) -> TensorDataset:
+def _open_image(path: str, channels: int, spec: str) -> Any:
+    """The image at ``path`` as a loaded PIL image in mode ``L`` (1 channel) or ``RGB`` (3 channels)."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("L" if channels == 1 else "RGB")  # convert() loads the pixels: safe after close
+    except (OSError, UnidentifiedImageError) as exc:
+        raise WorkloadError(
+            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
+            "remove or replace the file"
+        ) from exc
+
+
+def _decode_images(
+    samples: Sequence[tuple[str, int]], *, shape: tuple[int, int, int], spec: str,
+    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None,
+) -> TensorDataset:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    images = torch.empty(len(samples), channels, size, size)
+    channels = shape[0]
+    images = torch.empty(len(samples), *shape)
     labels = torch.empty(len(samples), dtype=torch.long)
     for i, (path, label) in enumerate(samples):
-        try:
-            with Image.open(path) as img:
-                pixels = pil_to_tensor(img.convert("L" if channels == 1 else "RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise WorkloadError(
-                f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
-                "remove or replace the file"
-            ) from exc
-        images[i] = _prepare(pixels.unsqueeze(0), size=size, channels=channels)[0]
+        image = _open_image(path, channels, spec)
+        if preprocess is not None:
+            images[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
+        else:
+            images[i] = _prepare(pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels)[0]
         labels[i] = label
     return TensorDataset(images, labels)
 
@@ -242,7 +289,8 @@ def _decode_images(samples: Sequence[tuple[str, int]], *, size: int, channels: i
 
 
 def _load_torchvision(
-    spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None
+    spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
 ) -> DataSplits:
     import torchvision.datasets as tvd
 
@@ -293,14 +341,21 @@ def _load_torchvision(
     arrays = {"train": _uint8_array(official_train), "test": _uint8_array(official_test)}
     train_y, test_y = _labels_of(official_train), _labels_of(official_test)
     native = arrays["train"][0] if arrays["train"] is not None else _pil_pixels(official_train, 0)[0]
-    channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
     train_idx, val_idx = _stratified_split(train_y, (0.9, 0.1), seed)
     train_idx, val_idx = (idx[_stratified_cap(train_y[idx], max_samples, seed)] for idx in (train_idx, val_idx))
     test_idx = _stratified_cap(test_y, max_samples, seed)
-    shape = (channels, size, size)
+    if preprocess is not None:
+        channels = channels or 3
+        out = _preprocess_one(_pil_image(official_train, arrays["train"], 0, channels), preprocess, size=size,
+                              spec=spec, where=f"{canonical} image 0")
+        shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
+    else:
+        channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
+        shape = (channels, size, size)
     _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
+    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "name": canonical}
     splits = [
-        TensorDataset(_prepare_split(ds, arrays[key], idx, size=size, channels=channels), torch.as_tensor(labels[idx]))
+        TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
         for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
                                      (official_train, "train", train_y, val_idx), (official_test, "test", test_y, test_idx))
     ]
@@ -309,7 +364,8 @@ def _load_torchvision(
     return DataSplits(
         *splits, input_shape=shape, num_classes=num_classes,
         info={"data": spec, "source": "torchvision", "dataset": canonical, "root": root, "classes": classes or None,
-              "input_size": size, "channels": channels, "seed": seed, "max_samples": max_samples,
+              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, shape, size=size if preprocess else None),
               "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
     )
 
@@ -334,10 +390,25 @@ def _pil_pixels(dataset: Any, index: int) -> torch.Tensor:
     return pil_to_tensor(image.convert("L" if image.mode in _GRAY_MODES else "RGB")).unsqueeze(0)
 
 
+def _pil_image(dataset: Any, array: torch.Tensor | None, index: int, channels: int) -> Any:
+    """Image ``index`` of a torchvision dataset as a PIL image in mode ``L`` or ``RGB``."""
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    image = to_pil_image(array[index]) if array is not None else dataset[index][0]
+    return image.convert("L" if channels == 1 else "RGB")
+
+
 def _prepare_split(
-    dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, size: int, channels: int
+    dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, shape: tuple[int, int, int],
+    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, spec: str, name: str,
 ) -> torch.Tensor:
-    out = torch.empty(len(indices), channels, size, size)
+    out = torch.empty(len(indices), *shape)
+    if preprocess is not None:  # a user transform takes one PIL image at a time
+        for i, index in enumerate(indices.tolist()):
+            image = _pil_image(dataset, array, index, shape[0])
+            out[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=f"{name} image {index}", shape=shape)
+        return out
+    channels, size = shape[0], shape[1]
     step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time
     for start in range(0, len(indices), step):
         chunk = indices[start:start + step]
@@ -351,13 +422,17 @@ def _prepare_split(
 
 
 def _load_from_function(
-    spec: str, *, input_size: int | None, channels: int | None, seed: int, max_samples: int | None
+    spec: str, *, input_size: int | None, channels: int | None, seed: int, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
 ) -> DataSplits:
     fn, name = _resolve_object(spec, option="--data"), spec.split(":", 1)[1]
     if not callable(fn):
         raise WorkloadError(f"--data {spec} : {name} is a {type(fn).__name__}, expected a function returning the datasets")
-    offered = {"seed": seed, "input_size": input_size, "channels": channels}
+    offered = {"seed": seed, "input_size": input_size, "channels": channels, "preprocess": preprocess}
     kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
+    if preprocess is not None and "preprocess" not in kwargs:
+        logger.warning("%s takes no preprocess argument: its images are used as it returns them, not with %s",
+                       spec, _describe_preprocess(preprocess, None))
     try:
         result = fn(**kwargs)
     except Exception as exc:  # user code: one line here, the chained traceback shows with --debug
@@ -399,7 +474,8 @@ def _load_from_function(
         given["train"], given["val"], given["test"], input_shape=shapes["train"],
         num_classes=len(classes) if classes else top + 1,
         info={"data": spec, "source": "function", "layout": layout, "classes": classes, "seed": seed,
-              "max_samples": max_samples, "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
+              "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, None) if "preprocess" in kwargs else f"by {name}()", "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
     )
 
 
@@ -463,6 +539,60 @@ def _prepare(pixels: torch.Tensor, *, size: int, channels: int) -> torch.Tensor:
         pixels = F.center_crop(F.resize(pixels, [size], antialias=True), [size, size])
     mean, std = _MEAN_STD[channels]
     return F.normalize(pixels.float().div_(255.0), list(mean), list(std))
+
+
+def _preprocess_one(
+    image: Any, preprocess: Callable[[Any], torch.Tensor], *, size: int | None, spec: str, where: str,
+    shape: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """``preprocess(image)``, checked to be a float ``C x H x W`` tensor (of ``shape`` when given).
+
+    With ``size`` (an explicit ``--input-size``) the result is then resized to ``size x size``. Resizing is linear,
+    so it commutes with the normalisation inside ``preprocess``; on a 224 crop of a 256 resize it gives the same
+    framing as resizing to ``size * 256 / 224`` and cropping ``size``.
+    """
+    try:
+        out = preprocess(image)
+    except Exception as exc:  # user code: one line here, the chained traceback shows with --debug
+        raise WorkloadError(
+            f"--data {spec} : the preprocessing {_describe_preprocess(preprocess, None)} failed on {where} "
+            f"({type(exc).__name__}: {_one_line(exc)}); it must take a PIL image and return a float tensor C x H x W"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.dim() != 3 or not out.is_floating_point():
+        got = (f"a {out.dtype} tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor)
+               else type(out).__name__)
+        raise WorkloadError(
+            f"--data {spec} : the preprocessing returned {got} for {where}, expected a float tensor C x H x W; "
+            "end it with ToTensor() (or ToImage() + ToDtype(torch.float32, scale=True)) and Normalize"
+        )
+    if size is not None and tuple(out.shape[1:]) != (size, size):
+        import torchvision.transforms.v2.functional as F
+
+        out = F.resize(out, [size, size], antialias=True)
+    if shape is not None and tuple(out.shape) != shape:
+        raise WorkloadError(
+            f"--data {spec} : the preprocessing returned {'x'.join(map(str, out.shape))} for {where} but "
+            f"{'x'.join(map(str, shape))} for the first image; make it crop every image to one size "
+            "(e.g. CenterCrop) or pass --input-size"
+        )
+    return out
+
+
+def _describe_preprocess(
+    preprocess: Callable[[Any], torch.Tensor] | None, shape: tuple[int, ...] | None, *, size: int | None = None
+) -> str:
+    """One line for reports: the transform's repr with its whitespace collapsed, or the default pipeline."""
+    if preprocess is None:
+        assert shape is not None
+        stats = "ImageNet" if shape[0] == 3 else "0.5/0.5"
+        return f"default: resize shorter side to {shape[1]}, centre crop {shape[1]}x{shape[2]}, {stats} mean/std"
+    text = re.sub(r"\s+", " ", repr(preprocess)).replace("( ", "(").replace(" )", ")").strip()
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{text}, then resize to {size}x{size}" if size is not None else text
+
+
+def _size_of(shape: tuple[int, int, int]) -> int | list[int]:
+    return shape[1] if shape[1] == shape[2] else [shape[1], shape[2]]
 
 
 def _allocate(total: int, weights: Sequence[float]) -> list[int]:

@@ -3,13 +3,18 @@
 Spec forms handled here (``demo`` is built by :mod:`autocompress.workload`):
 
 * ``torchvision:NAME``: any torchvision classification model, e.g. ``torchvision:resnet18``. It is built with
-  ``weights=None`` (nothing is downloaded); trained weights come from ``--weights``.
+  ``weights=None`` (nothing is downloaded); trained weights come from ``--weights``: a checkpoint file, or
+  ``torchvision:ENUM`` (e.g. ``torchvision:DEFAULT``, ``torchvision:IMAGENET1K_V1``) for torchvision's own pretrained
+  weights, downloaded into ``$TORCH_HOME/hub/checkpoints/`` unless already there. Their preprocessing is
+  :func:`weights_transform`; pass it to :func:`autocompress.sources.load_data` as ``preprocess=``.
 * ``package.module:factory``: a function (or ``nn.Module`` class) importable from the current directory or
   ``PYTHONPATH``, e.g. ``mymodels.cifar:build``. It receives ``num_classes=`` when it accepts that keyword.
 
 Example:
     >>> model = load_model("torchvision:resnet18", num_classes=10, small_input=True)
     >>> check_num_classes(model, 10, (3, 32, 32))
+    >>> weights_transform("torchvision:resnet18", "torchvision:IMAGENET1K_V1").crop_size
+    [224]
 """
 
 from __future__ import annotations
@@ -22,20 +27,30 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from autocompress.errors import MissingDependencyError, WorkloadError
 
-__all__ = ["MODEL_SPEC_FORMS", "load_model", "check_num_classes", "list_torchvision_models"]
+__all__ = [
+    "MODEL_SPEC_FORMS",
+    "TORCHVISION_WEIGHTS_PREFIX",
+    "check_num_classes",
+    "list_torchvision_models",
+    "load_model",
+    "weights_transform",
+]
 
 logger = logging.getLogger(__name__)
 
 MODEL_SPEC_FORMS = "demo, torchvision:NAME, package.module:factory"
+# ``--weights torchvision:ENUM`` names torchvision's pretrained weights of a ``torchvision:NAME`` model.
+TORCHVISION_WEIGHTS_PREFIX = "torchvision:"
 # ``package.module:attr`` with dotted identifiers on both sides; shared with the data loader.
 _MODULE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -55,7 +70,7 @@ def load_model(
     spec: str,
     *,
     num_classes: int | None = None,
-    weights: Path | None = None,
+    weights: str | Path | None = None,
     trust_checkpoint: bool = False,
     small_input: bool = False,
 ) -> nn.Module:
@@ -66,7 +81,12 @@ def load_model(
         num_classes: width of the classification head; ``None`` keeps the factory's default (1000 for torchvision).
         weights: a checkpoint written by ``torch.save``: a state_dict, or a dict holding one under ``state_dict``,
             ``model``, ``model_state_dict`` or ``net``. ``module.`` and ``_orig_mod.`` key prefixes are removed.
-            ``.safetensors`` files are read with the ``safetensors`` package.
+            ``.safetensors`` files are read with the ``safetensors`` package. Or, with a ``torchvision:NAME`` spec,
+            ``"torchvision:ENUM"``: torchvision's pretrained weights ``get_model_weights(NAME)[ENUM]`` (``DEFAULT``,
+            ``IMAGENET1K_V1``, ... ; case-insensitive, ``ResNet18_Weights.IMAGENET1K_V1`` works too). These come
+            with their training head (1000 ImageNet classes): ``num_classes`` must be ``None`` or that count, and
+            ``small_input`` must be off, since both would replace pretrained layers with untrained ones. A value
+            starting with ``torchvision:`` names such weights unless a file of that name exists.
         trust_checkpoint: allow unpickling arbitrary Python objects (a full pickled ``nn.Module``). Off by default
             because unpickling can run arbitrary code. A pickled module replaces the architecture built from ``spec``.
         small_input: adapt a torchvision model's stem to small images such as 32x32. ResNet-family models get a
@@ -78,13 +98,18 @@ def load_model(
         The model in eval mode.
 
     Raises:
-        WorkloadError: unknown spec, model name, import failure, or a checkpoint that does not fit the model.
+        WorkloadError: unknown spec, model name, import failure, a checkpoint that does not fit the model, unknown
+            torchvision weights, or torchvision weights that cannot be downloaded.
     """
     if num_classes is not None and num_classes < 1:
         raise WorkloadError(
             f"--num-classes {num_classes} : expected a positive number of classes; "
             "pass e.g. --num-classes 10"
         )
+    enum = _weights_enum(spec, weights)
+    if enum is not None:
+        model = _build_pretrained(spec, enum, given=str(weights), num_classes=num_classes, small_input=small_input)
+        return model.eval()
     if spec.startswith("torchvision:"):
         model = _build_torchvision(spec, num_classes=num_classes, small_input=small_input)
     elif spec == "demo":
@@ -98,6 +123,25 @@ def load_model(
     if weights is not None:
         model = _load_weights(model, spec, Path(weights), trust_checkpoint=trust_checkpoint)
     return model.eval()
+
+
+def weights_transform(spec: str, weights: str | Path | None) -> Callable[[Any], torch.Tensor] | None:
+    """The preprocessing that torchvision's pretrained ``weights`` of model ``spec`` were trained with.
+
+    Args:
+        spec: the ``--model`` spec.
+        weights: the ``--weights`` value, as for :func:`load_model`.
+
+    Returns:
+        ``enum.transforms()`` (e.g. ``ImageClassification(crop_size=[224], resize_size=[256], mean=..., std=...)``,
+        which takes a PIL image and returns a normalised float tensor) for ``weights="torchvision:ENUM"``; ``None``
+        for a checkpoint file or no weights, whose preprocessing only the user knows. Nothing is downloaded.
+
+    Raises:
+        WorkloadError: unknown model or weights name, or ``torchvision:ENUM`` weights with a non-torchvision model.
+    """
+    enum = _weights_enum(spec, weights)
+    return None if enum is None else enum.transforms()
 
 
 def check_num_classes(
@@ -154,9 +198,8 @@ def check_num_classes(
 # building
 
 
-def _build_torchvision(spec: str, *, num_classes: int | None, small_input: bool) -> nn.Module:
-    import torchvision
-
+def _torchvision_name(spec: str) -> str:
+    """The registered name of ``torchvision:NAME`` (matched case-insensitively)."""
     name = spec.split(":", 1)[1]
     available = list_torchvision_models()
     canonical = {n.lower(): n for n in available}.get(name.lower())
@@ -167,6 +210,13 @@ def _build_torchvision(spec: str, *, num_classes: int | None, small_input: bool)
             f"--model {spec} : no torchvision classification model named {name!r}; "
             f"{found} (list: {_LIST_HINT})"
         )
+    return canonical
+
+
+def _build_torchvision(spec: str, *, num_classes: int | None, small_input: bool) -> nn.Module:
+    import torchvision
+
+    canonical = _torchvision_name(spec)
     classes = 1000 if num_classes is None else num_classes
     try:
         model = torchvision.models.get_model(canonical, weights=None, num_classes=classes)
@@ -276,6 +326,110 @@ def _accepts(fn: Any, name: str) -> bool:
         (p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or p.kind is p.VAR_KEYWORD
         for p in params
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torchvision pretrained weights (--weights torchvision:ENUM)
+
+
+def _names_weights_enum(weights: str | Path | None) -> bool:
+    """Whether ``weights`` names torchvision weights: ``torchvision:...`` and not an existing file of that name."""
+    if weights is None or not str(weights).startswith(TORCHVISION_WEIGHTS_PREFIX):
+        return False
+    return not Path(weights).is_file()
+
+
+def _weights_enum(spec: str, weights: str | Path | None) -> Any:
+    """The ``WeightsEnum`` member named by ``weights="torchvision:ENUM"`` for ``spec``, or ``None`` for a file/none."""
+    if not _names_weights_enum(weights):
+        return None
+    if not spec.startswith("torchvision:"):
+        raise WorkloadError(
+            f"--weights {weights} : torchvision's pretrained weights need --model torchvision:NAME, got --model "
+            f"{spec}; pass --weights PATH with a checkpoint of your model instead"
+        )
+    import torchvision
+
+    name = _torchvision_name(spec)
+    try:
+        enum_cls = torchvision.models.get_model_weights(name)
+    except (KeyError, ValueError) as exc:  # a registered builder without a weights enum
+        raise WorkloadError(
+            f"--weights {weights} : torchvision has no pretrained weights for {name} ({_one_line(exc)}); "
+            "pass --weights PATH with a checkpoint"
+        ) from exc
+    # Accept "IMAGENET1K_V1", "imagenet1k_v1" and torchvision's own "ResNet18_Weights.IMAGENET1K_V1".
+    member = str(weights)[len(TORCHVISION_WEIGHTS_PREFIX):].strip()
+    if member.lower().startswith(enum_cls.__name__.lower() + "."):
+        member = member[len(enum_cls.__name__) + 1:]
+    members = enum_cls.__members__  # includes the alias DEFAULT
+    found = {n.lower(): n for n in members}.get(member.lower())
+    if found is None:
+        valid = ", ".join(f"{n} (= {m.name})" if n != m.name else n for n, m in members.items())
+        raise WorkloadError(
+            f"--weights {weights} : {name} has no torchvision weights named {member!r}; "
+            f"expected torchvision:ENUM with ENUM one of {valid}"
+        )
+    return members[found]
+
+
+def _build_pretrained(spec: str, enum: Any, *, given: str, num_classes: int | None, small_input: bool) -> nn.Module:
+    import torchvision
+
+    name = _torchvision_name(spec)
+    label = f"{type(enum).__name__}.{enum.name}"
+    categories = len(enum.meta.get("categories") or ())
+    if num_classes is not None and categories and num_classes != categories:
+        # A fresh head would be untrained: the "compressed" model would predict noise until the user fine-tunes it,
+        # and this tool compresses trained models, it does not train them. Refuse instead of guessing.
+        raise WorkloadError(
+            f"--weights {given} : the pretrained {label} head has {categories} classes (ImageNet) but {num_classes} "
+            f"were asked for (--num-classes, or the data's class count); pass --num-classes {categories} with data "
+            "labelled in those classes, or fine-tune the model on your data and pass --weights PATH with its state_dict"
+        )
+    if small_input:
+        raise WorkloadError(
+            f"--weights {given} : --small-input replaces the stem that {label} was trained with; drop "
+            "--small-input and preprocess the data with the weights' transforms (they resize to the trained size)"
+        )
+    _fetch_weights(name, enum, given=given)
+    try:
+        model = torchvision.models.get_model(name, weights=enum)
+    except Exception as exc:  # a damaged cached file fails inside torch.load / load_state_dict
+        raise WorkloadError(
+            f"--weights {given} : loading {label} from {_cached_weights_path(enum)} failed "
+            f"({type(exc).__name__}: {_one_line(_strip_torch_preamble(exc))}); delete that file to download it again, "
+            "or pass --weights PATH"
+        ) from exc
+    return model
+
+
+def _cached_weights_path(enum: Any) -> Path:
+    """Where ``torch.hub`` keeps the file of ``enum``: ``$TORCH_HOME/hub/checkpoints/<file name of enum.url>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
+
+
+def _fetch_weights(name: str, enum: Any, *, given: str) -> None:
+    """Download ``enum``'s file into torch.hub's cache unless it is there, turning a failure into one line.
+
+    torchvision's builders download from inside the model constructor (through their own reference to
+    ``load_state_dict_from_url``), where a network failure looks like any other error; fetching the file first
+    through ``torch.hub`` gives one place to catch it. The builder then reads the cached file: a second read, on the
+    first use only.
+    """
+    path = _cached_weights_path(enum)
+    if path.is_file():
+        return
+    logger.info("downloading torchvision weights %s.%s from %s into %s", name, enum.name, enum.url, path.parent)
+    try:
+        torch.hub.load_state_dict_from_url(enum.url, progress=logger.isEnabledFor(logging.INFO), check_hash=True,
+                                           map_location="cpu")
+    except (OSError, RuntimeError) as exc:  # URLError/HTTPError/timeouts are OSErrors; a bad hash is a RuntimeError
+        raise WorkloadError(
+            f"--weights {given} : could not download torchvision weights {name}.{enum.name} "
+            f"({type(exc).__name__}: {_one_line(exc)}); on a machine without internet put the file {path.name} "
+            f"(from {enum.url}) in $TORCH_HOME/hub/checkpoints/ (here {path.parent}) or pass --weights PATH"
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------------------------
