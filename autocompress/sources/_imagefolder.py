@@ -1,0 +1,172 @@
+"""The ``imagefolder:PATH`` data loader: one folder per class, split into train / val / test.
+
+Scans the class folders (or ``train/``, ``val/`` and optional ``test/`` under ``PATH``), splits them stratified
+where needed, and decodes every image once into tensors with the default pipeline or a ``preprocess`` callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from autocompress.errors import WorkloadError
+from autocompress.sources._splits import (
+    _GRAY_MODES,
+    _check_memory,
+    _describe_preprocess,
+    _prepare,
+    _preprocess_one,
+    _size_of,
+    _sizes,
+    _stratified_cap,
+    _stratified_split,
+)
+from autocompress.sources._text import _one_line
+from autocompress.sources._types import DataSplits
+
+__all__ = ["_check_same_classes", "_decode_images", "_load_imagefolder", "_open_image", "_scan_folder"]
+
+
+def _load_imagefolder(
+    spec: str, *, size: int | None, channels: int | None, seed: int, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+) -> DataSplits:
+    root = Path(spec.split(":", 1)[1]).expanduser()
+    if not str(root) or not root.exists():
+        raise WorkloadError(
+            f"--data {spec} : no such folder {str(root)!r}; "
+            "pass imagefolder:PATH with PATH/CLASS/IMAGE.png files"
+        )
+    if not root.is_dir():
+        raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders PATH/CLASS/IMAGE.png")
+    has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
+    if has_train != has_val:
+        raise WorkloadError(
+            f"--data {spec} : {root} has {'train/ but no val/' if has_train else 'val/ but no train/'}; add the "
+            "missing split folder, or put the class folders directly under PATH to have them split 60/20/20"
+        )
+    if has_train:
+        found = {s: _scan_folder(root / s, spec) for s in ("train", "val", "test") if (root / s).is_dir()}
+        _check_same_classes(found, spec)
+        classes = found["train"][0]
+        train_s, val_s = found["train"][1], found["val"][1]
+        if "test" in found:
+            test_s, layout = found["test"][1], "train/ val/ test/ folders"
+        else:
+            halves = _stratified_split(np.array([lab for _, lab in val_s]), (0.5, 0.5), seed)
+            val_s, test_s = ([val_s[i] for i in idx] for idx in halves)
+            layout = "train/ val/ folders, val halved (stratified) into val and test"
+    else:
+        classes, samples = _scan_folder(root, spec)
+        parts = _stratified_split(np.array([lab for _, lab in samples]), (0.6, 0.2, 0.2), seed)
+        train_s, val_s, test_s = ([samples[i] for i in idx] for idx in parts)
+        layout = "one folder split 60/20/20 (stratified)"
+    sources = {"train": len(train_s), "val": len(val_s), "test": len(test_s)}
+    if not all(sources.values()):
+        raise WorkloadError(
+            f"--data {spec} : too few images for train/val/test ({sources}); "
+            "put at least 3 images per class (5 or more per class to measure accuracy meaningfully)"
+        )
+    train_s, val_s, test_s = (
+        [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
+        for s in (train_s, val_s, test_s)
+    )
+    if channels is None and preprocess is not None:
+        channels = 3
+    elif channels is None:
+        from PIL import Image
+
+        with Image.open(train_s[0][0]) as first:
+            channels = 1 if first.mode in _GRAY_MODES else 3
+    if preprocess is not None:
+        first_path = train_s[0][0]
+        shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
+                                where=first_path).shape
+        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    else:
+        assert size is not None  # load_data supplies the default size when there is no preprocess
+        shape = (channels, size, size)
+    _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
+    # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
+    # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
+    # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
+    # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
+    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size)
+              for s in (train_s, val_s, test_s)]
+    return DataSplits(
+        *splits, input_shape=shape, num_classes=len(classes),
+        info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
+              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, shape, size=size), "source_sizes": sources, **_sizes(*splits)},
+    )
+
+
+def _scan_folder(folder: Path, spec: str) -> tuple[list[str], list[tuple[str, int]]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, class_to_idx = find_classes(folder)
+    except FileNotFoundError as exc:
+        raise WorkloadError(
+            f"--data {spec} : no class subfolders in {folder}; "
+            f"expected {folder}/CLASS_NAME/IMAGE.png"
+        ) from exc
+    samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[lab] for _, lab in samples})
+    if empty:
+        raise WorkloadError(
+            f"--data {spec} : class folder(s) {', '.join(empty[:5])} in {folder} hold no images "
+            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder(s)"
+        )
+    return classes, samples
+
+
+def _check_same_classes(found: Mapping[str, tuple[list[str], list[tuple[str, int]]]], spec: str) -> None:
+    train_classes = found["train"][0]
+    for split, (classes, _) in found.items():
+        if classes != train_classes:
+            only_train = sorted(set(train_classes) - set(classes))
+            only_here = sorted(set(classes) - set(train_classes))
+            raise WorkloadError(
+                f"--data {spec} : class folders differ between train/ and {split}/ (only in train/: "
+                f"{', '.join(only_train) or '-'}; only in {split}/: {', '.join(only_here) or '-'}); "
+                "every split needs the same class subfolders"
+            )
+
+
+def _open_image(path: str, channels: int, spec: str) -> Any:
+    """The image at ``path`` as a loaded PIL image in mode ``L`` (1 channel) or ``RGB`` (3 channels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("L" if channels == 1 else "RGB")  # convert() loads the pixels: safe after close
+    except (OSError, UnidentifiedImageError) as exc:
+        raise WorkloadError(
+            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
+            "remove or replace the file"
+        ) from exc
+
+
+def _decode_images(
+    samples: Sequence[tuple[str, int]], *, shape: tuple[int, int, int], spec: str,
+    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None,
+) -> TensorDataset:
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    channels = shape[0]
+    images = torch.empty(len(samples), *shape)
+    labels = torch.empty(len(samples), dtype=torch.long)
+    for i, (path, label) in enumerate(samples):
+        image = _open_image(path, channels, spec)
+        if preprocess is not None:
+            images[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
+        else:
+            images[i] = _prepare(pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels)[0]
+        labels[i] = label
+    return TensorDataset(images, labels)

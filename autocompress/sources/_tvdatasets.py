@@ -1,0 +1,166 @@
+"""The ``torchvision:NAME:ROOT`` data loader: a torchvision dataset on disk (or downloaded) as train / val / test.
+
+Finds the dataset class by name, builds its official train and test splits, takes a stratified 10 % of train as
+val, and converts the images to tensors in chunks (from the dataset's uint8 array where torchvision keeps one,
+else image by image).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from autocompress.errors import WorkloadError
+from autocompress.sources._splits import (
+    _GRAY_MODES,
+    _check_memory,
+    _describe_preprocess,
+    _labels_of,
+    _prepare,
+    _preprocess_one,
+    _size_of,
+    _sizes,
+    _stratified_cap,
+    _stratified_split,
+)
+from autocompress.sources._text import _one_line
+from autocompress.sources._types import DataSplits
+
+__all__ = ["_load_torchvision", "_pil_image", "_pil_pixels", "_prepare_split", "_uint8_array"]
+
+_SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets whose split= names are not train/test
+
+
+def _load_torchvision(
+    spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+) -> DataSplits:
+    import torchvision.datasets as tvd
+
+    parts = spec.split(":", 2)  # the root may itself contain ':'
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise WorkloadError(f"--data {spec} : expected torchvision:NAME:ROOT, e.g. torchvision:CIFAR10:./data")
+    _, name, root = parts
+    available = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and issubclass(v, tvd.VisionDataset)
+                       and v is not tvd.VisionDataset)
+    canonical = {n.lower(): n for n in available}.get(name.lower())
+    if canonical is None:
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+        raise WorkloadError(
+            f"--data {spec} : no torchvision dataset named {name!r}; "
+            f"{'close matches: ' + ', '.join(close) if close else 'e.g. CIFAR10, CIFAR100, MNIST, FashionMNIST, SVHN'}"
+        )
+    cls = getattr(tvd, canonical)
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"download": download} if "download" in params else {}
+    if "train" in params:
+        make: Callable[[bool], Any] = lambda train: cls(root, train=train, **kwargs)  # noqa: E731
+    elif "split" in params:
+        names = _SPLIT_NAMES.get(canonical, ("train", "test"))
+        make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)  # noqa: E731
+    else:
+        raise WorkloadError(
+            f"--data {spec} : {canonical} has neither a train= nor a split= argument; "
+            "load it with a package.module:fn spec"
+        )
+    try:
+        official_train, official_test = make(True), make(False)
+    except (TypeError, ValueError) as exc:  # e.g. EMNIST's split= takes "balanced", "digits", ..., not "train"
+        raise WorkloadError(
+            f"--data {spec} : {canonical} needs constructor arguments besides train/split ({_one_line(exc)}); "
+            "load it with a package.module:fn spec"
+        ) from exc
+    except (RuntimeError, OSError) as exc:
+        if download:
+            raise WorkloadError(
+                f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); "
+                f"check the network or put the files under {root}"
+            ) from exc
+        where = f" ({root}/{cls.base_folder}/)" if isinstance(getattr(cls, "base_folder", None), str) else ""
+        raise WorkloadError(
+            f"--data {spec} : {canonical} files not found under {root}{where}; "
+            f"pass --download to fetch them, or put the files under {root}"
+        ) from exc
+    arrays = {"train": _uint8_array(official_train), "test": _uint8_array(official_test)}
+    train_y, test_y = _labels_of(official_train), _labels_of(official_test)
+    native = arrays["train"][0] if arrays["train"] is not None else _pil_pixels(official_train, 0)[0]
+    train_idx, val_idx = _stratified_split(train_y, (0.9, 0.1), seed)
+    train_idx, val_idx = (idx[_stratified_cap(train_y[idx], max_samples, seed)] for idx in (train_idx, val_idx))
+    test_idx = _stratified_cap(test_y, max_samples, seed)
+    if preprocess is not None:
+        channels = channels or 3
+        out = _preprocess_one(_pil_image(official_train, arrays["train"], 0, channels), preprocess, size=size,
+                              spec=spec, where=f"{canonical} image 0")
+        shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
+    else:
+        channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
+        shape = (channels, size, size)
+    _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
+    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "name": canonical}
+    splits = [
+        TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
+        for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
+                                     (official_train, "train", train_y, val_idx), (official_test, "test", test_y, test_idx))
+    ]
+    classes = [str(c) for c in getattr(official_train, "classes", [])]
+    num_classes = len(classes) or int(max(train_y.max(), test_y.max())) + 1
+    return DataSplits(
+        *splits, input_shape=shape, num_classes=num_classes,
+        info={"data": spec, "source": "torchvision", "dataset": canonical, "root": root, "classes": classes or None,
+              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, shape, size=size if preprocess else None),
+              "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
+    )
+
+
+def _uint8_array(dataset: Any) -> torch.Tensor | None:
+    """``dataset.data`` as uint8 ``N x C x H x W`` where torchvision keeps it that way, else ``None``."""
+    data = getattr(dataset, "data", None)
+    tensor = torch.as_tensor(np.asarray(data)) if data is not None else None
+    if tensor is None or tensor.dtype != torch.uint8 or tensor.dim() not in (3, 4):
+        return None
+    if tensor.dim() == 3:  # MNIST family: N x H x W
+        return tensor.unsqueeze(1)
+    if tensor.shape[1] in (1, 3):  # SVHN, STL10: N x C x H x W
+        return tensor
+    return tensor.permute(0, 3, 1, 2) if tensor.shape[3] in (1, 3) else None  # CIFAR: N x H x W x C
+
+
+def _pil_pixels(dataset: Any, index: int) -> torch.Tensor:
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    image = dataset[index][0]
+    return pil_to_tensor(image.convert("L" if image.mode in _GRAY_MODES else "RGB")).unsqueeze(0)
+
+
+def _pil_image(dataset: Any, array: torch.Tensor | None, index: int, channels: int) -> Any:
+    """Image ``index`` of a torchvision dataset as a PIL image in mode ``L`` or ``RGB``."""
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    image = to_pil_image(array[index]) if array is not None else dataset[index][0]
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _prepare_split(
+    dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, shape: tuple[int, int, int],
+    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, spec: str, name: str,
+) -> torch.Tensor:
+    out = torch.empty(len(indices), *shape)
+    if preprocess is not None:  # a user transform takes one PIL image at a time
+        for i, index in enumerate(indices.tolist()):
+            image = _pil_image(dataset, array, index, shape[0])
+            out[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=f"{name} image {index}", shape=shape)
+        return out
+    channels, size = shape[0], shape[1]
+    step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time
+    for start in range(0, len(indices), step):
+        chunk = indices[start:start + step]
+        pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
+        out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels)
+    return out
