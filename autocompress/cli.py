@@ -167,8 +167,9 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         f"PyTorch teacher ({m['latency']['teacher_torch_fp32_ms']['median_ms']:.3f} ms), "
         f"{m['latency']['speedup_vs_teacher_ort']:.1f}× vs its fp32 ONNX export",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"chosen model: {chosen}", highlight=False)
+    console.print(f"chosen model: {chosen}", highlight=False, soft_wrap=True)
     console.print(f"study: {config.storage_url} · {len(result.candidates)} finished, {result.failed} failed · "
                   f"{time.perf_counter() - started:.0f} s", highlight=False)
     return 0
