@@ -90,10 +90,6 @@ class QuantPolicy:
         _check_choice("quant.granularity", self.granularity, GRANULARITIES)
         _check_choice("quant.calibration", self.calibration, CALIBRATION_METHODS)
 
-    @property
-    def is_int8(self) -> bool:
-        return self.mode != "none"
-
 
 @dataclass(frozen=True)
 class DistillPolicy:

@@ -137,13 +137,9 @@ class LatencyCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, Latency] = {}
-        self.hits = 0
 
     def get(self, key: str) -> Latency | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self.hits += 1
-        return found
+        return self._entries.get(key)
 
     def put(self, key: str, latency: Latency) -> None:
         self._entries[key] = latency
