@@ -206,13 +206,18 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
                      + array.astype(np.uint8).tobytes())
 
 
-def test_torchvision_mnist_from_local_files(tmp_path: Path) -> None:
-    raw = tmp_path / "MNIST" / "raw"
+def _write_fake_mnist(root: Path, *, train: int, test: int) -> None:
+    """Random 28x28 images labelled 0, 1, 2, ... in torchvision's ``ROOT/MNIST/raw`` layout."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for prefix, count in (("train", 60), ("t10k", 20)):
+    for prefix, count in (("train", train), ("t10k", test)):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 3)
+
+
+def test_torchvision_mnist_from_local_files(tmp_path: Path) -> None:
+    _write_fake_mnist(tmp_path, train=60, test=20)
     splits = load_data(f"torchvision:mnist:{tmp_path}")
     assert splits.input_shape == (1, 28, 28), "native size and channels by default"
     assert (len(splits.train), len(splits.val), len(splits.test)) == (54, 6, 20), "official train → 90/10 train/val"
@@ -506,12 +511,7 @@ def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, u
     from autocompress.sources import weights_transform
 
     transform = weights_transform("torchvision:mobilenet_v3_small", "torchvision:DEFAULT")
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, count in (("train", 30), ("t10k", 6)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 3)
+    _write_fake_mnist(tmp_path, train=30, test=6)
     splits = load_data(f"torchvision:MNIST:{tmp_path}", preprocess=transform, max_samples=3)
     assert splits.input_shape == (3, 224, 224) and splits.test.tensors[0].shape == (3, 3, 224, 224)
     assert splits.info["preprocess"].startswith("ImageClassification(crop_size=[224]") and splits.info["channels"] == 3
