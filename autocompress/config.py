@@ -16,7 +16,16 @@ import yaml
 
 from autocompress.errors import ConfigError
 
-__all__ = ["SearchConfig", "LatencyBudget", "SAMPLERS", "parse_budget", "read_yaml"]
+__all__ = [
+    "SearchConfig",
+    "LatencyBudget",
+    "Normalization",
+    "SAMPLERS",
+    "default_normalization",
+    "parse_budget",
+    "parse_normalize",
+    "read_yaml",
+]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -60,6 +69,95 @@ def parse_budget(text: str | float) -> LatencyBudget:
     return LatencyBudget(value, relative)
 
 
+_NORMALIZE_FORMS = ("imagenet, none, or MEAN/STD in units of pixels scaled to [0, 1] with one number or 3 comma-separated "
+                    "per-channel numbers on each side (e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How image folders and torchvision datasets become model input: ``(pixel - mean) / std`` per channel.
+
+    Pixels are first scaled to [0, 1] (as ``ToTensor()`` does). ``mean`` and ``std`` hold one value for every
+    channel or one value per channel; ``name`` is ``imagenet``, ``none`` or empty for user values.
+
+    Example:
+        >>> str(parse_normalize("0.5,0.5"))  # two numbers without a slash: one mean and one std
+        '0.5/0.5'
+        >>> parse_normalize("imagenet").for_channels(3)
+        ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+
+    def for_channels(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` with one value per channel; a per-channel list of another length is a ConfigError."""
+        for values in (self.mean, self.std):
+            if len(values) not in (1, channels):
+                raise ConfigError(
+                    f"--normalize {self} has {len(values)} per-channel values but the data has {channels} "
+                    f"channel{'s' if channels > 1 else ''}; pass --channels {len(values)}, or one value per channel "
+                    f"such as --normalize {'0.5/0.5' if channels == 1 else '0.5,0.5,0.5/0.25,0.25,0.25'}"
+                )
+        return (self.mean * channels if len(self.mean) == 1 else self.mean,
+                self.std * channels if len(self.std) == 1 else self.std)
+
+    def __str__(self) -> str:
+        """The ``--normalize`` value that reproduces this normalisation."""
+        if self.name:
+            return self.name
+        return f"{','.join(f'{v:g}' for v in self.mean)}/{','.join(f'{v:g}' for v in self.std)}"
+
+    def describe(self) -> str:
+        """One line for reports, e.g. ``imagenet mean/std (0.485,0.456,0.406 / 0.229,0.224,0.225)``."""
+        if self.name == "none":
+            return "no normalisation (pixels in [0, 1])"
+        numbers = f"{','.join(f'{v:g}' for v in self.mean)} / {','.join(f'{v:g}' for v in self.std)}"
+        return f"{self.name} mean/std ({numbers})" if self.name else f"mean/std {numbers}"
+
+
+_NORMALIZE_PRESETS = {
+    "imagenet": Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "imagenet"),
+    "none": Normalization((0.0,), (1.0,), "none"),
+}
+
+
+def default_normalization(channels: int) -> Normalization:
+    """What ``--normalize`` means when it is not given: ImageNet mean/std for 3 channels, 0.5/0.5 for 1 channel."""
+    return _NORMALIZE_PRESETS["imagenet"] if channels == 3 else Normalization((0.5,), (0.5,))
+
+
+def parse_normalize(text: str | Normalization) -> Normalization:
+    """Parse ``--normalize``: ``imagenet``, ``none``, ``MEAN/STD`` (each one number or 3 comma-separated), or ``M,S``."""
+    if isinstance(text, Normalization):
+        return text
+    raw = str(text).strip().lower()
+    if raw in _NORMALIZE_PRESETS:
+        return _NORMALIZE_PRESETS[raw]
+    if "/" in raw:
+        sides = raw.split("/")
+    elif raw.count(",") == 1:  # "0.5,0.25": one mean and one std
+        sides = raw.split(",")
+    else:
+        sides = []
+    try:
+        mean, std = (tuple(float(v) for v in side.split(",")) for side in sides) if len(sides) == 2 else ((), ())
+    except ValueError:
+        mean, std = (), ()
+    if not mean or len(mean) not in (1, 3) or len(std) not in (1, 3):
+        raise ConfigError(f"--normalize: expected {_NORMALIZE_FORMS}, got {text!r}")
+    if not all(math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
+        raise ConfigError(f"--normalize {text}: every mean must be a finite number and every std a positive one, "
+                          "e.g. 0.5/0.25")
+    if max(abs(v) for v in mean) > 1:
+        raise ConfigError(
+            f"--normalize {text}: mean and std are in units of pixels scaled to [0, 1] (as after ToTensor()); "
+            "divide 0..255 values by 255 (e.g. 127.5/127.5 is 0.5/0.5)"
+        )
+    return Normalization(mean, std)
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything one ``autocompress search`` run needs.
@@ -68,6 +166,10 @@ class SearchConfig:
         model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see :mod:`autocompress.workload`).
         weights / num_classes / trust_checkpoint / small_input: how to build and load ``model``.
         input_size / download / max_samples: how to load ``data``.
+        normalize: ``imagenet`` | ``none`` | ``MEAN/STD`` for image folders and torchvision datasets (see
+            :func:`parse_normalize`); ``None`` keeps the default (ImageNet for 3 channels, 0.5/0.5 for 1 channel).
+        allow_low_teacher_accuracy: search even when the teacher's val accuracy is near chance (see
+            :func:`autocompress.workload.check_teacher_accuracy`).
         trials: total number of finished trials the study should have (a rerun resumes up to this count).
         timeout: stop starting new trials after this many seconds (``None`` = no limit).
         latency_budget: see :class:`LatencyBudget`.
@@ -90,6 +192,8 @@ class SearchConfig:
     channels: int | None = None
     download: bool = False
     max_samples: int | None = None
+    normalize: str | None = None
+    allow_low_teacher_accuracy: bool = False
     trials: int = 20
     timeout: float | None = None
     latency_budget: LatencyBudget = LatencyBudget(0.25, True)
@@ -114,6 +218,8 @@ class SearchConfig:
             raise ConfigError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if self.max_samples is not None and self.max_samples < 10:
             raise ConfigError(f"--max-samples must be at least 10, got {self.max_samples}")
+        if self.normalize is not None:
+            parse_normalize(self.normalize)
         pretrained = self.weights is not None and str(self.weights).startswith("torchvision:")
         if self.weights is not None and not pretrained and not Path(self.weights).is_file():
             raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint, or torchvision:DEFAULT for pretrained torchvision weights")

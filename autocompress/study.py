@@ -1,16 +1,19 @@
-"""The study: wires ``prune → deploy → measure latency → distill → deploy → measure accuracy`` into an Optuna objective.
+"""The study: create or resume it, probe the reachable latency range, run the trials, rescue when nothing is feasible.
 
-One :class:`TrialRunner` is a plain callable ``trial → (accuracy, latency_ms)`` over a workload and a config, with no
-process-global state, so the same objective can later run in several worker processes on a shared storage.
+The objective itself (one trial → one :class:`~autocompress.record.TrialRecord`) lives in :mod:`autocompress.trial`;
+this module wires it into an Optuna study:
+
+1. measure the teacher (PyTorch and fp32 ONNX Runtime latency, val accuracy) → the budget in ms;
+2. probe the space's reachable range (:mod:`autocompress.probe`) and say at once when the budget is below it;
+3. enqueue the baselines and the probed structure nearest the budget, then let the sampler run;
+4. if no trial is feasible, fine-tune the fastest structures that were stopped over the budget ("rescue"), so the
+   user gets the fastest model that keeps the accuracy limit, clearly labelled as over the budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import time
-import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,46 +21,30 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
-from autocompress.compress.distill import distill
-from autocompress.compress.prune import (
-    PrunableGroup,
-    count_macs_params,
-    prunable_groups,
-    prune_model,
-    sparsify_model,
-    weight_sparsity,
-)
-from autocompress.compress.quantize import Artifact, deploy
+from autocompress.compress.prune import count_macs_params, prunable_groups
+from autocompress.compress.quantize import deploy
 from autocompress.config import SearchConfig
+from autocompress.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import (
-    Latency,
-    LatencyCache,
-    measure_onnx,
-    measure_torch,
-    structure_key,
-)
-from autocompress.pareto import (
-    Candidate,
-    Choice,
-    candidates_from_study,
-    choose,
-    pareto_front,
-)
+from autocompress.measure.latency import Latency, measure_onnx, measure_torch, structure_key
+from autocompress.pareto import Choice, choose, pareto_front
 from autocompress.policy import QuantPolicy
+from autocompress.probe import Probe, run_probe
+from autocompress.record import TrialRecord, read_records
 from autocompress.space import SearchSpace
-from autocompress.training import predict_logits
+from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.workload import Workload
 
-__all__ = ["Reference", "SearchResult", "TrialRunner", "create_study", "measure_reference", "run_study"]
+__all__ = ["Reference", "SearchResult", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
 
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 _MAX_CONSECUTIVE_FAILURES = 5
+RESCUE_ROUNDS = 3  # at most this many rounds of RESCUE_PER_ROUND fine-tunings when nothing is feasible
+RESCUE_PER_ROUND = 2
 # Attributes that must match when a study is resumed: changing them would mix incomparable trials.
 _RESUME_KEYS = ("latency_budget", "max_accuracy_drop", "threads", "batch_size", "model", "data", "space")
 
@@ -87,14 +74,21 @@ class Reference:
 
 @dataclass
 class SearchResult:
-    """What a search returns: the study, its candidates, the Pareto front and the choice."""
+    """What a search returns: the study, every trial's record, the Pareto front, the choice and the probe."""
 
     study: optuna.Study
-    candidates: list[Candidate]
-    front: list[Candidate]
+    records: list[TrialRecord]
+    front: list[TrialRecord]
     choice: Choice | None
     reference: Reference
+    probe: Probe | None
+    cpu: CpuInfo
     failed: int
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        """Trials whose artifact was fully measured (fine-tuned where the policy prunes)."""
+        return [r for r in self.records if r.outcome == "complete"]
 
 
 def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -> Reference:
@@ -115,123 +109,6 @@ def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -
         params=params,
         onnx_path=artifact.path,
     )
-
-
-class TrialRunner:
-    """The objective: one trial builds, measures and scores one policy for real."""
-
-    def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, reference: Reference,
-                 groups: list[PrunableGroup]) -> None:
-        self.workload = workload
-        self.space = space
-        self.config = config
-        self.reference = reference
-        self.groups = groups
-        self.cache = LatencyCache()
-        self._teacher_logits: torch.Tensor | None = None
-
-    @property
-    def teacher_logits(self) -> torch.Tensor:
-        """Teacher logits on the train split, computed on first use (trials that stop early never need them)."""
-        if self._teacher_logits is None:
-            self._teacher_logits = predict_logits(self.workload.model, self.workload.train)
-        return self._teacher_logits
-
-    def _latency(self, model: torch.nn.Module, artifact: Artifact, *, cached: bool) -> tuple[Latency, bool]:
-        cfg = self.config
-        key = structure_key(model, artifact.quant.mode, artifact.quant.granularity, cfg.threads, cfg.batch_size)
-        hit = self.cache.get(key) if cached else None
-        if hit is not None:
-            return hit, True
-        latency = measure_onnx(artifact.path, self.workload.input_shape, threads=cfg.threads,
-                               batch_size=cfg.batch_size, warmup=cfg.warmup, repeats=cfg.repeats)
-        self.cache.put(key, latency)
-        return latency, False
-
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        try:
-            return self._run(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
-            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
-            raise
-
-    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
-        cfg, wl, ref = self.config, self.workload, self.reference
-        started = time.perf_counter()
-        policy = self.space.suggest(trial, self.groups)
-        trial.set_user_attr("policy", policy.to_dict())
-        trial.set_user_attr("policy_summary", policy.describe())
-        workdir = cfg.study_dir / "trials" / f"{trial.number:05d}"
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        x = wl.example_input()
-        timings: dict[str, float] = {}
-
-        t = time.perf_counter()
-        student = prune_model(wl.model, policy.prune, x, num_classes=wl.num_classes)
-        macs, params = count_macs_params(student, x)
-        timings["prune_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        artifact = deploy(student, policy.quant, example_input=x, calibration=wl.train, workdir=workdir, seed=cfg.seed)
-        timings["deploy_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        gate, cache_hit = self._latency(student, artifact, cached=True)
-        timings["latency_s"] = time.perf_counter() - t
-        trial.set_user_attr("macs", macs)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("latency_before_finetune", gate.to_dict())
-        trial.set_user_attr("latency_cache_hit", cache_hit)
-
-        over_budget = gate.median_ms > ref.budget_ms
-        finetuned = False
-        if over_budget:
-            # Fine-tuning cannot change the architecture, so it cannot make this model fast enough: stop here and
-            # record what was measured. The accuracy below is that of the pruned, *not* fine-tuned artifact.
-            trial.set_user_attr("stopped", f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > {ref.budget_ms:.3f} ms)")
-            latency = gate
-        else:
-            if policy.distill.steps > 0 and not policy.prune.is_identity:
-                result = distill(student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + trial.number)
-                timings["distill_s"] = result.seconds
-                trial.set_user_attr("kd_loss_first", result.first_loss)
-                trial.set_user_attr("kd_loss_last", result.last_loss)
-                finetuned = True
-                if policy.prune.sparsity > 0:
-                    # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model
-                    # has exactly the sparsity the policy asked for (prune → fine-tune → prune).
-                    student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
-                t = time.perf_counter()
-                artifact = deploy(student, policy.quant, example_input=x, calibration=wl.train, workdir=workdir, seed=cfg.seed)
-                timings["deploy_s"] += time.perf_counter() - t
-            latency = gate
-            if finetuned or cache_hit:
-                # The objective is a fresh measurement of the artifact that ships; the gate timed another file
-                # (before fine-tuning, or a cached trial with the same structure).
-                t = time.perf_counter()
-                latency, _ = self._latency(student, artifact, cached=False)
-                timings["latency_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        accuracy = evaluate_onnx(artifact.path, wl.val).top1
-        timings["evaluate_s"] = time.perf_counter() - t
-        torch.save(student, workdir / "student.pt")
-        drop_pt = (ref.val_accuracy - accuracy) * 100.0
-        timings["total_s"] = time.perf_counter() - started
-
-        trial.set_user_attr("finetuned", finetuned)
-        trial.set_user_attr("weight_sparsity", weight_sparsity(student))
-        trial.set_user_attr("latency", latency.to_dict())
-        trial.set_user_attr("accuracy_drop_pt", drop_pt)
-        trial.set_user_attr("size_mb", artifact.size_mb)
-        # Relative to the study folder, so a moved or copied results folder still exports.
-        trial.set_user_attr("artifact", artifact.path.relative_to(cfg.study_dir).as_posix())
-        trial.set_user_attr("speedup_vs_teacher_torch", ref.torch_latency.median_ms / latency.median_ms)
-        trial.set_user_attr("timings", {k: round(v, 3) for k, v in timings.items()})
-        trial.set_constraint("latency_ms", latency.median_ms - ref.budget_ms)
-        trial.set_constraint("accuracy_drop_pt", drop_pt - cfg.max_accuracy_drop)
-        return accuracy, latency.median_ms
 
 
 def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -265,7 +142,7 @@ def create_study(config: SearchConfig) -> optuna.Study:
     return study
 
 
-def _check_resume(study: optuna.Study, config: SearchConfig) -> dict[str, Any] | None:
+def _check_resume(study: optuna.Study, config: SearchConfig, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     stored = study.user_attrs.get("config")
     if stored is None:
         return None
@@ -275,16 +152,29 @@ def _check_resume(study: optuna.Study, config: SearchConfig) -> dict[str, Any] |
         diffs = ", ".join(f"{k}: {stored.get(k)!r} → {current.get(k)!r}" for k in changed)
         raise ConfigError(f"study {config.study_name!r} was created with other settings ({diffs}); "
                           "rerun with the original options or pick a new --study-name")
+    machine = study.user_attrs.get("fingerprint")
+    if machine and (machine.get("cpu"), machine.get("isa")) != (fingerprint["cpu"], fingerprint["isa"]):
+        raise ConfigError(f"study {config.study_name!r} was measured on another CPU ({machine.get('cpu')}, "
+                          f"{machine.get('isa')}); this one is {fingerprint['cpu']} ({fingerprint['isa']}) and its "
+                          "latencies are not comparable; pick a new --study-name for this machine")
     return study.user_attrs.get("reference")
 
 
-def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None) -> SearchResult:
-    """Run (or resume) the study until it has ``config.trials`` finished trials or the timeout passes."""
+def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
+              cpu: CpuInfo | None = None) -> SearchResult:
+    """Run (or resume) the study until it has ``config.trials`` finished trials or the timeout passes.
+
+    ``cpu`` overrides the detected CPU (its ISA picks the int8 kernel settings); tests use it.
+    """
     say = say or logger.info
+    cpu = cpu or detect_cpu()
+    kernel = int8_kernel_for(cpu)
+    fingerprint = machine_fingerprint(cpu)
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes) if space.prune_per != "none" else []
     study = create_study(config)
-    stored_reference = _check_resume(study, config)
+    stored_reference = _check_resume(study, config, fingerprint)
+    say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
 
     say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
     reference = measure_reference(workload, config, config.study_dir / "teacher")
@@ -292,53 +182,137 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         # A resumed study keeps the budget and accuracy reference its first trials were scored against.
         reference = dataclasses.replace(reference, budget_ms=stored_reference["budget_ms"],
                                         val_accuracy=stored_reference["teacher_val_accuracy"])
-    else:
-        study.set_user_attr("config", config.to_dict())
-        study.set_user_attr("reference", reference.to_dict())
-        study.set_user_attr("groups", [g.name for g in groups])
-        for label, params in space.baselines(groups):
-            study.enqueue_trial(params, user_attrs={"baseline": label})
     say(f"teacher: PyTorch {reference.torch_latency}; ONNX Runtime {reference.ort_latency}; "
         f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms ({config.latency_budget}); "
         f"{len(groups)} prunable groups")
 
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    runner = TrialRunner(workload, space, config, budget_ms=reference.budget_ms, teacher_accuracy=reference.val_accuracy,
+                         groups=groups, int8_kernel=kernel, fingerprint=fingerprint)
+    probe = _probe(study, runner, say=say, fresh=stored_reference is None)
+    _warn_if_unreachable(probe, reference, config, say=say)
+    if stored_reference is None:
+        study.set_user_attr("config", config.to_dict())
+        study.set_user_attr("reference", reference.to_dict())
+        study.set_user_attr("groups", [g.name for g in groups])
+        study.set_user_attr("fingerprint", fingerprint)
+        for label, params in space.baselines(groups):
+            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
+        if probe is not None:
+            seed = probe.nearest(reference.budget_ms)
+            if seed.level > 0:
+                study.enqueue_trial({**seed.params, **space.kd_params()},
+                                    user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
+
+    finished = [r for r in read_records(study) if r.role != "rescue"]
     remaining = config.trials - len(finished)
     if finished:
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
-    runner = TrialRunner(workload, space, config, reference=reference, groups=groups)
+    if remaining > 0:
+        _optimize(study, runner, n_trials=remaining, config=config, say=say)
+    if not any(r.feasible for r in read_records(study)):
+        _rescue(study, runner, config=config, say=say)
+
+    records = read_records(study)
+    failed = sum(1 for r in records if r.outcome == "failed")
+    complete = [r for r in records if r.outcome == "complete"]
+    if not complete and not any(r.outcome == "stopped" for r in records):
+        reasons = sorted({r.fail_reason or "unknown" for r in records}) or ["no trial ran"]
+        raise UnsupportedModelError(f"every trial failed; first reason: {reasons[0]}")
+    return SearchResult(study=study, records=records, front=pareto_front(complete), choice=choose(records),
+                        reference=reference, probe=probe, cpu=cpu, failed=failed)
+
+
+def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config: SearchConfig, say: Say) -> None:
+    total = config.trials
     failures = {"consecutive": 0}
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        say(_progress_line(trial, done, config.trials, reference.budget_ms))
+        records = read_records(study)
+        done = sum(1 for r in records if r.role != "rescue")
+        say(_progress_line(trial, done, total, runner.budget_ms))
         failures["consecutive"] = failures["consecutive"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
         if failures["consecutive"] >= _MAX_CONSECUTIVE_FAILURES:
             say(f"stopping: {_MAX_CONSECUTIVE_FAILURES} trials in a row failed (see fail_reason above)")
             study.stop()
 
-    if remaining > 0:
-        study.optimize(runner, n_trials=remaining, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
-    candidates = candidates_from_study(study)
-    failed = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL)
-    if not candidates:
-        reasons = {t.user_attrs.get("fail_reason", "unknown") for t in study.get_trials(deepcopy=False)}
-        raise UnsupportedModelError(f"every trial failed; first reason: {sorted(reasons)[0]}")
-    return SearchResult(study=study, candidates=candidates, front=pareto_front(candidates),
-                        choice=choose(candidates), reference=reference, failed=failed)
+    study.optimize(runner, n_trials=n_trials, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
 
 
-def _progress_line(trial: optuna.trial.FrozenTrial, done: int, total: int, budget_ms: float) -> str:
-    head = f"[trial {trial.number:>3} · {done}/{total}]"
-    summary = trial.user_attrs.get("policy_summary", "")
-    if trial.state == optuna.trial.TrialState.FAIL:
-        return f"{head} FAILED {summary}: {trial.user_attrs.get('fail_reason', 'see logs')}"
-    if trial.state != optuna.trial.TrialState.COMPLETE or trial.values is None:
-        return f"{head} {trial.state.name.lower()} {summary}"
-    acc, lat = trial.values
-    timings = trial.user_attrs.get("timings", {})
-    status = "feasible" if all(v <= 0 for v in trial.constraints.values()) else "infeasible"
-    stopped = " · stopped before fine-tuning (over budget)" if trial.user_attrs.get("stopped") else ""
-    baseline = f" [{trial.user_attrs['baseline']}]" if "baseline" in trial.user_attrs else ""
-    return (f"{head}{baseline} {summary} → val acc {acc:.2%} (drop {trial.user_attrs.get('accuracy_drop_pt', 0):+.2f} pt) · "
-            f"{lat:.3f} ms (budget {budget_ms:.3f}) · {status}{stopped} · {timings.get('total_s', 0):.1f} s")
+def _probe(study: optuna.Study, runner: TrialRunner, *, say: Say, fresh: bool) -> Probe | None:
+    """Run the reachable-range probe for a new study; a resumed study reuses the stored one."""
+    stored = study.user_attrs.get("probe")
+    if stored and not fresh:
+        probe = Probe.from_dict(stored)
+    else:
+        say("probing the reachable latency range (no fine-tuning)")
+        probe = run_probe(runner)
+        study.set_user_attr("probe", probe.to_dict())
+    say(probe.describe())
+    return probe
+
+
+def _warn_if_unreachable(probe: Probe | None, reference: Reference, config: SearchConfig, *, say: Say) -> None:
+    if probe is None or probe.reachable(reference.budget_ms):
+        return
+    suggested = probe.suggested_budget_ms()
+    say(f"warning: the budget {reference.budget_ms:.3f} ms ({config.latency_budget}) is below the fastest this space "
+        f"reaches on this CPU ({probe.floor.latency.median_ms:.3f} ms, {probe.floor.label}); no policy can meet it — "
+        f"ask for --latency-budget {suggested:g}ms ({suggested / reference.ort_latency.median_ms:.2f}x) or more; "
+        "searching anyway for the fastest model within the accuracy limit")
+
+
+def _rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say) -> None:
+    """Nothing is feasible: fine-tune the fastest stopped structures, fastest first, until one keeps the accuracy.
+
+    Each round fine-tunes the :data:`RESCUE_PER_ROUND` fastest structures that were stopped over the budget (never
+    fine-tuned) and are faster than the best model already within the accuracy limit, with the space's most
+    fine-tuning steps. It ends when a rescued model keeps the accuracy limit or after :data:`RESCUE_ROUNDS` rounds.
+    """
+    space = runner.space
+    for round_ in range(RESCUE_ROUNDS):
+        records = read_records(study)
+        best = min((r.latency_ms for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms),
+                   default=float("inf"))
+        rescued = {r.label for r in records if r.role == "rescue"}
+        seen: set[tuple[str, ...]] = set()
+        todo = []
+        for r in sorted((r for r in records if r.outcome == "stopped" and r.policy is not None),
+                        key=lambda r: r.latency_ms or float("inf")):
+            key = (r.summary, f"rescue of trial {r.number}")
+            if f"rescue of trial {r.number}" in rescued or r.summary in seen or (r.latency_ms or 0) >= best:
+                continue
+            seen.add(r.summary)
+            todo.append(r)
+            if len(todo) == RESCUE_PER_ROUND:
+                break
+        if not todo:
+            return
+        if round_ == 0:
+            say(f"no trial is feasible: fine-tuning the fastest structures that were stopped over the budget "
+                f"(up to {RESCUE_ROUNDS * RESCUE_PER_ROUND}), to find the fastest model within the accuracy limit")
+        for r in todo:
+            trial = study.trials[r.number]
+            params = {**trial.params, **space.kd_params(steps=space.steps.high)}
+            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue of trial {r.number}"})
+        study.optimize(runner, n_trials=len(todo), catch=(Exception,),
+                       callbacks=[lambda s, t: say(_progress_line(t, None, None, runner.budget_ms))])
+        if any(r.role == "rescue" and r.within_accuracy for r in read_records(study)):
+            return
+
+
+def _progress_line(trial: optuna.trial.FrozenTrial, done: int | None, total: int | None, budget_ms: float) -> str:
+    from autocompress.record import read_record
+
+    head = f"[trial {trial.number:>3} · {done}/{total}]" if done is not None else f"[trial {trial.number:>3} · rescue]"
+    record = read_record(trial)
+    if record is None:
+        return f"{head} {trial.state.name.lower()}"
+    label = f" [{record.label}]" if record.label else ""
+    if record.outcome == "failed":
+        return f"{head}{label} FAILED {record.summary}: {record.fail_reason}"
+    acc = (f"val acc {record.accuracy:.2%} (drop {record.accuracy_drop_pt:+.2f} pt)" if record.accuracy is not None
+           else "accuracy not measured (never fine-tuned)")
+    status = "feasible" if record.feasible else "infeasible"
+    stopped = " · stopped before fine-tuning (over budget)" if record.outcome == "stopped" else ""
+    return (f"{head}{label} {record.summary} → {acc} · {record.latency_ms:.3f} ms (budget {budget_ms:.3f}) · "
+            f"{status}{stopped} · {record.timings.get('total_s', 0):.1f} s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,15 +23,26 @@ from torch.utils.data import Dataset, TensorDataset
 from autocompress.config import SearchConfig
 from autocompress.errors import WorkloadError
 from autocompress.models import build_demo_resnet
+from autocompress.sources._splits import _labels_of
 from autocompress.training import fit, predict_logits
 
-__all__ = ["Workload", "load_digits_splits", "load_demo_workload", "load_workload", "DEMO_INPUT_SIZE"]
+__all__ = [
+    "Workload",
+    "check_teacher_accuracy",
+    "chance_accuracy",
+    "load_digits_splits",
+    "load_demo_workload",
+    "load_workload",
+    "low_accuracy_threshold",
+    "DEMO_INPUT_SIZE",
+]
 
 logger = logging.getLogger(__name__)
 
 DEMO_INPUT_SIZE = 32
 _SPLIT_SEED = 0  # fixed: the split must not move when the user changes the search seed
 _DEMO_TEACHER_FILE = "demo_resnet_digits_v1.pt"
+_DIGITS_PREPROCESS = "digits: pixels / 16, bilinear resize, standardised with the whole set's mean and std"
 
 
 @dataclass
@@ -138,7 +150,7 @@ def load_demo_workload(
         input_shape=(1, DEMO_INPUT_SIZE, DEMO_INPUT_SIZE),
         num_classes=10,
         info={"model": "demo (DemoResNet, width 32)", "data": "digits (sklearn load_digits, 32x32, 60/20/20 split)",
-              "train_size": len(train), "val_size": len(val), "test_size": len(test)},
+              "preprocess": _DIGITS_PREPROCESS, "train_size": len(train), "val_size": len(val), "test_size": len(test)},
     )
 
 
@@ -148,6 +160,11 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
     Model sources: ``demo``, ``torchvision:NAME``, ``package.module:factory`` (see :mod:`autocompress.sources`).
     Data sources: ``digits``, ``imagefolder:PATH``, ``torchvision:NAME:ROOT``, ``package.module:fn``.
     """
+    if config.normalize is not None and config.data == "digits":
+        raise WorkloadError(
+            f"--normalize {config.normalize} : --data digits is standardised by its own mean/std, so --normalize does "
+            "not apply; it sets the normalisation of imagefolder: and torchvision: data"
+        )
     if config.model == "demo":
         if config.data != "digits":
             raise WorkloadError(
@@ -171,12 +188,17 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
     if config.data == "digits":
         train, val, test = load_digits_splits(size=config.input_size or DEMO_INPUT_SIZE)
         splits = DataSplits(train=train, val=val, test=test, input_shape=tuple(train[0][0].shape), num_classes=10,  # type: ignore[arg-type]
-                            info={"data": "digits (sklearn load_digits)", "train_size": len(train), "val_size": len(val), "test_size": len(test)})
+                            info={"data": "digits (sklearn load_digits)", "preprocess": _DIGITS_PREPROCESS, "train_size": len(train), "val_size": len(val), "test_size": len(test)})
     else:
         # The split seed is fixed, not the search seed: held-out images must stay the same across studies.
         splits = load_data(config.data, input_size=config.input_size, channels=config.channels, seed=_SPLIT_SEED,
                            download=config.download, max_samples=config.max_samples,
-                           preprocess=weights_transform(config.model, config.weights))
+                           preprocess=weights_transform(config.model, config.weights), normalize=config.normalize)
+    if splits.num_classes < 2:
+        raise WorkloadError(
+            f"--data {config.data} : the data has {splits.num_classes} class; a classifier needs at least 2 classes "
+            "(labels 0 .. N-1 with N >= 2)"
+        )
     model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
                        trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
     model.eval()
@@ -191,3 +213,66 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
         num_classes=splits.num_classes,
         info={"model": config.model, "weights": str(config.weights) if config.weights else None, **splits.info},
     )
+
+
+def chance_accuracy(workload: Workload) -> tuple[float, int]:
+    """What guessing scores on ``workload.val``: the share of its most frequent class, and the number of images.
+
+    Always answering the most frequent class scores that share, and no other guess does better on average; on
+    balanced data it is ``1 / num_classes``.
+    """
+    labels = _labels_of(workload.val)
+    if len(labels) == 0:
+        return 1.0 / max(workload.num_classes, 1), 0
+    counts = np.bincount(labels, minlength=workload.num_classes)
+    return max(float(counts.max()) / len(labels), 1.0 / max(workload.num_classes, 1)), int(len(labels))
+
+
+def low_accuracy_threshold(chance: float, count: int) -> float:
+    """The val accuracy a teacher must reach to count as better than guessing.
+
+    ``chance + margin`` with ``margin = min(max(0.5 * chance, 2 * SE), 0.1, (1 - chance) / 2)``, where ``SE`` is the
+    standard error of a guesser that is right with probability ``chance`` on ``count`` images. So, on balanced data:
+    10 classes → 15 % (1.5 / num_classes); 2 classes → 60 %; 1000 classes on 5,000 images → 0.19 %. The 2 SE term keeps
+    a lucky guesser on a small val split below the line; the 0.1 cap keeps a weak but real binary model above it;
+    the half-headroom cap keeps the line reachable on skewed data (95 % majority → 97.5 %).
+    """
+    se = math.sqrt(chance * (1.0 - chance) / count) if count else 0.0
+    return chance + min(max(0.5 * chance, 2.0 * se), 0.1, (1.0 - chance) / 2.0)
+
+
+def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low: bool) -> None:
+    """Refuse a teacher whose val accuracy is near chance, before any trial is spent on it.
+
+    A trained model that scores like guessing on its own data almost always sees inputs unlike those it was trained
+    on — most often another normalisation (e.g. trained on plain ``ToTensor()`` pixels, searched with ImageNet
+    mean/std) — and compressing it would only reproduce noise. The line is :func:`low_accuracy_threshold`.
+
+    Args:
+        val_accuracy: the teacher's top-1 on ``workload.val`` (a fraction in [0, 1]).
+        workload: the workload; ``info["preprocess"]`` / ``info["normalize"]`` name the preprocessing in the message.
+        allow_low: only log a warning (``--allow-low-teacher-accuracy``).
+
+    Raises:
+        WorkloadError: one line naming the accuracy, the chance level, the preprocessing used and the fixes.
+    """
+    chance, count = chance_accuracy(workload)
+    threshold = low_accuracy_threshold(chance, count)
+    if val_accuracy >= threshold:
+        return
+    head = (f"the teacher's val accuracy is {val_accuracy:.1%}, near chance ({workload.num_classes} classes, most "
+            f"frequent class {chance:.1%} of {count} val images; a trained model should reach at least {threshold:.1%})")
+    if allow_low:
+        logger.warning("%s; searching anyway (--allow-low-teacher-accuracy)", head)
+        return
+    info = workload.info
+    if "normalize" in info:
+        source = info.get("normalize_source", "--normalize")
+        cause = (f"the images were preprocessed with --normalize {info['normalize']} ({source}: "
+                 f"{info.get('preprocess', '')}), probably not what the model was trained on; pass its normalisation: "
+                 "--normalize none for plain ToTensor() pixels in [0, 1], --normalize imagenet, or --normalize MEAN/STD "
+                 "(e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)")
+    else:
+        cause = (f"the data is probably preprocessed unlike the model's training data (preprocessing: "
+                 f"{info.get('preprocess', 'as the datasets return it')}); feed it the way the model was trained")
+    raise WorkloadError(f"{head}: {cause}; or pass --allow-low-teacher-accuracy to search anyway")

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from autocompress.config import Normalization
 from autocompress.errors import WorkloadError
 from autocompress.sources._splits import (
     _GRAY_MODES,
     _check_memory,
     _describe_preprocess,
+    _normalization_info,
     _prepare,
     _preprocess_one,
     _size_of,
@@ -29,12 +31,12 @@ from autocompress.sources._splits import (
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = ["_check_same_classes", "_decode_images", "_load_imagefolder", "_open_image", "_scan_folder"]
+__all__ = ["_check_same_classes", "_decode_images", "_image_mode", "_load_imagefolder", "_open_image", "_scan_folder"]
 
 
 def _load_imagefolder(
     spec: str, *, size: int | None, channels: int | None, seed: int, max_samples: int | None,
-    preprocess: Callable[[Any], torch.Tensor] | None,
+    preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
 ) -> DataSplits:
     root = Path(spec.split(":", 1)[1]).expanduser()
     if not str(root) or not root.exists():
@@ -66,6 +68,11 @@ def _load_imagefolder(
         parts = _stratified_split(np.array([lab for _, lab in samples]), (0.6, 0.2, 0.2), seed)
         train_s, val_s, test_s = ([samples[i] for i in idx] for idx in parts)
         layout = "one folder split 60/20/20 (stratified)"
+    if len(classes) < 2:
+        raise WorkloadError(
+            f"--data {spec} : found one class folder ({classes[0]}) in {root}; a classifier needs at least 2 classes: "
+            "put each class's images in its own subfolder, PATH/CLASS/IMAGE.png"
+        )
     sources = {"train": len(train_s), "val": len(val_s), "test": len(test_s)}
     if not all(sources.values()):
         raise WorkloadError(
@@ -79,10 +86,9 @@ def _load_imagefolder(
     if channels is None and preprocess is not None:
         channels = 3
     elif channels is None:
-        from PIL import Image
-
-        with Image.open(train_s[0][0]) as first:
-            channels = 1 if first.mode in _GRAY_MODES else 3
+        channels = 1 if _image_mode(train_s[0][0], spec) in _GRAY_MODES else 3
+    if preprocess is None and normalization is not None:
+        normalization.for_channels(channels)  # wrong per-channel count: fail before decoding anything
     if preprocess is not None:
         first_path = train_s[0][0]
         shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
@@ -96,13 +102,15 @@ def _load_imagefolder(
     # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
     # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
     # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
-    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size)
+    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
               for s in (train_s, val_s, test_s)]
     return DataSplits(
         *splits, input_shape=shape, num_classes=len(classes),
         info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
               "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, shape, size=size), "source_sizes": sources, **_sizes(*splits)},
+              "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
+              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
+              "source_sizes": sources, **_sizes(*splits)},
     )
 
 
@@ -139,6 +147,20 @@ def _check_same_classes(found: Mapping[str, tuple[list[str], list[tuple[str, int
             )
 
 
+def _image_mode(path: str, spec: str) -> str:
+    """The PIL mode of the image at ``path`` (read from its header), or a one-line error for a file that is no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return str(img.mode)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise WorkloadError(
+            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
+            "remove or replace the file"
+        ) from exc
+
+
 def _open_image(path: str, channels: int, spec: str) -> Any:
     """The image at ``path`` as a loaded PIL image in mode ``L`` (1 channel) or ``RGB`` (3 channels)."""
     from PIL import Image, UnidentifiedImageError
@@ -155,7 +177,7 @@ def _open_image(path: str, channels: int, spec: str) -> Any:
 
 def _decode_images(
     samples: Sequence[tuple[str, int]], *, shape: tuple[int, int, int], spec: str,
-    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, normalization: Normalization | None = None,
 ) -> TensorDataset:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -167,6 +189,7 @@ def _decode_images(
         if preprocess is not None:
             images[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
         else:
-            images[i] = _prepare(pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels)[0]
+            images[i] = _prepare(pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels,
+                                 normalization=normalization)[0]
         labels[i] = label
     return TensorDataset(images, labels)

@@ -18,17 +18,18 @@ import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset
 
+from autocompress.config import Normalization, default_normalization
 from autocompress.errors import WorkloadError
 from autocompress.sources._text import _one_line
 
 __all__ = [
     "_GRAY_MODES",
-    "_MEAN_STD",
     "_allocate",
     "_by_class",
     "_check_memory",
     "_describe_preprocess",
     "_labels_of",
+    "_normalization_info",
     "_prepare",
     "_preprocess_one",
     "_size_of",
@@ -40,15 +41,18 @@ __all__ = [
 # Records keep the name of the public module they were logged from before the split (the CLI prints it).
 logger = logging.getLogger("autocompress.sources.data")
 
-_MEAN_STD = {3: ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), 1: ((0.5,), (0.5,))}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
 
 
-def _prepare(pixels: torch.Tensor, *, size: int, channels: int) -> torch.Tensor:
+def _prepare(
+    pixels: torch.Tensor, *, size: int, channels: int, normalization: Normalization | None = None
+) -> torch.Tensor:
     """``uint8 N x C x H x W`` → normalised ``float32 N x channels x size x size`` (resize shorter side, centre crop).
 
     Resize-to-size then crop-to-size keeps the whole image of a square input; the ImageNet habit (resize 256, crop
     224) would cut the borders that small images cannot spare. Teacher and student see the same preprocessing.
+    Pixels are scaled to [0, 1], then ``(x - mean) / std`` with ``normalization`` (``None``: the default for
+    ``channels``, see :func:`autocompress.config.default_normalization`).
     """
     import torchvision.transforms.v2.functional as F
 
@@ -58,7 +62,7 @@ def _prepare(pixels: torch.Tensor, *, size: int, channels: int) -> torch.Tensor:
         pixels = pixels.expand(-1, 3, -1, -1)
     if tuple(pixels.shape[-2:]) != (size, size):
         pixels = F.center_crop(F.resize(pixels, [size], antialias=True), [size, size])
-    mean, std = _MEAN_STD[channels]
+    mean, std = (normalization or default_normalization(channels)).for_channels(channels)
     return F.normalize(pixels.float().div_(255.0), list(mean), list(std))
 
 
@@ -100,16 +104,25 @@ def _preprocess_one(
 
 
 def _describe_preprocess(
-    preprocess: Callable[[Any], torch.Tensor] | None, shape: tuple[int, ...] | None, *, size: int | None = None
+    preprocess: Callable[[Any], torch.Tensor] | None, shape: tuple[int, ...] | None, *, size: int | None = None,
+    normalization: Normalization | None = None,
 ) -> str:
     """One line for reports: the transform's repr with its whitespace collapsed, or the default pipeline."""
     if preprocess is None:
         assert shape is not None
-        stats = "ImageNet" if shape[0] == 3 else "0.5/0.5"
-        return f"default: resize shorter side to {shape[1]}, centre crop {shape[1]}x{shape[2]}, {stats} mean/std"
+        norm = normalization or default_normalization(shape[0])
+        return (f"default: resize shorter side to {shape[1]}, centre crop {shape[1]}x{shape[2]}, scale to [0, 1], "
+                f"{norm.describe()}")
     text = re.sub(r"\s+", " ", repr(preprocess)).replace("( ", "(").replace(" )", ")").strip()
     text = text if len(text) <= 300 else text[:297] + "..."
     return f"{text}, then resize to {size}x{size}" if size is not None else text
+
+
+def _normalization_info(normalization: Normalization | None, channels: int) -> dict[str, str]:
+    """``info`` entries saying which ``--normalize`` the default pipeline used and whether it was chosen."""
+    used = normalization or default_normalization(channels)
+    source = "--normalize" if normalization is not None else f"default for {channels}-channel images"
+    return {"normalize": str(used), "normalize_source": source}
 
 
 def _size_of(shape: tuple[int, int, int]) -> int | list[int]:

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from autocompress.config import Normalization
 from autocompress.errors import WorkloadError
 from autocompress.sources._splits import (
     _GRAY_MODES,
     _check_memory,
     _describe_preprocess,
     _labels_of,
+    _normalization_info,
     _prepare,
     _preprocess_one,
     _size_of,
@@ -39,7 +41,7 @@ _SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets w
 
 def _load_torchvision(
     spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
-    preprocess: Callable[[Any], torch.Tensor] | None,
+    preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
 ) -> DataSplits:
     import torchvision.datasets as tvd
 
@@ -101,8 +103,11 @@ def _load_torchvision(
     else:
         channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
         shape = (channels, size, size)
+        if normalization is not None:
+            normalization.for_channels(channels)  # wrong per-channel count: fail before converting anything
     _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
-    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "name": canonical}
+    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "name": canonical,
+            "normalization": normalization}
     splits = [
         TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
         for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
@@ -114,7 +119,9 @@ def _load_torchvision(
         *splits, input_shape=shape, num_classes=num_classes,
         info={"data": spec, "source": "torchvision", "dataset": canonical, "root": root, "classes": classes or None,
               "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, shape, size=size if preprocess else None),
+              "preprocess": _describe_preprocess(preprocess, shape, size=size if preprocess else None,
+                                                 normalization=normalization),
+              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
               "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
     )
 
@@ -150,6 +157,7 @@ def _pil_image(dataset: Any, array: torch.Tensor | None, index: int, channels: i
 def _prepare_split(
     dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, shape: tuple[int, int, int],
     preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, spec: str, name: str,
+    normalization: Normalization | None = None,
 ) -> torch.Tensor:
     out = torch.empty(len(indices), *shape)
     if preprocess is not None:  # a user transform takes one PIL image at a time
@@ -162,5 +170,5 @@ def _prepare_split(
     for start in range(0, len(indices), step):
         chunk = indices[start:start + step]
         pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
-        out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels)
+        out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels, normalization=normalization)
     return out

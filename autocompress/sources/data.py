@@ -11,8 +11,9 @@ Spec forms handled here (``digits`` is built by :mod:`autocompress.workload`):
 * ``package.module:fn``: a function returning a :class:`DataSplits`, ``(train, val[, test])`` or
   ``{"train": ..., "val": ...[, "test": ...]}`` of map-style datasets or DataLoaders.
 
-Images become float tensors ``C x H x W`` normalised with the ImageNet mean/std (3 channels) or 0.5/0.5 (1 channel),
-unless a ``preprocess`` callable is given (e.g. the transforms of torchvision's pretrained weights, see
+Images become float tensors ``C x H x W``: pixels scaled to [0, 1], then normalised with ``normalize`` (``imagenet``,
+``none`` or ``MEAN/STD``; by default the ImageNet mean/std for 3 channels and 0.5/0.5 for 1 channel; recorded in
+``info["normalize"]``), unless a ``preprocess`` callable is given (e.g. the transforms of torchvision's pretrained weights, see
 :func:`autocompress.sources.weights_transform`): then it maps each PIL image to the tensor. Every split is deterministic for a given ``seed``: keep it fixed so held-out data stays held out across studies.
 
 Example:
@@ -32,10 +33,12 @@ from typing import Any
 
 import torch
 
+from autocompress.config import Normalization, parse_normalize
 from autocompress.errors import WorkloadError
 from autocompress.sources._function import _load_from_function
 from autocompress.sources._imagefolder import _load_imagefolder
 from autocompress.sources._resolve import _MODULE_SPEC
+from autocompress.sources._splits import _describe_preprocess
 from autocompress.sources._tvdatasets import _load_torchvision
 from autocompress.sources._types import DataSplits
 
@@ -54,6 +57,7 @@ def load_data(
     download: bool = False,
     max_samples: int | None = None,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
+    normalize: str | Normalization | None = None,
 ) -> DataSplits:
     """Load the splits named by ``spec`` (see the module docstring for the forms).
 
@@ -73,9 +77,16 @@ def load_data(
             e.g. ``weights_transform(model_spec, weights)``. Every image must come out at the same shape. Passed to a
             ``package.module:fn`` that takes a ``preprocess`` argument, ignored (with a warning) by one that does not.
             ``info["preprocess"]`` records it on one line.
+        normalize: how the default pipeline of image folders and torchvision datasets normalises pixels scaled to
+            [0, 1]: ``"imagenet"``, ``"none"`` (plain ``ToTensor()`` pixels), ``"MEAN/STD"`` (one number or 3
+            comma-separated per side, e.g. ``"0.5/0.25"``) or a :class:`~autocompress.config.Normalization`;
+            ``None`` is ImageNet mean/std for 3 channels and 0.5/0.5 for 1 channel. It must match what the model
+            was trained on. Not combinable with ``preprocess`` (which normalises itself) nor with
+            ``package.module:fn`` data (whose function returns finished tensors).
 
     Raises:
         WorkloadError: unknown spec, missing or empty folders, mismatched classes, missing dataset files.
+        ConfigError: a malformed ``normalize`` or one whose per-channel values do not fit ``channels``.
     """
     if channels not in (None, 1, 3):
         raise WorkloadError(f"--channels {channels} : expected 1 (grayscale) or 3 (RGB)")
@@ -90,13 +101,26 @@ def load_data(
             f"preprocess={preprocess!r} : expected a callable mapping a PIL image to a float tensor C x H x W, got a "
             f"{type(preprocess).__name__}; pass e.g. weights_transform(model_spec, weights)"
         )
+    normalization = parse_normalize(normalize) if normalize is not None else None
+    if normalization is not None and preprocess is not None:
+        raise WorkloadError(
+            f"--normalize {normalization} : the preprocessing {_describe_preprocess(preprocess, None)} normalises the "
+            "images itself (e.g. the transforms of --weights torchvision:ENUM); drop --normalize"
+        )
+    if normalization is not None and channels is not None:
+        normalization.for_channels(channels)  # a per-channel list for the wrong channel count fails before any decoding
     if spec.startswith("imagefolder:"):
         size = input_size or (None if preprocess else _DEFAULT_FOLDER_SIZE)
         return _load_imagefolder(spec, size=size, channels=channels, seed=seed, max_samples=max_samples,
-                                 preprocess=preprocess)
+                                 preprocess=preprocess, normalization=normalization)
     if spec.startswith("torchvision:"):
         return _load_torchvision(spec, size=input_size, channels=channels, seed=seed, download=download,
-                                 max_samples=max_samples, preprocess=preprocess)
+                                 max_samples=max_samples, preprocess=preprocess, normalization=normalization)
+    if _MODULE_SPEC.match(spec) and normalization is not None:
+        raise WorkloadError(
+            f"--normalize {normalization} : --data {spec} returns finished tensors, so --normalize does not apply; "
+            "normalise inside the function (or drop --normalize)"
+        )
     if _MODULE_SPEC.match(spec):
         return _load_from_function(spec, input_size=input_size, channels=channels, seed=seed, max_samples=max_samples,
                                    preprocess=preprocess)
