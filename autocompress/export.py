@@ -1,60 +1,46 @@
-"""Write the chosen model folder: the ONNX artifact that was measured, a self-contained PyTorch program, the policy
+"""Write the exported model folder: the ONNX artifact that was measured, a self-contained PyTorch program, the policy
 and every measured number.
 
-``results/<study>/chosen/``::
+``results/<study>/chosen/`` when the model meets the budget and the accuracy limit; ``results/<study>/over_budget/``
+when nothing did and this is the fastest model within the accuracy limit (``metrics.json`` says by how much)::
 
     model.onnx      the deployable artifact (fp32 or int8 QDQ), exactly the file whose latency/accuracy were measured
     model.pt2       the pruned, fine-tuned fp32 model as a torch.export program: torch.export.load(path).module()
     policy.json     the compression policy (Policy.to_dict())
     metrics.json    val + test accuracy of model.onnx, latency median/IQR, speed-ups, params, MACs, size, machine
+
+Nothing is unpickled: the trial's weights are a plain-array ``.npz`` loaded into the structure rebuilt from the policy
+(:mod:`autocompress.weights`). An existing destination is replaced only when it is an export this tool wrote.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
+from autocompress.cpu import machine_fingerprint
+from autocompress.errors import ConfigError
 from autocompress.measure.accuracy import evaluate_onnx, evaluate_torch
 from autocompress.measure.latency import measure_onnx, measure_torch
 from autocompress.pareto import Choice
 from autocompress.study import Reference
+from autocompress.trial import WEIGHTS_FILE
+from autocompress.weights import load_weights
 from autocompress.workload import Workload
 
-__all__ = ["export_chosen", "machine_fingerprint"]
+__all__ = ["export_chosen", "machine_fingerprint", "EXPORT_FILES"]
 
 logger = logging.getLogger(__name__)
 
-_VERSIONED = ("autocompress", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
-
-
-def machine_fingerprint() -> dict[str, Any]:
-    """CPU model, core count, OS and the versions of the libraries that shape the numbers."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    import os
-
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "versions": versions}
+EXPORT_FILES = ("model.onnx", "model.pt2", "policy.json", "metrics.json")
+_MARKER = "autocompress_export"
 
 
 def _export_program(model: torch.nn.Module, example_input: torch.Tensor, path: Path) -> str:
@@ -73,48 +59,99 @@ def _export_program(model: torch.nn.Module, example_input: torch.Tensor, path: P
     return note
 
 
+def _is_our_export(folder: Path) -> bool:
+    """True when ``folder`` holds only files an export writes and its metrics.json carries our marker."""
+    names = {p.name for p in folder.iterdir()}
+    if not names <= set(EXPORT_FILES) or "metrics.json" not in names:
+        return False
+    try:
+        return bool(json.loads((folder / "metrics.json").read_text()).get(_MARKER))
+    except (OSError, ValueError):
+        return False
+
+
+def _check_destination(final: Path) -> None:
+    if final.exists() and (not final.is_dir() or not _is_our_export(final)):
+        raise ConfigError(f"export destination {str(final)!r} already exists and was not written by an autocompress "
+                          "export; nothing was changed — choose a new folder (or remove it yourself)")
+
+
 def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig,
                   destination: Path | None = None) -> Path:
-    """Write the model folder for ``choice`` (default ``<study>/chosen/``) and return its path.
+    """Write the model folder for ``choice`` and return its path.
 
-    The folder is built under a temporary name and renamed at the end, so an interrupted export never leaves a
-    half-written folder behind.
+    Default destination: ``<study>/chosen/`` for a feasible choice, ``<study>/over_budget/`` otherwise. The folder is
+    built under a temporary name and renamed at the end, so an interrupted export never leaves a half-written folder.
+    An existing destination is replaced only if it is an earlier export (our four files, our marker); anything else
+    is refused with a ConfigError and left untouched.
     """
-    cand = choice.candidate
-    final = Path(destination) if destination is not None else config.study_dir / "chosen"
+    record = choice.record
+    default_name = "chosen" if choice.feasible else "over_budget"
+    final = Path(destination) if destination is not None else config.study_dir / default_name
+    _check_destination(final)
+    if record.artifact is None or record.policy is None:
+        raise ConfigError(f"trial {record.number} has no artifact to export; choose a complete trial")
+    artifact = config.study_dir / record.artifact
+    trial_dir = artifact.parent
+    x = workload.example_input()
+    # Rebuild the structure from the policy, then load the trial's weights (a plain-array .npz, never a pickle).
+    student = prune_model(workload.model, record.policy.prune, x, num_classes=workload.num_classes)
+    load_weights(student, trial_dir / WEIGHTS_FILE)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    artifact = config.study_dir / cand.attrs["artifact"]
-    trial_dir = artifact.parent
-    shutil.copyfile(artifact, tmp / "model.onnx")
-    student = torch.load(trial_dir / "student.pt", weights_only=False)  # our own file, written by this study
-    program_note = _export_program(student, workload.example_input(), tmp / "model.pt2")
-    (tmp / "policy.json").write_text(json.dumps(cand.attrs["policy"], indent=2, sort_keys=True))
+    tmp.mkdir()
+    try:
+        shutil.copyfile(artifact, tmp / "model.onnx")
+        program_note = _export_program(student, x, tmp / "model.pt2")
+        (tmp / "policy.json").write_text(record.policy.to_json())
+        metrics = _metrics(choice, workload=workload, reference=reference, config=config, folder=tmp)
+        metrics["model"]["pt2"] = program_note
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
+
+def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig, folder: Path) -> dict[str, Any]:
+    record = choice.record
     # Measured now, back to back, so the speed-up compares numbers taken under the same machine load.
     protocol = {"threads": config.threads, "batch_size": config.batch_size, "warmup": config.warmup, "repeats": config.repeats * 3}
     teacher_torch = measure_torch(workload.model, workload.input_shape, **protocol)
     teacher_ort = measure_onnx(reference.onnx_path, workload.input_shape, **protocol)
-    chosen = measure_onnx(tmp / "model.onnx", workload.input_shape, **protocol)
-    test = evaluate_onnx(tmp / "model.onnx", workload.test)
+    chosen = measure_onnx(folder / "model.onnx", workload.input_shape, **protocol)
+    test = evaluate_onnx(folder / "model.onnx", workload.test)
     teacher_test = evaluate_onnx(reference.onnx_path, workload.test)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
-    metrics = {
-        "trial": cand.number,
+    return {
+        _MARKER: True,
+        "trial": record.number,
         "feasible": choice.feasible,
+        "status": "chosen" if choice.feasible else "over budget: fastest model within the accuracy limit",
         "choice_reason": choice.reason,
-        "policy_summary": cand.attrs.get("policy_summary"),
+        "policy_summary": record.summary,
         "accuracy": {
-            "val_top1": cand.accuracy,
+            "val_top1": record.accuracy,
             "test_top1": test.top1,
             "test_top5": test.top5,
             "teacher_val_top1": reference.val_accuracy,
             "teacher_test_top1": teacher_test.top1,
             "teacher_torch_test_top1": teacher_torch_test.top1,
             "test_drop_pt": (teacher_test.top1 - test.top1) * 100,
-            "val_drop_pt": cand.attrs.get("accuracy_drop_pt"),
+            "val_drop_pt": record.accuracy_drop_pt,
+            "max_drop_pt": config.max_accuracy_drop,
             "n_val": len(workload.val),  # type: ignore[arg-type]
             "n_test": test.n,
             "measured_on": "model.onnx with ONNX Runtime",
@@ -125,25 +162,26 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
             "teacher_ort_fp32_ms": teacher_ort.to_dict(),
             "speedup_vs_teacher_torch": teacher_torch.median_ms / chosen.median_ms,
             "speedup_vs_teacher_ort": teacher_ort.median_ms / chosen.median_ms,
-            "during_search_ms": cand.latency_ms,
+            "during_search_ms": record.latency_ms,
             "budget_ms": reference.budget_ms,
             "within_budget": chosen.median_ms <= reference.budget_ms,
+            "overshoot_ms": max(0.0, chosen.median_ms - reference.budget_ms),
+            "suggested_budget_ms": choice.suggested_budget_ms,
+            "suggested_budget_x": (choice.suggested_budget_ms / reference.ort_latency.median_ms
+                                   if choice.suggested_budget_ms else None),
         },
         "model": {
-            "params": cand.attrs.get("params"),
-            "macs": cand.attrs.get("macs"),
+            "params": record.params,
+            "macs": record.macs,
             "teacher_params": reference.params,
             "teacher_macs": reference.macs,
-            "onnx_size_mb": (tmp / "model.onnx").stat().st_size / 1e6,
+            "onnx_size_mb": (folder / "model.onnx").stat().st_size / 1e6,
             "input_shape": list(workload.input_shape),
             "num_classes": workload.num_classes,
-            "pt2": program_note,
+            "int8_kernel": record.policy.quant.kernel if record.policy else None,
+            "finetuned": record.finetuned,
         },
         "workload": workload.info,
         "machine": machine_fingerprint(),
+        "record": record.to_dict(),
     }
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final

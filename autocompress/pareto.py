@@ -1,84 +1,108 @@
-"""Pareto set and the final choice, on plain :class:`Candidate` records (testable without a study).
+"""Pareto set, hypervolume and the final choice, on :class:`~autocompress.record.TrialRecord` values.
 
-Objectives: accuracy (higher is better) and latency (lower is better). A candidate is *feasible* when every
-constraint value is <= 0 (Optuna's convention): ``latency_ms - budget`` and ``accuracy_drop_pt - max_drop``.
+Objectives: accuracy (higher is better) and latency (lower is better). A record is *feasible* when it was fully
+measured (``complete``), is within the latency budget and its accuracy drop is within the limit.
+
+**The choice is a promise.** The chosen model is the most accurate feasible one. When nothing is feasible, the fallback
+is the *fastest* model whose measured accuracy drop keeps the limit — labelled infeasible, with its overshoot in ms
+and the budget that would make it feasible. A model whose measured drop breaks the limit is never chosen.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import optuna
+from autocompress.record import TrialRecord
 
-__all__ = ["Candidate", "Choice", "candidates_from_study", "pareto_front", "choose"]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One finished trial, as the report and the choice see it."""
-
-    number: int
-    accuracy: float
-    latency_ms: float
-    constraints: dict[str, float] = field(default_factory=dict)
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def feasible(self) -> bool:
-        return all(v <= 0.0 for v in self.constraints.values())
-
-    @property
-    def violation(self) -> tuple[float, float]:
-        """``(latency over budget in ms, accuracy drop over the limit in pt)``, zeros when within."""
-        return (max(0.0, self.constraints.get("latency_ms", 0.0)), max(0.0, self.constraints.get("accuracy_drop_pt", 0.0)))
-
-    def dominates(self, other: Candidate) -> bool:
-        at_least = self.accuracy >= other.accuracy and self.latency_ms <= other.latency_ms
-        better = self.accuracy > other.accuracy or self.latency_ms < other.latency_ms
-        return at_least and better
+__all__ = ["Choice", "pareto_front", "choose", "hypervolume", "dominates"]
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidate to export and whether it meets every constraint."""
+    """The record to export, and whether it meets every constraint.
 
-    candidate: Candidate
+    Attributes:
+        record: the chosen trial.
+        feasible: within the budget and the accuracy limit.
+        reason: one sentence for the user.
+        suggested_budget_ms: when infeasible, a budget the chosen model meets (its latency plus 10 %, rounded up).
+    """
+
+    record: TrialRecord
     feasible: bool
     reason: str
+    suggested_budget_ms: float | None = None
+
+    @property
+    def overshoot_ms(self) -> float:
+        return self.record.overshoot_ms
 
 
-def candidates_from_study(study: optuna.Study) -> list[Candidate]:
-    """Every COMPLETE trial of ``study`` as a :class:`Candidate`."""
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.values is None:
-            continue
-        out.append(Candidate(number=t.number, accuracy=t.values[0], latency_ms=t.values[1],
-                             constraints=dict(t.constraints), attrs=dict(t.user_attrs)))
-    return out
+def dominates(a: TrialRecord, b: TrialRecord) -> bool:
+    """``a`` is at least as accurate and as fast as ``b`` and strictly better in one of the two."""
+    assert a.accuracy is not None and b.accuracy is not None and a.latency_ms is not None and b.latency_ms is not None
+    at_least = a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms
+    better = a.accuracy > b.accuracy or a.latency_ms < b.latency_ms
+    return at_least and better
 
 
-def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Non-dominated candidates, sorted by latency (fastest first). O(n²), fine for studies of thousands."""
-    front = [c for c in candidates if not any(o.dominates(c) for o in candidates if o is not c)]
-    return sorted(front, key=lambda c: (c.latency_ms, -c.accuracy, c.number))
+def pareto_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Non-dominated complete records, fastest first. O(n²), fine for studies of thousands."""
+    scored = [r for r in records if r.outcome == "complete" and r.accuracy is not None and r.latency_ms is not None]
+    front = [r for r in scored if not any(dominates(o, r) for o in scored if o is not r)]
+    return sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
 
 
-def choose(candidates: Sequence[Candidate]) -> Choice | None:
-    """Best val accuracy among feasible Pareto members; if none is feasible, the closest to the constraints.
+def _round_up(value: float) -> float:
+    """Two significant digits, rounded up: 0.1234 → 0.13."""
+    if value <= 0:
+        return value
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.ceil(value / scale - 1e-9) * scale
 
-    Ties in accuracy go to the lower latency, then the earlier trial. "Closest" ranks by latency excess first (the
-    hard requirement), then accuracy excess. Returns ``None`` when there is no candidate at all.
+
+def choose(records: Sequence[TrialRecord]) -> Choice | None:
+    """The most accurate feasible record; else the fastest within the accuracy limit; else ``None``.
+
+    Ties in accuracy go to the lower latency, then the earlier trial.
     """
-    if not candidates:
-        return None
-    front = pareto_front(candidates)
-    feasible = [c for c in front if c.feasible]
+    feasible = [r for r in records if r.feasible]
     if feasible:
-        best = min(feasible, key=lambda c: (-c.accuracy, c.latency_ms, c.number))
-        return Choice(best, True, "best validation accuracy among feasible Pareto members")
-    closest = min(front, key=lambda c: (*c.violation, -c.accuracy, c.number))
-    lat, acc = closest.violation
-    return Choice(closest, False, f"no candidate meets the constraints; closest is {lat:.3f} ms over the budget and {acc:.2f} pt over the accuracy-drop limit")
+        best = min(feasible, key=lambda r: (-(r.accuracy or 0.0), r.latency_ms, r.number))
+        return Choice(best, True, "the most accurate model within the latency budget and the accuracy limit")
+    within = [r for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms is not None]
+    if not within:
+        return None
+    fastest = min(within, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
+    assert fastest.latency_ms is not None
+    suggested = _round_up(fastest.latency_ms * 1.1)
+    return Choice(
+        fastest, False,
+        f"no policy meets the {fastest.budget_ms:.3f} ms budget; this is the fastest model within the accuracy limit, "
+        f"{fastest.overshoot_ms:.3f} ms over the budget",
+        suggested_budget_ms=suggested,
+    )
+
+
+def hypervolume(records: Sequence[TrialRecord]) -> float:
+    """Area dominated by the feasible records on normalised axes, in ``[0, 1]``.
+
+    Axes (both minimised): ``latency_ms / budget_ms`` and ``max(drop_pt, 0) / max_drop_pt``; reference point
+    ``(1, 1)`` — the budget and the accuracy limit. 0 when nothing is feasible; 1 would be a model with no drop and
+    no latency. Comparable across samplers and seeds of the same scenario (same budget and limit).
+    """
+    from optuna._hypervolume import compute_hypervolume
+    import numpy as np
+
+    points = []
+    for r in records:
+        if not r.feasible:
+            continue
+        assert r.latency_ms is not None and r.accuracy_drop_pt is not None
+        drop_scale = max(r.max_drop_pt, 0.1)
+        points.append((r.latency_ms / r.budget_ms, max(r.accuracy_drop_pt, 0.0) / drop_scale))
+    if not points:
+        return 0.0
+    return float(compute_hypervolume(np.asarray(points, dtype=float), np.array([1.0, 1.0]), assume_pareto=False))

@@ -27,11 +27,13 @@ __all__ = [
     "QUANT_MODES",
     "GRANULARITIES",
     "CALIBRATION_METHODS",
+    "ACTIVATION_TYPES",
 ]
 
 QUANT_MODES = ("none", "int8", "int8_dynamic")
 GRANULARITIES = ("per_tensor", "per_channel")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("uint8", "int8")
 
 
 @dataclass(frozen=True)
@@ -78,17 +80,31 @@ class QuantPolicy:
         granularity: ``per_tensor`` or ``per_channel`` weight scales.
         calibration: activation range method for static int8: ``minmax``, ``entropy`` or ``percentile``.
         calibration_samples: training images used for calibration.
+        activation_type: ``uint8`` (U8S8, what ONNX Runtime's x86 kernels are fastest at) or ``int8`` (S8S8).
+        reduce_range: quantize weights to 7 bits. Needed on x86 CPUs without VNNI, where U8S8 products are summed in
+            a saturating int16 (see :mod:`autocompress.cpu`); the search sets it from the CPU it runs on.
     """
 
     mode: str = "none"
     granularity: str = "per_channel"
     calibration: str = "minmax"
     calibration_samples: int = 64
+    activation_type: str = "uint8"
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("quant.mode", self.mode, QUANT_MODES)
         _check_choice("quant.granularity", self.granularity, GRANULARITIES)
         _check_choice("quant.calibration", self.calibration, CALIBRATION_METHODS)
+        _check_choice("quant.activation_type", self.activation_type, ACTIVATION_TYPES)
+
+    @property
+    def kernel(self) -> str:
+        """``u8s8``, ``u8s8_reduce``, ``s8s8`` … (static int8); ``fp32`` when not quantized."""
+        if self.mode == "none":
+            return "fp32"
+        base = f"{self.activation_type[0]}8s8"
+        return f"{base}_reduce" if self.reduce_range else base
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,8 @@ class Policy:
         if self.prune.sparsity > 0:
             parts.append(f"sparsity {self.prune.sparsity:.0%}")
         if self.quant.mode == "int8":
-            parts.append(f"int8 {self.quant.granularity}/{self.quant.calibration}")
+            kernel = "" if self.quant.kernel == "u8s8" else f" {self.quant.kernel}"
+            parts.append(f"int8 {self.quant.granularity}/{self.quant.calibration}{kernel}")
         elif self.quant.mode == "int8_dynamic":
             parts.append(f"int8-dyn {self.quant.granularity}")
         else:

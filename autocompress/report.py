@@ -10,63 +10,76 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.pareto import Candidate, Choice
+from autocompress.pareto import Choice
+from autocompress.record import TrialRecord
 
 __all__ = ["pareto_table", "write_csv"]
 
-_COLUMNS = ("trial", "policy", "val_accuracy", "accuracy_drop_pt", "latency_ms", "latency_iqr_ms",
-            "speedup_vs_teacher_torch", "size_mb", "macs", "params", "feasible", "finetuned", "baseline", "chosen")
+_COLUMNS = ("trial", "outcome", "role", "label", "policy", "val_accuracy", "accuracy_drop_pt", "latency_ms",
+            "latency_iqr_ms", "latency_before_finetune_ms", "budget_ms", "size_mb", "macs", "params", "feasible",
+            "finetuned", "int8_kernel", "isa", "total_s", "chosen")
 
 
-def _row(c: Candidate, chosen: int | None) -> dict[str, object]:
-    lat = c.attrs.get("latency", {})
+def _nan(value: float | None, digits: int) -> float:
+    return round(value, digits) if value is not None else float("nan")
+
+
+def _row(r: TrialRecord, chosen: int | None) -> dict[str, object]:
     return {
-        "trial": c.number,
-        "policy": c.attrs.get("policy_summary", ""),
-        "val_accuracy": round(c.accuracy, 6),
-        "accuracy_drop_pt": round(c.attrs.get("accuracy_drop_pt", float("nan")), 4),
-        "latency_ms": round(c.latency_ms, 4),
-        "latency_iqr_ms": round(lat.get("iqr_ms", float("nan")), 4),
-        "speedup_vs_teacher_torch": round(c.attrs.get("speedup_vs_teacher_torch", float("nan")), 3),
-        "size_mb": round(c.attrs.get("size_mb", float("nan")), 4),
-        "macs": c.attrs.get("macs"),
-        "params": c.attrs.get("params"),
-        "feasible": c.feasible,
-        "finetuned": c.attrs.get("finetuned"),
-        "baseline": c.attrs.get("baseline", ""),
-        "chosen": c.number == chosen,
+        "trial": r.number,
+        "outcome": r.outcome,
+        "role": r.role,
+        "label": r.label,
+        "policy": r.summary,
+        "val_accuracy": _nan(r.accuracy, 6),
+        "accuracy_drop_pt": _nan(r.accuracy_drop_pt, 4),
+        "latency_ms": _nan(r.latency_ms, 4),
+        "latency_iqr_ms": _nan(r.latency.iqr_ms if r.latency else None, 4),
+        "latency_before_finetune_ms": _nan(r.latency_before_finetune.median_ms if r.latency_before_finetune else None, 4),
+        "budget_ms": round(r.budget_ms, 4),
+        "size_mb": _nan(r.size_mb, 4),
+        "macs": r.macs,
+        "params": r.params,
+        "feasible": r.feasible,
+        "finetuned": r.finetuned,
+        "int8_kernel": r.policy.quant.kernel if r.policy else "",
+        "isa": r.fingerprint.get("isa", ""),
+        "total_s": _nan(r.timings.get("total_s"), 3),
+        "chosen": r.number == chosen,
     }
 
 
-def write_csv(path: Path, candidates: Sequence[Candidate], choice: Choice | None) -> Path:
-    """One row per candidate with every column of :data:`_COLUMNS`; the policy as JSON in ``policy_json``."""
-    chosen = choice.candidate.number if choice else None
+def write_csv(path: Path, records: Sequence[TrialRecord], choice: Choice | None) -> Path:
+    """One row per record with every column of :data:`_COLUMNS`; the policy as JSON in ``policy_json``."""
+    chosen = choice.record.number if choice else None
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*_COLUMNS, "policy_json"])
         writer.writeheader()
-        for c in candidates:
-            writer.writerow({**_row(c, chosen), "policy_json": json.dumps(c.attrs.get("policy", {}), sort_keys=True)})
+        for r in records:
+            policy = r.policy.to_dict() if r.policy else {}
+            writer.writerow({**_row(r, chosen), "policy_json": json.dumps(policy, sort_keys=True)})
     return path
 
 
-def pareto_table(front: Sequence[Candidate], choice: Choice | None, *, budget_ms: float, console: Console) -> None:
+def pareto_table(front: Sequence[TrialRecord], choice: Choice | None, *, budget_ms: float, teacher_torch_ms: float,
+                 console: Console) -> None:
     """Print the Pareto front, fastest first, the chosen row marked."""
-    chosen = choice.candidate.number if choice else None
+    chosen = choice.record.number if choice else None
     table = Table(title=f"Pareto front (accuracy ↑, latency ↓) — budget {budget_ms:.3f} ms", show_lines=False)
     for name, justify in [("", "left"), ("trial", "right"), ("policy", "left"), ("val acc", "right"), ("drop pt", "right"),
                           ("latency ms (IQR)", "right"), ("× vs PyTorch", "right"), ("size MB", "right"), ("feasible", "center")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for c in front:
-        r = _row(c, chosen)
+    for r in front:
+        assert r.accuracy is not None and r.latency is not None
         table.add_row(
-            "★" if r["chosen"] else "",
-            str(c.number),
-            f"{r['policy']}{' [' + str(r['baseline']) + ']' if r['baseline'] else ''}",
-            f"{c.accuracy:.2%}",
-            f"{r['accuracy_drop_pt']:+.2f}",
-            f"{c.latency_ms:.3f} ({r['latency_iqr_ms']:.3f})",
-            f"{r['speedup_vs_teacher_torch']:.2f}",
-            f"{r['size_mb']:.2f}",
-            "yes" if c.feasible else "no",
+            "★" if r.number == chosen else "",
+            str(r.number),
+            f"{r.summary}{' [' + r.label + ']' if r.label else ''}",
+            f"{r.accuracy:.2%}",
+            f"{r.accuracy_drop_pt:+.2f}",
+            f"{r.latency.median_ms:.3f} ({r.latency.iqr_ms:.3f})",
+            f"{teacher_torch_ms / r.latency.median_ms:.2f}",
+            f"{r.size_mb or 0:.2f}",
+            "yes" if r.feasible else "no",
         )
     console.print(table)

@@ -4,7 +4,9 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
 
     prune:
       per: group | stage | uniform | none   # one ratio per coupled group, per top-level stage, one for all, or off
-      ratio: {low: 0.0, high: 0.7, step: 0.05}
+      level: {low: 0.0, high: 0.85, step: 0.05}   # optional: a global prune level every trial samples ...
+      spread: 0.15                          # ... and each group/stage gets level + offset, offset in [-spread, spread]
+      ratio: {low: 0.0, high: 0.7, step: 0.05}    # bounds of one group's ratio (without level: sampled per group)
       round_to: 4
       importance: l1 | l2
       sparsity: {low: 0.0, high: 0.5, step: 0.1}   # optional: unstructured L1 zeroing after structural pruning
@@ -13,12 +15,19 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       granularity: [per_tensor, per_channel]
       calibration: [minmax, entropy, percentile]
       calibration_samples: 64
+      kernel: [auto]                        # int8 types: auto (chosen for this CPU) | u8s8 | u8s8_reduce | s8s8
     distill:
       temperature: {low: 1.0, high: 8.0, log: true}
       alpha: {low: 0.3, high: 1.0}
       lr: {low: 3.0e-4, high: 3.0e-3, log: true}
       steps: {low: 30, high: 150, step: 30}
       batch_size: 64
+
+**Why a global level.** Independent per-group ratios concentrate: the mean of nine uniform ratios in [0, 0.7] is
+almost never above 0.5, so strong compression is never sampled (measured on the demo: 20 random trials never drew a
+mean above 48 %). A global ``level`` reaches both corners of the space in a few trials (AMC/HAQ-style budgets are
+global too), and the per-group ``offset`` keeps the freedom to prune insensitive groups harder. Tiny example: level
+0.6, spread 0.15, offsets ``[-0.1, +0.15, 0]`` → ratios ``[0.5, 0.75, 0.6]``, clipped into ``ratio``'s bounds.
 
 Distillation parameters are only sampled when the trial prunes something: fine-tuning an unpruned model toward
 itself would spend time for nothing, and conditional parameters keep the sampler's view honest.
@@ -36,6 +45,7 @@ from typing import Any
 import optuna
 
 from autocompress.compress.prune import PrunableGroup, stage_of
+from autocompress.cpu import Int8Kernel
 from autocompress.config import read_yaml
 from autocompress.errors import ConfigError
 from autocompress.policy import (
@@ -48,12 +58,14 @@ from autocompress.policy import (
     QuantPolicy,
 )
 
-__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of"]
+__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS"]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
+# Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.cpu.int8_kernel_for).
+INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
 _SCHEMA: dict[str, set[str]] = {
-    "prune": {"per", "ratio", "round_to", "importance", "sparsity"},
-    "quantize": {"mode", "granularity", "calibration", "calibration_samples"},
+    "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
+    "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel"},
     "distill": {"temperature", "alpha", "lr", "steps", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
@@ -82,6 +94,8 @@ class SearchSpace:
 
     source: str = "<defaults>"
     prune_per: str = "group"
+    prune_level: FloatRange | None = None
+    prune_spread: float = 0.15
     prune_ratio: FloatRange = FloatRange(0.0, 0.7, 0.05)
     round_to: int | None = 4
     importance: str = "l1"
@@ -90,6 +104,7 @@ class SearchSpace:
     granularities: tuple[str, ...] = ("per_tensor", "per_channel")
     calibrations: tuple[str, ...] = ("minmax", "percentile")
     calibration_samples: int = 64
+    kernels: tuple[str, ...] = ("auto",)
     temperature: FloatRange = FloatRange(1.0, 8.0, log=True)
     alpha: FloatRange = FloatRange(0.3, 1.0)
     lr: FloatRange = FloatRange(3e-4, 3e-3, log=True)
@@ -98,34 +113,72 @@ class SearchSpace:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     # ---------------------------------------------------------------- sampling
+    @property
+    def has_level(self) -> bool:
+        """True when every trial samples one global prune level (``prune.level`` in the YAML)."""
+        return self.prune_level is not None and self.prune_per != "none"
+
+    @property
+    def max_prune(self) -> float:
+        """The strongest ratio any group can get in this space (0 without pruning)."""
+        return 0.0 if self.prune_per == "none" else self.prune_ratio.high
+
     def prune_params(self, groups: Sequence[PrunableGroup]) -> dict[str, list[str]]:
-        """Optuna parameter name → the groups it sets."""
+        """Optuna parameter name → the groups it sets (with a level: the per-group offsets)."""
         if self.prune_per == "none" or not groups:
             return {}
+        prefix = "prune.offset." if self.has_level else "prune."
         if self.prune_per == "uniform":
-            return {"prune.ratio": [g.name for g in groups]}
+            return {} if self.has_level else {"prune.ratio": [g.name for g in groups]}
         if self.prune_per == "stage":
             stages: dict[str, list[str]] = {}
             for g in groups:
-                stages.setdefault(f"prune.{g.stage}", []).append(g.name)
+                stages.setdefault(f"{prefix}{g.stage}", []).append(g.name)
             return stages
-        return {f"prune.{g.name}": [g.name] for g in groups}
+        return {f"{prefix}{g.name}": [g.name] for g in groups}
 
-    def suggest(self, trial: optuna.Trial, groups: Sequence[PrunableGroup]) -> Policy:
-        """Sample one :class:`Policy` from this space for ``trial``."""
-        ratios: dict[str, float] = {}
+    def _suggest_ratios(self, trial: optuna.Trial, groups: Sequence[PrunableGroup]) -> dict[str, float]:
         r = self.prune_ratio
+        ratios: dict[str, float] = {}
+        if self.has_level and groups:
+            lv = self.prune_level
+            assert lv is not None
+            level = trial.suggest_float("prune.level", lv.low, lv.high, step=lv.step, log=lv.log)
+            ratios = {g.name: level for g in groups}
+            if self.prune_spread > 0:
+                step = min(0.05, self.prune_spread)
+                for param, members in self.prune_params(groups).items():
+                    offset = trial.suggest_float(param, -self.prune_spread, self.prune_spread, step=step)
+                    ratios.update({name: level + offset for name in members})
+            return {name: round(min(max(v, r.low), r.high), 4) for name, v in ratios.items()}
         for param, members in self.prune_params(groups).items():
             value = trial.suggest_float(param, r.low, r.high, step=r.step, log=r.log)
             ratios.update({name: value for name in members})
+        return ratios
+
+    def suggest(self, trial: optuna.Trial, groups: Sequence[PrunableGroup], *,
+                int8_kernel: Int8Kernel | None = None) -> Policy:
+        """Sample one :class:`Policy` from this space for ``trial``.
+
+        ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings, :func:`autocompress.cpu.int8_kernel_for`);
+        without it ``auto`` means full-range U8S8.
+        """
+        ratios = self._suggest_ratios(trial, groups)
         sparsity = 0.0
         if self.sparsity is not None:
             rng = self.sparsity
             sparsity = trial.suggest_float("prune.sparsity", rng.low, rng.high, step=rng.step, log=rng.log)
         mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
         granularity, calibration = "per_channel", "minmax"
+        activation_type, reduce_range = "uint8", False
         if mode != "none":
             granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
+            kernel = self.kernels[0] if len(self.kernels) == 1 else trial.suggest_categorical("quant.kernel", list(self.kernels))
+            if kernel == "auto":
+                if int8_kernel is not None:
+                    activation_type, reduce_range = int8_kernel.activation_type, int8_kernel.reduce_range
+            else:
+                activation_type, reduce_range = INT8_KERNELS[kernel]
         if mode == "int8":
             calibration = trial.suggest_categorical("quant.calibration", list(self.calibrations))
         prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
@@ -138,8 +191,52 @@ class SearchSpace:
                 steps=trial.suggest_int("kd.steps", int(self.steps.low), int(self.steps.high), step=int(self.steps.step or 1)),
                 batch_size=self.batch_size,
             )
-        quant = QuantPolicy(mode=mode, granularity=granularity, calibration=calibration, calibration_samples=self.calibration_samples)
+        quant = QuantPolicy(mode=mode, granularity=granularity, calibration=calibration,
+                            calibration_samples=self.calibration_samples, activation_type=activation_type,
+                            reduce_range=reduce_range)
         return Policy(prune=prune, quant=quant, distill=distill)
+
+    # ------------------------------------------------------- fixed points (baselines, probe, seeds, rescue)
+    def uniform_params(self, groups: Sequence[PrunableGroup], level: float) -> dict[str, Any]:
+        """Parameters that prune every group at ``level`` (moved into the space's range and step grid)."""
+        if self.prune_per == "none" or not groups:
+            return {}
+        if self.has_level:
+            assert self.prune_level is not None
+            offsets = {p: 0.0 for p in self.prune_params(groups)} if self.prune_spread > 0 else {}
+            return {"prune.level": self.prune_level.clamp(level), **offsets}
+        return {p: self.prune_ratio.clamp(level) for p in self.prune_params(groups)}
+
+    def quant_params(self, mode: str) -> dict[str, Any]:
+        """Parameters for ``mode`` (``none``/``int8``/``int8_dynamic``) with the space's preferred settings:
+        per-channel weights and minmax calibration where the space has them, the CPU's own kernel (``auto``)."""
+        if mode not in self.quant_modes:
+            return {}
+        params: dict[str, Any] = {"quant.mode": mode}
+        if mode != "none":
+            params["quant.granularity"] = "per_channel" if "per_channel" in self.granularities else self.granularities[0]
+            if len(self.kernels) > 1:
+                params["quant.kernel"] = "auto" if "auto" in self.kernels else self.kernels[0]
+        if mode == "int8":
+            params["quant.calibration"] = "minmax" if "minmax" in self.calibrations else self.calibrations[0]
+        return params
+
+    def kd_params(self, *, steps: float | None = None) -> dict[str, Any]:
+        """Middle-of-the-road distillation settings (T=4, alpha=0.7, lr=1e-3) with ``steps`` (default: mid-range)."""
+        wanted = (self.steps.low + self.steps.high) / 2 if steps is None else steps
+        return {
+            "kd.temperature": self.temperature.clamp(4.0),
+            "kd.alpha": self.alpha.clamp(0.7),
+            "kd.lr": self.lr.clamp(1e-3),
+            "kd.steps": int(self.steps.clamp(wanted)),
+        }
+
+    def fixed_policy(self, params: Mapping[str, Any], groups: Sequence[PrunableGroup], *,
+                     int8_kernel: Int8Kernel | None = None) -> Policy:
+        """The policy ``params`` describe, without a study (:class:`optuna.trial.FixedTrial`)."""
+        full = {**self.kd_params(), **params}
+        dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
+        return self.suggest(optuna.trial.FixedTrial({**dense, **full}), groups, int8_kernel=int8_kernel)
 
     def baselines(self, groups: Sequence[PrunableGroup]) -> list[tuple[str, dict[str, Any]]]:
         """Reference policies enqueued at the start of every new study, as ``(label, params)``.
@@ -148,22 +245,15 @@ class SearchSpace:
         the space contains it, so every Pareto front has the obvious recipes to beat.
         """
         dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
-        zero = {**{p: self.prune_ratio.clamp(0.0) for p in self.prune_params(groups)}, **dense}
-        half = {p: self.prune_ratio.clamp(0.5) for p in self.prune_params(groups)}
-        kd = {
-            "kd.temperature": self.temperature.clamp(4.0),
-            "kd.alpha": self.alpha.clamp(0.7),
-            "kd.lr": self.lr.clamp(1e-3),
-            "kd.steps": int(self.steps.clamp((self.steps.low + self.steps.high) / 2)),
-        }
-        int8 = {"quant.mode": "int8", "quant.granularity": "per_channel", "quant.calibration": "minmax"}
+        zero = {**self.uniform_params(groups, 0.0), **dense}
+        half = self.uniform_params(groups, 0.5)
         out: list[tuple[str, dict[str, Any]]] = []
         if "none" in self.quant_modes:
-            out.append(("fp32 (uncompressed)", {**zero, "quant.mode": "none"}))
+            out.append(("fp32 (uncompressed)", {**zero, **self.quant_params("none")}))
         if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
-            out.append(("int8 per-channel only", {**zero, **int8}))
-            if half and any(v > 0 for v in half.values()):
-                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **int8, **kd}))
+            out.append(("int8 per-channel only", {**zero, **self.quant_params("int8")}))
+            if half and self.max_prune >= 0.5:
+                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **self.quant_params("int8"), **self.kd_params()}))
         return out
 
     # ---------------------------------------------------------------- loading
@@ -187,6 +277,13 @@ class SearchSpace:
         ratio = _range(source, "prune.ratio", prune.get("ratio"), d.prune_ratio)
         if ratio.low < 0 or ratio.high >= 1:
             raise ConfigError(f"{source}: prune.ratio must lie in [0, 1), got low={ratio.low} high={ratio.high}; a ratio of 1 would remove every channel")
+        level = _range(source, "prune.level", prune.get("level"), FloatRange(0.0, 0.0)) if "level" in prune else None
+        if level is not None and (level.low < ratio.low or level.high > ratio.high):
+            raise ConfigError(f"{source}: prune.level must lie inside prune.ratio's bounds [{ratio.low}, {ratio.high}], "
+                              f"got low={level.low} high={level.high}; widen prune.ratio or narrow prune.level")
+        spread = prune.get("spread", d.prune_spread)
+        if not isinstance(spread, (int, float)) or isinstance(spread, bool) or not 0 <= spread < 1:
+            raise ConfigError(f"{source}: prune.spread must be a number in [0, 1), got {spread!r}")
         per = prune.get("per", d.prune_per)
         if per not in PRUNE_MODES:
             raise ConfigError(f"{source}: prune.per must be one of {', '.join(PRUNE_MODES)}, got {per!r}")
@@ -202,6 +299,8 @@ class SearchSpace:
         return cls(
             source=source,
             prune_per=per,
+            prune_level=level,
+            prune_spread=float(spread),
             prune_ratio=ratio,
             round_to=round_to,
             importance=importance,
@@ -210,6 +309,7 @@ class SearchSpace:
             granularities=_choices(source, "quantize.granularity", quant.get("granularity"), d.granularities, GRANULARITIES),
             calibrations=_choices(source, "quantize.calibration", quant.get("calibration"), d.calibrations, CALIBRATION_METHODS),
             calibration_samples=_positive_int(source, "quantize.calibration_samples", quant.get("calibration_samples", d.calibration_samples)),
+            kernels=_choices(source, "quantize.kernel", quant.get("kernel"), d.kernels, ("auto", *INT8_KERNELS)),
             temperature=_range(source, "distill.temperature", kd.get("temperature"), d.temperature, positive=True),
             alpha=_range(source, "distill.alpha", kd.get("alpha"), d.alpha, unit=True),
             lr=_range(source, "distill.lr", kd.get("lr"), d.lr, positive=True),

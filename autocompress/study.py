@@ -278,7 +278,6 @@ def _rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, s
         todo = []
         for r in sorted((r for r in records if r.outcome == "stopped" and r.policy is not None),
                         key=lambda r: r.latency_ms or float("inf")):
-            key = (r.summary, f"rescue of trial {r.number}")
             if f"rescue of trial {r.number}" in rescued or r.summary in seen or (r.latency_ms or 0) >= best:
                 continue
             seen.add(r.summary)

@@ -1,0 +1,130 @@
+"""The reachable-range probe: what latencies can this space reach on this CPU, before trial 1?
+
+A handful of structures that span the space — uniform prune levels 0 / 25 / 50 % / the space's maximum, each in every
+quantization mode the space has — are pruned, deployed and timed, with no fine-tuning (seconds, not trials). The
+result says at once whether the budget is reachable ("this space reaches 0.10–0.83 ms on this CPU"), suggests a budget
+when it is not, and seeds the search with the probed structure nearest the budget. Each measurement lands in the
+runner's latency cache, so a trial of the same structure is not timed twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autocompress.measure.latency import Latency
+
+if TYPE_CHECKING:
+    from autocompress.trial import TrialRunner
+
+__all__ = ["ProbePoint", "Probe", "probe_levels", "run_probe"]
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """One probed structure: uniform prune ``level`` deployed as ``quant`` (``none``/``int8``/``int8_dynamic``)."""
+
+    level: float
+    quant: str
+    kernel: str
+    latency: Latency
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        quant = "fp32" if self.quant == "none" else f"{self.quant} {self.kernel}"
+        return f"prune {self.level:.0%} · {quant}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "quant": self.quant, "kernel": self.kernel, "latency": self.latency.to_dict(),
+                "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbePoint:
+        return cls(level=float(data["level"]), quant=str(data["quant"]), kernel=str(data["kernel"]),
+                   latency=Latency(**data["latency"]), params=dict(data["params"]))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probed points and what they say about a budget."""
+
+    points: tuple[ProbePoint, ...]
+    seconds: float = 0.0
+
+    @property
+    def floor(self) -> ProbePoint:
+        """The fastest probed structure (the space's reachable floor, up to per-group allocation)."""
+        return min(self.points, key=lambda p: p.latency.median_ms)
+
+    @property
+    def ceiling(self) -> ProbePoint:
+        return max(self.points, key=lambda p: p.latency.median_ms)
+
+    def reachable(self, budget_ms: float) -> bool:
+        return self.floor.latency.median_ms <= budget_ms
+
+    def nearest(self, budget_ms: float) -> ProbePoint:
+        """The least-compressed point within ``budget_ms`` (the most accuracy to keep); the floor if none is."""
+        within = [p for p in self.points if p.latency.median_ms <= budget_ms]
+        if not within:
+            return self.floor
+        return min(within, key=lambda p: (p.level, p.quant != "none", -p.latency.median_ms))
+
+    def suggested_budget_ms(self) -> float:
+        """A budget this space can meet: the floor plus 10 % for measurement noise, rounded up to 2 digits."""
+        return _round_up(self.floor.latency.median_ms * 1.1)
+
+    def describe(self) -> str:
+        return (f"this space reaches {self.floor.latency.median_ms:.3f}–{self.ceiling.latency.median_ms:.3f} ms on "
+                f"this CPU (fastest: {self.floor.label}; {len(self.points)} structures timed in {self.seconds:.1f} s)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"points": [p.to_dict() for p in self.points], "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Probe:
+        return cls(points=tuple(ProbePoint.from_dict(p) for p in data["points"]), seconds=float(data.get("seconds", 0.0)))
+
+
+def _round_up(value: float) -> float:
+    """Round up to two significant digits: 0.1234 → 0.13, 1.81 → 1.9."""
+    import math
+
+    if value <= 0:
+        return value
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.ceil(value / scale - 1e-9) * scale
+
+
+def probe_levels(runner: TrialRunner) -> list[float]:
+    """Uniform levels to probe: 0, 25 %, 50 % and the space's maximum, within what the space allows."""
+    space = runner.space
+    if space.prune_per == "none" or not runner.groups:
+        return [0.0]
+    top = space.prune_level.high if space.has_level and space.prune_level else space.prune_ratio.high
+    levels = [lv for lv in (0.0, 0.25, 0.5) if lv < top] + [top]
+    return sorted(dict.fromkeys(round(lv, 4) for lv in levels))
+
+
+def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
+              levels: Sequence[float] | None = None) -> Probe:
+    """Time every (level, quantization mode) pair of the space without fine-tuning."""
+    started = time.perf_counter()
+    space = runner.space
+    workdir = runner.config.study_dir / "probe"
+    points = []
+    for level in levels if levels is not None else probe_levels(runner):
+        prune = space.uniform_params(runner.groups, level)
+        for mode in space.quant_modes:
+            params = {**prune, **space.quant_params(mode)}
+            policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel)
+            student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
+            latency, _ = runner.time(student, artifact, cached=True)
+            point = ProbePoint(level=level, quant=mode, kernel=policy.quant.kernel, latency=latency, params=params)
+            points.append(point)
+            if say:
+                say(f"probe: {point.label} → {latency.median_ms:.3f} ms")
+    return Probe(points=tuple(points), seconds=time.perf_counter() - started)

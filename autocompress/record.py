@@ -1,0 +1,228 @@
+"""The typed record of one trial: what it built, measured and decided — written to and read from the study here only.
+
+A :class:`TrialRecord` is stored as one JSON user attribute (:data:`RECORD_KEY`) of the Optuna trial, next to the
+constraint values the samplers read. Report, export, the Pareto choice, the dashboard and the benchmarks read it back
+with :func:`read_record` / :func:`read_records` instead of reaching into string-keyed attributes.
+
+**Outcomes.** ``complete``: the artifact was measured and scored (fine-tuned when the policy prunes). ``stopped``: the
+pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
+architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
+accuracy, so it is neither recorded as an objective nor charged as a constraint. ``failed``: an error, with its reason.
+
+**Constraints on one scale.** Optuna ranks infeasible trials by the sum of their positive constraint values, so both
+are relative overshoots: ``latency = latency_ms / budget_ms - 1`` and ``accuracy = (drop_pt - max_drop_pt) /
+max(max_drop_pt, 0.1)``. Tiny example, budget 0.5 ms and max drop 1 pt: a 0.6 ms trial scores 0.2, a trial with a
+3 pt drop scores 2.0; on the old scales (ms and pt) the drop of an un-fine-tuned model (up to 90 pt) swamped any
+latency overshoot (about 1 ms) and the search walked away from the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autocompress.measure.latency import Latency
+from autocompress.policy import Policy
+
+__all__ = [
+    "TrialRecord",
+    "RECORD_KEY",
+    "CONSTRAINT_NAMES",
+    "OUTCOMES",
+    "write_record",
+    "read_record",
+    "read_records",
+    "constraint_values",
+    "artifact_store",
+    "ARTIFACTS_DIR",
+]
+
+RECORD_KEY = "record"
+ARTIFACTS_DIR = "artifacts"  # under the study folder: Optuna's artifact store (each trial's model.onnx, policy.json)
+CONSTRAINT_NAMES = ("latency", "accuracy")
+OUTCOMES = ("complete", "stopped", "failed")
+_MIN_DROP_SCALE_PT = 0.1  # a max drop of 0 pt still needs a scale: 0.1 pt is one image in a thousand
+# Optuna < 5 and optuna-dashboard read feasibility from this system attribute (a list, in CONSTRAINT_NAMES order).
+_LEGACY_CONSTRAINTS_KEY = "constraints"
+
+
+def _latency_from(data: Mapping[str, Any] | None) -> Latency | None:
+    return Latency(**data) if data else None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial, as measured.
+
+    Attributes:
+        number: the Optuna trial number.
+        outcome: ``complete`` | ``stopped`` (over budget before fine-tuning) | ``failed``.
+        policy: the compression recipe (``None`` only when the trial failed before sampling it).
+        role: ``sampled`` by the sampler, or why it was enqueued: ``baseline``, ``seed`` (the probe structure nearest
+            the budget) or ``rescue`` (a stopped structure fine-tuned anyway because nothing was feasible).
+        label: a human label for enqueued trials (``fp32 (uncompressed)``, ``rescue of trial 12``), else ``""``.
+        budget_ms / max_drop_pt: the constraints this trial was judged against.
+        accuracy: val top-1 of the artifact; ``None`` when it is not the policy's accuracy (stopped and pruned).
+        accuracy_before_finetune: val top-1 of a stopped, pruned artifact that was never fine-tuned (display only).
+        teacher_accuracy: val top-1 of the teacher's fp32 ONNX artifact (the reference of ``accuracy_drop_pt``).
+        latency: the artifact that ships (after fine-tuning when there was one); ``latency_before_finetune`` is the
+            gate measurement taken before fine-tuning.
+        finetuned: whether distillation ran.
+        stopped_reason / fail_reason: why the trial stopped early or failed.
+        macs / params / size_mb / weight_sparsity: of the pruned model and its artifact.
+        artifact: the ONNX file, relative to the study folder.
+        timings: seconds per stage (``prune_s``, ``deploy_s``, ``latency_s``, ``distill_s``, ``evaluate_s``, ``total_s``).
+        kd_loss: first and last distillation loss, when fine-tuned.
+        fingerprint: host, CPU model, int8 ISA, int8 kernel and library versions of the process that ran the trial.
+    """
+
+    number: int
+    outcome: str
+    policy: Policy | None
+    budget_ms: float
+    max_drop_pt: float
+    teacher_accuracy: float
+    role: str = "sampled"
+    label: str = ""
+    accuracy: float | None = None
+    accuracy_before_finetune: float | None = None
+    latency: Latency | None = None
+    latency_before_finetune: Latency | None = None
+    finetuned: bool = False
+    stopped_reason: str | None = None
+    fail_reason: str | None = None
+    macs: int | None = None
+    params: int | None = None
+    size_mb: float | None = None
+    weight_sparsity: float | None = None
+    artifact: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    kd_loss: tuple[float, float] | None = None
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.outcome in OUTCOMES, self.outcome
+
+    # ------------------------------------------------------------------ derived figures
+    @property
+    def latency_ms(self) -> float | None:
+        return self.latency.median_ms if self.latency else None
+
+    @property
+    def accuracy_drop_pt(self) -> float | None:
+        """Drop in percentage points against the teacher's artifact (negative = better than the teacher)."""
+        return None if self.accuracy is None else (self.teacher_accuracy - self.accuracy) * 100.0
+
+    @property
+    def within_budget(self) -> bool:
+        return self.latency is not None and self.latency.median_ms <= self.budget_ms
+
+    @property
+    def within_accuracy(self) -> bool:
+        """The policy's own accuracy was measured and its drop is within the limit."""
+        drop = self.accuracy_drop_pt
+        return drop is not None and drop <= self.max_drop_pt
+
+    @property
+    def feasible(self) -> bool:
+        return self.outcome == "complete" and self.within_budget and self.within_accuracy
+
+    @property
+    def overshoot_ms(self) -> float:
+        """How far over the budget the artifact is (0 when within)."""
+        return max(0.0, (self.latency_ms or math.inf) - self.budget_ms)
+
+    @property
+    def summary(self) -> str:
+        return self.policy.describe() if self.policy else "(no policy)"
+
+    @property
+    def constraints(self) -> dict[str, float]:
+        return constraint_values(self)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["policy"] = self.policy.to_dict() if self.policy else None
+        data["timings"] = {k: round(float(v), 4) for k, v in self.timings.items()}
+        data["fingerprint"] = dict(self.fingerprint)
+        data["kd_loss"] = list(self.kd_loss) if self.kd_loss else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["policy"] = Policy.from_dict(data["policy"]) if data.get("policy") else None
+        values["latency"] = _latency_from(data.get("latency"))
+        values["latency_before_finetune"] = _latency_from(data.get("latency_before_finetune"))
+        values["kd_loss"] = tuple(data["kd_loss"]) if data.get("kd_loss") else None
+        return cls(**values)
+
+    def with_number(self, number: int) -> TrialRecord:
+        return replace(self, number=number)
+
+
+def constraint_values(record: TrialRecord) -> dict[str, float]:
+    """Constraint values on one scale (<= 0 is feasible); see the module docstring.
+
+    A stopped trial is infeasible by latency only: its accuracy was never that of the policy, so it is not charged.
+    """
+    latency = (record.latency_ms / record.budget_ms - 1.0) if record.latency_ms is not None else 1.0
+    drop = record.accuracy_drop_pt
+    if drop is None:
+        accuracy = 0.0
+    else:
+        accuracy = (drop - record.max_drop_pt) / max(record.max_drop_pt, _MIN_DROP_SCALE_PT)
+    return {"latency": float(latency), "accuracy": float(accuracy)}
+
+
+def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
+    """Store ``record`` on ``trial``: the record itself and the constraints every sampler and viewer reads.
+
+    Constraints go through Optuna 5's ``trial.set_constraint`` (what its samplers read) *and* the older
+    ``constraints`` list (what optuna-dashboard 0.21 reads to show feasibility). Call once per trial.
+    """
+    trial.set_user_attr(RECORD_KEY, json.loads(json.dumps(record.to_dict())))
+    if record.outcome == "failed":
+        return
+    values = constraint_values(record)
+    for name in CONSTRAINT_NAMES:
+        trial.set_constraint(name, values[name])
+    trial.storage.set_trial_system_attr(trial._trial_id, _LEGACY_CONSTRAINTS_KEY, [values[n] for n in CONSTRAINT_NAMES])
+
+
+def read_record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
+    """The record of ``trial``; ``None`` for trials that never wrote one (still running, or killed)."""
+    data = trial.user_attrs.get(RECORD_KEY)
+    if not data:
+        return None
+    return TrialRecord.from_dict(data).with_number(trial.number)
+
+
+def read_records(trials: Iterable[optuna.trial.FrozenTrial] | optuna.Study, *,
+                 outcomes: Iterable[str] = OUTCOMES) -> list[TrialRecord]:
+    """Records of every trial of a study (or of ``trials``) whose outcome is in ``outcomes``, in trial order."""
+    if isinstance(trials, optuna.Study):
+        trials = trials.get_trials(deepcopy=False)
+    wanted = set(outcomes)
+    out = []
+    for t in trials:
+        record = read_record(t)
+        if record is not None and record.outcome in wanted:
+            out.append(record)
+    return out
+
+
+def artifact_store(study_dir: Path) -> optuna.artifacts.FileSystemArtifactStore:
+    """The study's Optuna artifact store (``<study>/artifacts``): every trial uploads its ONNX model and policy
+    there, so optuna-dashboard can offer them for download."""
+    base = Path(study_dir) / ARTIFACTS_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(base))

@@ -1,0 +1,221 @@
+"""One trial: ``policy → prune → deploy → latency gate → distill → deploy → measure`` → one :class:`TrialRecord`.
+
+:class:`Objective` is the Optuna side (sample the policy, write the record, tell Optuna the outcome) and is the same for
+every evaluator; :class:`TrialRunner` is the real evaluator. Tests plug a synthetic evaluator into the same
+:class:`Objective`, so the sampler, the space and the constraints are tested exactly as the search runs them.
+
+A trial whose pruned artifact is already over the latency budget stops before fine-tuning (fine-tuning cannot change
+the architecture). Its Optuna state is PRUNED, with the latency constraint set and the accuracy not charged: the
+accuracy of a model that was never fine-tuned is not the policy's accuracy and must not steer the search. Unpruned
+policies (fp32, int8-only) have nothing to fine-tune, so their measured accuracy is final and they always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from autocompress.compress.distill import distill
+from autocompress.compress.prune import (
+    PrunableGroup,
+    count_macs_params,
+    prune_model,
+    sparsify_model,
+    weight_sparsity,
+)
+from autocompress.compress.quantize import Artifact, deploy
+from autocompress.config import SearchConfig
+from autocompress.cpu import Int8Kernel
+from autocompress.measure.accuracy import evaluate_onnx
+from autocompress.measure.latency import Latency, LatencyCache, measure_onnx, structure_key
+from autocompress.policy import Policy
+from autocompress.record import TrialRecord, artifact_store, write_record
+from autocompress.space import SearchSpace
+from autocompress.training import predict_logits
+from autocompress.weights import save_weights
+from autocompress.workload import Workload
+
+__all__ = ["Objective", "TrialRunner", "ROLE_ATTR", "LABEL_ATTR", "WEIGHTS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+# User attributes an enqueued trial carries (study.enqueue_trial(..., user_attrs=...)).
+ROLE_ATTR = "role"
+LABEL_ATTR = "label"
+WEIGHTS_FILE = "student_weights.npz"
+
+
+class Objective:
+    """The Optuna objective shared by every evaluator: ``trial → (accuracy, latency_ms)``.
+
+    Subclasses implement :meth:`evaluate`, which turns a policy into a :class:`TrialRecord` without knowing Optuna.
+    """
+
+    def __init__(self, space: SearchSpace, groups: list[PrunableGroup], *, int8_kernel: Int8Kernel | None,
+                 study_dir: Path | None = None) -> None:
+        self.space = space
+        self.groups = groups
+        self.int8_kernel = int8_kernel
+        self.study_dir = study_dir
+
+    def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
+        raise NotImplementedError
+
+    def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
+        raise NotImplementedError
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        role = str(trial.user_attrs.get(ROLE_ATTR, "sampled"))
+        label = str(trial.user_attrs.get(LABEL_ATTR, ""))
+        policy: Policy | None = None
+        try:
+            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel)
+            record = self.evaluate(policy, number=trial.number, role=role, label=label)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            write_record(trial, self.failed_record(policy, number=trial.number, role=role, label=label, reason=reason))
+            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            raise
+        write_record(trial, record)
+        self._upload(trial, record)
+        if record.outcome == "stopped":
+            raise optuna.TrialPruned(record.stopped_reason)
+        assert record.accuracy is not None and record.latency_ms is not None
+        return record.accuracy, record.latency_ms
+
+    def _upload(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Put the trial's ONNX model and policy in the study's artifact store (downloadable in optuna-dashboard)."""
+        if self.study_dir is None or record.artifact is None:
+            return
+        store = artifact_store(self.study_dir)
+        artifact = self.study_dir / record.artifact
+        policy_file = artifact.parent / "policy.json"
+        policy_file.write_text(json.dumps(record.policy.to_dict() if record.policy else {}, indent=2, sort_keys=True))
+        for path in (artifact, policy_file):
+            if path.is_file():
+                optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+class TrialRunner(Objective):
+    """The real evaluator: builds, measures and scores one policy on ``workload``.
+
+    No process-global state: the same runner can later run in several worker processes on one shared storage.
+    """
+
+    def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, budget_ms: float,
+                 teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
+                 fingerprint: Mapping[str, Any], cache: LatencyCache | None = None) -> None:
+        super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
+        self.workload = workload
+        self.config = config
+        self.budget_ms = budget_ms
+        self.teacher_accuracy = teacher_accuracy
+        self.fingerprint = dict(fingerprint)
+        self.cache = cache or LatencyCache()
+        self._teacher_logits: torch.Tensor | None = None
+
+    @property
+    def teacher_logits(self) -> torch.Tensor:
+        """Teacher logits on the train split, computed on first use (trials that stop early never need them)."""
+        if self._teacher_logits is None:
+            self._teacher_logits = predict_logits(self.workload.model, self.workload.train)
+        return self._teacher_logits
+
+    # ------------------------------------------------------------------ building blocks (also used by the probe)
+    def build(self, policy: Policy, workdir: Path) -> tuple[nn.Module, Artifact]:
+        """The pruned (not fine-tuned) model and its deployed artifact in ``workdir``."""
+        x = self.workload.example_input()
+        student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
+        artifact = deploy(student, policy.quant, example_input=x, calibration=self.workload.train, workdir=workdir,
+                          seed=self.config.seed)
+        return student, artifact
+
+    def time(self, model: nn.Module, artifact: Artifact, *, cached: bool) -> tuple[Latency, bool]:
+        """Latency of ``artifact``; with ``cached``, reuse a measurement of the same structure and quantization."""
+        cfg, q = self.config, artifact.quant
+        key = structure_key(model, q.mode, q.granularity, q.kernel, cfg.threads, cfg.batch_size)
+        hit = self.cache.get(key) if cached else None
+        if hit is not None:
+            return hit, True
+        latency = measure_onnx(artifact.path, self.workload.input_shape, threads=cfg.threads,
+                               batch_size=cfg.batch_size, warmup=cfg.warmup, repeats=cfg.repeats)
+        self.cache.put(key, latency)
+        return latency, False
+
+    def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
+        return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
+                "max_drop_pt": self.config.max_accuracy_drop, "teacher_accuracy": self.teacher_accuracy,
+                "fingerprint": self.fingerprint}
+
+    def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
+        return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
+
+    # ------------------------------------------------------------------ one trial
+    def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
+        cfg, wl = self.config, self.workload
+        started = time.perf_counter()
+        workdir = cfg.study_dir / "trials" / f"{number:05d}"
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        timings: dict[str, float] = {}
+        base = self._base(policy, number=number, role=role, label=label)
+
+        t = time.perf_counter()
+        student, artifact = self.build(policy, workdir)
+        macs, params = count_macs_params(student, wl.example_input())
+        timings["build_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        gate, cache_hit = self.time(student, artifact, cached=True)
+        timings["latency_s"] = time.perf_counter() - t
+        sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
+
+        # A rescue trial is fine-tuned although it is over the budget: nothing met it, and the user needs the
+        # fastest model that keeps the accuracy limit (study.run_study's rescue phase).
+        if gate.median_ms > self.budget_ms and not policy.prune.is_identity and role != "rescue":
+            timings["total_s"] = time.perf_counter() - started
+            return TrialRecord(
+                outcome="stopped", latency=gate, finetuned=False, timings=timings,
+                stopped_reason=f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > {self.budget_ms:.3f} ms)",
+                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **base,
+            )
+
+        finetuned, kd_loss = False, None
+        latency = gate
+        if policy.distill.steps > 0 and not policy.prune.is_identity:
+            result = distill(student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number)
+            timings["distill_s"] = result.seconds
+            finetuned, kd_loss = True, (result.first_loss, result.last_loss)
+            if policy.prune.sparsity > 0:
+                # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model has
+                # exactly the sparsity the policy asked for (prune → fine-tune → prune).
+                student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
+            t = time.perf_counter()
+            artifact = deploy(student, policy.quant, example_input=wl.example_input(), calibration=wl.train,
+                              workdir=workdir, seed=cfg.seed)
+            timings["deploy_s"] = time.perf_counter() - t
+        if finetuned or cache_hit:
+            # The objective is a fresh measurement of the artifact that ships; the gate timed another file (before
+            # fine-tuning, or another trial's model of the same structure).
+            t = time.perf_counter()
+            latency, _ = self.time(student, artifact, cached=False)
+            timings["latency_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        accuracy = evaluate_onnx(artifact.path, wl.val).top1
+        timings["evaluate_s"] = time.perf_counter() - t
+        save_weights(student, workdir / WEIGHTS_FILE)
+        timings["total_s"] = time.perf_counter() - started
+        return TrialRecord(
+            outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
+            weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), **sizes, **base,
+        )
