@@ -35,7 +35,7 @@ from autocompress.probe import Probe, run_probe
 from autocompress.record import TrialRecord, read_records
 from autocompress.space import SearchSpace
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
-from autocompress.workload import Workload
+from autocompress.workload import Workload, check_teacher_accuracy
 
 __all__ = ["Reference", "SearchResult", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
 
@@ -178,6 +178,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
 
     say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
     reference = measure_reference(workload, config, config.study_dir / "teacher")
+    check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
     if stored_reference is not None:
         # A resumed study keeps the budget and accuracy reference its first trials were scored against.
         reference = dataclasses.replace(reference, budget_ms=stored_reference["budget_ms"],
