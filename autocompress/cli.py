@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    d = sub.add_parser(
+        "dashboard",
+        help="inspect a study in optuna-dashboard",
+        description="Serve a study with optuna-dashboard: trials, Pareto front, feasibility, each trial's ONNX model and "
+        "policy.json to download, and a note with the config, CPU, budget and chosen trial. Needs "
+        'pip install "autocompress[dashboard]".',
+    )
+    d.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
+    d.add_argument("--output", type=Path, default=_DEFAULTS.output,
+                   help=f"results folder of the search; the study and its artifacts are in OUTPUT/STUDY/ (default: {_DEFAULTS.output})")
+    d.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens the study to the network (default: 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    d.add_argument("--debug", action="store_true", help="show tracebacks and every request")
     return parser
 
 
@@ -175,6 +189,17 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from autocompress.dashboard import serve
+
+    try:
+        serve(study_name=args.study, output=args.output, storage=args.storage, host=args.host, port=args.port,
+              say=lambda message: print(message, flush=True))
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autocompress`` and ``python -m autocompress``; returns the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -186,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Wide enough for the Pareto table when output goes to a file or CI log (rich assumes 80 columns there).
         console = Console(width=None if sys.stdout.isatty() else 160)
         logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return _search(args, console)
+        return _dashboard(args) if args.command == "dashboard" else _search(args, console)
     except AutocompressError as exc:
         if debug:
             raise
