@@ -103,7 +103,7 @@ class QuantPolicy:
         """``u8s8``, ``u8s8_reduce``, ``s8s8`` … (static int8); ``fp32`` when not quantized."""
         if self.mode == "none":
             return "fp32"
-        base = f"{self.activation_type[0]}8s8"
+        base = "u8s8" if self.activation_type == "uint8" else "s8s8"
         return f"{base}_reduce" if self.reduce_range else base
 
 

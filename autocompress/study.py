@@ -196,11 +196,13 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         study.set_user_attr("reference", reference.to_dict())
         study.set_user_attr("groups", [g.name for g in groups])
         study.set_user_attr("fingerprint", fingerprint)
-        for label, params in space.baselines(groups):
+        baselines = space.baselines(groups)
+        for label, params in baselines:
             study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
         if probe is not None:
             seed = probe.nearest(reference.budget_ms)
-            if seed.level > 0:
+            duplicate = any(all(params.get(k) == v for k, v in seed.params.items()) for _, params in baselines)
+            if seed.level > 0 and not duplicate:
                 study.enqueue_trial({**seed.params, **space.kd_params()},
                                     user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
 

@@ -1,39 +1,69 @@
+"""Pareto front, the choice under constraints (never a model that breaks the accuracy limit) and the hypervolume."""
+
 from __future__ import annotations
 
-from autocompress.pareto import Candidate, choose, pareto_front
+import pytest
+
+from autocompress.measure.latency import Latency
+from autocompress.pareto import choose, hypervolume, pareto_front
+from autocompress.record import TrialRecord
+
+BUDGET, MAX_DROP, TEACHER = 1.0, 1.0, 0.99
 
 
-def cand(n: int, acc: float, lat: float, *, lat_c: float = -1.0, acc_c: float = -1.0) -> Candidate:
-    return Candidate(number=n, accuracy=acc, latency_ms=lat, constraints={"latency_ms": lat_c, "accuracy_drop_pt": acc_c})
+def rec(n: int, acc: float | None, lat: float, *, outcome: str = "complete", budget: float = BUDGET) -> TrialRecord:
+    latency = Latency(median_ms=lat, iqr_ms=0.01, p10_ms=lat, p90_ms=lat, n=10, threads=1, batch_size=1)
+    return TrialRecord(number=n, outcome=outcome, policy=None, budget_ms=budget, max_drop_pt=MAX_DROP,
+                       teacher_accuracy=TEACHER, accuracy=acc, latency=latency, finetuned=acc is not None)
 
 
-def test_pareto_front_keeps_only_non_dominated_sorted_by_latency() -> None:
-    cands = [cand(0, 0.99, 2.0), cand(1, 0.98, 1.0), cand(2, 0.97, 1.5), cand(3, 0.95, 0.5), cand(4, 0.98, 1.0)]
-    front = pareto_front(cands)
-    # 2 is dominated by 1 (less accurate and slower); 1 and 4 tie exactly and both stay.
-    assert [c.number for c in front] == [3, 1, 4, 0]
+def test_pareto_front_keeps_only_non_dominated_complete_records_sorted_by_latency() -> None:
+    records = [rec(0, 0.99, 2.0), rec(1, 0.98, 1.0), rec(2, 0.97, 1.5), rec(3, 0.95, 0.5), rec(4, 0.98, 1.0),
+               rec(5, None, 0.1, outcome="stopped")]
+    front = pareto_front(records)
+    # 2 is dominated by 1 (less accurate and slower); 1 and 4 tie exactly and both stay; a stopped trial has no
+    # accuracy of its own and is not on the front however fast it is.
+    assert [r.number for r in front] == [3, 1, 4, 0]
 
 
-def test_choice_is_best_accuracy_among_feasible() -> None:
-    cands = [cand(0, 0.99, 2.0, lat_c=1.0), cand(1, 0.98, 1.0), cand(2, 0.975, 0.8), cand(3, 0.90, 0.5, acc_c=5.0)]
-    choice = choose(cands)
-    assert choice is not None and choice.feasible
-    assert choice.candidate.number == 1
+def test_choice_is_the_most_accurate_feasible_record() -> None:
+    # 0 is over budget; 3 breaks the accuracy limit (drop 9 pt); 1 and 2 are feasible, 1 more accurate.
+    choice = choose([rec(0, 0.99, 2.0), rec(1, 0.985, 0.9), rec(2, 0.982, 0.8), rec(3, 0.90, 0.5)])
+    assert choice is not None and choice.feasible and choice.record.number == 1
+    assert choice.suggested_budget_ms is None
 
 
 def test_accuracy_ties_go_to_lower_latency() -> None:
-    choice = choose([cand(0, 0.98, 1.0), cand(1, 0.98, 0.9)])
-    assert choice is not None and choice.candidate.number == 1
+    choice = choose([rec(0, 0.985, 0.9), rec(1, 0.985, 0.8)])
+    assert choice is not None and choice.record.number == 1
 
 
-def test_no_feasible_candidate_returns_closest_to_budget_and_says_so() -> None:
-    cands = [cand(0, 0.99, 3.0, lat_c=2.0), cand(1, 0.97, 1.2, lat_c=0.2), cand(2, 0.5, 0.9, lat_c=-0.1, acc_c=40.0)]
-    choice = choose(cands)
+def test_nothing_feasible_exports_the_fastest_model_within_the_accuracy_limit_never_a_broken_one() -> None:
+    records = [
+        rec(0, 0.99, 3.0),                      # teacher-like: within accuracy, 2 ms over
+        rec(1, 0.985, 1.2),                     # fine-tuned, within accuracy, 0.2 ms over → the answer
+        rec(2, 0.50, 0.9),                      # meets the budget but loses 49 pt: never chosen
+        rec(3, None, 0.4, outcome="stopped"),   # never fine-tuned: its accuracy is unknown
+    ]
+    choice = choose(records)
     assert choice is not None and not choice.feasible
-    # Latency excess is ranked first: trial 2 meets the budget (0 ms over) but misses accuracy by 40 pt.
-    assert choice.candidate.number == 2
-    assert "no candidate meets the constraints" in choice.reason
+    assert choice.record.number == 1
+    assert choice.overshoot_ms == pytest.approx(0.2)
+    # Suggested budget: the model's latency + 10 %, rounded up to two digits (1.32 → 1.4).
+    assert choice.suggested_budget_ms == pytest.approx(1.4)
+    assert "0.200 ms over the budget" in choice.reason
 
 
-def test_empty_study_has_no_choice() -> None:
+def test_no_record_within_the_accuracy_limit_means_no_choice() -> None:
+    assert choose([rec(0, 0.5, 0.5), rec(1, None, 0.2, outcome="stopped")]) is None
     assert choose([]) is None
+
+
+def test_hypervolume_on_normalised_axes() -> None:
+    # Axes: latency/budget and drop/max_drop, reference point (1, 1). One feasible point at (0.5, 0.5) → 0.25.
+    assert hypervolume([rec(0, TEACHER - 0.005, 0.5)]) == pytest.approx(0.25)
+    # A second point (0.25, 1.0 → no area of its own) adds nothing; (0.25, 0) adds a 0.25-wide strip below 0.5.
+    assert hypervolume([rec(0, TEACHER - 0.005, 0.5), rec(1, TEACHER - 0.01, 0.25)]) == pytest.approx(0.25)
+    assert hypervolume([rec(0, TEACHER - 0.005, 0.5), rec(1, TEACHER, 0.25)]) == pytest.approx(0.75)
+    # Infeasible records add nothing; nothing feasible is 0.
+    assert hypervolume([rec(0, TEACHER, 1.5), rec(1, 0.5, 0.1)]) == 0.0

@@ -11,6 +11,7 @@ import pytest
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
 from autocompress.export import export_chosen
+from autocompress.record import read_records
 from autocompress.space import SearchSpace
 from autocompress.study import run_study
 from autocompress.workload import Workload
@@ -32,30 +33,47 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     config = _config(tmp_path)
     result = run_study(tiny_workload, FAST_SPACE, config)
     assert len(result.study.trials) == 4
-    baselines = [t.user_attrs.get("baseline") for t in result.study.trials[:3]]
-    assert baselines == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
+    assert [r.label for r in result.records[:3]] == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
+    assert [r.role for r in result.records[:3]] == ["baseline"] * 3
     for t in result.study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            assert set(t.constraints) == {"latency_ms", "accuracy_drop_pt"}
+        assert set(t.constraints) == {"latency", "accuracy"}
+    # Every record carries the CPU it was measured on and the int8 kernel chosen for it.
+    assert {r.fingerprint["isa"] for r in result.records} == {result.cpu.isa}
     assert result.study.metric_names == ["accuracy", "latency_ms"]
+    # The probe timed uniform 0/25/50/60 % (the space's maximum) in fp32 and int8 before trial 1.
+    assert result.probe is not None
+    assert sorted({p.level for p in result.probe.points}) == [0.0, 0.25, 0.5, 0.6]
+    assert {p.quant for p in result.probe.points} == {"none", "int8"}
     assert result.choice is not None
+    # The record read back from the study is the same as the one the search returned.
+    assert read_records(result.study) == result.records
 
     chosen = export_chosen(result.choice, workload=tiny_workload, reference=result.reference, config=config)
     assert {p.name for p in chosen.iterdir()} == {"model.onnx", "model.pt2", "policy.json", "metrics.json"}
     metrics = json.loads((chosen / "metrics.json").read_text())
-    assert 0.0 <= metrics["accuracy"]["test_top1"] <= 1.0
-    assert metrics["latency"]["speedup_vs_teacher_torch"] > 0
-    assert metrics["machine"]["versions"]["onnxruntime"]
-    # The PyTorch program loads without autocompress and reproduces the ONNX model's predictions.
+    chosen_record = result.choice.record
+    # metrics.json agrees with the record of the trial it exports (same val accuracy; test measured on model.onnx).
+    assert metrics["trial"] == chosen_record.number and metrics["accuracy"]["val_top1"] == chosen_record.accuracy
+    assert metrics["record"]["policy"] == json.loads((chosen / "policy.json").read_text())
+    assert abs(metrics["accuracy"]["test_drop_pt"] - (metrics["accuracy"]["teacher_test_top1"] - metrics["accuracy"]["test_top1"]) * 100) < 1e-9
+    assert metrics["latency"]["speedup_vs_teacher_ort"] == pytest.approx(
+        metrics["latency"]["teacher_ort_fp32_ms"]["median_ms"] / metrics["latency"]["chosen_ms"]["median_ms"])
+    assert metrics["machine"]["isa"] == result.cpu.isa
+    # The PyTorch program loads without autocompress and agrees with the ONNX artifact: logits within 1e-3 for fp32,
+    # the same top-1 on at least 95 % of 64 val images for int8 (quantization changes logits, rarely the class).
     import numpy as np
     import onnxruntime as ort
     import torch
 
     program = torch.export.load(str(chosen / "model.pt2")).module()
-    images = torch.stack([tiny_workload.val[i][0] for i in range(8)])
-    if json.loads((chosen / "policy.json").read_text())["quant"]["mode"] == "none":
-        onnx_out = ort.InferenceSession(str(chosen / "model.onnx")).run(None, {"input": images.numpy()})[0]
-        np.testing.assert_allclose(program(images).detach().numpy(), onnx_out, atol=1e-3)
+    images = torch.stack([tiny_workload.val[i][0] for i in range(64)])
+    torch_out = program(images).detach().numpy()
+    onnx_out = ort.InferenceSession(str(chosen / "model.onnx")).run(None, {"input": images.numpy()})[0]
+    if chosen_record.policy.quant.mode == "none":
+        np.testing.assert_allclose(torch_out, onnx_out, atol=1e-3)
+    else:
+        agree = float((torch_out.argmax(1) == onnx_out.argmax(1)).mean())
+        assert agree >= 0.95, f"int8 artifact and fp32 program disagree on {1 - agree:.0%} of 64 images"
 
     # Same command again with a higher target: resumes, runs only the missing trial.
     resumed = run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=5))
@@ -72,19 +90,33 @@ def test_over_budget_trial_stops_before_finetuning(tiny_workload: Workload, tmp_
     config = _config(tmp_path, trials=3, latency_budget=parse_budget("0.0001ms"))
     result = run_study(tiny_workload, FAST_SPACE, config)
     pruned_trial = result.study.trials[2]  # the enqueued 50 % prune + KD baseline
-    assert pruned_trial.user_attrs["policy"]["distill"]["steps"] > 0
-    assert "over the latency budget before fine-tuning" in pruned_trial.user_attrs["stopped"]
-    assert pruned_trial.user_attrs["finetuned"] is False
-    assert "distill_s" not in pruned_trial.user_attrs["timings"]
-    assert pruned_trial.user_attrs["timings"]["total_s"] < 2.0
-    assert not any(c.feasible for c in result.candidates)
+    record = result.records[2]
+    assert pruned_trial.state == optuna.trial.TrialState.PRUNED
+    assert record.outcome == "stopped" and record.policy is not None and record.policy.distill.steps > 0
+    assert record.stopped_reason is not None and "over the latency budget before fine-tuning" in record.stopped_reason
+    assert record.finetuned is False and record.accuracy is None
+    assert "distill_s" not in record.timings
+    assert not any(r.feasible for r in result.records)
+    # Nothing feasible: the rescue phase fine-tuned the fastest stopped structures, and the fallback is the fastest
+    # model within the accuracy limit, labelled infeasible — never a model that breaks the limit.
+    rescued = [r for r in result.records if r.role == "rescue"]
+    assert rescued and all(r.finetuned and r.outcome == "complete" for r in rescued)
     assert result.choice is not None and not result.choice.feasible
+    assert result.choice.record.within_accuracy
+    within = [r for r in result.records if r.outcome == "complete" and r.within_accuracy]
+    assert result.choice.record.latency_ms == min(r.latency_ms for r in within)
+    # Exported as over_budget/, with the overshoot and the budget it would meet.
+    folder = export_chosen(result.choice, workload=tiny_workload, reference=result.reference, config=config)
+    assert folder.name == "over_budget" and not (tmp_path / "t" / "chosen").exists()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["feasible"] is False and metrics["latency"]["overshoot_ms"] > 0
+    assert metrics["latency"]["suggested_budget_ms"] >= result.choice.record.latency_ms
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "random", "gp"])
 def test_every_sampler_runs(tiny_workload: Workload, tmp_path: Path, sampler: str) -> None:
     result = run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=4, sampler=sampler))
-    assert len(result.candidates) == 4
+    assert len([r for r in result.records if r.role != "rescue"]) == 4
 
 
 def test_unstructured_sparsity_survives_finetuning(tiny_workload: Workload, tmp_path: Path) -> None:
@@ -94,8 +126,8 @@ def test_unstructured_sparsity_survives_finetuning(tiny_workload: Workload, tmp_
         "distill": {"steps": 10},
     }, source="sparse")
     result = run_study(tiny_workload, space, _config(tmp_path, trials=1, max_accuracy_drop=100.0, latency_budget=parse_budget("10x")))
-    trial = result.study.trials[0]
-    assert trial.user_attrs["finetuned"] is True
+    record = result.records[0]
+    assert record.finetuned is True
     # Classifier stays dense, so the whole-model figure is a little under the per-layer 50 %.
-    assert 0.4 <= trial.user_attrs["weight_sparsity"] <= 0.5
-    assert trial.user_attrs["policy"]["prune"]["sparsity"] == 0.5
+    assert record.weight_sparsity is not None and 0.4 <= record.weight_sparsity <= 0.5
+    assert record.policy is not None and record.policy.prune.sparsity == 0.5

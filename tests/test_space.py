@@ -94,3 +94,51 @@ def test_stage_of(layer: str, stage: str) -> None:
 @pytest.mark.parametrize("name", ["default", "per_stage", "int8_only", "prune_only", "resnet", "mobilenet", "mlp"])
 def test_every_shipped_space_is_valid(name: str) -> None:
     assert load_space(name).source.endswith(f"{name}.yaml")
+
+
+LEVEL_SPACE = {"prune": {"per": "group", "level": {"low": 0.0, "high": 0.8, "step": 0.1}, "spread": 0.1,
+                         "ratio": {"low": 0.0, "high": 0.85}}}
+
+
+def test_level_plus_offsets_gives_clipped_per_group_ratios() -> None:
+    space = SearchSpace.from_dict(LEVEL_SPACE, source="lvl")
+    offsets = {f"prune.offset.{g.name}": 0.1 if i % 2 else -0.1 for i, g in enumerate(GROUPS)}
+    for level in (0.0, 0.8):
+        policy = space.fixed_policy({"prune.level": level, **offsets, "quant.mode": "none"}, GROUPS)
+        for i, g in enumerate(GROUPS):
+            expected = min(max(level + (0.1 if i % 2 else -0.1), 0.0), 0.85)
+            assert policy.prune.ratios[g.name] == pytest.approx(expected), (level, g.name)
+
+
+def test_level_reaches_both_corners_in_few_random_trials() -> None:
+    """The point of the global level: 20 random trials see both light (< 15 %) and strong (> 65 %) mean pruning."""
+    space = SearchSpace.from_dict(LEVEL_SPACE, source="lvl")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    means = [space.suggest(study.ask(), GROUPS).prune.mean_ratio for _ in range(20)]
+    assert min(means) < 0.15 and max(means) > 0.65, means
+
+
+@pytest.mark.parametrize("prune,message", [
+    ({"level": {"low": 0.0, "high": 0.9}, "ratio": {"low": 0.0, "high": 0.8}}, r"prune.level must lie inside prune.ratio"),
+    ({"level": {"low": 0.0, "high": 0.5}, "spread": 1.5}, r"prune.spread must be a number in \[0, 1\)"),
+    ({"level": {"low": 0.0, "high": 0.5}, "spread": "wide"}, r"prune.spread must be a number"),
+])
+def test_level_schema_errors_name_the_key(prune: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace.from_dict({"prune": prune}, source="bad.yaml")
+
+
+def test_int8_kernel_auto_follows_the_cpu_and_explicit_kernels_are_searched() -> None:
+    from autocompress.cpu import CpuInfo, int8_kernel_for
+
+    avx2 = int8_kernel_for(CpuInfo.from_flags(["avx2"]))
+    vnni = int8_kernel_for(CpuInfo.from_flags(["avx2", "avx512bw", "avx512_vnni"]))
+    space = SearchSpace.from_dict({"quantize": {"mode": ["int8"], "kernel": ["auto"]}}, source="auto")
+    params = {"quant.mode": "int8", "quant.granularity": "per_channel", "quant.calibration": "minmax"}
+    assert space.fixed_policy(params, [], int8_kernel=avx2).quant.kernel == "u8s8_reduce"
+    assert space.fixed_policy(params, [], int8_kernel=vnni).quant.kernel == "u8s8"
+    searched = SearchSpace.from_dict({"quantize": {"mode": ["int8"], "kernel": ["auto", "s8s8"]}}, source="both")
+    s8 = searched.fixed_policy({**params, "quant.kernel": "s8s8"}, [], int8_kernel=avx2).quant
+    assert (s8.activation_type, s8.reduce_range, s8.kernel) == ("int8", False, "s8s8")
+    with pytest.raises(ConfigError, match="quantize.kernel: unknown choice 'u4'"):
+        SearchSpace.from_dict({"quantize": {"kernel": ["u4"]}}, source="bad")

@@ -1,0 +1,163 @@
+"""Benchmark: does the search find the feasible region, how fast, and how good is the front? Per sampler and seed.
+
+Scenarios on the demo workload (DemoResNet on 32x32 digits, the README's command 1):
+
+- ``default``: the default space and budget (0.25x the teacher's fp32 ONNX Runtime latency);
+- ``prune_only``: ``--space prune_only`` — int8 does not pay, so only pruning can meet the budget;
+- ``tight``: ``--latency-budget 0.15x``.
+
+For every (scenario, sampler, seed) it runs a fresh study of ``--trials`` trials in-process (the demo teacher is
+trained once and cached) and records: whether the probe said the budget is reachable, whether a feasible model was
+found, the 1-based index of the first feasible trial, the best feasible latency, the chosen model's val drop, the
+hypervolume after 10/20/30 trials and the wall time. Hypervolume: feasible trials only, axes latency/budget and
+max(drop, 0)/max_drop (both minimised), reference point (1, 1) — the budget and the accuracy limit — so 0 means
+nothing feasible and the value is comparable across samplers of one scenario.
+
+    python benchmarks/search_quality.py                       # everything: 3 scenarios x 4 samplers x 3 seeds
+    python benchmarks/search_quality.py --scenarios default --samplers tpe random --seeds 0
+    python benchmarks/search_quality.py --report-only         # rewrite search_quality.md from the CSV
+
+Rows are appended to ``search_quality.csv`` as each run ends, and runs already in the CSV are skipped, so an
+interrupted benchmark resumes. Run it on an otherwise idle machine: the search measures latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from autocompress.config import SearchConfig, parse_budget  # noqa: E402
+from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.pareto import choose, hypervolume  # noqa: E402
+from autocompress.space import load_space  # noqa: E402
+from autocompress.study import run_study  # noqa: E402
+from autocompress.workload import load_workload  # noqa: E402
+
+SCENARIOS = {
+    "default": {"space": "default", "budget": "0.25x"},
+    "prune_only": {"space": "prune_only", "budget": "0.25x"},
+    "tight": {"space": "default", "budget": "0.15x"},
+}
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms", "reachable", "feasible_found",
+          "first_feasible", "n_feasible", "n_stopped", "best_feasible_ms", "chosen_val_drop_pt", "chosen_ms",
+          "chosen_feasible", "hv10", "hv20", "hv30", "wall_s", "cpu", "isa")
+
+
+def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path) -> dict[str, object]:
+    spec = SCENARIOS[scenario]
+    config = SearchConfig(space=spec["space"], latency_budget=parse_budget(spec["budget"]), sampler=sampler, seed=seed,
+                          trials=trials, output=output, study_name=f"{scenario}-{sampler}-s{seed}")
+    workload = load_workload(config)
+    started = time.perf_counter()
+    result = run_study(workload, load_space(config.space), config, say=lambda _: None)
+    wall = time.perf_counter() - started
+    searched = [r for r in result.records if r.role != "rescue"]  # the rescue phase is not part of the search
+    feasible = [r for r in searched if r.feasible]
+    first = next((i + 1 for i, r in enumerate(searched) if r.feasible), None)
+    choice = choose(result.records)
+    probe = result.probe
+    return {
+        "scenario": scenario, "sampler": sampler, "seed": seed, "trials": len(searched),
+        "budget_ms": round(result.reference.budget_ms, 4),
+        "probe_floor_ms": round(probe.floor.latency.median_ms, 4) if probe else "",
+        "reachable": probe.reachable(result.reference.budget_ms) if probe else "",
+        "feasible_found": bool(feasible), "first_feasible": first or "", "n_feasible": len(feasible),
+        "n_stopped": sum(1 for r in searched if r.outcome == "stopped"),
+        "best_feasible_ms": round(min(r.latency_ms for r in feasible), 4) if feasible else "",  # type: ignore[type-var]
+        "chosen_val_drop_pt": round(choice.record.accuracy_drop_pt or 0.0, 3) if choice else "",
+        "chosen_ms": round(choice.record.latency_ms or 0.0, 4) if choice else "",
+        "chosen_feasible": choice.feasible if choice else "",
+        "hv10": round(hypervolume(searched[:10]), 4), "hv20": round(hypervolume(searched[:20]), 4),
+        "hv30": round(hypervolume(searched[:30]), 4), "wall_s": round(wall, 1),
+        "cpu": result.cpu.model, "isa": result.cpu.isa,
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def write_report(rows: list[dict[str, str]], path: Path) -> None:
+    """Per scenario x sampler: feasible runs, median first-feasible trial, median best latency, median HV."""
+    lines = ["# Search quality: does the search find the feasible region?", "",
+             "Generated by `python benchmarks/search_quality.py` from `search_quality.csv` (one row per run).", ""]
+    if rows:
+        cpus = sorted({f"{r['cpu']} ({r['isa']})" for r in rows})
+        lines += [f"CPU: {', '.join(cpus)}; 1 thread, batch 1; demo workload (DemoResNet, 32x32 digits); "
+                  f"{rows[0]['trials']} trials per run; max val drop 1.0 pt.", "",
+                  "Hypervolume (HV): feasible trials only, axes latency/budget and max(drop, 0)/max_drop (both "
+                  "minimised), reference point (1, 1) = (the budget, the accuracy limit); 0 = nothing feasible. "
+                  "Medians over seeds.", ""]
+    lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
+              "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
+              "median wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for scenario in SCENARIOS:
+        random_hv = _median([float(r["hv30"]) for r in rows if r["scenario"] == scenario and r["sampler"] == "random"])
+        for sampler in SAMPLERS:
+            runs = [r for r in rows if r["scenario"] == scenario and r["sampler"] == sampler]
+            if not runs:
+                continue
+            firsts = [float(r["first_feasible"]) for r in runs if r["first_feasible"]]
+            best = [float(r["best_feasible_ms"]) for r in runs if r["best_feasible_ms"]]
+            hv = {k: _median([float(r[k]) for r in runs]) for k in ("hv10", "hv20", "hv30")}
+            ratio = f"{hv['hv30'] / random_hv:.2f}x" if random_hv and hv["hv30"] is not None else "—"
+            fmt = lambda v, d=3: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+            reachable = sum(r["reachable"] == "True" for r in runs)
+            lines.append(
+                f"| {scenario} | {sampler} | {len(runs)} | {reachable}/{len(runs)} | "
+                f"{sum(r['feasible_found'] == 'True' for r in runs)}/{len(runs)} | {fmt(_median(firsts), 1)} | "
+                f"{fmt(_median(best))} | {fmt(_median([float(r['budget_ms']) for r in runs]))} | {fmt(hv['hv10'])} | "
+                f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | {fmt(_median([float(r['wall_s']) for r in runs]), 0)} |")
+    lines += ["", "Per run:", "", "| " + " | ".join(FIELDS[:-2]) + " |", "|" + "---|" * (len(FIELDS) - 2)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[f]) for f in FIELDS[:-2]) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--output", type=Path, default=HERE.parent / "results" / "_bench_search_quality")
+    parser.add_argument("--csv", type=Path, default=HERE / "search_quality.csv")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = list(csv.DictReader(args.csv.open())) if args.csv.exists() else []
+    if not args.report_only:
+        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows}
+        print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
+        for scenario in args.scenarios:
+            for sampler in args.samplers:
+                for seed in args.seeds:
+                    if (scenario, sampler, str(seed)) in done:
+                        continue
+                    row = run_one(scenario, sampler, seed, trials=args.trials, output=args.output)
+                    new = not args.csv.exists()
+                    with args.csv.open("a", newline="") as fh:
+                        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                        if new:
+                            writer.writeheader()
+                        writer.writerow(row)
+                    rows.append({k: str(v) for k, v in row.items()})
+                    print(" ".join(f"{k}={row[k]}" for k in FIELDS[:-2]), flush=True)
+    write_report(rows, args.csv.with_suffix(".md"))
+    print(f"wrote {args.csv.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
