@@ -103,13 +103,14 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"--storage {url!r} cannot be opened: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
-def _raise_missing_default(name: str, output: Path) -> None:
-    """No ``<output>/<name>/study.db``: list the studies that ``output`` does hold, or say how to make one."""
-    others = sorted(p.parent.name for p in output.glob("*/study.db"))
+def _raise_missing_default(name: str, output: Path, db_file: str) -> None:
+    """No ``<output>/<name>/<db_file>``: list the studies ``output`` does hold (one database per study folder), or
+    say how to make one."""
+    others = sorted(p.parent.name for p in output.glob(f"*/{db_file}"))
     if others:
         raise StudyNotFoundError(f"no study named {name!r} in {output}; studies there: {', '.join(others)} "
                                  "(pick one with --study NAME)")
-    raise ConfigError(f"no study database at {output / name / 'study.db'}; run `autocompress search` first, or point "
+    raise ConfigError(f"no study database at {output / name / db_file}; run `autocompress search` first, or point "
                       "--output / --storage at the folder or URL the search used")
 
 
@@ -245,8 +246,8 @@ def open_dashboard(*, study_name: str | None = None, output: Path | None = None,
     if storage is None:
         config = SearchConfig(study_name=study_name or defaults.study_name, output=output)
         url = config.storage_url
-        if not (config.study_dir / "study.db").is_file():
-            _raise_missing_default(config.study_name, output)
+        if url.startswith(_SQLITE_PREFIX) and not Path(url[len(_SQLITE_PREFIX):]).is_file():
+            _raise_missing_default(config.study_name, output, Path(url[len(_SQLITE_PREFIX):]).name)
     else:
         url = storage
     opened = _storage(url)
