@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,14 @@ def search(
     batch_size: int = 1,
     timeout: float | None = None,
     num_classes: int | None = None,
+    allow_low_teacher_accuracy: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
     """Search compression policies for a trained ``model`` on map-style ``(image, label)`` datasets.
 
     Args:
-        model: the trained classifier (the teacher); it is not modified.
+        model: the trained classifier (the teacher). The search works on a deep copy: ``model``'s parameters,
+            buffers and train/eval mode are left as they were.
         train: images for distillation and int8 calibration.
         val: held-out images that drive the search.
         test: held-out images used only for the exported model's final figures (defaults to ``val``, said so in
@@ -96,6 +99,9 @@ def search(
         max_accuracy_drop: allowed top-1 drop on ``val`` in percentage points.
         trials: total finished trials (a rerun with the same ``study_name`` and ``output`` resumes).
         space: a shipped space name, a YAML path, or a :class:`SearchSpace`.
+        allow_low_teacher_accuracy: search even when ``model`` scores near chance on ``val`` (by default that is a
+            :class:`~autocompress.errors.WorkloadError`: it usually means the data is preprocessed unlike the
+            model's training data).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
     if latency_budget_ms is not None and latency_budget is not None:
@@ -105,14 +111,19 @@ def search(
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
         raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")
     input_shape = tuple(sample[0].shape)
-    model = model.eval()
+    try:
+        model = copy.deepcopy(model).eval()  # the caller's model keeps its mode, weights and BN statistics
+    except Exception as exc:  # user objects: say what failed on one line, the traceback stays chained
+        reason = (str(exc).strip().splitlines() or ["-"])[0]
+        raise WorkloadError(f"model: copy.deepcopy failed ({type(exc).__name__}: {reason}); the search works on a copy "
+                            "so that your model is not modified: make it deep-copyable") from exc
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(sample[0].unsqueeze(0)).shape[1])
     config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
                           max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
                           study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
-                          batch_size=batch_size, sampler=sampler)
+                          batch_size=batch_size, sampler=sampler, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
     workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
                         input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
                         info={"model": type(model).__name__, "data": "python datasets",

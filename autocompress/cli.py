@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
 from autocompress.config import SAMPLERS, SearchConfig, parse_budget, read_yaml
-from autocompress.errors import AutocompressError, ConfigError
+from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError, WorkloadError
 
 __all__ = ["main", "build_parser", "load_config_file"]
 
@@ -23,8 +25,15 @@ _DEFAULTS = SearchConfig()
 _NOT_IN_CONFIG = {"config", "quiet", "debug", "command"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ConfigErrors: one line on stderr and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}; see {self.prog} --help")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autocompress",
         description="Find the best pruning + distillation + int8 policy for a PyTorch image classifier under a CPU latency budget.",
     )
@@ -51,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--channels", type=int, default=None, choices=(1, 3), help="convert images to 1 (grayscale) or 3 (RGB) channels (default: as the data is)")
     w.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT (needs internet)")
     w.add_argument("--max-samples", type=int, default=None, help="cap every split at this many images (stratified), for large datasets")
+    w.add_argument("--normalize", type=str, default=None, metavar="imagenet|none|MEAN/STD",
+                   help="normalisation of imagefolder/torchvision images after scaling pixels to [0, 1]: imagenet, none "
+                   "(plain ToTensor() pixels), or MEAN/STD with one number or 3 comma-separated per side (0.5/0.25, "
+                   "0.485,0.456,0.406/0.229,0.224,0.225); use what the model was trained with (default: imagenet for "
+                   "3 channels, 0.5/0.5 for 1)")
+    w.add_argument("--allow-low-teacher-accuracy", action="store_true",
+                   help="search even when the teacher's val accuracy is near chance (usually a preprocessing mismatch)")
     g = s.add_argument_group("search")
     g.add_argument("--trials", type=int, default=_DEFAULTS.trials, help="total finished trials the study should have; a rerun resumes up to this number")
     g.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
@@ -134,12 +150,79 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
         model=args.model, data=args.data, weights=args.weights, num_classes=args.num_classes,
         trust_checkpoint=args.trust_checkpoint, small_input=args.small_input, input_size=args.input_size, channels=args.channels,
-        download=args.download, max_samples=args.max_samples,
+        download=args.download, max_samples=args.max_samples, normalize=args.normalize,
+        allow_low_teacher_accuracy=args.allow_low_teacher_accuracy,
         trials=args.trials, timeout=args.timeout,
         latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,
         space=args.space, study_name=args.study_name, storage=args.storage, output=Path(args.output), seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, sampler=args.sampler, warmup=args.warmup, repeats=args.repeats,
     )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (what creating ``path`` would add), or ``None``."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _check_output(config: SearchConfig) -> None:
+    """The study folder can be created: its nearest existing ancestor is a folder this process may write into."""
+    missing = _first_missing(config.study_dir)
+    existing = missing.parent if missing is not None else config.study_dir
+    if not existing.is_dir():
+        raise ConfigError(f"--output {config.output}: {existing} is a file, not a folder, so {config.study_dir} cannot "
+                          "be created there; pass another --output (or --study-name)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {config.output}: no permission to write into {existing}; pass a writable --output")
+
+
+# The module SQLAlchemy imports for a storage URL → what to pip install for it.
+_DB_DRIVERS = {"psycopg": "\"psycopg[binary]\"", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+               "pymysql": "PyMySQL", "pg8000": "pg8000", "asyncpg": "asyncpg", "mysql": "mysql-connector-python",
+               "oracledb": "oracledb", "pyodbc": "pyodbc"}
+
+
+def _check_storage(config: SearchConfig) -> None:
+    """Reach a ``--storage`` database before anything is loaded or written: a bad URL, a missing driver or an
+    unreachable server is one line, not a traceback after the teacher was measured."""
+    if config.storage is None:
+        return  # SQLite in the study folder: _check_output covers it
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(config.storage)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ConfigError(f"--storage: not a valid database URL ({exc}); expected e.g. sqlite:///path/study.db or "
+                          "postgresql://user:password@host:5432/db") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite":
+        folder = Path(url.database).expanduser().parent if url.database not in (None, "", ":memory:") else None
+        if folder is not None and not folder.is_dir() and folder.resolve() != config.study_dir.resolve():
+            raise ConfigError(f"--storage {shown}: folder {folder} does not exist; create it or drop --storage to keep "
+                              "the study in --output")
+        return
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(config.storage).engine.dispose()  # connects, and creates the tables if needed
+    except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as ImportError
+        cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+        module = (getattr(cause, "name", None) or "").split(".")[0]
+        package = _DB_DRIVERS.get(module, module or "the database driver")
+        raise MissingDependencyError(f"--storage {shown}: the database driver {module or '?'} is not installed; "
+                                     f"pip install {package}") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise ConfigError(f"--storage {shown}: SQLAlchemy knows no database {url.drivername!r}; expected e.g. "
+                          "sqlite:///path/study.db, postgresql://user@host/db or mysql+pymysql://user@host/db") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ConfigError(f"--storage {shown}: cannot use the database ({type(exc).__name__}: "
+                          f"{reason[0] if reason else '?'}); check that the server is running and reachable and that "
+                          "user, host, port and database in the URL are right, or drop --storage to use SQLite in "
+                          "--output") from None
 
 
 def _search(args: argparse.Namespace, console: Console) -> int:
@@ -153,6 +236,8 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
     config = config_from_args(args)
     space = load_space(config.space)
+    _check_output(config)
+    _check_storage(config)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.debug else optuna.logging.ERROR)
     started = time.perf_counter()
 
@@ -161,7 +246,14 @@ def _search(args: argparse.Namespace, console: Console) -> int:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     workload = load_workload(config, progress=say)
-    result = run_study(workload, space, config, say=say)
+    created = _first_missing(config.study_dir)
+    try:
+        result = run_study(workload, space, config, say=say)
+    except (ConfigError, WorkloadError):
+        # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
+        if created is not None and not (config.study_dir / "trials").exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     study_dir = config.study_dir
     write_csv(study_dir / "trials.csv", result.candidates, result.choice)
     write_csv(study_dir / "pareto.csv", result.front, result.choice)

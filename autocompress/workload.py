@@ -260,19 +260,21 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
     threshold = low_accuracy_threshold(chance, count)
     if val_accuracy >= threshold:
         return
-    head = (f"the teacher's val accuracy is {val_accuracy:.1%}, near chance ({workload.num_classes} classes, most "
-            f"frequent class {chance:.1%} of {count} val images; a trained model should reach at least {threshold:.1%})")
+    head = (f"the teacher's val accuracy is {val_accuracy:.1%}, near chance ({workload.num_classes} classes; always "
+            f"guessing the most frequent one scores {chance:.1%} on the {count} val images, a trained model should "
+            f"reach at least {threshold:.1%})")
     if allow_low:
         logger.warning("%s; searching anyway (--allow-low-teacher-accuracy)", head)
         return
     info = workload.info
+    preprocess = str(info.get("preprocess") or "as the datasets return the images").removeprefix("default: ")
     if "normalize" in info:
-        source = info.get("normalize_source", "--normalize")
-        cause = (f"the images were preprocessed with --normalize {info['normalize']} ({source}: "
-                 f"{info.get('preprocess', '')}), probably not what the model was trained on; pass its normalisation: "
-                 "--normalize none for plain ToTensor() pixels in [0, 1], --normalize imagenet, or --normalize MEAN/STD "
-                 "(e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)")
+        cause = (f"the images were normalised with --normalize {info['normalize']} "
+                 f"({info.get('normalize_source', 'given with --normalize')}; preprocessing: {preprocess}), probably not "
+                 "what the model was trained on; pass its normalisation: --normalize none for plain ToTensor() pixels "
+                 "in [0, 1], --normalize imagenet, or --normalize MEAN/STD (e.g. 0.5/0.25 or "
+                 "0.485,0.456,0.406/0.229,0.224,0.225)")
     else:
-        cause = (f"the data is probably preprocessed unlike the model's training data (preprocessing: "
-                 f"{info.get('preprocess', 'as the datasets return it')}); feed it the way the model was trained")
+        cause = (f"the data is probably preprocessed unlike the model's training data (preprocessing: {preprocess}); "
+                 "feed it the way the model was trained")
     raise WorkloadError(f"{head}: {cause}; or pass --allow-low-teacher-accuracy to search anyway")

@@ -36,6 +36,8 @@ logger = logging.getLogger("autocompress.sources.models")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 # DataParallel/DistributedDataParallel save keys as ``module.x``; torch.compile saves them as ``_orig_mod.x``.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_NOT_A_CHECKPOINT_FIX = ("expected a complete file written by torch.save; a truncated or damaged copy (interrupted "
+                         "download or save) also fails this way: copy or save it again")
 
 
 def _load_weights(model: nn.Module, spec: str, path: Path, *, trust_checkpoint: bool) -> nn.Module:
@@ -73,7 +75,7 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
         if trust_checkpoint or refers is None:  # garbage bytes also end here, as "Unsupported operand"
             raise WorkloadError(
                 f"--weights {path} : not a readable PyTorch checkpoint ({_one_line(_strip_torch_preamble(exc))}); "
-                "expected a file written by torch.save"
+                f"{_NOT_A_CHECKPOINT_FIX}"
             ) from exc
         raise WorkloadError(
             f"--weights {path} : the file holds pickled Python objects (it references {refers.group(1)}), e.g. a full "
@@ -88,7 +90,7 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
     except Exception as exc:
         raise WorkloadError(
             f"--weights {path} : not a readable PyTorch checkpoint ({type(exc).__name__}: {_one_line(exc)}); "
-            "expected a file written by torch.save"
+            f"{_NOT_A_CHECKPOINT_FIX}"
         ) from exc
 
 
@@ -155,14 +157,18 @@ def _check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], *, spec:
         parts.append(f"{_plural(len(missing), 'key')} missing from the checkpoint ({_few(missing)})")
     if unexpected:
         parts.append(f"{_plural(len(unexpected), 'unexpected key')} in the checkpoint ({_few(unexpected)})")
-    fixes = "; ".join(_mismatch_fixes(model, mismatched)) or (
+    # A head or stem fix only explains a checkpoint whose other layers all fit; otherwise it is another architecture.
+    fixes = "; ".join(_mismatch_fixes(model, mismatched) if not (missing or unexpected) else []) or (
         "check that --model builds the architecture the weights were trained with"
     )
     raise WorkloadError(f"--weights {path} does not fit --model {spec}: {'; '.join(parts)}; {fixes}")
 
 
 def _mismatch_fixes(model: nn.Module, mismatched: list[tuple[str, list[int], list[int]]]) -> list[str]:
-    """Fixes for the two mismatches users hit most: a head for another class count and a small-input stem."""
+    """Fixes for the two mismatches users hit most: a head for another class count and a small-input stem.
+
+    Returns no fix when some mismatch is neither of the two: then the checkpoint is of another architecture.
+    """
     modules = dict(model.named_modules())
     convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
     fixes: dict[str, str] = {}  # one fix per kind: googlenet's aux heads would otherwise repeat the head fix
@@ -172,7 +178,10 @@ def _mismatch_fixes(model: nn.Module, mismatched: list[tuple[str, list[int], lis
         if is_head and "head" not in fixes and ckpt[0] != built[0] and ckpt[1:] == built[1:]:
             fixes["head"] = (f"the checkpoint's head ({key}) has {ckpt[0]} classes but the model was built for "
                              f"{built[0]}: pass --num-classes {ckpt[0]}")
-        elif convs and key == f"{convs[0]}.weight" and len(ckpt) == 4 and ckpt[2:] != built[2:]:
+        elif (convs and key == f"{convs[0]}.weight" and len(ckpt) == 4 and ckpt[:2] == built[:2]
+              and ckpt[2:] != built[2:]):
             fixes["stem"] = (f"the checkpoint's first conv is {ckpt[2]}x{ckpt[3]} but the model's is "
                              f"{built[2]}x{built[3]}: {'pass' if built[2] > ckpt[2] else 'drop'} --small-input")
+        elif not is_head:
+            return []
     return list(fixes.values())

@@ -121,7 +121,7 @@ def _describe_preprocess(
 def _normalization_info(normalization: Normalization | None, channels: int) -> dict[str, str]:
     """``info`` entries saying which ``--normalize`` the default pipeline used and whether it was chosen."""
     used = normalization or default_normalization(channels)
-    source = "--normalize" if normalization is not None else f"default for {channels}-channel images"
+    source = "given with --normalize" if normalization is not None else f"the default for {channels}-channel images"
     return {"normalize": str(used), "normalize_source": source}
 
 
