@@ -1,31 +1,127 @@
+"""The latency protocol: the numbers it reports, the threads it really runs with, and the artifact it times.
+
+No wall-clock assertions here (this machine is shared and noisy): a fake clock gives exact timings, and thread
+counts are read back from where they take effect. Speed itself is measured by the benchmarks.
+"""
+
 from __future__ import annotations
 
-import time
+import types
+from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from torch import nn
 
+import autocompress.measure.latency as latency_module
 from autocompress.compress import prune_model
+from autocompress.compress.quantize import export_onnx
 from autocompress.measure.latency import (
     measure_callable,
+    measure_onnx,
     measure_torch,
+    ort_session,
     structure_key,
     torch_threads,
 )
 from autocompress.policy import PrunePolicy
 
 
-def test_measure_callable_reports_median_and_spread() -> None:
-    lat = measure_callable(lambda: time.sleep(0.002), warmup=2, repeats=15, threads=1, batch_size=1)
-    assert 1.9 <= lat.median_ms <= 10.0
-    assert lat.iqr_ms >= 0 and lat.p10_ms <= lat.median_ms <= lat.p90_ms
-    assert lat.n == 15
+class FakeClock:
+    """``perf_counter_ns`` that only advances when a run "takes" time: run ``i`` lasts ``durations_ms[i]``."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        self.now_ns = 0
+        self.durations_ms = list(durations_ms)
+        self.calls = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.now_ns
+
+    def run(self) -> None:
+        self.now_ns += int(self.durations_ms[self.calls] * 1e6)
+        self.calls += 1
 
 
-def test_torch_threads_restores_previous_setting() -> None:
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+def test_measure_callable_summarises_only_the_timed_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3 warm-up runs of 1 s each (must not count), then 20 timed runs of 1, 2, ..., 20 ms.
+    clock = FakeClock([1000.0] * 3 + [float(i) for i in range(1, 21)])
+    monkeypatch.setattr(latency_module, "time", types.SimpleNamespace(perf_counter_ns=clock.perf_counter_ns))
+    lat = measure_callable(clock.run, warmup=3, repeats=20, threads=4, batch_size=8)
+    assert clock.calls == 23
+    # numpy's linear percentiles of 1..20: q10 = 2.9, q25 = 5.75, q50 = 10.5, q75 = 15.25, q90 = 18.1.
+    assert lat.median_ms == pytest.approx(10.5)
+    assert lat.iqr_ms == pytest.approx(15.25 - 5.75)
+    assert (lat.p10_ms, lat.p90_ms) == (pytest.approx(2.9), pytest.approx(18.1))
+    assert (lat.n, lat.threads, lat.batch_size) == (20, 4, 8)
+
+
+def test_torch_threads_sets_and_restores_even_on_error() -> None:
+    outer = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch_threads(1):
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2, "restored after an exception too"
+    finally:
+        torch.set_num_threads(outer)
+
+
+def test_measure_torch_runs_every_call_at_the_requested_threads() -> None:
+    seen: list[int] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x.flatten(1)
+
+    outer = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        measure_torch(Probe(), (1, 4, 4), threads=1, batch_size=3, warmup=2, repeats=5)
+        assert seen == [1] * 7, f"warm-up + timed runs at 1 thread, got {seen}"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)
+
+
+@pytest.fixture()
+def tiny_onnx(tiny_workload, tmp_path: Path) -> tuple[nn.Module, Path]:
+    model = tiny_workload.model.eval()
+    return model, export_onnx(model, tiny_workload.example_input(), tmp_path / "tiny.onnx")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ort_session_options_read_back(tiny_onnx: tuple[nn.Module, Path], threads: int) -> None:
+    import onnxruntime as ort
+
+    session = ort_session(tiny_onnx[1], threads=threads)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_onnx_artifact_computes_the_pytorch_models_logits(tiny_workload, tiny_onnx: tuple[nn.Module, Path]) -> None:
+    """The timed artifact is the model: fp32 ONNX logits match PyTorch's on real val images, at batch 1 and 16."""
+    model, path = tiny_onnx
+    session = ort_session(path, threads=1)
+    name = session.get_inputs()[0].name
+    images = torch.stack([tiny_workload.val[i][0] for i in range(16)])
+    with torch.no_grad():
+        expected = model(images).numpy()
+    got = np.concatenate([session.run(None, {name: images[i:i + 1].numpy()})[0] for i in range(16)])
+    assert np.abs(got - expected).max() < 1e-4, np.abs(got - expected).max()
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    batched = session.run(None, {name: images.numpy()})[0]
+    assert np.abs(batched - expected).max() < 1e-4
+    lat = measure_onnx(path, tiny_workload.input_shape, threads=1, batch_size=4, warmup=1, repeats=5)
+    assert (lat.n, lat.threads, lat.batch_size) == (5, 1, 4) and lat.p10_ms <= lat.median_ms <= lat.p90_ms
 
 
 def test_structure_key_ignores_weights_but_not_shapes(demo_width_model, x32) -> None:
@@ -34,8 +130,3 @@ def test_structure_key_ignores_weights_but_not_shapes(demo_width_model, x32) -> 
     assert structure_key(demo_width_model, "int8") != structure_key(demo_width_model, "none")
     pruned = prune_model(demo_width_model, PrunePolicy(ratios={"layer1.0.conv1": 0.5}), x32, num_classes=10)
     assert structure_key(pruned, "int8") != structure_key(demo_width_model, "int8")
-
-
-def test_torch_latency_uses_requested_threads(demo_width_model) -> None:
-    lat = measure_torch(demo_width_model, (1, 32, 32), threads=1, warmup=2, repeats=5)
-    assert lat.threads == 1 and lat.median_ms > 0
