@@ -114,7 +114,7 @@ class Normalization:
         if self.name == "none":
             return "no normalisation (pixels in [0, 1])"
         numbers = f"{','.join(f'{v:g}' for v in self.mean)} / {','.join(f'{v:g}' for v in self.std)}"
-        return f"{self.name} mean/std ({numbers})" if self.name else f"mean/std {numbers}"
+        return f"{self.name} mean/std ({numbers})" if self.name else f"mean/std ({numbers})"
 
 
 _NORMALIZE_PRESETS = {

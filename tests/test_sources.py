@@ -255,6 +255,83 @@ def test_torchvision_dataset_errors(tmp_path: Path) -> None:
         load_data("torchvision:CIFAR10")
 
 
+# ------------------------------------------------------------------------------------------------- --normalize
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+GRAYS = (0, 51, 102, 153, 204, 255)  # one uniform 8x8 image per value
+
+
+@pytest.mark.parametrize(
+    ("normalize", "channels", "mean", "std", "recorded", "source"),
+    [
+        (None, 1, (0.5,), (0.5,), "0.5/0.5", "the default for 1-channel images"),
+        (None, 3, *IMAGENET, "imagenet", "the default for 3-channel images"),
+        ("none", 1, (0.0,), (1.0,), "none", "given with --normalize"),
+        ("ImageNet", 3, *IMAGENET, "imagenet", "given with --normalize"),
+        ("0.2,0.1", 1, (0.2,), (0.1,), "0.2/0.1", "given with --normalize"),
+        ("0.1,0.2,0.3/0.5,0.25,0.125", 3, (0.1, 0.2, 0.3), (0.5, 0.25, 0.125), "0.1,0.2,0.3/0.5,0.25,0.125",
+         "given with --normalize"),
+    ],
+)
+def test_normalize_maps_known_pixels_exactly(tmp_path: Path, normalize: str | None, channels: int,
+                                             mean: tuple[float, ...], std: tuple[float, ...], recorded: str,
+                                             source: str) -> None:
+    """A gray value v becomes (v / 255 - mean_c) / std_c in every channel c, and info records what was used."""
+    root = tmp_path / "grays"
+    for c, name in enumerate(("dark", "light")):
+        (root / name).mkdir(parents=True)
+        for v in GRAYS[c * 3:(c + 1) * 3]:
+            Image.fromarray(np.full((8, 8), v, dtype=np.uint8), mode="L").save(root / name / f"{v}.png")
+    splits = load_data(f"imagefolder:{root}", input_size=8, channels=channels, normalize=normalize)
+    images = torch.cat([splits.train.tensors[0], splits.val.tensors[0], splits.test.tensors[0]])
+    assert images.shape == (6, channels, 8, 8)
+    m, sd = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    pixels = (images * sd + m) * 255  # undo the normalisation: back to the stored gray values
+    assert torch.allclose(pixels, pixels.round(), atol=1e-3), "every value maps back to an integer gray level"
+    assert torch.allclose(pixels.amax((1, 2, 3)), pixels.amin((1, 2, 3)), atol=1e-3), "same value in every channel"
+    assert sorted(pixels[:, 0, 0, 0].round().int().tolist()) == list(GRAYS)
+    assert splits.info["normalize"] == recorded and splits.info["normalize_source"] == source
+    assert "\n" not in splits.info["preprocess"] and splits.info["preprocess"].endswith(
+        "no normalisation (pixels in [0, 1])" if recorded == "none" else ")")
+
+
+def test_normalize_none_on_a_torchvision_dataset_gives_the_raw_pixels(tmp_path: Path) -> None:
+    _write_fake_mnist(tmp_path, train=30, test=6)
+    splits = load_data(f"torchvision:MNIST:{tmp_path}", normalize="none")
+    raw = (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16:]
+    expected = torch.tensor(np.frombuffer(raw, dtype=np.uint8).reshape(6, 1, 28, 28).astype(np.float32)) / 255
+    assert torch.equal(splits.test.tensors[0], expected), "plain ToTensor() pixels, in file order"
+    assert splits.info["normalize"] == "none"
+    default = load_data(f"torchvision:MNIST:{tmp_path}")
+    assert torch.allclose(default.test.tensors[0], (expected - 0.5) / 0.5), "1 channel: 0.5/0.5 by default"
+
+
+def test_normalize_that_cannot_apply_is_an_error(tmp_path: Path, user_module: WriteModule) -> None:
+    from autocompress.errors import ConfigError
+    from autocompress.sources import weights_transform
+
+    root = _write_folder(tmp_path / "digits", per_class=3)
+    with pytest.raises(ConfigError, match=r"--normalize 0\.1,0\.2,0\.3/0\.5 has 3 per-channel values but the data has 1 "
+                                          r"channel; pass --channels 3"):
+        load_data(f"imagefolder:{root}", input_size=8, normalize="0.1,0.2,0.3/0.5")
+    with pytest.raises(ConfigError, match=r"--normalize: expected imagenet, none, or MEAN/STD"):
+        load_data(f"imagefolder:{root}", normalize="zscore")
+    transform = weights_transform("torchvision:resnet18", "torchvision:DEFAULT")
+    with pytest.raises(WorkloadError, match=r"--normalize none : the preprocessing ImageClassification\(.*normalises the "
+                                            r"images itself .*drop --normalize"):
+        load_data(f"imagefolder:{root}", preprocess=transform, normalize="none")
+    name = user_module("user_data_normalize", """
+        import torch
+        from torch.utils.data import TensorDataset
+
+        def load():
+            make = lambda n: TensorDataset(torch.zeros(n, 1, 4, 4), torch.arange(n) % 2)
+            return make(8), make(4)
+    """)
+    with pytest.raises(WorkloadError, match=r"returns finished tensors, so --normalize does not apply"):
+        load_data(f"{name}:load", normalize="imagenet")
+
+
 # ------------------------------------------------------------------------------------------- package.module:fn
 
 
