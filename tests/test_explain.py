@@ -1,0 +1,154 @@
+"""Sensitivity profile and technique breakdown (autocompress.explain) on a tiny real study of the digits model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from autocompress import explain
+from autocompress.config import SearchConfig, parse_budget
+from autocompress.explain import MeasureSettings, rebuild_workload, sensitivity_key, sensitivity_profile, technique_breakdown
+from autocompress.pareto import choose
+from autocompress.record import TrialRecord
+from autocompress.space import SearchSpace
+from autocompress.study import SearchResult, run_study
+from autocompress.workload import Workload
+
+# Uniform 0 / 25 / 50 % with 10 KD steps: the three baselines (fp32, int8 only, 50 % + KD + int8) and one sampled trial.
+SPACE = SearchSpace.from_dict({
+    "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},
+    "distill": {"steps": 10},
+    "quantize": {"calibration_samples": 16},
+}, source="explain-test")
+RATIOS = (0.5,)  # one ratio keeps the profile to one point per group (9 on the tiny model)
+
+
+@pytest.fixture(scope="module")
+def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchResult, Workload, SearchConfig]:
+    workload = copy.copy(_tiny_trained)
+    workload.model = copy.deepcopy(_tiny_trained.model)
+    # A 2x budget lets the pruned + KD + int8 baseline complete (on this tiny model int8 is slower than fp32).
+    config = SearchConfig(model="python-api", data="python-api", trials=4, study_name="t",
+                          output=tmp_path_factory.mktemp("explain"), latency_budget=parse_budget("2x"),
+                          max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0)
+    return run_study(workload, SPACE, config), workload, config
+
+
+def _settings(config: SearchConfig) -> MeasureSettings:
+    return MeasureSettings.from_config(config.to_dict())
+
+
+def test_settings_come_from_the_study_config(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+    result, _, config = study
+    settings = MeasureSettings.from_config(result.study.user_attrs["config"])
+    assert settings == MeasureSettings(threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20, seed=0)
+
+
+def test_sensitivity_profile_is_measured_once_and_cached(study: tuple[SearchResult, Workload, SearchConfig],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    result, workload, config = study
+    calls: list[str] = []
+    measure = explain._measure_point
+    monkeypatch.setattr(explain, "_measure_point", lambda wl, group, *a, **kw: calls.append(group) or measure(wl, group, *a, **kw))
+    cache = config.output / "_cache"
+    lines: list[str] = []
+    profile = sensitivity_profile(workload, settings=_settings(config), cache_dir=cache, ratios=RATIOS, round_to=4,
+                                  progress=lines.append)
+    groups = result.study.user_attrs["groups"]
+    assert sorted(profile.groups) == sorted(groups) and len(calls) == len(groups)
+    assert len(profile.points) + len(profile.skipped) == len(groups)
+    assert any("[1/9]" in line for line in lines), lines
+    for p in profile.points:
+        assert p.kept < p.channels, f"{p.group}: pruning half of the group removed nothing"
+        assert p.drop_pt == pytest.approx((profile.teacher_accuracy - p.accuracy) * 100)
+        assert p.saved_ms == pytest.approx(profile.teacher_latency.median_ms - p.latency.median_ms)
+        assert p.params < profile.teacher_params
+    # The teacher's fp32 artifact scores what the study measured (same file, same val split).
+    assert profile.teacher_accuracy == pytest.approx(result.reference.val_accuracy)
+
+    files = list(cache.glob("sensitivity-*.json"))
+    assert [f.name for f in files] == [f"sensitivity-{profile.key}.json"]
+    assert json.loads(files[0].read_text())["points"][0]["group"] == profile.points[0].group  # plain JSON, no pickle
+
+    again = sensitivity_profile(workload, settings=_settings(config), cache_dir=cache, ratios=RATIOS, round_to=4)
+    assert len(calls) == len(groups), "the second call measured again instead of reading the cache"
+    assert again == profile
+
+
+def test_sensitivity_key_follows_weights_data_and_ratios(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+    _, workload, config = study
+    settings = _settings(config)
+    key = sensitivity_key(workload, ratios=RATIOS, settings=settings, round_to=4, importance="l1")
+    assert key == sensitivity_key(copy.deepcopy(workload), ratios=RATIOS, settings=settings, round_to=4, importance="l1")
+    changed = copy.copy(workload)
+    changed.model = copy.deepcopy(workload.model)
+    with torch.no_grad():
+        next(changed.model.parameters()).view(-1)[0] += 1e-3
+    smaller = copy.copy(workload)
+    smaller.val = torch.utils.data.Subset(workload.val, range(100))
+    others = {
+        "weights": sensitivity_key(changed, ratios=RATIOS, settings=settings, round_to=4, importance="l1"),
+        "val size": sensitivity_key(smaller, ratios=RATIOS, settings=settings, round_to=4, importance="l1"),
+        "ratios": sensitivity_key(workload, ratios=(0.25, 0.5), settings=settings, round_to=4, importance="l1"),
+        "threads": sensitivity_key(workload, ratios=RATIOS, settings=MeasureSettings(threads=2), round_to=4, importance="l1"),
+    }
+    assert all(k != key for k in others.values()), others
+
+
+def _pruned_kd_int8(result: SearchResult) -> TrialRecord:
+    return next(r for r in result.records if r.label == "uniform 50% prune + KD + int8")
+
+
+@pytest.mark.parametrize("which", ["chosen", "pruned + KD + int8 baseline"])
+def test_breakdown_matches_the_trial(study: tuple[SearchResult, Workload, SearchConfig], which: str) -> None:
+    result, workload, config = study
+    choice = choose(result.records)
+    assert choice is not None
+    record = choice.record if which == "chosen" else _pruned_kd_int8(result)
+    assert record.outcome == "complete", f"{which}: trial {record.number} is {record.outcome}"
+    breakdown = technique_breakdown(record, workload=workload, study_dir=config.study_dir, settings=_settings(config))
+
+    final, teacher = breakdown.final, breakdown.teacher
+    assert final.chosen and not any(r.chosen for r in breakdown.rows[:-1])
+    # Same structure as the trial's model, and the trial's accuracy to within one val image (deterministic deploy).
+    assert (final.params, final.macs) == (record.params, record.macs)
+    one_image = 1 / len(workload.val) + 1e-12
+    assert abs(final.accuracy - record.accuracy) <= one_image, (final.accuracy, record.accuracy)
+    # Latency within noise of the trial's: a sanity bound on the same artifact, not a speed claim.
+    assert record.latency is not None
+    tolerance = max(3 * max(final.latency.iqr_ms, record.latency.iqr_ms), 0.3 * record.latency.median_ms)
+    assert abs(final.latency.median_ms - record.latency.median_ms) <= tolerance, (final.latency, record.latency)
+    assert abs(teacher.accuracy - result.reference.val_accuracy) <= one_image
+    assert (teacher.params, teacher.macs) == (result.reference.params, result.reference.macs)
+    for row in breakdown.rows:
+        assert row.drop_pt == pytest.approx((teacher.accuracy - row.accuracy) * 100)
+
+    if which != "chosen":
+        assert [r.name for r in breakdown.rows] == [
+            "teacher · fp32", "pruned · fp32 (teacher's weights, no fine-tuning)", "pruned + int8 (no fine-tuning)",
+            "pruned + KD · fp32", "pruned + KD + int8"]
+        assert breakdown.notes == ()
+    markdown = breakdown.to_markdown()
+    assert markdown.startswith("| step | latency ms (IQR) |") and markdown.count("\n| ") == len(breakdown.rows)
+    assert "← chosen" in markdown.splitlines()[len(breakdown.rows) + 1]
+    assert type(breakdown).from_dict(json.loads(json.dumps(breakdown.to_dict()))) == breakdown
+
+
+def test_breakdown_says_which_rows_are_skipped(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+    result, workload, config = study
+    int8_only = next(r for r in result.records if r.label == "int8 per-channel only")
+    breakdown = technique_breakdown(int8_only, workload=workload, study_dir=config.study_dir, settings=_settings(config))
+    assert [r.name for r in breakdown.rows] == ["teacher · fp32", "teacher + int8"]
+    assert breakdown.notes == ("the policy does not prune: the pruned rows would equal the teacher and are left out",)
+
+
+def test_python_api_studies_are_not_rebuilt(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+    result, _, config = study
+    workload, why = rebuild_workload(result.study.user_attrs["config"], result.study.user_attrs["reference"],
+                                     output=config.output)
+    assert workload is None and "Python API" in why
+    assert rebuild_workload(None, None, output=Path("."))[0] is None
