@@ -9,7 +9,8 @@ so it is computed once and cached as JSON under ``<output>/_cache/sensitivity-<k
 **Technique breakdown** (:func:`technique_breakdown`). The chosen policy rebuilt step by step and measured now, in one
 run, with the study's latency protocol::
 
-    teacher (fp32) → pruned (teacher's weights, fp32) → pruned + int8 → pruned + KD (fine-tuned, fp32) → pruned + KD + int8
+    teacher (fp32) → pruned (teacher's weights, fp32) → pruned + int8
+                   → pruned + KD (fine-tuned, fp32) → pruned + KD + int8
 
 The last row is the chosen policy itself, deployed again from the trial's fine-tuned weights (``student_weights.npz``)
 with the study's calibration seed, so its accuracy matches the trial's record and its latency matches up to noise.
@@ -152,7 +153,7 @@ def sensitivity_key(workload: Workload, *, ratios: Sequence[float], settings: Me
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     facts = {"version": _CACHE_VERSION, "input_shape": list(workload.input_shape), "val": len(workload.val),  # type: ignore[arg-type]
-             "ratios": [round(float(r), 6) for r in ratios], "round_to": round_to, "importance": importance,
+             "ratios": sorted(round(float(r), 6) for r in ratios), "round_to": round_to, "importance": importance,
              "threads": settings.threads, "batch_size": settings.batch_size, "cpu": cpu}
     digest.update(json.dumps(facts, sort_keys=True).encode())
     return digest.hexdigest()[:20]
@@ -198,7 +199,8 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
         progress: called with one line per measured point.
 
     Example:
-        >>> profile = sensitivity_profile(workload, settings=MeasureSettings(), cache_dir=Path("results/_cache"))  # doctest: +SKIP
+        >>> settings = MeasureSettings(threads=1, batch_size=1)
+        >>> profile = sensitivity_profile(workload, settings=settings, cache_dir=Path("out/_cache"))  # doctest: +SKIP
         >>> profile.at("layer1.0.conv1", 0.5).drop_pt  # doctest: +SKIP
     """
     say = progress or logger.info

@@ -15,7 +15,8 @@ PNGs as ``data:`` URIs and carries its own CSS, so it opens offline and can be m
 7. every trial, the CPU fingerprint and the search options.
 
 The study is read only through :func:`autocompress.record.read_records` and its user attributes. Charts are drawn on
-matplotlib ``Figure`` objects with the Agg canvas, so no global backend or pyplot state is touched.
+matplotlib ``Figure`` objects with the Agg canvas (:mod:`autocompress.charts`), so no global backend or pyplot
+state is touched.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from autocompress import charts
+from autocompress.cpu import detect_cpu
+from autocompress.errors import AutocompressError
 from autocompress.explain import (
     DEFAULT_RATIOS,
     Breakdown,
@@ -42,7 +45,7 @@ from autocompress.explain import (
     sensitivity_profile,
     technique_breakdown,
 )
-from autocompress.pareto import Choice, choose, hypervolume, pareto_front
+from autocompress.pareto import Choice, choose, hypervolume
 from autocompress.probe import Probe
 from autocompress.record import TrialRecord, read_records
 from autocompress.workload import Workload
@@ -58,7 +61,6 @@ _MIN_IMPORTANCE_TRIALS = 3  # fANOVA on fewer complete trials says nothing (and 
 _OBJECTIVES = ("accuracy", "latency_ms")
 _CHARTS = ("pareto", "hypervolume", "importance", "probe", "sensitivity", "breakdown")  # <name>.png in report/
 _DPI = 110
-_GREEN, _RED, _GREY, _BLUE, _ORANGE = "#2a9d55", "#d1495b", "#8d99ae", "#3a6ea5", "#e08e2b"
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,6 @@ class _Page:
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg canvas renders the PNG; nothing global (pyplot, backend) is set
-    return fig
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: int | None = None) -> str:
@@ -181,28 +177,9 @@ def build_report(study: optuna.Study, *, study_dir: Path, cache_dir: Path, workl
     page.add("importance", "Parameter importance", _importance(page, study))
     page.add("probe", "Reachable latency range (probe)", _probe(page, attrs.get("probe"), budget, reference))
 
-    sensitivity = breakdown = None
-    why = "skipped (--no-explain)" if not explain else ""
-    if explain and workload is None:
-        workload, why = rebuild_workload(config, reference, output=cache_dir.parent, progress=say)
-    if workload is None:
-        body = page.note("sensitivity", f"Not computed: {why}.")
-        page.add("sensitivity", "Layer-group sensitivity", body)
-        page.add("breakdown", "What each technique gave", page.note("breakdown", f"Not computed: {why}."))
-    else:
-        settings = MeasureSettings.from_config(config)
-        prune = choice.record.policy.prune if choice and choice.record.policy else None
-        sensitivity = sensitivity_profile(
-            workload, settings=settings, cache_dir=cache_dir, ratios=ratios,
-            round_to=prune.round_to if prune else None, importance=prune.importance if prune else "l1",
-            cpu=str((attrs.get("fingerprint") or {}).get("cpu", "")), progress=say)
-        page.add("sensitivity", "Layer-group sensitivity", _sensitivity(page, sensitivity, choice))
-        if choice is None:
-            page.add("breakdown", "What each technique gave", page.note("breakdown", "No model was chosen."))
-        else:
-            breakdown = technique_breakdown(choice.record, workload=workload, study_dir=study_dir, settings=settings,
-                                            progress=say)
-            page.add("breakdown", "What each technique gave", _breakdown(page, breakdown))
+    sensitivity, breakdown = _explain(page, workload, choice=choice, config=config, reference=reference,
+                                      fingerprint=attrs.get("fingerprint") or {}, study_dir=study_dir,
+                                      cache_dir=cache_dir, explain=explain, ratios=ratios, say=say)
     page.add("trials", "Every trial", _trials(records, choice))
     page.add("machine", "Machine", _mapping_table(_fingerprint_rows(attrs.get("fingerprint")), "not recorded"))
     page.add("config", "Search options", _mapping_table(config, "not recorded"))
@@ -217,6 +194,47 @@ def build_report(study: optuna.Study, *, study_dir: Path, cache_dir: Path, workl
     return Report(html=out, images=dict(page.images), notes=tuple(page.notes),
                   chosen=choice.record.number if choice else None, sensitivity=sensitivity, breakdown=breakdown,
                   seconds=round(time.perf_counter() - started, 2))
+
+
+def _explain(page: _Page, workload: Workload | None, *, choice: Choice | None, config: Mapping[str, Any],
+             reference: Mapping[str, Any], fingerprint: Mapping[str, Any], study_dir: Path, cache_dir: Path,
+             explain: bool, ratios: Sequence[float], say: Progress) -> tuple[Sensitivity | None, Breakdown | None]:
+    """The two sections that rebuild and measure models; each becomes a note when it cannot be computed."""
+    titles = {"sensitivity": "Layer-group sensitivity", "breakdown": "What each technique gave"}
+    why = "skipped (--no-explain)"
+    if explain and workload is None:
+        workload, why = rebuild_workload(config, reference, output=cache_dir.parent, progress=say)
+    if not explain or workload is None:
+        for anchor, title in titles.items():
+            page.add(anchor, title, page.note(anchor, f"Not computed: {why}."))
+        return None, None
+    settings = MeasureSettings.from_config(config)
+    here = detect_cpu().model
+    # Both sections are measured now, on this machine: say so when the study was timed on another CPU.
+    elsewhere = (f"Measured on this machine ({here}); the study's trials were timed on {fingerprint['cpu']}, so "
+                 "latencies are comparable within this section only." if fingerprint.get("cpu") not in (None, here)
+                 else "")
+    sensitivity = breakdown = None
+    prune = choice.record.policy.prune if choice and choice.record.policy else None
+    try:
+        sensitivity = sensitivity_profile(
+            workload, settings=settings, cache_dir=cache_dir, ratios=ratios, cpu=here, progress=say,
+            round_to=prune.round_to if prune else None, importance=prune.importance if prune else "l1")
+        body = (page.note("sensitivity", elsewhere) if elsewhere else "") + _sensitivity(page, sensitivity, choice)
+    except AutocompressError as exc:  # e.g. a model torch-pruning cannot trace: the rest of the report still stands
+        body = page.note("sensitivity", f"Not computed: {exc}")
+    page.add("sensitivity", titles["sensitivity"], body)
+    if choice is None:
+        body = page.note("breakdown", "Not computed: no model was chosen.")
+    else:
+        try:
+            breakdown = technique_breakdown(choice.record, workload=workload, study_dir=study_dir, settings=settings,
+                                            progress=say)
+            body = (page.note("breakdown", elsewhere) if elsewhere else "") + _breakdown(page, breakdown)
+        except AutocompressError as exc:  # e.g. the trial's weights file is missing
+            body = page.note("breakdown", f"Not computed: {exc}")
+    page.add("breakdown", titles["breakdown"], body)
+    return sensitivity, breakdown
 
 
 # ---------------------------------------------------------------------------------------------------- sections
@@ -249,50 +267,9 @@ def _pareto(page: _Page, records: Sequence[TrialRecord], choice: Choice | None, 
     stopped = [r for r in records if r.outcome == "stopped" and r.latency_ms is not None]
     if not complete and not stopped:
         return page.note("pareto", "No trial has finished yet.")
-    fig = _new_figure(7.5, 5.2)
-    top, strip = fig.subplots(2, 1, sharex=True, height_ratios=[5, 1])
-    feasible = [r for r in complete if r.feasible]
-    other = [r for r in complete if not r.feasible]
-    top.scatter([r.latency_ms for r in feasible], [100 * r.accuracy for r in feasible], s=36, color=_GREEN,
-                label="feasible", zorder=3)
-    top.scatter([r.latency_ms for r in other], [100 * r.accuracy for r in other], s=36, marker="x", color=_RED,
-                label="infeasible", zorder=3)
-    front = pareto_front(complete)
-    if len(front) > 1:
-        top.step([r.latency_ms for r in front], [100 * r.accuracy for r in front], where="post", color=_GREY,
-                 lw=1, zorder=2, label="Pareto front")
-    teacher_acc = reference.get("teacher_val_accuracy")
-    max_drop = next((r.max_drop_pt for r in records), None)
-    if teacher_acc is not None:
-        top.axhline(100 * teacher_acc, color=_GREY, ls=":", lw=1, label="teacher accuracy")
-        if max_drop is not None:
-            top.axhline(100 * teacher_acc - max_drop, color=_ORANGE, ls="--", lw=1, label=f"accuracy limit (−{max_drop:g} pt)")
-    strip.scatter([r.latency_ms for r in stopped], [0] * len(stopped), marker="|", s=200, color=_GREY)
-    strip.set_yticks([])
-    strip.set_ylabel("stopped", rotation=0, ha="right", va="center")
-    strip.set_title("stopped over the budget before fine-tuning (no accuracy)" if stopped
-                    else "no trial stopped over the budget", fontsize=8, loc="left")
-    for ax in (top, strip):
-        if budget:
-            ax.axvline(budget, color=_BLUE, lw=1.2, label=f"budget {budget:.3g} ms" if ax is top else None)
-    for r in records:
-        if r.role == "baseline" and r.latency_ms is not None:
-            ax, y = (top, 100 * r.accuracy) if r.accuracy is not None else (strip, 0)
-            ax.annotate(r.label, (r.latency_ms, y), xytext=(4, 6), textcoords="offset points", fontsize=7, color="#333")
-    if choice is not None and choice.record.accuracy is not None:
-        c = choice.record
-        text = f"chosen: trial {c.number}" + ("" if choice.feasible else " (over budget)")
-        top.scatter([c.latency_ms], [100 * c.accuracy], s=220, marker="*", color=_ORANGE, edgecolor="black", zorder=4,
-                    label=text)
-        top.annotate(text, (c.latency_ms, 100 * c.accuracy), xytext=(6, -12), textcoords="offset points", fontsize=8,
-                     weight="bold")
-    top.margins(x=0.12)  # room for the labels of the fastest and slowest points
-    top.set_ylabel("val accuracy (%)")
-    strip.set_xlabel("latency (ms, median)")
-    top.legend(fontsize=7, loc="lower right")
-    top.grid(alpha=0.3)
-    caption = (f"{len(complete)} complete trials ({len(feasible)} feasible) and {len(stopped)} stopped over the "
-               f"budget; the vertical line is the budget" + (f" ({budget:.3g} ms)" if budget else ""))
+    fig = charts.pareto_chart(records, choice, budget=budget, teacher_accuracy=reference.get("teacher_val_accuracy"))
+    caption = (f"{len(complete)} complete trials ({sum(r.feasible for r in complete)} feasible) and {len(stopped)} "
+               "stopped over the budget; the vertical line is the budget" + (f" ({budget:.3g} ms)" if budget else ""))
     return page.figure("pareto", fig, caption)
 
 
@@ -301,20 +278,9 @@ def _hypervolume(page: _Page, records: Sequence[TrialRecord]) -> str:
     if not sampled:
         return page.note("hypervolume", "No trial has finished yet.")
     values = [hypervolume(sampled[: k + 1]) for k in range(len(sampled))]
-    fig = _new_figure(7.0, 3.2)
-    ax = fig.subplots()
-    ax.step([r.number for r in sampled], values, where="post", color=_BLUE)
-    ax.scatter([r.number for r in sampled if r.feasible], [v for r, v in zip(sampled, values) if r.feasible],
-               color=_GREEN, s=18, zorder=3, label="feasible trial")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume")
-    ax.set_ylim(0, max(0.05, max(values) * 1.15))
-    ax.grid(alpha=0.3)
-    if any(r.feasible for r in sampled):
-        ax.legend(fontsize=7, loc="lower right")
     caption = ("area dominated by the feasible trials on (latency / budget, drop / limit) axes, reference (1, 1); "
                f"final {values[-1]:.3f}" + ("" if values[-1] else " — nothing feasible yet"))
-    return page.figure("hypervolume", fig, caption)
+    return page.figure("hypervolume", charts.hypervolume_chart(sampled, values), caption)
 
 
 def _importance(page: _Page, study: optuna.Study) -> str:
@@ -335,82 +301,31 @@ def _importance(page: _Page, study: optuna.Study) -> str:
     if not found:
         return page.note("importance", "Parameter importance could not be estimated "
                                        f"({'; '.join(failed) or 'no parameter is shared by the complete trials'}).")
-    fig = _new_figure(7.5, max(2.0, 0.8 + 0.35 * max(len(v) for v in found.values())))
-    axes = fig.subplots(1, len(found), squeeze=False)[0]
-    for ax, (name, values) in zip(axes, found.items()):
-        params = list(values)[::-1]
-        ax.barh(params, [values[p] for p in params], color=_BLUE)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.tick_params(labelsize=7)
     caption = (f"fANOVA importance on {len(complete)} complete trials (parameters every complete trial has; "
                "fine-tuning parameters exist only where a trial prunes)")
     extra = page.note("importance", "; ".join(failed)) if failed else ""
-    return page.figure("importance", fig, caption) + extra
+    return page.figure("importance", charts.importance_chart(found), caption) + extra
 
 
 def _probe(page: _Page, data: Mapping[str, Any] | None, budget: float | None, reference: Mapping[str, Any]) -> str:
     if not data:
         return page.note("probe", "The study has no probe (the space does not prune, or the study predates it).")
     probe = Probe.from_dict(data)
-    fig = _new_figure(7.0, 3.6)
-    ax = fig.subplots()
-    for quant in dict.fromkeys(p.quant for p in probe.points):
-        points = sorted((p for p in probe.points if p.quant == quant), key=lambda p: p.level)
-        label = "fp32" if quant == "none" else f"{quant} {points[0].kernel}"
-        ax.errorbar([100 * p.level for p in points], [p.latency.median_ms for p in points],
-                    yerr=[p.latency.iqr_ms / 2 for p in points], marker="o", capsize=3, label=label)
-    if budget:
-        ax.axhline(budget, color=_BLUE, lw=1.2, ls="--", label=f"budget {budget:.3g} ms")
     teacher = (reference.get("teacher_ort_latency") or {}).get("median_ms")
-    if teacher:
-        ax.axhline(teacher, color=_GREY, lw=1, ls=":", label=f"teacher fp32 {teacher:.3g} ms")
-    ax.set_xlabel("uniform prune level (% of every group's channels)")
-    ax.set_ylabel("latency (ms, median ± IQR/2)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     caption = (f"{probe.describe()}; no fine-tuning, so this is the latency range only"
                + ("" if not budget else "; reachable" if probe.reachable(budget) else "; the budget is below it"))
     rows = [(p.label, f"{p.latency.median_ms:.4g}", f"{p.latency.iqr_ms:.3g}") for p in probe.points]
-    return page.figure("probe", fig, caption) + _table(("structure", "latency ms", "IQR ms"), rows)
+    return (page.figure("probe", charts.probe_chart(probe, budget=budget, teacher_ms=teacher), caption)
+            + _table(("structure", "latency ms", "IQR ms"), rows))
 
 
 def _sensitivity(page: _Page, profile: Sensitivity, choice: Choice | None) -> str:
-    groups = [g for g in profile.groups if any(p.group == g for p in profile.points)]
-    ratios = profile.ratios
-    chosen = dict(choice.record.policy.prune.ratios) if choice and choice.record.policy else {}
-    fig = _new_figure(8.0, 6.6)
-    drop_ax, saved_ax, chosen_ax = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 2])
-    width = 0.8 / max(1, len(ratios))
-    xs = range(len(groups))
-    for j, ratio in enumerate(ratios):
-        points = [profile.at(g, ratio) for g in groups]
-        offset = [x - 0.4 + width * (j + 0.5) for x in xs]
-        drop_ax.bar(offset, [p.drop_pt if p else 0 for p in points], width, label=f"{ratio:.0%} of the group")
-        saved_ax.bar(offset, [p.saved_ms if p else 0 for p in points], width)
-    chosen_ax.bar(list(xs), [100 * chosen.get(g, 0.0) for g in groups], 0.6, color=_ORANGE)
-    drop_ax.set_ylabel("val drop (pt)")
-    saved_ax.set_ylabel("latency saved (ms)")
-    chosen_ax.set_ylabel("chosen ratio (%)")
-    drop_ax.legend(fontsize=7, title="pruned alone", title_fontsize=7)
-    drop_ax.set_title(f"teacher: val {profile.teacher_accuracy:.2%}, {profile.teacher_latency.median_ms:.3f} ms "
-                      f"(fp32, no fine-tuning)", fontsize=8, loc="left")
-    chosen_ax.set_title(f"chosen: trial {choice.record.number}" if choice else "no chosen model", fontsize=8, loc="left")
-    chosen_ax.set_ylim(0, 100)
-    if choice and not any(chosen.get(g, 0.0) > 0 for g in groups):
-        chosen_ax.text(0.5, 0.5, "the chosen model does not prune", transform=chosen_ax.transAxes, ha="center",
-                       va="center", fontsize=9, color="#555")
-    chosen_ax.set_xticks(list(xs), groups, rotation=35, ha="right", fontsize=7)
-    for ax in (drop_ax, saved_ax, chosen_ax):
-        ax.axhline(0, color="black", lw=0.6)
-        ax.grid(alpha=0.3, axis="y")
     caption = (f"each group pruned alone, deployed fp32 and measured without fine-tuning "
                f"({len(profile.points)} points, {profile.seconds:.0f} s, cached); bottom: the chosen policy's ratios")
     rows = [(p.group, f"{p.ratio:.0%}", f"{p.kept}/{p.channels}", f"{p.accuracy:.2%}", f"{p.drop_pt:+.2f}",
              f"{p.latency.median_ms:.4g}", f"{p.saved_ms:+.4f}") for p in profile.points]
     skipped = page.note("sensitivity", "; ".join(profile.skipped)) if profile.skipped else ""
-    return (page.figure("sensitivity", fig, caption) + skipped +
+    return (page.figure("sensitivity", charts.sensitivity_chart(profile, choice), caption) + skipped +
             _table(("group", "ratio", "channels kept", "val accuracy", "drop pt", "latency ms", "saved ms"), rows))
 
 
@@ -418,21 +333,12 @@ def _breakdown(page: _Page, breakdown: Breakdown) -> str:
     table = breakdown.table()
     rows = [list(row.values()) for row in table]
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in breakdown.notes)
-    fig = _new_figure(7.5, max(1.8, 0.9 + 0.45 * len(breakdown.rows)))
-    lat_ax, acc_ax = fig.subplots(1, 2, sharey=True)
-    names = [r.name for r in breakdown.rows][::-1]
-    colors = [_ORANGE if r.chosen else _BLUE for r in breakdown.rows][::-1]
-    lat_ax.barh(names, [r.latency.median_ms for r in breakdown.rows][::-1],
-                xerr=[r.latency.iqr_ms / 2 for r in breakdown.rows][::-1], color=colors)
-    acc_ax.barh(names, [100 * r.accuracy for r in breakdown.rows][::-1], color=colors)
-    lat_ax.set_xlabel("latency (ms, median ± IQR/2)")
-    acc_ax.set_xlabel("val accuracy (%)")
-    lat_ax.tick_params(axis="y", labelsize=7)
     caption = f"trial {breakdown.trial} ({breakdown.policy}) rebuilt step by step and measured in this run"
     intro = (f"<p>Trial {breakdown.trial} ({_e(breakdown.policy)}), rebuilt one technique at a time; every row was "
              "deployed and measured in this run with the study's latency protocol. The last row is the chosen model, "
              "deployed again from the trial's fine-tuned weights.</p>")
-    return intro + _table(list(table[0]), rows, highlight=len(rows) - 1) + notes + page.figure("breakdown", fig, caption)
+    return (intro + _table(list(table[0]), rows, highlight=len(rows) - 1) + notes
+            + page.figure("breakdown", charts.breakdown_chart(breakdown), caption))
 
 
 def _trials(records: Sequence[TrialRecord], choice: Choice | None) -> str:

@@ -11,7 +11,13 @@ import torch
 
 from autocompress import explain
 from autocompress.config import SearchConfig, parse_budget
-from autocompress.explain import MeasureSettings, rebuild_workload, sensitivity_key, sensitivity_profile, technique_breakdown
+from autocompress.explain import (
+    MeasureSettings,
+    rebuild_workload,
+    sensitivity_key,
+    sensitivity_profile,
+    technique_breakdown,
+)
 from autocompress.pareto import choose
 from autocompress.record import TrialRecord
 from autocompress.space import SearchSpace
@@ -25,10 +31,11 @@ SPACE = SearchSpace.from_dict({
     "quantize": {"calibration_samples": 16},
 }, source="explain-test")
 RATIOS = (0.5,)  # one ratio keeps the profile to one point per group (9 on the tiny model)
+Study = tuple[SearchResult, Workload, SearchConfig]
 
 
 @pytest.fixture(scope="module")
-def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchResult, Workload, SearchConfig]:
+def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> Study:
     workload = copy.copy(_tiny_trained)
     workload.model = copy.deepcopy(_tiny_trained.model)
     # A 2x budget lets the pruned + KD + int8 baseline complete (on this tiny model int8 is slower than fp32).
@@ -42,18 +49,20 @@ def _settings(config: SearchConfig) -> MeasureSettings:
     return MeasureSettings.from_config(config.to_dict())
 
 
-def test_settings_come_from_the_study_config(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+def test_settings_come_from_the_study_config(study: Study) -> None:
     result, _, config = study
     settings = MeasureSettings.from_config(result.study.user_attrs["config"])
-    assert settings == MeasureSettings(threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20, seed=0)
+    assert settings == MeasureSettings(threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20,
+                                       seed=0)
 
 
-def test_sensitivity_profile_is_measured_once_and_cached(study: tuple[SearchResult, Workload, SearchConfig],
+def test_sensitivity_profile_is_measured_once_and_cached(study: Study,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     result, workload, config = study
     calls: list[str] = []
     measure = explain._measure_point
-    monkeypatch.setattr(explain, "_measure_point", lambda wl, group, *a, **kw: calls.append(group) or measure(wl, group, *a, **kw))
+    monkeypatch.setattr(explain, "_measure_point",
+                        lambda wl, group, *a, **kw: calls.append(group) or measure(wl, group, *a, **kw))
     cache = config.output / "_cache"
     lines: list[str] = []
     profile = sensitivity_profile(workload, settings=_settings(config), cache_dir=cache, ratios=RATIOS, round_to=4,
@@ -79,11 +88,14 @@ def test_sensitivity_profile_is_measured_once_and_cached(study: tuple[SearchResu
     assert again == profile
 
 
-def test_sensitivity_key_follows_weights_data_and_ratios(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+def test_sensitivity_key_follows_weights_data_and_ratios(study: Study) -> None:
     _, workload, config = study
     settings = _settings(config)
-    key = sensitivity_key(workload, ratios=RATIOS, settings=settings, round_to=4, importance="l1")
-    assert key == sensitivity_key(copy.deepcopy(workload), ratios=RATIOS, settings=settings, round_to=4, importance="l1")
+    def key_of(wl: Workload, ratios: tuple[float, ...] = RATIOS, settings: MeasureSettings = settings) -> str:
+        return sensitivity_key(wl, ratios=ratios, settings=settings, round_to=4, importance="l1")
+
+    key = key_of(workload)
+    assert key == key_of(copy.deepcopy(workload))
     changed = copy.copy(workload)
     changed.model = copy.deepcopy(workload.model)
     with torch.no_grad():
@@ -91,10 +103,11 @@ def test_sensitivity_key_follows_weights_data_and_ratios(study: tuple[SearchResu
     smaller = copy.copy(workload)
     smaller.val = torch.utils.data.Subset(workload.val, range(100))
     others = {
-        "weights": sensitivity_key(changed, ratios=RATIOS, settings=settings, round_to=4, importance="l1"),
-        "val size": sensitivity_key(smaller, ratios=RATIOS, settings=settings, round_to=4, importance="l1"),
-        "ratios": sensitivity_key(workload, ratios=(0.25, 0.5), settings=settings, round_to=4, importance="l1"),
-        "threads": sensitivity_key(workload, ratios=RATIOS, settings=MeasureSettings(threads=2), round_to=4, importance="l1"),
+        "weights": key_of(changed),
+        "val size": key_of(smaller),
+        "ratios": key_of(workload, ratios=(0.25, 0.5)),
+        "threads": key_of(workload, settings=MeasureSettings(threads=2)),
+        "rounding": sensitivity_key(workload, ratios=RATIOS, settings=settings, round_to=None, importance="l1"),
     }
     assert all(k != key for k in others.values()), others
 
@@ -104,7 +117,7 @@ def _pruned_kd_int8(result: SearchResult) -> TrialRecord:
 
 
 @pytest.mark.parametrize("which", ["chosen", "pruned + KD + int8 baseline"])
-def test_breakdown_matches_the_trial(study: tuple[SearchResult, Workload, SearchConfig], which: str) -> None:
+def test_breakdown_matches_the_trial(study: Study, which: str) -> None:
     result, workload, config = study
     choice = choose(result.records)
     assert choice is not None
@@ -138,15 +151,16 @@ def test_breakdown_matches_the_trial(study: tuple[SearchResult, Workload, Search
     assert type(breakdown).from_dict(json.loads(json.dumps(breakdown.to_dict()))) == breakdown
 
 
-def test_breakdown_says_which_rows_are_skipped(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+def test_breakdown_says_which_rows_are_skipped(study: Study) -> None:
     result, workload, config = study
     int8_only = next(r for r in result.records if r.label == "int8 per-channel only")
-    breakdown = technique_breakdown(int8_only, workload=workload, study_dir=config.study_dir, settings=_settings(config))
+    breakdown = technique_breakdown(int8_only, workload=workload, study_dir=config.study_dir,
+                                    settings=_settings(config))
     assert [r.name for r in breakdown.rows] == ["teacher · fp32", "teacher + int8"]
     assert breakdown.notes == ("the policy does not prune: the pruned rows would equal the teacher and are left out",)
 
 
-def test_python_api_studies_are_not_rebuilt(study: tuple[SearchResult, Workload, SearchConfig]) -> None:
+def test_python_api_studies_are_not_rebuilt(study: Study) -> None:
     result, _, config = study
     workload, why = rebuild_workload(result.study.user_attrs["config"], result.study.user_attrs["reference"],
                                      output=config.output)
