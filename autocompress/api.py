@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from autocompress.config import LatencyBudget, SearchConfig, parse_budget
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.export import export_chosen
-from autocompress.pareto import Candidate, Choice
+from autocompress.pareto import Choice
+from autocompress.record import TrialRecord
 from autocompress.space import SearchSpace, load_space
 from autocompress.study import Reference, run_study
 from autocompress.workload import Workload
@@ -36,17 +37,18 @@ class SearchOutcome:
     """What :func:`search` returns.
 
     Attributes:
-        pareto: the Pareto front (accuracy up, latency down), fastest first.
-        candidates: every finished trial.
-        chosen: the best-accuracy feasible member (or the closest to the constraints when none is feasible).
+        pareto: the Pareto front (accuracy up, latency down) of the fully measured trials, fastest first.
+        records: every trial's :class:`~autocompress.record.TrialRecord` (complete, stopped over budget, failed).
+        chosen: the most accurate feasible trial; when none is feasible, the fastest trial within the accuracy
+            limit (over the budget: ``feasible`` is False); ``None`` when no trial keeps the accuracy limit.
         feasible: whether ``chosen`` meets the latency budget and the accuracy-drop limit.
         reference: the original model's measured latency and accuracy.
         study: the Optuna study (for plots, optuna-dashboard, further trials).
     """
 
-    pareto: list[Candidate]
-    candidates: list[Candidate]
-    chosen: Candidate | None
+    pareto: list[TrialRecord]
+    records: list[TrialRecord]
+    chosen: TrialRecord | None
     feasible: bool
     reference: Reference
     study: object
@@ -57,7 +59,8 @@ class SearchOutcome:
     def export(self, path: str | Path) -> Path:
         """Write ``model.onnx``, ``model.pt2``, ``policy.json`` and ``metrics.json`` of ``chosen`` into ``path``."""
         if self._choice is None:
-            raise WorkloadError("no finished trial to export; run more trials")
+            raise WorkloadError("no trial keeps the accuracy limit, so there is no model to export; run more trials "
+                                "or allow a larger max_accuracy_drop")
         return export_chosen(self._choice, workload=self._workload, reference=self.reference, config=self._config,
                              destination=Path(path))
 
@@ -136,7 +139,7 @@ def search(
         result = run_study(workload, resolved, config, say=progress)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    return SearchOutcome(pareto=result.front, candidates=result.candidates,
-                         chosen=result.choice.candidate if result.choice else None,
+    return SearchOutcome(pareto=result.front, records=result.records,
+                         chosen=result.choice.record if result.choice else None,
                          feasible=bool(result.choice and result.choice.feasible), reference=result.reference,
                          study=result.study, _choice=result.choice, _workload=workload, _config=config)

@@ -102,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens the study to the network (default: 127.0.0.1)")
     d.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     d.add_argument("--debug", action="store_true", help="show tracebacks and every request")
+    r = sub.add_parser(
+        "report",
+        help="write report.html and PNGs that explain a study",
+        description="Write OUTPUT/STUDY/report.html (self-contained, opens offline) and its charts as PNGs in "
+        "OUTPUT/STUDY/report/: Pareto front, hypervolume, parameter importance, reachable latency range, per-group "
+        "sensitivity and what each technique (pruning, KD, int8) gave the chosen model, measured on this machine.",
+    )
+    r.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
+    r.add_argument("--output", type=Path, default=_DEFAULTS.output,
+                   help=f"results folder of the search; the report is written to OUTPUT/STUDY/ (default: {_DEFAULTS.output})")
+    r.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    r.add_argument("--no-explain", action="store_true",
+                   help="skip the sensitivity profile and the technique breakdown (they rebuild and measure models)")
+    r.add_argument("--quiet", action="store_true", help="print only the report's path")
+    r.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     return parser
 
 
@@ -255,29 +270,41 @@ def _search(args: argparse.Namespace, console: Console) -> int:
             shutil.rmtree(created, ignore_errors=True)
         raise
     study_dir = config.study_dir
-    write_csv(study_dir / "trials.csv", result.candidates, result.choice)
+    write_csv(study_dir / "trials.csv", result.records, result.choice)
     write_csv(study_dir / "pareto.csv", result.front, result.choice)
-    pareto_table(result.front, result.choice, budget_ms=result.reference.budget_ms, console=console)
+    pareto_table(result.front, result.choice, budget_ms=result.reference.budget_ms,
+                 teacher_torch_ms=result.reference.torch_latency.median_ms, console=console)
     if result.choice is None:
-        console.print("no finished trial to choose from")
+        console.print(f"no trial keeps the accuracy limit of {config.max_accuracy_drop:g} pt, so nothing is exported; "
+                      "run more --trials or allow a larger --max-accuracy-drop", highlight=False, soft_wrap=True)
         return 1
-    if not result.choice.feasible:
-        console.print(f"[bold yellow]warning:[/] {result.choice.reason}; saving it anyway")
-    say("exporting the chosen model and measuring it on the test split")
-    chosen = export_chosen(result.choice, workload=workload, reference=result.reference, config=config)
-    m = json.loads((chosen / "metrics.json").read_text())
+    choice = result.choice
+    if not choice.feasible:
+        assert choice.suggested_budget_ms is not None
+        ratio = choice.suggested_budget_ms / result.reference.ort_latency.median_ms
+        console.print(f"[bold yellow]infeasible:[/] {choice.reason}; exporting it as over_budget/, not as chosen/; "
+                      f"it meets --latency-budget {choice.suggested_budget_ms:g}ms ({ratio:.2f}x)", highlight=False,
+                      soft_wrap=True)
+    say("exporting the model and measuring it on the test split")
+    folder = export_chosen(choice, workload=workload, reference=result.reference, config=config)
+    m = json.loads((folder / "metrics.json").read_text())
+    drop = m["accuracy"]["test_drop_pt"]
+    drop_text = f"drop {drop:.2f} pt" if drop > 0 else f"no drop on test ({-drop:.2f} pt above the teacher, within noise)"
+    head = "chosen" if choice.feasible else f"over budget by {m['latency']['overshoot_ms']:.3f} ms"
     console.print(
-        f"chosen: trial {m['trial']} ({m['policy_summary']}) — test accuracy {m['accuracy']['test_top1']:.2%} "
-        f"(teacher {m['accuracy']['teacher_test_top1']:.2%}, drop {m['accuracy']['test_drop_pt']:+.2f} pt), "
-        f"{m['latency']['chosen_ms']['median_ms']:.3f} ms = {m['latency']['speedup_vs_teacher_torch']:.1f}× faster than the "
-        f"PyTorch teacher ({m['latency']['teacher_torch_fp32_ms']['median_ms']:.3f} ms), "
+        f"{head}: trial {m['trial']} ({m['policy_summary']}) — test accuracy {m['accuracy']['test_top1']:.2%} "
+        f"(teacher {m['accuracy']['teacher_test_top1']:.2%}, {drop_text}), "
+        f"{m['latency']['chosen_ms']['median_ms']:.3f} ms (budget {m['latency']['budget_ms']:.3f}) = "
+        f"{m['latency']['speedup_vs_teacher_torch']:.1f}× faster than the PyTorch teacher "
+        f"({m['latency']['teacher_torch_fp32_ms']['median_ms']:.3f} ms), "
         f"{m['latency']['speedup_vs_teacher_ort']:.1f}× vs its fp32 ONNX export",
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"chosen model: {chosen}", highlight=False, soft_wrap=True)
-    console.print(f"study: {config.storage_url} · {len(result.candidates)} finished, {result.failed} failed · "
-                  f"{time.perf_counter() - started:.0f} s", highlight=False)
+    console.print(f"{'chosen model' if choice.feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
+    counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "failed")}
+    console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
+                  f"before fine-tuning, {counts['failed']} failed · {time.perf_counter() - started:.0f} s", highlight=False)
     return 0
 
 
@@ -292,6 +319,22 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from autocompress.html_report import write_report
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    report = write_report(study_name=args.study, output=args.output, storage=args.storage,
+                          explain=not args.no_explain, progress=say)
+    for note in report.notes:
+        say(f"note: {note}")
+    console.print(f"report: {report.html} ({len(report.images)} charts in {report.html.parent / 'report'})",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autocompress`` and ``python -m autocompress``; returns the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -303,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Wide enough for the Pareto table when output goes to a file or CI log (rich assumes 80 columns there).
         console = Console(width=None if sys.stdout.isatty() else 160)
         logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "report":
+            return _report(args, console)
         return _dashboard(args) if args.command == "dashboard" else _search(args, console)
     except AutocompressError as exc:
         if debug:
@@ -310,8 +355,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("autocompress: interrupted; the study is saved and resumes when you run the same command again", file=sys.stderr)
+        print(f"autocompress: interrupted; finished trials are saved — resume with: {_resume_command(argv)}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from autocompress.study import SearchInterrupted
+
+        if not isinstance(exc, SearchInterrupted):
+            raise
+        print(f"autocompress: {exc}; the trial in progress is queued again — resume with: {_resume_command(argv)}",
+              file=sys.stderr)
+        return 130
+
+
+def _resume_command(argv: Sequence[str] | None) -> str:
+    """The command line that resumes this run (the same command: a study resumes by name)."""
+    import shlex
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return shlex.join(["python", "-m", "autocompress", *args])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,10 +12,13 @@ this module wires it into an Optuna study:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +35,13 @@ from autocompress.measure.latency import Latency, measure_onnx, measure_torch, s
 from autocompress.pareto import Choice, choose, pareto_front
 from autocompress.policy import QuantPolicy
 from autocompress.probe import Probe, run_probe
-from autocompress.record import TrialRecord, read_records
+from autocompress.record import RECORD_KEY, TrialRecord, read_record, read_records
+from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
 from autocompress.space import SearchSpace
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.workload import Workload, check_teacher_accuracy
 
-__all__ = ["Reference", "SearchResult", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
+__all__ = ["Reference", "SearchResult", "SearchInterrupted", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,22 +146,69 @@ def create_study(config: SearchConfig) -> optuna.Study:
     return study
 
 
-def _check_resume(study: optuna.Study, config: SearchConfig, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+def _check_resume(study: optuna.Study, config: SearchConfig, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored reference of a study being resumed (``None`` for a new study), after checking it means the same."""
     stored = study.user_attrs.get("config")
     if stored is None:
         return None
-    current = config.to_dict()
-    changed = [k for k in _RESUME_KEYS if stored.get(k) != current.get(k)]
-    if changed:
-        diffs = ", ".join(f"{k}: {stored.get(k)!r} → {current.get(k)!r}" for k in changed)
-        raise ConfigError(f"study {config.study_name!r} was created with other settings ({diffs}); "
-                          "rerun with the original options or pick a new --study-name")
-    machine = study.user_attrs.get("fingerprint")
-    if machine and (machine.get("cpu"), machine.get("isa")) != (fingerprint["cpu"], fingerprint["isa"]):
-        raise ConfigError(f"study {config.study_name!r} was measured on another CPU ({machine.get('cpu')}, "
-                          f"{machine.get('isa')}); this one is {fingerprint['cpu']} ({fingerprint['isa']}) and its "
-                          "latencies are not comparable; pick a new --study-name for this machine")
+    stored_identity = study.user_attrs.get(IDENTITY_ATTR)
+    if stored_identity is not None:
+        check_identity(stored_identity, identity, study_name=config.study_name)
+    else:  # a study written before identities were stored: compare the options it has
+        current = config.to_dict()
+        changed = [k for k in _RESUME_KEYS if stored.get(k) != current.get(k)]
+        if changed:
+            diffs = ", ".join(f"{k}: {stored.get(k)!r} → {current.get(k)!r}" for k in changed)
+            raise ConfigError(f"study {config.study_name!r} was created with other settings ({diffs}); "
+                              "rerun with the original options or pick a new --study-name")
     return study.user_attrs.get("reference")
+
+
+def _record_interrupted(study: optuna.Study, runner: TrialRunner) -> Callable[[optuna.trial.FrozenTrial, str], None]:
+    def on_failed(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+        try:
+            policy = runner.space.fixed_policy(trial.params, runner.groups, int8_kernel=runner.int8_kernel)
+        except Exception:  # parameters incomplete: the process died while sampling them
+            policy = None
+        record = runner.failed_record(policy, number=trial.number, role=str(trial.user_attrs.get(ROLE_ATTR, "sampled")),
+                                      label=str(trial.user_attrs.get(LABEL_ATTR, "")), reason=reason)
+        study._storage.set_trial_user_attr(trial._trial_id, RECORD_KEY, record.to_dict())
+    return on_failed
+
+
+def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials that count towards ``--trials``: not the rescue phase, not trials cut short by an interruption."""
+    return [r for r in records if r.role != "rescue" and not (r.outcome == "failed" and (r.fail_reason or "").startswith(INTERRUPTED))]
+
+
+class SearchInterrupted(Exception):
+    """Ctrl-C stopped the search; what finished is kept and the same command resumes."""
+
+    def __init__(self, finished: int, total: int) -> None:
+        super().__init__(f"interrupted: {finished} of {total} trials are finished and kept")
+        self.finished = finished
+        self.total = total
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(runner: TrialRunner, study: optuna.Study, say: Say) -> Iterator[None]:
+    """First Ctrl-C: finish the current stage, queue the trial again, stop the study. Second Ctrl-C: stop now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        runner.stop_requested = True
+        with contextlib.suppress(RuntimeError):  # outside optimize() (e.g. between phases) there is nothing to stop
+            study.stop()
+        say("Ctrl-C: stopping after the current stage (press Ctrl-C again to stop at once)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
@@ -173,7 +224,8 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes) if space.prune_per != "none" else []
     study = create_study(config)
-    stored_reference = _check_resume(study, config, fingerprint)
+    identity = study_identity(workload, space, config, fingerprint)
+    stored_reference = _check_resume(study, config, identity)
     say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
 
     say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
@@ -196,6 +248,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         study.set_user_attr("reference", reference.to_dict())
         study.set_user_attr("groups", [g.name for g in groups])
         study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr(IDENTITY_ATTR, identity)
         baselines = space.baselines(groups)
         for label, params in baselines:
             study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
@@ -206,14 +259,21 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
                 study.enqueue_trial({**seed.params, **space.kd_params()},
                                     user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
 
-    finished = [r for r in read_records(study) if r.role != "rescue"]
+    recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
+    if recovered:
+        say(f"trial(s) {', '.join(map(str, recovered))} were interrupted (their process ended); marked failed and queued again")
+    finished = _counted(read_records(study))
     remaining = config.trials - len(finished)
     if finished:
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
-    if remaining > 0:
-        _optimize(study, runner, n_trials=remaining, config=config, say=say)
-    if not any(r.feasible for r in read_records(study)):
-        _rescue(study, runner, config=config, say=say)
+    with _stop_on_ctrl_c(runner, study, say):
+        if remaining > 0:
+            _optimize(study, runner, n_trials=remaining, config=config, say=say)
+        if not runner.stop_requested and not any(r.feasible for r in read_records(study)):
+            _rescue(study, runner, config=config, say=say)
+    if runner.stop_requested:
+        _requeue_stopped(study)
+        raise SearchInterrupted(len(_counted(read_records(study))), config.trials)
 
     records = read_records(study)
     failed = sum(1 for r in records if r.outcome == "failed")
@@ -230,15 +290,28 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config
     failures = {"consecutive": 0}
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        records = read_records(study)
-        done = sum(1 for r in records if r.role != "rescue")
+        done = len(_counted(read_records(study)))
         say(_progress_line(trial, done, total, runner.budget_ms))
+        if runner.stop_requested:
+            return
         failures["consecutive"] = failures["consecutive"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
         if failures["consecutive"] >= _MAX_CONSECUTIVE_FAILURES:
             say(f"stopping: {_MAX_CONSECUTIVE_FAILURES} trials in a row failed (see fail_reason above)")
             study.stop()
 
     study.optimize(runner, n_trials=n_trials, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
+
+
+def _requeue_stopped(study: optuna.Study) -> None:
+    """Queue again the trials Ctrl-C cut short, so the resume runs their policies (once each)."""
+    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        record = read_record(trial)
+        if record and (record.fail_reason or "").startswith(INTERRUPTED) and trial.number not in queued:
+            if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+                continue
+            attrs = {k: v for k, v in trial.user_attrs.items() if k in (ROLE_ATTR, LABEL_ATTR)}
+            study.enqueue_trial(dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}, skip_if_exists=False)
 
 
 def _probe(study: optuna.Study, runner: TrialRunner, *, say: Say, fresh: bool) -> Probe | None:

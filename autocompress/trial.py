@@ -45,7 +45,7 @@ from autocompress.training import predict_logits
 from autocompress.weights import save_weights
 from autocompress.workload import Workload
 
-__all__ = ["Objective", "TrialRunner", "ROLE_ATTR", "LABEL_ATTR", "WEIGHTS_FILE"]
+__all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "WEIGHTS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 ROLE_ATTR = "role"
 LABEL_ATTR = "label"
 WEIGHTS_FILE = "student_weights.npz"
+
+
+class StopRequested(Exception):
+    """Ctrl-C was pressed: the trial stops at the next stage boundary and is queued again for the resume."""
 
 
 class Objective:
@@ -67,6 +71,12 @@ class Objective:
         self.groups = groups
         self.int8_kernel = int8_kernel
         self.study_dir = study_dir
+        self.stop_requested = False  # set by the search's SIGINT handler; checked between stages
+
+    def check_stop(self, stage: str) -> None:
+        """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
+        if self.stop_requested:
+            raise StopRequested(f"interrupted: Ctrl-C after the {stage} stage; this policy is queued again for the resume")
 
     def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
         raise NotImplementedError
@@ -75,6 +85,9 @@ class Objective:
         raise NotImplementedError
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        from autocompress.resume import OWNER_ATTR, owner_attrs
+
+        trial.set_user_attr(OWNER_ATTR, owner_attrs())  # so a resume can tell a killed trial from a running one
         role = str(trial.user_attrs.get(ROLE_ATTR, "sampled"))
         label = str(trial.user_attrs.get(LABEL_ATTR, ""))
         policy: Policy | None = None
@@ -82,7 +95,7 @@ class Objective:
             policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel)
             record = self.evaluate(policy, number=trial.number, role=role, label=label)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            reason = (str(exc) if isinstance(exc, StopRequested) else f"{type(exc).__name__}: {exc}")[:2000]
             write_record(trial, self.failed_record(policy, number=trial.number, role=role, label=label, reason=reason))
             trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
             raise
@@ -174,6 +187,7 @@ class TrialRunner(Objective):
         student, artifact = self.build(policy, workdir)
         macs, params = count_macs_params(student, wl.example_input())
         timings["build_s"] = time.perf_counter() - t
+        self.check_stop("prune and deploy")
         t = time.perf_counter()
         gate, cache_hit = self.time(student, artifact, cached=True)
         timings["latency_s"] = time.perf_counter() - t
@@ -189,12 +203,14 @@ class TrialRunner(Objective):
                 artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **base,
             )
 
+        self.check_stop("latency gate")
         finetuned, kd_loss = False, None
         latency = gate
         if policy.distill.steps > 0 and not policy.prune.is_identity:
             result = distill(student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number)
             timings["distill_s"] = result.seconds
             finetuned, kd_loss = True, (result.first_loss, result.last_loss)
+            self.check_stop("fine-tuning")
             if policy.prune.sparsity > 0:
                 # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model has
                 # exactly the sparsity the policy asked for (prune → fine-tune → prune).

@@ -39,7 +39,7 @@ from autocompress.cpu import detect_cpu  # noqa: E402
 from autocompress.pareto import choose, hypervolume  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.workload import Workload, load_workload  # noqa: E402
 
 SCENARIOS = {
     "default": {"space": "default", "budget": "0.25x"},
@@ -52,11 +52,21 @@ FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms"
           "chosen_feasible", "hv10", "hv20", "hv30", "wall_s", "cpu", "isa")
 
 
+_WORKLOAD: list[Workload] = []
+
+
+def demo_workload() -> Workload:
+    """The demo workload, with the teacher cached where ``python -m autocompress search`` caches it."""
+    if not _WORKLOAD:
+        _WORKLOAD.append(load_workload(SearchConfig()))
+    return _WORKLOAD[0]
+
+
 def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path) -> dict[str, object]:
     spec = SCENARIOS[scenario]
     config = SearchConfig(space=spec["space"], latency_budget=parse_budget(spec["budget"]), sampler=sampler, seed=seed,
                           trials=trials, output=output, study_name=f"{scenario}-{sampler}-s{seed}")
-    workload = load_workload(config)
+    workload = demo_workload()
     started = time.perf_counter()
     result = run_study(workload, load_space(config.space), config, say=lambda _: None)
     wall = time.perf_counter() - started
@@ -141,9 +151,9 @@ def main() -> None:
     if not args.report_only:
         done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows}
         print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
-        for scenario in args.scenarios:
-            for sampler in args.samplers:
-                for seed in args.seeds:
+        # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
+        plan = [(sc, sa, se) for se in args.seeds for sc in args.scenarios for sa in args.samplers]
+        for scenario, sampler, seed in plan:
                     if (scenario, sampler, str(seed)) in done:
                         continue
                     row = run_one(scenario, sampler, seed, trials=args.trials, output=args.output)
