@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from autocompress.cli import main
+from autocompress.measure.accuracy import evaluate_onnx
+from autocompress.workload import load_digits_splits
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -48,11 +51,22 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path) -> None:
     assert "Pareto front" in first.stdout and "chosen model:" in first.stdout
     assert first.stdout.count("[trial ") == 4
     chosen = tmp_path / "out" / "e2e" / "chosen"
-    assert {p.name for p in chosen.iterdir()} == {"model.onnx", "model.pt2", "policy.json", "metrics.json"}
     metrics = json.loads((chosen / "metrics.json").read_text())
+    # The figures are those of the shipped files: the test accuracy recomputed from model.onnx is the reported one,
+    # and model.pt2 (the same pruned network in fp32) scores within 2 pt of it.
+    test = load_digits_splits()[2]
+    reported = metrics["accuracy"]["test_top1"]
+    assert evaluate_onnx(chosen / "model.onnx", test).top1 == pytest.approx(reported, abs=1e-9)
+    program = torch.export.load(chosen / "model.pt2").module()
+    with torch.no_grad():
+        pt2_top1 = float((program(test.tensors[0]).argmax(1) == test.tensors[1]).float().mean())
+    assert abs(pt2_top1 - reported) < 0.02, (pt2_top1, reported)
     assert metrics["accuracy"]["teacher_test_top1"] > 0.95, "the demo teacher must be a good model"
-    assert metrics["latency"]["speedup_vs_teacher_torch"] > 1.0
-    assert (tmp_path / "out" / "e2e" / "pareto.csv").read_text().startswith("trial,policy")
+    lat = metrics["latency"]  # speed itself is for the benchmarks; here the reported ratio must match its parts
+    assert lat["speedup_vs_teacher_torch"] == pytest.approx(
+        lat["teacher_torch_fp32_ms"]["median_ms"] / lat["chosen_ms"]["median_ms"], rel=1e-6)
+    header = (tmp_path / "out" / "e2e" / "pareto.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "trial" and "policy" in header, header
 
     again = run_cli(*[a if a != "4" else "5" for a in args], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
