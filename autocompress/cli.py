@@ -262,8 +262,15 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
     workload = load_workload(config, progress=say)
     created = _first_missing(config.study_dir)
+    live = console.is_terminal and not args.quiet  # in logs and pipes the per-trial lines are the progress
     try:
-        result = run_study(workload, space, config, say=say)
+        if live:
+            from autocompress.progress import RichProgress
+
+            with RichProgress(console, total=config.trials) as bar:
+                result = run_study(workload, space, config, say=say, progress=bar)
+        else:
+            result = run_study(workload, space, config, say=say)
     except (ConfigError, WorkloadError):
         # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
         if created is not None and not (config.study_dir / "trials").exists():

@@ -41,7 +41,7 @@ from autocompress.space import SearchSpace
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.workload import Workload, check_teacher_accuracy
 
-__all__ = ["Reference", "SearchResult", "SearchInterrupted", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
+__all__ = ["Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,16 @@ def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
     return [r for r in records if r.role != "rescue" and not (r.outcome == "failed" and (r.fail_reason or "").startswith(INTERRUPTED))]
 
 
+class SearchProgress:
+    """Hooks the search calls while it runs; the CLI draws them as a live bar. Every hook does nothing by default."""
+
+    def stage(self, text: str) -> None:
+        """The search entered a stage (``probe: prune 50% · int8``, ``trial 7: fine-tuning (90 steps)``)."""
+
+    def trials(self, *, done: int, total: int, best: TrialRecord | None) -> None:
+        """A trial ended: ``done`` of ``total`` counted trials, ``best`` the best feasible record so far."""
+
+
 class SearchInterrupted(Exception):
     """Ctrl-C stopped the search; what finished is kept and the same command resumes."""
 
@@ -212,12 +222,14 @@ def _stop_on_ctrl_c(runner: TrialRunner, study: optuna.Study, say: Say) -> Itera
 
 
 def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
-              cpu: CpuInfo | None = None) -> SearchResult:
+              cpu: CpuInfo | None = None, progress: SearchProgress | None = None) -> SearchResult:
     """Run (or resume) the study until it has ``config.trials`` finished trials or the timeout passes.
 
-    ``cpu`` overrides the detected CPU (its ISA picks the int8 kernel settings); tests use it.
+    ``say`` gets one line per event (teacher, probe, each finished trial); ``progress`` gets the live stage and trial
+    count. ``cpu`` overrides the detected CPU (its ISA picks the int8 kernel settings); tests use it.
     """
     say = say or logger.info
+    progress = progress or SearchProgress()
     cpu = cpu or detect_cpu()
     kernel = int8_kernel_for(cpu)
     fingerprint = machine_fingerprint(cpu)
@@ -241,6 +253,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
 
     runner = TrialRunner(workload, space, config, budget_ms=reference.budget_ms, teacher_accuracy=reference.val_accuracy,
                          groups=groups, int8_kernel=kernel, fingerprint=fingerprint)
+    runner.on_stage = progress.stage
     probe = _probe(study, runner, say=say, fresh=stored_reference is None)
     _warn_if_unreachable(probe, reference, config, say=say)
     if stored_reference is None:
@@ -268,7 +281,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
     with _stop_on_ctrl_c(runner, study, say):
         if remaining > 0:
-            _optimize(study, runner, n_trials=remaining, config=config, say=say)
+            _optimize(study, runner, n_trials=remaining, config=config, say=say, progress=progress)
         if not runner.stop_requested and not any(r.feasible for r in read_records(study)):
             _rescue(study, runner, config=config, say=say)
     if runner.stop_requested:
@@ -285,13 +298,17 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
                         reference=reference, probe=probe, cpu=cpu, failed=failed)
 
 
-def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config: SearchConfig, say: Say) -> None:
+def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config: SearchConfig, say: Say,
+              progress: SearchProgress) -> None:
     total = config.trials
     failures = {"consecutive": 0}
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(_counted(read_records(study)))
+        records = read_records(study)
+        done = len(_counted(records))
         say(_progress_line(trial, done, total, runner.budget_ms))
+        feasible = [r for r in records if r.feasible]
+        progress.trials(done=done, total=total, best=min(feasible, key=lambda r: (-(r.accuracy or 0), r.latency_ms)) if feasible else None)
         if runner.stop_requested:
             return
         failures["consecutive"] = failures["consecutive"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
@@ -321,7 +338,7 @@ def _probe(study: optuna.Study, runner: TrialRunner, *, say: Say, fresh: bool) -
         probe = Probe.from_dict(stored)
     else:
         say("probing the reachable latency range (no fine-tuning)")
-        probe = run_probe(runner)
+        probe = run_probe(runner, say=runner.on_stage)
         study.set_user_attr("probe", probe.to_dict())
     say(probe.describe())
     return probe

@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class Objective:
         self.int8_kernel = int8_kernel
         self.study_dir = study_dir
         self.stop_requested = False  # set by the search's SIGINT handler; checked between stages
+        self.on_stage: Callable[[str], None] = lambda text: None  # live progress (the CLI's bar)
 
     def check_stop(self, stage: str) -> None:
         """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
@@ -184,11 +185,13 @@ class TrialRunner(Objective):
         base = self._base(policy, number=number, role=role, label=label)
 
         t = time.perf_counter()
+        self.on_stage(f"trial {number}: prune + export ({policy.describe()})")
         student, artifact = self.build(policy, workdir)
         macs, params = count_macs_params(student, wl.example_input())
         timings["build_s"] = time.perf_counter() - t
         self.check_stop("prune and deploy")
         t = time.perf_counter()
+        self.on_stage(f"trial {number}: latency gate")
         gate, cache_hit = self.time(student, artifact, cached=True)
         timings["latency_s"] = time.perf_counter() - t
         sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
@@ -207,6 +210,7 @@ class TrialRunner(Objective):
         finetuned, kd_loss = False, None
         latency = gate
         if policy.distill.steps > 0 and not policy.prune.is_identity:
+            self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
             result = distill(student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number)
             timings["distill_s"] = result.seconds
             finetuned, kd_loss = True, (result.first_loss, result.last_loss)
@@ -226,6 +230,7 @@ class TrialRunner(Objective):
             latency, _ = self.time(student, artifact, cached=False)
             timings["latency_s"] += time.perf_counter() - t
         t = time.perf_counter()
+        self.on_stage(f"trial {number}: val accuracy of the artifact")
         accuracy = evaluate_onnx(artifact.path, wl.val).top1
         timings["evaluate_s"] = time.perf_counter() - t
         save_weights(student, workdir / WEIGHTS_FILE)
