@@ -65,10 +65,14 @@ def pareto_chart(records: Sequence[TrialRecord], choice: Choice | None, *, budge
     if budget:
         top.axvline(budget, color=BLUE, lw=1.2, label=f"budget {budget:.3g} ms")
         strip.axvline(budget, color=BLUE, lw=1.2)
+    xs = [r.latency_ms for r in complete + stopped]
+    middle = (min(xs) + max(xs)) / 2 if xs else 0.0
     for r in records:
         if r.role == "baseline" and r.latency_ms is not None:
             ax, y = (top, 100 * r.accuracy) if r.accuracy is not None else (strip, 0)
-            ax.annotate(r.label, (r.latency_ms, y), xytext=(4, 6), textcoords="offset points", fontsize=7, color="#333")
+            right = r.latency_ms > middle  # labels point inwards, so the slowest one is not cut at the edge
+            ax.annotate(r.label, (r.latency_ms, y), xytext=(-4 if right else 4, 6), textcoords="offset points",
+                        ha="right" if right else "left", fontsize=7, color="#333")
     if choice is not None and choice.record.accuracy is not None:
         c = choice.record
         text = f"chosen: trial {c.number}" + ("" if choice.feasible else " (over budget)")
@@ -146,14 +150,17 @@ def sensitivity_chart(profile: Sensitivity, choice: Choice | None) -> Figure:
         points = [profile.at(g, ratio) for g in groups]
         offset = [x - 0.4 + width * (j + 0.5) for x in xs]
         drop_ax.bar(offset, [p.drop_pt if p else 0 for p in points], width, label=f"{ratio:.0%} of the group")
-        saved_ax.bar(offset, [p.saved_ms if p else 0 for p in points], width)
+        # Half the IQR of the pruned artifact's timing: a bar shorter than its whisker is noise, not a saving.
+        saved_ax.bar(offset, [p.saved_ms if p else 0 for p in points], width,
+                     yerr=[p.latency.iqr_ms / 2 if p else 0 for p in points], ecolor="#555", capsize=1.5)
     chosen_ax.bar(xs, [100 * chosen.get(g, 0.0) for g in groups], 0.6, color=ORANGE)
     drop_ax.set_ylabel("val drop (pt)")
     saved_ax.set_ylabel("latency saved (ms)")
     chosen_ax.set_ylabel("chosen ratio (%)")
-    drop_ax.legend(fontsize=7, title="pruned alone", title_fontsize=7)
-    drop_ax.set_title(f"teacher: val {profile.teacher_accuracy:.2%}, {profile.teacher_latency.median_ms:.3f} ms "
-                      "(fp32, no fine-tuning)", fontsize=8, loc="left")
+    drop_ax.legend(fontsize=7, ncols=len(profile.ratios), loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                   frameon=False, title=None)
+    drop_ax.set_title(f"one group pruned alone · teacher: val {profile.teacher_accuracy:.2%}, "
+                      f"{profile.teacher_latency.median_ms:.3f} ms", fontsize=8, loc="left")
     chosen_ax.set_title(f"chosen: trial {choice.record.number}" if choice else "no chosen model", fontsize=8,
                         loc="left")
     chosen_ax.set_ylim(0, 100)
@@ -174,9 +181,14 @@ def breakdown_chart(breakdown: Breakdown) -> Figure:
     lat_ax, acc_ax = fig.subplots(1, 2, sharey=True)
     names = [r.name for r in rows]
     colors = [ORANGE if r.chosen else BLUE for r in rows]
-    lat_ax.barh(names, [r.latency.median_ms for r in rows], xerr=[r.latency.iqr_ms / 2 for r in rows], color=colors)
-    acc_ax.barh(names, [100 * r.accuracy for r in rows], color=colors)
-    lat_ax.set_xlabel("latency (ms, median ± IQR/2)")
+    lat_bars = lat_ax.barh(names, [r.latency.median_ms for r in rows], color=colors)
+    acc_bars = acc_ax.barh(names, [100 * r.accuracy for r in rows], color=colors)
+    lat_ax.bar_label(lat_bars, [f"{r.latency.median_ms:.3f}" for r in rows], padding=2, fontsize=7)
+    acc_ax.bar_label(acc_bars, [f"{r.accuracy:.2%}" for r in rows], padding=2, fontsize=7)
+    lat_ax.margins(x=0.18)
+    acc_ax.set_xlim(0, 118)  # room for the "99.44%" labels right of a full bar
+    lat_ax.set_xlabel("latency (ms, median)")
     acc_ax.set_xlabel("val accuracy (%)")
+    acc_ax.set_xticks([0, 25, 50, 75, 100])
     lat_ax.tick_params(axis="y", labelsize=7)
     return fig

@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
-SENSITIVITY_REPEATS = 30  # per point: enough for a median on a profile of dozens of points, cheap enough to run once
+SENSITIVITY_REPEATS = 50  # per point: enough for a median on a profile of dozens of points, cheap enough to run once
 _CACHE_VERSION = 1  # bump when the profile's meaning changes, so older cache files are not reused
 
 

@@ -1,7 +1,8 @@
 """``autocompress report``: one self-contained ``report.html`` per study, and its charts as PNGs the README can embed.
 
-Written to ``<output>/<study>/report.html`` with the PNGs in ``<output>/<study>/report/``; the HTML embeds the same
-PNGs as ``data:`` URIs and carries its own CSS, so it opens offline and can be mailed as one file. Sections:
+Written to ``<output>/<study>/report.html`` with the PNGs (and the breakdown as ``breakdown.md``) in
+``<output>/<study>/report/``; the HTML embeds the same PNGs as ``data:`` URIs and carries its own CSS, so it opens
+offline and can be mailed as one file. Sections:
 
 1. summary: budget, teacher, the chosen trial (:func:`autocompress.pareto.choose`, the rule the export uses);
 2. the Pareto front: complete trials (feasible filled, infeasible crossed), trials stopped over the budget on a strip
@@ -50,13 +51,14 @@ from autocompress.probe import Probe
 from autocompress.record import TrialRecord, read_records
 from autocompress.workload import Workload
 
-__all__ = ["Report", "open_study", "write_report", "build_report", "REPORT_FILE", "IMAGES_DIR"]
+__all__ = ["Report", "open_study", "write_report", "build_report", "REPORT_FILE", "IMAGES_DIR", "BREAKDOWN_TABLE"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 REPORT_FILE = "report.html"
 IMAGES_DIR = "report"
+BREAKDOWN_TABLE = "breakdown.md"  # in IMAGES_DIR, next to the PNGs
 _MIN_IMPORTANCE_TRIALS = 3  # fANOVA on fewer complete trials says nothing (and Optuna refuses a single one)
 _OBJECTIVES = ("accuracy", "latency_ms")
 _CHARTS = ("pareto", "hypervolume", "importance", "probe", "sensitivity", "breakdown")  # <name>.png in report/
@@ -186,6 +188,11 @@ def build_report(study: optuna.Study, *, study_dir: Path, cache_dir: Path, workl
 
     for stale in set(_CHARTS) - set(page.images):  # a chart this run did not draw must not outlive its section
         (page.folder / f"{stale}.png").unlink(missing_ok=True)
+    table = page.folder / BREAKDOWN_TABLE
+    if breakdown is not None:  # the same table as markdown, for a README or a pull request
+        table.write_text(f"Trial {breakdown.trial}: {breakdown.policy}\n\n{breakdown.to_markdown()}", encoding="utf-8")
+    else:
+        table.unlink(missing_ok=True)
     out = study_dir / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

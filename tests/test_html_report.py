@@ -12,7 +12,7 @@ from PIL import Image
 
 from autocompress.cli import main
 from autocompress.config import SearchConfig, parse_budget
-from autocompress.html_report import IMAGES_DIR, REPORT_FILE, Report, write_report
+from autocompress.html_report import BREAKDOWN_TABLE, IMAGES_DIR, REPORT_FILE, Report, write_report
 from autocompress.pareto import choose
 from autocompress.space import SearchSpace
 from autocompress.study import SearchResult, run_study
@@ -44,11 +44,13 @@ def test_report_writes_html_and_every_chart(reported: tuple[SearchResult, Report
     result, report, output = reported
     assert report.html == output / "t" / REPORT_FILE and report.html.is_file()
     assert set(report.images) == CHARTS, report.notes
-    assert {p.name for p in (output / "t" / IMAGES_DIR).iterdir()} == {f"{c}.png" for c in CHARTS}
+    folder = output / "t" / IMAGES_DIR
+    assert {p.name for p in folder.iterdir()} == {f"{c}.png" for c in CHARTS} | {BREAKDOWN_TABLE}
     assert report.notes == ()
     choice = choose(result.records)
     assert choice is not None and report.chosen == choice.record.number
     assert report.breakdown is not None and report.breakdown.trial == choice.record.number
+    assert report.breakdown.to_markdown() in (folder / BREAKDOWN_TABLE).read_text(encoding="utf-8")
 
 
 def test_html_is_self_contained_and_has_every_section(reported: tuple[SearchResult, Report, Path]) -> None:
@@ -85,6 +87,7 @@ def test_study_without_a_workload_skips_the_model_sections(reported: tuple[Searc
     report = write_report(study_name="t", output=output)  # a Python-API study: its model cannot be rebuilt
     assert set(report.images) == CHARTS - {"sensitivity", "breakdown"}
     assert not (output / "t" / IMAGES_DIR / "sensitivity.png").exists(), "a stale chart outlived its section"
+    assert not (output / "t" / IMAGES_DIR / BREAKDOWN_TABLE).exists()
     assert [n.split(":")[0] for n in report.notes] == ["sensitivity", "breakdown"]
     text = report.html.read_text(encoding="utf-8")
     assert "Python API" in text and '<section id="breakdown">' in text
