@@ -253,6 +253,9 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     space = load_space(config.space)
     _check_output(config)
     _check_storage(config)
+    from autocompress.study import check_existing_study
+
+    check_existing_study(config)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.debug else optuna.logging.ERROR)
     started = time.perf_counter()
 

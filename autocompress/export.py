@@ -15,6 +15,7 @@ Nothing is unpickled: the trial's weights are a plain-array ``.npz`` loaded into
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -26,7 +27,7 @@ import torch
 from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
 from autocompress.cpu import machine_fingerprint
-from autocompress.errors import ConfigError
+from autocompress.errors import ConfigError, WorkloadError
 from autocompress.measure.accuracy import evaluate_onnx, evaluate_torch
 from autocompress.measure.latency import measure_onnx, measure_torch
 from autocompress.pareto import Choice
@@ -119,6 +120,13 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
             shutil.rmtree(old)
         else:
             tmp.rename(final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise WorkloadError(f"cannot write the exported model to {final.parent} ({exc.strerror or exc}); nothing was "
+                                "written there — free some space or pass another --output, then rerun the same command "
+                                "(the study resumes and only exports)") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,7 +41,7 @@ from autocompress.space import SearchSpace
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.workload import Workload, check_teacher_accuracy
 
-__all__ = ["Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
+__all__ = ["check_existing_study", "Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +130,44 @@ def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
                                           n_startup_trials=max(3, min(10, config.trials // 3)))
 
 
+def check_existing_study(config: SearchConfig) -> None:
+    """Refuse, before anything is loaded or written, a study name the storage already uses for another kind of study."""
+    db = config.study_dir / "study.db"
+    if config.storage is None and not db.exists():
+        return
+    try:
+        summaries = optuna.get_all_study_summaries(config.storage_url, include_best_trial=False)
+    except Exception:  # unreachable storage: reported with its own message where the study is created
+        return
+    wanted = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    for summary in summaries:
+        if summary.study_name == config.study_name and summary.directions != wanted:
+            found = ", ".join(d.name.lower() for d in summary.directions)
+            raise ConfigError(f"--study-name {config.study_name!r}: the storage already holds a study of that name with "
+                              f"directions [{found}], not autocompress's [maximize accuracy, minimize latency_ms]; "
+                              "pick another --study-name or --storage")
+
+
 def create_study(config: SearchConfig) -> optuna.Study:
     """Create or load the study named in ``config`` (multi-objective: accuracy up, latency down)."""
     config.study_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=config.study_name,
-        storage=config.storage_url,
-        sampler=_sampler(config),
-        directions=["maximize", "minimize"],
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name=config.study_name,
+            storage=config.storage_url,
+            sampler=_sampler(config),
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--study-name {config.study_name!r}: {exc}; pick another --study-name") from None
+    wanted = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    if study.directions != wanted:
+        # Optuna loads an existing study of that name whatever its directions: refuse it before writing anything.
+        found = ", ".join(d.name.lower() for d in study.directions)
+        raise ConfigError(f"--study-name {config.study_name!r}: the storage already holds a study of that name with "
+                          f"directions [{found}], not autocompress's [maximize accuracy, minimize latency_ms]; "
+                          "pick another --study-name or --storage")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["accuracy", "latency_ms"])

@@ -70,6 +70,11 @@ def fit(
     while len(losses) < steps:
         for images, labels, indices in loader:
             loss = loss_fn(_logits(model(images)), labels, indices)
+            if not torch.isfinite(loss):
+                # A diverged run would only produce garbage weights: stop and say why (the trial fails, the study goes on).
+                model.eval()
+                raise FloatingPointError(f"training loss is not finite ({float(loss.detach())}) at step {len(losses) + 1} "
+                                         f"with lr {lr:g}; this run diverged")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
