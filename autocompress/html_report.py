@@ -217,17 +217,23 @@ def _explain(page: _Page, workload: Workload | None, *, choice: Choice | None, c
         return None, None
     settings = MeasureSettings.from_config(config)
     here = detect_cpu().model
-    # Both sections are measured now, on this machine: say so when the study was timed on another CPU.
-    elsewhere = (f"Measured on this machine ({here}); the study's trials were timed on {fingerprint['cpu']}, so "
-                 "latencies are comparable within this section only." if fingerprint.get("cpu") not in (None, here)
-                 else "")
+    caveats = []  # said above both sections
+    if fingerprint.get("cpu") not in (None, here):  # both sections are measured now, on this machine
+        caveats.append(f"Measured on this machine ({here}); the study's trials were timed on {fingerprint['cpu']}, so "
+                       "latencies are comparable within this section only.")
     sensitivity = breakdown = None
     prune = choice.record.policy.prune if choice and choice.record.policy else None
     try:
         sensitivity = sensitivity_profile(
             workload, settings=settings, cache_dir=cache_dir, ratios=ratios, cpu=here, progress=say,
             round_to=prune.round_to if prune else None, importance=prune.importance if prune else "l1")
-        body = (page.note("sensitivity", elsewhere) if elsewhere else "") + _sensitivity(page, sensitivity, choice)
+        recorded = reference.get("teacher_val_accuracy")
+        one_image = 1 / len(workload.val) + 1e-9  # type: ignore[arg-type]
+        if recorded is not None and abs(sensitivity.teacher_accuracy - recorded) > one_image:
+            # Same model and data score the same (deterministic export, fixed val split): a gap means they are not.
+            caveats.append(f"The teacher rebuilt here scores {sensitivity.teacher_accuracy:.2%} on val, the study "
+                           f"recorded {recorded:.2%}: this is not the study's model or data.")
+        body = "".join(page.note("sensitivity", c) for c in caveats) + _sensitivity(page, sensitivity, choice)
     except AutocompressError as exc:  # e.g. a model torch-pruning cannot trace: the rest of the report still stands
         body = page.note("sensitivity", f"Not computed: {exc}")
     page.add("sensitivity", titles["sensitivity"], body)
@@ -237,7 +243,7 @@ def _explain(page: _Page, workload: Workload | None, *, choice: Choice | None, c
         try:
             breakdown = technique_breakdown(choice.record, workload=workload, study_dir=study_dir, settings=settings,
                                             progress=say)
-            body = (page.note("breakdown", elsewhere) if elsewhere else "") + _breakdown(page, breakdown)
+            body = "".join(page.note("breakdown", c) for c in caveats) + _breakdown(page, breakdown)
         except AutocompressError as exc:  # e.g. the trial's weights file is missing
             body = page.note("breakdown", f"Not computed: {exc}")
     page.add("breakdown", titles["breakdown"], body)

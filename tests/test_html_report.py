@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
+from autocompress import explain
 from autocompress.cli import main
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.html_report import BREAKDOWN_TABLE, IMAGES_DIR, REPORT_FILE, Report, write_report
+from autocompress.models import build_demo_resnet
 from autocompress.pareto import choose
 from autocompress.space import SearchSpace
 from autocompress.study import SearchResult, run_study
@@ -28,13 +32,22 @@ SECTIONS = ("summary", "pareto", "hypervolume", "importance", "probe", "sensitiv
             "config")
 
 
+def tiny_resnet(num_classes: int = 10) -> nn.Module:
+    """The conftest's tiny architecture as a ``--model`` factory; its trained weights come from ``--weights``."""
+    return build_demo_resnet(width=8, num_classes=num_classes, seed=0)
+
+
 @pytest.fixture(scope="module")
 def reported(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchResult, Report, Path]:
     workload = copy.copy(_tiny_trained)
     workload.model = copy.deepcopy(_tiny_trained.model)
     output = tmp_path_factory.mktemp("report")
-    config = SearchConfig(model="python-api", data="python-api", trials=4, study_name="t", output=output,
-                          latency_budget=parse_budget("2x"), max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0)
+    weights = output / "teacher.pt"
+    torch.save(workload.model.state_dict(), weights)
+    # Stored like a CLI study (factory + weights + digits at 16 px), so the report can rebuild its model by itself.
+    config = SearchConfig(model=f"{__name__}:tiny_resnet", data="digits", input_size=16, weights=weights, trials=4,
+                          study_name="t", output=output, latency_budget=parse_budget("2x"), max_accuracy_drop=5.0,
+                          warmup=3, repeats=20, seed=0)
     result = run_study(workload, SPACE, config)
     report = write_report(study_name="t", output=output, workload=workload, ratios=(0.5,))
     return result, report, output
@@ -82,15 +95,30 @@ def test_pngs_are_real_images(reported: tuple[SearchResult, Report, Path]) -> No
         assert (pixels < 128).mean() > 0.005, f"{name}.png has almost no dark pixels (no text or lines)"
 
 
-def test_study_without_a_workload_skips_the_model_sections(reported: tuple[SearchResult, Report, Path]) -> None:
+def test_report_rebuilds_a_cli_model_and_reuses_the_profile(reported: tuple[SearchResult, Report, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _, first, output = reported
+    measured: list[str] = []
+    monkeypatch.setattr(explain, "_measure_point", lambda *a, **kw: measured.append("point"))
+    again = write_report(study_name="t", output=output, ratios=(0.5,))  # no workload: rebuilt from the study's config
+    assert again.notes == () and set(again.images) == CHARTS
+    assert measured == [], "the sensitivity profile was measured again instead of read from the cache"
+    assert again.sensitivity == first.sensitivity
+    assert again.breakdown is not None and first.breakdown is not None
+    assert [r.name for r in again.breakdown.rows] == [r.name for r in first.breakdown.rows]
+    assert again.breakdown.final.accuracy == first.breakdown.final.accuracy
+
+
+# The tests below rewrite the report without the model sections: they run last (pytest keeps file order).
+def test_report_without_explain_skips_the_model_sections(reported: tuple[SearchResult, Report, Path]) -> None:
     _, _, output = reported
-    report = write_report(study_name="t", output=output)  # a Python-API study: its model cannot be rebuilt
+    report = write_report(study_name="t", output=output, explain=False)
     assert set(report.images) == CHARTS - {"sensitivity", "breakdown"}
     assert not (output / "t" / IMAGES_DIR / "sensitivity.png").exists(), "a stale chart outlived its section"
     assert not (output / "t" / IMAGES_DIR / BREAKDOWN_TABLE).exists()
     assert [n.split(":")[0] for n in report.notes] == ["sensitivity", "breakdown"]
     text = report.html.read_text(encoding="utf-8")
-    assert "Python API" in text and '<section id="breakdown">' in text
+    assert "Not computed: skipped (--no-explain)." in text and '<section id="breakdown">' in text
 
 
 def test_cli_report(reported: tuple[SearchResult, Report, Path], capsys: pytest.CaptureFixture[str]) -> None:
