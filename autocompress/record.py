@@ -186,15 +186,16 @@ def constraint_values(record: TrialRecord) -> dict[str, float]:
 def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
     """Store ``record`` on ``trial``: the record itself and the constraints every sampler and viewer reads.
 
-    Constraints go through Optuna 5's ``trial.set_constraint`` (what its samplers read) *and* the older
-    ``constraints`` list (what optuna-dashboard 0.21 reads to show feasibility). Call once per trial.
+    Constraints are written once, as the ``constraints`` list in :data:`CONSTRAINT_NAMES` order: Optuna 5's samplers
+    read it (``FrozenTrial.constraints`` names them ``"0"``, ``"1"``) and optuna-dashboard 0.21 reads only this form
+    to show feasibility. Writing Optuna 5's named ``set_constraint`` keys as well would make the samplers count each
+    constraint twice (the GP sampler multiplies their feasibility probabilities). The names live in the record.
+    Call once per trial.
     """
     trial.set_user_attr(RECORD_KEY, json.loads(json.dumps(record.to_dict())))
     if record.outcome == "failed":
         return
     values = constraint_values(record)
-    for name in CONSTRAINT_NAMES:
-        trial.set_constraint(name, values[name])
     trial.storage.set_trial_system_attr(trial._trial_id, _LEGACY_CONSTRAINTS_KEY, [values[n] for n in CONSTRAINT_NAMES])
 
 
