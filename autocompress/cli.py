@@ -312,6 +312,15 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     console.print(f"{'chosen model' if choice.feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
+    try:  # the report explains the result; a failure to draw it must not lose the search
+        from autocompress.html_report import build_report
+
+        report = build_report(result.study, study_dir=config.study_dir, cache_dir=config.cache_dir, workload=workload,
+                              progress=say)
+        console.print(f"report: {report.html}", highlight=False, soft_wrap=True)
+    except Exception as exc:  # pragma: no cover - reported, never fatal
+        console.print(f"[yellow]report not written:[/] {type(exc).__name__}: {exc} (run `autocompress report` to retry)",
+                      highlight=False, soft_wrap=True)
     counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "failed")}
     console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
                   f"before fine-tuning, {counts['failed']} failed · {time.perf_counter() - started:.0f} s", highlight=False)

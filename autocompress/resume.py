@@ -131,10 +131,10 @@ def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.tria
             continue
         reason = f"{INTERRUPTED}: process {owner.get('pid')} on {host} ended during this trial; its policy was queued again"
         try:
+            on_failed(trial, reason)  # while the trial is still RUNNING: a finished trial's attributes are frozen
             study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
-        on_failed(trial, reason)
         retry_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("role", "label")}
         retry_attrs["retry_of"] = trial.number
         study.enqueue_trial(dict(trial.params), user_attrs=retry_attrs, skip_if_exists=False)

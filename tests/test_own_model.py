@@ -115,6 +115,7 @@ def test_factory_model_and_function_dataset_from_config_file(tmp_path: Path) -> 
         space: space.yaml
         latency-budget: 0.95x
         max_accuracy_drop: 100
+        allow-low-teacher-accuracy: true   # the factory model is untrained on purpose: this tests the plumbing
         output: out
         study-name: factory
         repeats: 10
