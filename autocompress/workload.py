@@ -25,6 +25,7 @@ from autocompress.errors import WorkloadError
 from autocompress.models import build_demo_resnet
 from autocompress.sources._splits import _labels_of
 from autocompress.training import fit, predict_logits
+from autocompress.weights import load_weights, save_weights
 
 __all__ = [
     "Workload",
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_INPUT_SIZE = 32
 _SPLIT_SEED = 0  # fixed: the split must not move when the user changes the search seed
-_DEMO_TEACHER_FILE = "demo_resnet_digits_v1.pt"
+_DEMO_TEACHER_FILE = "demo_resnet_digits_v1.npz"  # plain arrays: nothing under results/ is ever unpickled
 _DIGITS_PREPROCESS = "digits: pixels / 16, bilinear resize, standardised with the whole set's mean and std"
 
 
@@ -116,7 +117,7 @@ def load_demo_workload(
     model = build_demo_resnet(num_classes=10, seed=_SPLIT_SEED)
     weights = cache_dir / _DEMO_TEACHER_FILE
     if weights.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
+        load_weights(model, weights)
         model.eval()
     else:
         say(f"training the demo teacher (DemoResNet on digits, {epochs} epochs; cached at {weights})")
@@ -133,9 +134,7 @@ def load_demo_workload(
             seed=_SPLIT_SEED,
         )
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(weights)
+        save_weights(model, weights)
         meta = {"train_seconds": round(time.perf_counter() - started, 1), "epochs": epochs,
                 "val_accuracy": _accuracy(model, val), "test_accuracy": _accuracy(model, test)}
         weights.with_suffix(".json").write_text(json.dumps(meta, indent=2))
