@@ -67,3 +67,21 @@ def test_hypervolume_on_normalised_axes() -> None:
     assert hypervolume([rec(0, TEACHER - 0.005, 0.5), rec(1, TEACHER, 0.25)]) == pytest.approx(0.75)
     # Infeasible records add nothing; nothing feasible is 0.
     assert hypervolume([rec(0, TEACHER, 1.5), rec(1, 0.5, 0.1)]) == 0.0
+
+
+def test_rescue_candidates_bisect_between_the_slowest_failure_and_the_best_within_limit() -> None:
+    from dataclasses import replace
+
+    from autocompress.policy import Policy, PrunePolicy
+    from autocompress.study import _rescue_candidates
+
+    def stopped(n: int, lat: float) -> TrialRecord:
+        return replace(rec(n, None, lat, outcome="stopped"), policy=Policy(prune=PrunePolicy(ratios={"g": n / 100})))
+
+    records = [rec(0, TEACHER, 3.0), *(stopped(n, lat) for n, lat in [(1, 1.8), (2, 1.5), (3, 1.2), (4, 2.0), (5, 3.5)])]
+    # Nothing rescued yet: every stopped structure faster than the best model within the limit (3.0 ms), fastest first.
+    assert [r.number for r in _rescue_candidates(records)] == [3, 2, 1, 4]
+    # Rescuing trial 3 (1.2 ms) broke the limit and trial 1 (1.8 ms) kept it: only 1.5 ms is left between them.
+    rescued = [replace(rec(6, 0.5, 1.2), role="rescue", label="rescue of trial 3"),
+               replace(rec(7, TEACHER - 0.005, 1.8), role="rescue", label="rescue of trial 1")]
+    assert [r.number for r in _rescue_candidates(records + rescued)] == [2]
