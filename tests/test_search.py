@@ -41,9 +41,10 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     # Every record carries the CPU it was measured on and the int8 kernel chosen for it.
     assert {r.fingerprint["isa"] for r in result.records} == {result.cpu.isa}
     assert result.study.metric_names == ["accuracy", "latency_ms"]
-    # The probe timed uniform 0/25/50/60 % (the space's maximum) in fp32 and int8 before trial 1.
+    # The probe timed uniform 0/25/50 % and 60 % (the space's maximum) in fp32 and int8 before trial 1.
     assert result.probe is not None
     assert sorted({p.level for p in result.probe.points}) == [0.0, 0.25, 0.5, 0.6]
+    assert len(result.probe.points) == 8
     assert {p.quant for p in result.probe.points} == {"none", "int8"}
     assert result.choice is not None
     # The record read back from the study is the same as the one the search returned.
@@ -61,7 +62,7 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
         metrics["latency"]["teacher_ort_fp32_ms"]["median_ms"] / metrics["latency"]["chosen_ms"]["median_ms"])
     assert metrics["machine"]["isa"] == result.cpu.isa
     # The PyTorch program loads without autocompress and agrees with the ONNX artifact: logits within 1e-3 for fp32,
-    # the same top-1 on at least 95 % of 64 val images for int8 (quantization changes logits, rarely the class).
+    # the same top-1 on at least 90 % of 64 val images for int8 (quantization changes logits, rarely the class).
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -70,11 +71,15 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     images = torch.stack([tiny_workload.val[i][0] for i in range(64)])
     torch_out = program(images).detach().numpy()
     onnx_out = ort.InferenceSession(str(chosen / "model.onnx")).run(None, {"input": images.numpy()})[0]
+    # The trial's fp32 export of the same fine-tuned weights matches the program exactly (int8 or not).
+    fp32_file = tmp_path / "t" / Path(chosen_record.artifact).parent / "model_fp32.onnx"
+    fp32_out = ort.InferenceSession(str(fp32_file)).run(None, {"input": images.numpy()})[0]
+    np.testing.assert_allclose(torch_out, fp32_out, atol=1e-3)
     if chosen_record.policy.quant.mode == "none":
         np.testing.assert_allclose(torch_out, onnx_out, atol=1e-3)
     else:
         agree = float((torch_out.argmax(1) == onnx_out.argmax(1)).mean())
-        assert agree >= 0.95, f"int8 artifact and fp32 program disagree on {1 - agree:.0%} of 64 images"
+        assert agree >= 0.9, f"int8 artifact and fp32 program disagree on {1 - agree:.0%} of 64 images"
 
     # Same command again with a higher target: resumes, runs only the missing trial.
     resumed = run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=5))
