@@ -49,7 +49,7 @@ SCENARIOS = {
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms", "reachable", "feasible_found",
           "first_feasible", "n_feasible", "n_stopped", "best_feasible_ms", "chosen_val_drop_pt", "chosen_ms",
-          "chosen_feasible", "hv10", "hv20", "hv30", "wall_s", "cpu", "isa")
+          "chosen_feasible", "hv10", "hv20", "hv30", "wall_s", "code", "cpu", "isa")
 
 
 _WORKLOAD: list[Workload] = []
@@ -88,8 +88,18 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
         "chosen_feasible": choice.feasible if choice else "",
         "hv10": round(hypervolume(searched[:10]), 4), "hv20": round(hypervolume(searched[:20]), 4),
         "hv30": round(hypervolume(searched[:30]), 4), "wall_s": round(wall, 1),
-        "cpu": result.cpu.model, "isa": result.cpu.isa,
+        "code": _code_version(), "cpu": result.cpu.model, "isa": result.cpu.isa,
     }
+
+
+def _code_version() -> str:
+    """The commit the run measured (with ``+dirty`` when the tree had uncommitted changes)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "autocompress") else "")
 
 
 def _median(values: list[float]) -> float | None:
