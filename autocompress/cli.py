@@ -32,6 +32,14 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message}; see {self.prog} --help")
 
 
+def _add_study_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
+    """``--study``, ``--output`` and ``--storage``: which existing study a command reads (dashboard, report)."""
+    parser.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
+    parser.add_argument("--output", type=Path, default=_DEFAULTS.output,
+                        help=f"results folder of the search; {output_help} (default: {_DEFAULTS.output})")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autocompress",
@@ -95,10 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "policy.json to download, and a note with the config, CPU, budget and chosen trial. Needs "
         'pip install "autocompress[dashboard]".',
     )
-    d.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
-    d.add_argument("--output", type=Path, default=_DEFAULTS.output,
-                   help=f"results folder of the search; the study and its artifacts are in OUTPUT/STUDY/ (default: {_DEFAULTS.output})")
-    d.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    _add_study_options(d, output_help="the study and its artifacts are in OUTPUT/STUDY/")
     d.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens the study to the network (default: 127.0.0.1)")
     d.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     d.add_argument("--debug", action="store_true", help="show tracebacks and every request")
@@ -109,10 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUTPUT/STUDY/report/: Pareto front, hypervolume, parameter importance, reachable latency range, per-group "
         "sensitivity and what each technique (pruning, KD, int8) gave the chosen model, measured on this machine.",
     )
-    r.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
-    r.add_argument("--output", type=Path, default=_DEFAULTS.output,
-                   help=f"results folder of the search; the report is written to OUTPUT/STUDY/ (default: {_DEFAULTS.output})")
-    r.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    _add_study_options(r, output_help="the report is written to OUTPUT/STUDY/")
     r.add_argument("--no-explain", action="store_true",
                    help="skip the sensitivity profile and the technique breakdown (they rebuild and measure models)")
     r.add_argument("--quiet", action="store_true", help="print only the report's path")
