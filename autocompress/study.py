@@ -148,13 +148,31 @@ def check_existing_study(config: SearchConfig) -> None:
                               "pick another --study-name or --storage")
 
 
+HEARTBEAT_S = 60  # a RUNNING trial's process proves it is alive this often ...
+GRACE_S = 300  # ... and is failed and retried (once) by the next process to start trials after this long without
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage | str:
+    """An RDB storage with heartbeats, so a trial whose process died on *another* host is failed and retried by
+    Optuna (``RetryHeartbeatStaleTrialCallback``); a dead process on this host is caught at once on resume
+    (:func:`autocompress.resume.recover_interrupted`). Other URLs (journal, gRPC) are passed to Optuna as they are."""
+    if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+
+
 def create_study(config: SearchConfig) -> optuna.Study:
     """Create or load the study named in ``config`` (multi-objective: accuracy up, latency down)."""
     config.study_dir.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(
             study_name=config.study_name,
-            storage=config.storage_url,
+            storage=_storage(config.storage_url),
             sampler=_sampler(config),
             directions=["maximize", "minimize"],
             load_if_exists=True,

@@ -120,3 +120,32 @@ def test_ctrl_c_stops_after_the_stage_keeps_trials_and_prints_the_resume_command
     assert not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     assert study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)), "the cut trial is queued again"
     _finish_and_check(tmp_path, command, number, "interrupted: Ctrl-C")
+
+
+def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tiny_workload: Workload, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trials of other hosts cannot be checked by pid: the RDB heartbeat fails them after the grace period and
+    Optuna's RetryHeartbeatStaleTrialCallback queues their parameters again."""
+    import autocompress.study as study_module
+    from autocompress.config import SearchConfig, parse_budget
+    from autocompress.space import SearchSpace
+
+    monkeypatch.setattr(study_module, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(study_module, "GRACE_S", 2)
+    space = SearchSpace.from_dict({"prune": {"per": "none"}, "quantize": {"mode": ["none", "int8"], "calibration_samples": 8}},
+                                  source="hb")
+    config = SearchConfig(trials=3, study_name="hb", output=tmp_path, latency_budget=parse_budget("10x"),
+                          max_accuracy_drop=50.0, warmup=2, repeats=5)
+    study = study_module.create_study(config)
+    ghost = study.ask({"quant.mode": optuna.distributions.CategoricalDistribution(["none", "int8"])})
+    ghost.set_user_attr("owner", {"host": "another-host", "pid": 1})
+    study._storage.record_heartbeat(ghost._trial_id)  # it ran, then its host went away
+    time.sleep(3)
+    result = study_module.run_study(tiny_workload, space, config)
+    trials = result.study.trials
+    assert trials[ghost.number].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == ghost.number]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    # The retry reuses what the dead trial had sampled (here only quant.mode) and samples the rest.
+    assert trials[ghost.number].params.items() <= retried[0].params.items()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
