@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from autocompress.record import TrialRecord
 
-__all__ = ["Choice", "pareto_front", "choose", "hypervolume", "dominates"]
+__all__ = ["Choice", "pareto_front", "choose", "hypervolume", "dominates", "suggested_budget_ms"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,10 @@ def pareto_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
 
 
-def _round_up(value: float) -> float:
-    """Two significant digits, rounded up: 0.1234 → 0.13."""
+def suggested_budget_ms(latency_ms: float) -> float:
+    """A budget a model of ``latency_ms`` meets: +10 % for measurement noise, rounded up to two significant digits
+    (0.1122 → 0.1234 → 0.13)."""
+    value = latency_ms * 1.1
     if value <= 0:
         return value
     scale = 10 ** (math.floor(math.log10(value)) - 1)
@@ -77,7 +79,7 @@ def choose(records: Sequence[TrialRecord]) -> Choice | None:
         return None
     fastest = min(within, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
     assert fastest.latency_ms is not None
-    suggested = _round_up(fastest.latency_ms * 1.1)
+    suggested = suggested_budget_ms(fastest.latency_ms)
     return Choice(
         fastest, False,
         f"no policy meets the {fastest.budget_ms:.3f} ms budget; this is the fastest model within the accuracy limit, "

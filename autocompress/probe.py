@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autocompress.measure.latency import Latency
+from autocompress.pareto import suggested_budget_ms
 
 if TYPE_CHECKING:
     from autocompress.trial import TrialRunner
@@ -75,7 +76,7 @@ class Probe:
 
     def suggested_budget_ms(self) -> float:
         """A budget this space can meet: the floor plus 10 % for measurement noise, rounded up to 2 digits."""
-        return _round_up(self.floor.latency.median_ms * 1.1)
+        return suggested_budget_ms(self.floor.latency.median_ms)
 
     def describe(self) -> str:
         return (f"this space reaches {self.floor.latency.median_ms:.3f}–{self.ceiling.latency.median_ms:.3f} ms on "
@@ -87,16 +88,6 @@ class Probe:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Probe:
         return cls(points=tuple(ProbePoint.from_dict(p) for p in data["points"]), seconds=float(data.get("seconds", 0.0)))
-
-
-def _round_up(value: float) -> float:
-    """Round up to two significant digits: 0.1234 → 0.13, 1.81 → 1.9."""
-    import math
-
-    if value <= 0:
-        return value
-    scale = 10 ** (math.floor(math.log10(value)) - 1)
-    return math.ceil(value / scale - 1e-9) * scale
 
 
 PROBE_LEVELS = (0.0, 0.25, 0.5, 0.65, 0.75)

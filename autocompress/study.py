@@ -450,8 +450,6 @@ def _rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, s
 
 
 def _progress_line(trial: optuna.trial.FrozenTrial, done: int | None, total: int | None, budget_ms: float) -> str:
-    from autocompress.record import read_record
-
     head = f"[trial {trial.number:>3} · {done}/{total}]" if done is not None else f"[trial {trial.number:>3} · rescue]"
     record = read_record(trial)
     if record is None:
