@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = s.add_argument_group("measurement")
     m.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="intra-op threads latency is measured with")
     m.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="batch size latency is measured at")
-    m.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="timed runs per latency measurement (after warm-up)")
+    m.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="least timed runs per latency figure (after warm-up)")
+    m.add_argument("--latency-window", type=float, default=_DEFAULTS.latency_window,
+                   help="seconds of timed blocks per latency figure, alternating with the teacher; extended up to 2.5x "
+                   "while the machine is in a slow phase")
     m.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
@@ -173,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,
         space=args.space, study_name=args.study_name, storage=args.storage, output=Path(args.output), seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, sampler=args.sampler, warmup=args.warmup, repeats=args.repeats,
+        latency_window=args.latency_window,
     )
 
 
@@ -307,7 +311,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         drop_text = f"no drop on test ({-drop:.2f} pt above the teacher, within noise)"
     else:
         drop_text = "no drop on test"
-    head = "chosen" if choice.feasible else f"over budget by {m['latency']['overshoot_ms']:.3f} ms"
+    feasible = bool(m["feasible"])  # the export re-measures; a model over the budget then is not called chosen
+    if choice.feasible and not feasible:
+        console.print(f"[bold yellow]infeasible after all:[/] {m['choice_reason']}", highlight=False, soft_wrap=True)
+    head = "chosen" if feasible else f"over budget by {m['latency']['overshoot_ms']:.3f} ms"
     console.print(
         f"{head}: trial {m['trial']} ({m['policy_summary']}) — test accuracy {m['accuracy']['test_top1']:.2%} "
         f"(teacher {m['accuracy']['teacher_test_top1']:.2%}, {drop_text}), "
@@ -318,7 +325,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"{'chosen model' if choice.feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
+    console.print(f"{'chosen model' if feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
     try:  # the report explains the result; a failure to draw it must not lose the search
         from autocompress.html_report import build_report
 

@@ -179,7 +179,9 @@ class SearchConfig:
         seed: sampler, pruning and fine-tuning seed.
         threads / batch_size: the deployment setting latency is measured at.
         sampler: ``tpe`` | ``nsga2`` | ``gp`` | ``random``.
-        warmup / repeats: latency protocol.
+        warmup / repeats / latency_window: latency protocol (:class:`autocompress.measure.latency.Protocol`):
+            untimed warm-up runs, the least timed runs of one figure, and the seconds of blocks one figure takes
+            (extended up to 2.5x on a noisy machine).
     """
 
     model: str = "demo"
@@ -207,7 +209,8 @@ class SearchConfig:
     batch_size: int = 1
     sampler: str = "tpe"
     warmup: int = 20
-    repeats: int = 100
+    repeats: int = 30
+    latency_window: float = 1.2
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes < 2:
@@ -239,8 +242,18 @@ class SearchConfig:
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.warmup < 0 or self.repeats < 5:
             raise ConfigError(f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}")
+        if not (math.isfinite(self.latency_window) and 0.05 <= self.latency_window <= 30):
+            raise ConfigError(f"--latency-window is in seconds and must lie in [0.05, 30], got {self.latency_window}")
         if self.storage is not None and "://" not in self.storage:
             raise ConfigError(f"--storage must be an SQLAlchemy URL such as sqlite:///path/study.db, got {self.storage!r}")
+
+    @property
+    def protocol(self) -> Any:
+        """The latency :class:`~autocompress.measure.latency.Protocol` these options describe."""
+        from autocompress.measure.latency import Protocol
+
+        return Protocol(warmup=self.warmup, min_runs=self.repeats, window_s=self.latency_window,
+                        max_window_s=self.latency_window * 2.5)
 
     @property
     def study_dir(self) -> Path:

@@ -132,15 +132,12 @@ def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: 
 
 # ---------------------------------------------------------------------------------------------------- the note
 def chosen_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The trial the search exports: the best val accuracy among feasible trials, ties to the lower latency.
+    """The trial the search would choose (:func:`autocompress.pareto.choose`, the one rule); ``None`` when nothing is
+    feasible yet. The export may still pass it over if its fresh-process re-measurement breaks the budget."""
+    from autocompress.pareto import choose
 
-    Same rule as :func:`autocompress.pareto.choose` when something is feasible (a trial that dominates a feasible
-    one is itself feasible, so the best feasible trial is on the front). ``None`` when nothing is feasible yet.
-    """
-    feasible = [r for r in records if r.feasible]
-    if not feasible:
-        return None
-    return min(feasible, key=lambda r: (-(r.accuracy or 0.0), r.latency_ms or 0.0, r.number))
+    choice = choose(records)
+    return choice.record if choice is not None and choice.feasible else None
 
 
 def _fmt(value: Any) -> str:

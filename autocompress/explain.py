@@ -37,7 +37,7 @@ from autocompress.compress.quantize import deploy
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import Latency, measure_onnx
+from autocompress.measure.latency import Latency, Protocol, measure_onnx
 from autocompress.policy import PrunePolicy, QuantPolicy
 from autocompress.record import TrialRecord
 from autocompress.trial import WEIGHTS_FILE
@@ -73,20 +73,24 @@ class MeasureSettings:
     threads: int = 1
     batch_size: int = 1
     warmup: int = 20
-    repeats: int = 100
+    repeats: int = 30
     seed: int = 0
+    latency_window: float = 1.2
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MeasureSettings:
         """The settings stored in a study's ``config`` user attribute (defaults where a key is missing)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in config.items() if k in known and v is not None})
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: (float(v) if k == "latency_window" else int(v)) for k, v in config.items()
+                      if k in known and v is not None})
 
     def time(self, path: Path, input_shape: tuple[int, ...], *, repeats: int | None = None) -> Latency:
-        """Latency of the ONNX file at ``path``; ``repeats`` overrides the study's count (and caps warm-up at 10)."""
+        """Latency of the ONNX file at ``path`` with the study's protocol; ``repeats`` (the sensitivity profile's
+        dozens of points) takes a short 0.3 s window instead and caps warm-up at 10."""
         warmup = self.warmup if repeats is None else min(self.warmup, 10)
+        protocol = Protocol(window_s=0.3, max_window_s=0.3) if repeats is not None else Protocol(window_s=self.latency_window)
         return measure_onnx(path, input_shape, threads=self.threads, batch_size=self.batch_size, warmup=warmup,
-                            repeats=repeats or self.repeats)
+                            repeats=min(repeats or self.repeats, 30), protocol=protocol)
 
 
 # ---------------------------------------------------------------------------------------------------- sensitivity
@@ -109,7 +113,7 @@ class SensitivityPoint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SensitivityPoint:
-        return cls(**{**data, "latency": Latency(**data["latency"])})
+        return cls(**{**data, "latency": Latency.from_dict(data["latency"])})
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ class Sensitivity:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sensitivity:
         return cls(key=str(data["key"]), ratios=tuple(data["ratios"]), groups=tuple(data["groups"]),
-                   teacher_accuracy=float(data["teacher_accuracy"]), teacher_latency=Latency(**data["teacher_latency"]),
+                   teacher_accuracy=float(data["teacher_accuracy"]), teacher_latency=Latency.from_dict(data["teacher_latency"]),
                    teacher_params=int(data["teacher_params"]),
                    points=tuple(SensitivityPoint.from_dict(p) for p in data["points"]),
                    skipped=tuple(data.get("skipped", ())), seconds=float(data.get("seconds", 0.0)))
@@ -288,7 +292,7 @@ class BreakdownRow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BreakdownRow:
-        return cls(**{**data, "latency": Latency(**data["latency"])})
+        return cls(**{**data, "latency": Latency.from_dict(data["latency"])})
 
 
 @dataclass(frozen=True)

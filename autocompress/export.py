@@ -15,6 +15,7 @@ Nothing is unpickled: the trial's weights are a plain-array ``.npz`` loaded into
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -29,8 +30,9 @@ from autocompress.config import SearchConfig
 from autocompress.cpu import machine_fingerprint
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.measure.accuracy import evaluate_onnx, evaluate_torch
-from autocompress.measure.latency import measure_onnx, measure_torch
-from autocompress.pareto import Choice
+from autocompress.measure.fresh import remeasure_fresh
+from autocompress.measure.latency import measure_torch
+from autocompress.pareto import Choice, suggested_budget_ms
 from autocompress.study import Reference
 from autocompress.trial import WEIGHTS_FILE
 from autocompress.weights import load_weights
@@ -87,6 +89,16 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     is refused with a ConfigError and left untouched.
     """
     record = choice.record
+    if record.artifact is not None and (choice.confirmed is None or choice.confirmed_reference is None):
+        # Not confirmed by the search (the API's export of an older result, or the fresh process failed then).
+        chosen, teacher = remeasure_fresh(config.study_dir / record.artifact, reference.onnx_path, workload.input_shape,
+                                          threads=config.threads, batch_size=config.batch_size,
+                                          protocol=config.protocol.longer(2.5))
+        choice = dataclasses.replace(choice, confirmed=chosen, confirmed_reference=teacher)
+    if choice.feasible and choice.confirmed is not None and choice.confirmed.median_ms > record.budget_ms:
+        choice = dataclasses.replace(choice, feasible=False, reason=(
+            f"feasible in the search but {choice.confirmed.median_ms:.3f} ms when re-measured at export, over the "
+            f"{record.budget_ms:.3f} ms budget"), suggested_budget_ms=suggested_budget_ms(choice.confirmed.median_ms))
     default_name = "chosen" if choice.feasible else "over_budget"
     final = Path(destination) if destination is not None else config.study_dir / default_name
     _check_destination(final)
@@ -135,11 +147,15 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
 
 def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig, folder: Path) -> dict[str, Any]:
     record = choice.record
-    # Measured now, back to back, so the speed-up compares numbers taken under the same machine load.
-    protocol = {"threads": config.threads, "batch_size": config.batch_size, "warmup": config.warmup, "repeats": config.repeats * 3}
-    teacher_torch = measure_torch(workload.model, workload.input_shape, **protocol)
-    teacher_ort = measure_onnx(reference.onnx_path, workload.input_shape, **protocol)
-    chosen = measure_onnx(folder / "model.onnx", workload.input_shape, **protocol)
+    # The shipped figures: the chosen artifact and the teacher's, re-measured side by side in a fresh process with a
+    # longer protocol (study.confirm_choice); measured here, the same way, only if that re-measurement was not possible.
+    protocol = config.protocol.longer(2.5)
+    assert choice.confirmed is not None and choice.confirmed_reference is not None
+    chosen, teacher_ort, how = choice.confirmed, choice.confirmed_reference, "fresh process, side by side with the teacher"
+    teacher_torch = measure_torch(workload.model, workload.input_shape, threads=config.threads,
+                                  batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats,
+                                  protocol=protocol)
+    search = record.latency
     test = evaluate_onnx(folder / "model.onnx", workload.test)
     teacher_test = evaluate_onnx(reference.onnx_path, workload.test)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
@@ -171,6 +187,10 @@ def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config
             "speedup_vs_teacher_torch": teacher_torch.median_ms / chosen.median_ms,
             "speedup_vs_teacher_ort": teacher_ort.median_ms / chosen.median_ms,
             "during_search_ms": record.latency_ms,
+            "during_search_interval_ms": [search.low, search.high] if search else None,
+            "inside_search_interval": bool(search and search.low <= chosen.median_ms <= search.high),
+            "measured": how,
+            "protocol": protocol.to_dict(),
             "budget_ms": reference.budget_ms,
             "within_budget": chosen.median_ms <= reference.budget_ms,
             "overshoot_ms": max(0.0, chosen.median_ms - reference.budget_ms),

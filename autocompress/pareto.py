@@ -3,9 +3,13 @@
 Objectives: accuracy (higher is better) and latency (lower is better). A record is *feasible* when it was fully
 measured (``complete``), is within the latency budget and its accuracy drop is within the limit.
 
-**The choice is a promise.** The chosen model is the most accurate feasible one. When nothing is feasible, the fallback
-is the *fastest* model whose measured accuracy drop keeps the limit — labelled infeasible, with its overshoot in ms
-and the budget that would make it feasible. A model whose measured drop breaks the limit is never chosen.
+**The choice is a promise.** The chosen model is the most accurate feasible one (ties: one whose whole latency
+interval is within the budget, then the faster). Before it is called chosen, it is measured again in a fresh process
+with a longer protocol (:func:`autocompress.study.confirm_choice`); one that is then over the budget is passed over
+(``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model whose measured accuracy drop
+keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would make it feasible. A model
+whose measured drop breaks the limit is never chosen. This module holds the one choice rule; the CLI, the API, the
+dashboard note and the report all call :func:`choose`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from autocompress.measure.latency import Latency
 from autocompress.record import TrialRecord
 
 __all__ = ["Choice", "pareto_front", "choose", "hypervolume", "dominates", "suggested_budget_ms"]
@@ -28,12 +33,18 @@ class Choice:
         feasible: within the budget and the accuracy limit.
         reason: one sentence for the user.
         suggested_budget_ms: when infeasible, a budget the chosen model meets (its latency plus 10 %, rounded up).
+        confirmed / confirmed_reference: the fresh-process re-measurement of the chosen artifact and of the teacher
+            artifact beside it (the figures that ship in metrics.json).
+        passed_over: trials that were feasible in the search but over the budget when re-measured.
     """
 
     record: TrialRecord
     feasible: bool
     reason: str
     suggested_budget_ms: float | None = None
+    confirmed: Latency | None = None
+    confirmed_reference: Latency | None = None
+    passed_over: tuple[int, ...] = ()
 
     @property
     def overshoot_ms(self) -> float:
@@ -65,15 +76,18 @@ def suggested_budget_ms(latency_ms: float) -> float:
     return math.ceil(value / scale - 1e-9) * scale
 
 
-def choose(records: Sequence[TrialRecord]) -> Choice | None:
-    """The most accurate feasible record; else the fastest within the accuracy limit; else ``None``.
+def choose(records: Sequence[TrialRecord], *, exclude: Sequence[int] = ()) -> Choice | None:
+    """The most accurate feasible record not in ``exclude``; else the fastest within the accuracy limit; else ``None``.
 
-    Ties in accuracy go to the lower latency, then the earlier trial.
+    Ties in accuracy go to a record whose whole latency interval is within the budget, then to the lower latency,
+    then to the earlier trial. ``exclude`` (trial numbers over the budget when re-measured) only removes feasible
+    candidates: such a record may still be the over-budget fallback.
     """
-    feasible = [r for r in records if r.feasible]
+    feasible = [r for r in records if r.feasible and r.number not in set(exclude)]
     if feasible:
-        best = min(feasible, key=lambda r: (-(r.accuracy or 0.0), r.latency_ms, r.number))
-        return Choice(best, True, "the most accurate model within the latency budget and the accuracy limit")
+        best = min(feasible, key=lambda r: (-(r.accuracy or 0.0), not r.confidently_within, r.latency_ms, r.number))
+        return Choice(best, True, "the most accurate model within the latency budget and the accuracy limit",
+                      passed_over=tuple(exclude))
     within = [r for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms is not None]
     if not within:
         return None
@@ -84,7 +98,7 @@ def choose(records: Sequence[TrialRecord]) -> Choice | None:
         fastest, False,
         f"no policy meets the {fastest.budget_ms:.3f} ms budget; this is the fastest model within the accuracy limit, "
         f"{fastest.overshoot_ms:.3f} ms over the budget",
-        suggested_budget_ms=suggested,
+        suggested_budget_ms=suggested, passed_over=tuple(exclude),
     )
 
 

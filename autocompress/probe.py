@@ -45,7 +45,7 @@ class ProbePoint:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbePoint:
         return cls(level=float(data["level"]), quant=str(data["quant"]), kernel=str(data["kernel"]),
-                   latency=Latency(**data["latency"]), params=dict(data["params"]))
+                   latency=Latency.from_dict(data["latency"]), params=dict(data["params"]))
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,11 @@ def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
         prune = space.uniform_params(runner.groups, level)
         for mode in space.quant_modes:
             params = {**prune, **space.quant_params(mode)}
-            policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel)
+            policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size)
             student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
-            latency, _ = runner.time(student, artifact, cached=True)
+            latency, hit = runner.time(student, artifact, cached=True)
+            if not hit:
+                runner.learn(policy, runner.predict(policy)[0], latency)  # the latency model's first points
             point = ProbePoint(level=level, quant=mode, kernel=policy.quant.kernel, latency=latency, params=params)
             points.append(point)
             if say:

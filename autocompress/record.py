@@ -7,7 +7,14 @@ with :func:`read_record` / :func:`read_records` instead of reaching into string-
 **Outcomes.** ``complete``: the artifact was measured and scored (fine-tuned when the policy prunes). ``stopped``: the
 pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
 architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
-accuracy, so it is neither recorded as an objective nor charged as a constraint. ``failed``: an error, with its reason.
+accuracy, so it is neither recorded as an objective nor charged as a constraint. ``skipped``: the latency model
+(:mod:`autocompress.measure.model`) predicted the proposal over the budget with confidence, so nothing was built; the
+trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a stopped one.
+``failed``: an error, with its reason.
+
+**Latency decisions use the interval.** A figure whose interval straddles the budget is measured again (bounded)
+before the trial decides; ``within_budget`` is then the figure against the budget, and ``confidently_within`` says
+whether the whole interval is below it (the choice prefers those).
 
 **Constraints on one scale.** Optuna ranks infeasible trials by the sum of their positive constraint values, so both
 are relative overshoots: ``latency = latency_ms / budget_ms - 1`` and ``accuracy = (drop_pt - max_drop_pt) /
@@ -46,14 +53,14 @@ __all__ = [
 RECORD_KEY = "record"
 ARTIFACTS_DIR = "artifacts"  # under the study folder: Optuna's artifact store (each trial's model.onnx, policy.json)
 CONSTRAINT_NAMES = ("latency", "accuracy")
-OUTCOMES = ("complete", "stopped", "failed")
+OUTCOMES = ("complete", "stopped", "skipped", "failed")
 _MIN_DROP_SCALE_PT = 0.1  # a max drop of 0 pt still needs a scale: 0.1 pt is one image in a thousand
 # Optuna < 5 and optuna-dashboard read feasibility from this system attribute (a list, in CONSTRAINT_NAMES order).
 _LEGACY_CONSTRAINTS_KEY = "constraints"
 
 
 def _latency_from(data: Mapping[str, Any] | None) -> Latency | None:
-    return Latency(**data) if data else None
+    return Latency.from_dict(data) if data else None
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,10 @@ class TrialRecord:
         timings: seconds per stage (``prune_s``, ``deploy_s``, ``latency_s``, ``distill_s``, ``evaluate_s``, ``total_s``).
         kd_loss: first and last distillation loss, when fine-tuned.
         fingerprint: host, CPU model, int8 ISA, int8 kernel and library versions of the process that ran the trial.
+        predicted: the latency model's prediction before the trial was built (``ms``, ``low_ms``, ``high_ms``).
+        remeasured: how many extra figures were taken because the first straddled the budget or lay far from the
+            prediction (they are pooled into ``latency``).
+        macs_estimate: the MACs the latency model used as its feature (estimated from the policy, not counted).
     """
 
     number: int
@@ -105,6 +116,9 @@ class TrialRecord:
     timings: Mapping[str, float] = field(default_factory=dict)
     kd_loss: tuple[float, float] | None = None
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    predicted: Mapping[str, Any] | None = None
+    remeasured: int = 0
+    macs_estimate: int | None = None
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -122,6 +136,11 @@ class TrialRecord:
     @property
     def within_budget(self) -> bool:
         return self.latency is not None and self.latency.median_ms <= self.budget_ms
+
+    @property
+    def confidently_within(self) -> bool:
+        """The whole latency interval lies within the budget."""
+        return self.latency is not None and self.latency.within(self.budget_ms)
 
     @property
     def within_accuracy(self) -> bool:
@@ -153,6 +172,9 @@ class TrialRecord:
         data["timings"] = {k: round(float(v), 4) for k, v in self.timings.items()}
         data["fingerprint"] = dict(self.fingerprint)
         data["kd_loss"] = list(self.kd_loss) if self.kd_loss else None
+        data["latency"] = self.latency.to_dict() if self.latency else None
+        data["latency_before_finetune"] = self.latency_before_finetune.to_dict() if self.latency_before_finetune else None
+        data["predicted"] = dict(self.predicted) if self.predicted else None
         return data
 
     @classmethod
@@ -161,6 +183,7 @@ class TrialRecord:
         values = {k: v for k, v in data.items() if k in known}
         values["policy"] = Policy.from_dict(data["policy"]) if data.get("policy") else None
         values["latency"] = _latency_from(data.get("latency"))
+        values["predicted"] = dict(data["predicted"]) if data.get("predicted") else None
         values["latency_before_finetune"] = _latency_from(data.get("latency_before_finetune"))
         values["kd_loss"] = tuple(data["kd_loss"]) if data.get("kd_loss") else None
         return cls(**values)
@@ -174,7 +197,12 @@ def constraint_values(record: TrialRecord) -> dict[str, float]:
 
     A stopped trial is infeasible by latency only: its accuracy was never that of the policy, so it is not charged.
     """
-    latency = (record.latency_ms / record.budget_ms - 1.0) if record.latency_ms is not None else 1.0
+    if record.latency_ms is not None:
+        latency = record.latency_ms / record.budget_ms - 1.0
+    elif record.predicted and record.predicted.get("ms"):
+        latency = float(record.predicted["ms"]) / record.budget_ms - 1.0
+    else:
+        latency = 1.0
     drop = record.accuracy_drop_pt
     if drop is None:
         accuracy = 0.0

@@ -31,24 +31,26 @@ from autocompress.config import SearchConfig
 from autocompress.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import Latency, measure_onnx, measure_torch, structure_key
+from autocompress.measure.fresh import remeasure_fresh
+from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
+from autocompress.measure.model import LatencyModel
 from autocompress.pareto import Choice, choose, pareto_front
 from autocompress.policy import QuantPolicy
 from autocompress.probe import Probe, run_probe
 from autocompress.record import RECORD_KEY, TrialRecord, read_record, read_records
 from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
 from autocompress.space import SearchSpace
+from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, rescue as _rescue
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.workload import Workload, check_teacher_accuracy
 
-__all__ = ["check_existing_study", "Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "RESCUE_ROUNDS"]
+__all__ = ["check_existing_study", "Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "PROPOSALS_PER_TRIAL"]
 
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 _MAX_CONSECUTIVE_FAILURES = 5
-RESCUE_ROUNDS = 3  # at most this many rounds of RESCUE_PER_ROUND fine-tunings when nothing is feasible
-RESCUE_PER_ROUND = 2
+PROPOSALS_PER_TRIAL = 4  # skipped and stopped proposals do not count as trials; this bounds them
 # Attributes that must match when a study is resumed: changing them would mix incomparable trials.
 _RESUME_KEYS = ("latency_budget", "max_accuracy_drop", "threads", "batch_size", "model", "data", "space")
 
@@ -88,6 +90,8 @@ class SearchResult:
     probe: Probe | None
     cpu: CpuInfo
     failed: int
+    latency_model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    noise: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def complete(self) -> list[TrialRecord]:
@@ -95,16 +99,22 @@ class SearchResult:
         return [r for r in self.records if r.outcome == "complete"]
 
 
-def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -> Reference:
-    """Teacher latency in PyTorch and as an fp32 ONNX artifact, and the artifact's val accuracy."""
+def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -> tuple[Reference, LatencyMeter]:
+    """Teacher latency in PyTorch and as an fp32 ONNX artifact, and the artifact's val accuracy.
+
+    Returns the reference and the study's :class:`LatencyMeter`, whose reference is this artifact: its long first
+    figure is the anchor every later figure's canary compares with, and the budget's yardstick.
+    """
     x = workload.example_input()
-    torch_latency = measure_torch(workload.model, workload.input_shape, threads=config.threads,
-                                  batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats)
     artifact = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir)
-    ort_latency = measure_onnx(artifact.path, workload.input_shape, threads=config.threads,
-                               batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats)
+    meter = LatencyMeter(artifact.path, workload.input_shape, threads=config.threads, batch_size=config.batch_size,
+                         protocol=config.protocol)
+    ort_latency = meter.calibrate()
+    torch_latency = measure_torch(workload.model, workload.input_shape, threads=config.threads,
+                                  batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats,
+                                  protocol=config.protocol)
     macs, params = count_macs_params(workload.model, x)
-    return Reference(
+    reference = Reference(
         torch_latency=torch_latency,
         ort_latency=ort_latency,
         val_accuracy=evaluate_onnx(artifact.path, workload.val).top1,
@@ -113,6 +123,7 @@ def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -
         params=params,
         onnx_path=artifact.path,
     )
+    return reference, meter
 
 
 def _sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -213,7 +224,8 @@ def _check_resume(study: optuna.Study, config: SearchConfig, identity: dict[str,
 def _record_interrupted(study: optuna.Study, runner: TrialRunner) -> Callable[[optuna.trial.FrozenTrial, str], None]:
     def on_failed(trial: optuna.trial.FrozenTrial, reason: str) -> None:
         try:
-            policy = runner.space.fixed_policy(trial.params, runner.groups, int8_kernel=runner.int8_kernel)
+            policy = runner.space.fixed_policy(trial.params, runner.groups, int8_kernel=runner.int8_kernel,
+                                               train_size=runner.train_size)
         except Exception:  # parameters incomplete: the process died while sampling them
             policy = None
         record = runner.failed_record(policy, number=trial.number, role=str(trial.user_attrs.get(ROLE_ATTR, "sampled")),
@@ -223,8 +235,17 @@ def _record_interrupted(study: optuna.Study, runner: TrialRunner) -> Callable[[o
 
 
 def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
-    """The trials that count towards ``--trials``: not the rescue phase, not trials cut short by an interruption."""
-    return [r for r in records if r.role != "rescue" and not (r.outcome == "failed" and (r.fail_reason or "").startswith(INTERRUPTED))]
+    """The trials that count towards ``--trials``: those that were fully measured (fine-tuned where they prune) or
+    failed. Not proposals skipped or stopped over the budget before fine-tuning (seconds, not a trial's worth of
+    work), not the rescue phase, not trials cut short by an interruption."""
+    return [r for r in records if r.role != "rescue" and (r.outcome == "complete" or (
+        r.outcome == "failed" and not (r.fail_reason or "").startswith(INTERRUPTED)))]
+
+
+def _stored_latency_model(study: optuna.Study) -> LatencyModel:
+    """The latency model a resumed study had learnt (empty for a new study); the probe and trials extend it."""
+    stored = study.user_attrs.get("latency_model")
+    return LatencyModel.from_dict(stored) if stored else LatencyModel()
 
 
 class SearchProgress:
@@ -287,7 +308,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
 
     say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
-    reference = measure_reference(workload, config, config.study_dir / "teacher")
+    reference, meter = measure_reference(workload, config, config.study_dir / "teacher")
     check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
     if stored_reference is not None:
         # A resumed study keeps the budget and accuracy reference its first trials were scored against.
@@ -298,7 +319,8 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         f"{len(groups)} prunable groups")
 
     runner = TrialRunner(workload, space, config, budget_ms=reference.budget_ms, teacher_accuracy=reference.val_accuracy,
-                         groups=groups, int8_kernel=kernel, fingerprint=fingerprint)
+                         groups=groups, int8_kernel=kernel, fingerprint=fingerprint, meter=meter,
+                         latency_model=_stored_latency_model(study))
     runner.on_stage = progress.stage
     probe = _probe(study, runner, say=say, fresh=stored_reference is None)
     _warn_if_unreachable(probe, reference, config, say=say)
@@ -316,7 +338,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
             duplicate = any(all(params.get(k) == v for k, v in seed.params.items()) for _, params in baselines)
             if seed.level > 0 and not duplicate:
                 # The seed sits at the edge of the budget, where accuracy is hardest to keep: fine-tune it fully.
-                study.enqueue_trial({**seed.params, **space.kd_params(steps=space.steps.high)},
+                study.enqueue_trial({**seed.params, **space.kd_params(longest=True)},
                                     user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
 
     recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
@@ -328,9 +350,12 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
     with _stop_on_ctrl_c(runner, study, say):
         if remaining > 0:
-            _optimize(study, runner, n_trials=remaining, config=config, say=say, progress=progress)
+            _optimize(study, runner, config=config, say=say, progress=progress)
         if not runner.stop_requested and not any(r.feasible for r in read_records(study)):
             _rescue(study, runner, config=config, say=say)
+    study.set_user_attr("latency_model", runner.latency_model.to_dict())
+    study.set_user_attr("latency_model_summary", runner.latency_model.summary())
+    study.set_user_attr("noise", meter.noise_summary())
     if runner.stop_requested:
         _requeue_stopped(study)
         raise SearchInterrupted(len(_counted(read_records(study))), config.trials)
@@ -338,15 +363,23 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     records = read_records(study)
     failed = sum(1 for r in records if r.outcome == "failed")
     complete = [r for r in records if r.outcome == "complete"]
-    if not complete and not any(r.outcome == "stopped" for r in records):
+    if not complete and not any(r.outcome in ("stopped", "skipped") for r in records):
         reasons = sorted({r.fail_reason or "unknown" for r in records}) or ["no trial ran"]
         raise UnsupportedModelError(f"every trial failed; first reason: {reasons[0]}")
-    return SearchResult(study=study, records=records, front=pareto_front(complete), choice=choose(records),
-                        reference=reference, probe=probe, cpu=cpu, failed=failed)
+    choice = confirm_choice(records, reference=reference, config=config, input_shape=workload.input_shape, say=say)
+    if choice is not None:
+        study.set_user_attr("choice", {"trial": choice.record.number, "feasible": choice.feasible,
+                                       "passed_over": list(choice.passed_over),
+                                       "confirmed": choice.confirmed.to_dict() if choice.confirmed else None})
+    return SearchResult(study=study, records=records, front=pareto_front(complete), choice=choice,
+                        reference=reference, probe=probe, cpu=cpu, failed=failed,
+                        latency_model=runner.latency_model.summary(), noise=meter.noise_summary())
 
 
-def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config: SearchConfig, say: Say,
+def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say,
               progress: SearchProgress) -> None:
+    """Run trials until ``config.trials`` of them count (see :func:`_counted`), at most
+    :data:`PROPOSALS_PER_TRIAL` proposals per counted trial in all; near misses are promoted as they appear."""
     total = config.trials
     failures = {"consecutive": 0}
 
@@ -362,8 +395,20 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, n_trials: int, config
         if failures["consecutive"] >= _MAX_CONSECUTIVE_FAILURES:
             say(f"stopping: {_MAX_CONSECUTIVE_FAILURES} trials in a row failed (see fail_reason above)")
             study.stop()
+            return
+        if done >= total:
+            study.stop()
+            return
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if done + waiting < total:
+            promoted = promote_near_miss(study, records, space=runner.space, trials=total)
+            if promoted is not None:
+                say(f"trial {promoted} is a near miss (within the budget, drop just over the limit): queued again with "
+                    f"{NEAR_MISS_STEPS_SCALE}x the fine-tuning")
 
-    study.optimize(runner, n_trials=n_trials, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
+    remaining = total - len(_counted(read_records(study)))
+    study.optimize(runner, n_trials=max(1, remaining) * PROPOSALS_PER_TRIAL, timeout=config.timeout,
+                   catch=(Exception,), callbacks=[on_trial_end])
 
 
 def _requeue_stopped(study: optuna.Study) -> None:
@@ -401,60 +446,14 @@ def _warn_if_unreachable(probe: Probe | None, reference: Reference, config: Sear
         "searching anyway for the fastest model within the accuracy limit")
 
 
-def _rescue_candidates(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Stopped structures worth fine-tuning, fastest first: one per policy summary, not yet rescued, faster than the
-    best model already within the accuracy limit and slower than the slowest rescue that broke the limit (a faster,
-    more pruned structure is assumed to lose at least as much accuracy)."""
-    best = min((r.latency_ms for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms),
-               default=float("inf"))
-    broke = max((r.latency_ms or 0.0 for r in records if r.role == "rescue" and r.outcome == "complete"
-                 and not r.within_accuracy), default=0.0)
-    rescued = {r.label for r in records if r.role == "rescue"}
-    seen: set[str] = set()
-    out = []
-    for r in sorted((r for r in records if r.outcome == "stopped" and r.policy is not None and r.latency_ms),
-                    key=lambda r: r.latency_ms or float("inf")):
-        if f"rescue of trial {r.number}" in rescued or r.summary in seen or not broke < (r.latency_ms or 0) < best:
-            continue
-        seen.add(r.summary)
-        out.append(r)
-    return out
-
-
-def _rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say) -> None:
-    """Nothing is feasible: fine-tune stopped structures to find the fastest one that keeps the accuracy limit.
-
-    A bisection over latency: each round fine-tunes :data:`RESCUE_PER_ROUND` candidates (see
-    :func:`_rescue_candidates`) spread over the range — in the first round the fastest and the middle one — with the
-    space's most fine-tuning steps. A success becomes the new upper bound, a failure the new lower bound, and the
-    range shrinks; at most :data:`RESCUE_ROUNDS` rounds. Tiny example: stopped at 0.08 … 0.33 ms; round 1 tries 0.08
-    (fails) and 0.14 (keeps the limit); round 2 tries the structures between them.
-    """
-    space = runner.space
-    for round_ in range(RESCUE_ROUNDS):
-        candidates = _rescue_candidates(read_records(study))
-        if not candidates:
-            return
-        n = len(candidates)
-        picks = sorted({0, n // 2} if round_ == 0 else {n // 3, (2 * n) // 3})
-        todo = [candidates[i] for i in picks][:RESCUE_PER_ROUND]
-        if round_ == 0:
-            say(f"no trial is feasible: fine-tuning stopped structures (bisecting over latency, up to "
-                f"{RESCUE_ROUNDS * RESCUE_PER_ROUND}) to find the fastest model within the accuracy limit")
-        for r in todo:
-            trial = study.trials[r.number]
-            params = {**trial.params, **space.kd_params(steps=space.steps.high)}
-            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue of trial {r.number}"})
-        study.optimize(runner, n_trials=len(todo), catch=(Exception,),
-                       callbacks=[lambda s, t: say(_progress_line(t, None, None, runner.budget_ms))])
-
-
 def _progress_line(trial: optuna.trial.FrozenTrial, done: int | None, total: int | None, budget_ms: float) -> str:
     head = f"[trial {trial.number:>3} · {done}/{total}]" if done is not None else f"[trial {trial.number:>3} · rescue]"
     record = read_record(trial)
     if record is None:
         return f"{head} {trial.state.name.lower()}"
     label = f" [{record.label}]" if record.label else ""
+    if record.outcome == "skipped":
+        return f"{head}{label} {record.summary} → skipped, not built: {record.stopped_reason}"
     if record.outcome == "failed":
         return f"{head}{label} FAILED {record.summary}: {record.fail_reason}"
     acc = (f"val acc {record.accuracy:.2%} (drop {record.accuracy_drop_pt:+.2f} pt)" if record.accuracy is not None

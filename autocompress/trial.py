@@ -12,6 +12,7 @@ policies (fp32, int8-only) have nothing to fine-tune, so their measured accuracy
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -37,7 +38,8 @@ from autocompress.compress.quantize import Artifact, deploy
 from autocompress.config import SearchConfig
 from autocompress.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import Latency, LatencyCache, measure_onnx, structure_key
+from autocompress.measure.latency import Latency, LatencyCache, LatencyMeter, combine, structure_key
+from autocompress.measure.model import LatencyModel, MacsEstimator, precision_key
 from autocompress.policy import Policy
 from autocompress.record import TrialRecord, artifact_store, write_record
 from autocompress.space import SearchSpace
@@ -45,14 +47,18 @@ from autocompress.training import predict_logits
 from autocompress.weights import save_weights
 from autocompress.workload import Workload
 
-__all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "WEIGHTS_FILE"]
+__all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
+           "MAX_REMEASURES", "MAX_SKIPS_IN_A_ROW"]
 
 logger = logging.getLogger(__name__)
 
 # User attributes an enqueued trial carries (study.enqueue_trial(..., user_attrs=...)).
 ROLE_ATTR = "role"
 LABEL_ATTR = "label"
+STEPS_SCALE_ATTR = "steps_scale"  # a promoted near miss: the same policy fine-tuned this many times longer
 WEIGHTS_FILE = "student_weights.npz"
+MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction
+MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped as predicted over budget, the next one is built anyway
 
 
 class StopRequested(Exception):
@@ -73,6 +79,8 @@ class Objective:
         self.study_dir = study_dir
         self.stop_requested = False  # set by the search's SIGINT handler; checked between stages
         self.on_stage: Callable[[str], None] = lambda text: None  # live progress (the CLI's bar)
+        self.train_size: int | None = None  # resolves KD epochs into steps (SearchSpace.suggest)
+        self.skips_in_a_row = 0
 
     def check_stop(self, stage: str) -> None:
         """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
@@ -85,6 +93,13 @@ class Objective:
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         raise NotImplementedError
 
+    def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
+        """A ``skipped`` record when ``policy`` need not be built (predicted over the budget); ``None`` to build it.
+
+        The base class never skips; :class:`TrialRunner` asks its latency model.
+        """
+        return None
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         from autocompress.resume import OWNER_ATTR, owner_attrs
 
@@ -93,8 +108,20 @@ class Objective:
         label = str(trial.user_attrs.get(LABEL_ATTR, ""))
         policy: Policy | None = None
         try:
-            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel)
+            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel, train_size=self.train_size)
+            scale = int(trial.user_attrs.get(STEPS_SCALE_ATTR, 1))
+            if scale > 1:
+                policy = dataclasses.replace(policy, distill=dataclasses.replace(policy.distill,
+                                                                                 steps=policy.distill.steps * scale))
+            skipped = self.skip_record(policy, number=trial.number, role=role, label=label)
+            if skipped is not None and self.skips_in_a_row < MAX_SKIPS_IN_A_ROW:
+                self.skips_in_a_row += 1
+                write_record(trial, skipped)
+                raise optuna.TrialPruned(skipped.stopped_reason)
+            self.skips_in_a_row = 0
             record = self.evaluate(policy, number=trial.number, role=role, label=label)
+        except optuna.TrialPruned:
+            raise
         except Exception as exc:
             reason = (str(exc) if isinstance(exc, StopRequested) else f"{type(exc).__name__}: {exc}")[:2000]
             write_record(trial, self.failed_record(policy, number=trial.number, role=role, label=label, reason=reason))
@@ -123,19 +150,26 @@ class Objective:
 class TrialRunner(Objective):
     """The real evaluator: builds, measures and scores one policy on ``workload``.
 
-    No process-global state: the same runner can later run in several worker processes on one shared storage.
+    Latency comes from ``meter`` (side by side with the teacher artifact, :class:`LatencyMeter`); every figure feeds
+    ``latency_model``, which predicts proposals before they are built. No process-global state: the same runner can
+    later run in several worker processes on one shared storage.
     """
 
     def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, budget_ms: float,
                  teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
-                 fingerprint: Mapping[str, Any], cache: LatencyCache | None = None) -> None:
+                 fingerprint: Mapping[str, Any], meter: LatencyMeter, cache: LatencyCache | None = None,
+                 latency_model: LatencyModel | None = None) -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
         self.config = config
         self.budget_ms = budget_ms
         self.teacher_accuracy = teacher_accuracy
         self.fingerprint = dict(fingerprint)
+        self.meter = meter
         self.cache = cache or LatencyCache()
+        self.latency_model = latency_model or LatencyModel()
+        self.macs = MacsEstimator(workload.model, groups, workload.example_input())
+        self.train_size = len(workload.train)  # type: ignore[arg-type]
         self._teacher_logits: torch.Tensor | None = None
 
     @property
@@ -161,10 +195,30 @@ class TrialRunner(Objective):
         hit = self.cache.get(key) if cached else None
         if hit is not None:
             return hit, True
-        latency = measure_onnx(artifact.path, self.workload.input_shape, threads=cfg.threads,
-                               batch_size=cfg.batch_size, warmup=cfg.warmup, repeats=cfg.repeats)
+        latency = self.meter.measure(artifact.path)
         self.cache.put(key, latency)
         return latency, False
+
+    def decide(self, latency: Latency, artifact: Artifact, *, expected_ms: float | None) -> tuple[Latency, int]:
+        """Measure ``artifact`` again (at most :data:`MAX_REMEASURES` times, pooling the blocks) while its interval
+        straddles the budget, or once when it lies far from the latency model's prediction ``expected_ms``.
+
+        Returns the pooled figure and how many extra figures were taken. Tiny example: budget 0.50 ms, figure 0.49
+        [0.475, 0.53] straddles → measured again, pooled 0.48 [0.466, 0.497] is within with confidence.
+        """
+        extra = 0
+        far = expected_ms is not None and abs(latency.median_ms - expected_ms) > 2 * self.latency_model.width * expected_ms
+        while extra < MAX_REMEASURES and (latency.straddles(self.budget_ms) or (far and extra == 0)):
+            latency = combine(latency, self.meter.measure(artifact.path))
+            extra += 1
+        return latency, extra
+
+    def predict(self, policy: Policy) -> tuple[int, Any]:
+        """``(estimated MACs, Prediction or None)`` of ``policy`` before anything is built."""
+        return self.latency_model.predict_policy(policy, self.macs)
+
+    def learn(self, policy: Policy, macs: int, latency: Latency) -> None:
+        self.latency_model.add(precision_key(policy.quant), macs, latency.median_ms)
 
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
         return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
@@ -173,6 +227,20 @@ class TrialRunner(Objective):
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
+
+    def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
+        """Skip a sampled, pruned proposal that the latency model puts over the budget with confidence."""
+        if role != "sampled" or policy.prune.is_identity:
+            return None
+        macs, prediction = self.predict(policy)
+        if prediction is None or not prediction.over(self.budget_ms):
+            return None
+        return TrialRecord(
+            outcome="skipped", predicted=prediction.to_dict(), macs_estimate=macs, timings={"total_s": 0.0},
+            stopped_reason=(f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, "
+                            f"at least {prediction.low_ms:.3f} > {self.budget_ms:.3f} ms)"),
+            **self._base(policy, number=number, role=role, label=label),
+        )
 
     # ------------------------------------------------------------------ one trial
     def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
@@ -183,6 +251,8 @@ class TrialRunner(Objective):
             shutil.rmtree(workdir)
         timings: dict[str, float] = {}
         base = self._base(policy, number=number, role=role, label=label)
+        macs_estimate, prediction = self.predict(policy)
+        extra = {"predicted": prediction.to_dict() if prediction else None, "macs_estimate": macs_estimate}
 
         t = time.perf_counter()
         self.on_stage(f"trial {number}: prune + export ({policy.describe()})")
@@ -193,17 +263,24 @@ class TrialRunner(Objective):
         t = time.perf_counter()
         self.on_stage(f"trial {number}: latency gate")
         gate, cache_hit = self.time(student, artifact, cached=True)
+        remeasured = 0
+        if not cache_hit:
+            gate, remeasured = self.decide(gate, artifact, expected_ms=prediction.ms if prediction else None)
+            self.learn(policy, macs_estimate, gate)
         timings["latency_s"] = time.perf_counter() - t
         sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
 
-        # A rescue trial is fine-tuned although it is over the budget: nothing met it, and the user needs the
-        # fastest model that keeps the accuracy limit (study.run_study's rescue phase).
-        if gate.median_ms > self.budget_ms and not policy.prune.is_identity and role != "rescue":
+        # Rescue and promoted trials are fine-tuned although they may be over the budget: nothing met it (rescue), or
+        # the structure was already judged within it (a near miss fine-tuned longer).
+        if gate.median_ms > self.budget_ms and not policy.prune.is_identity and role not in ("rescue", "promoted"):
             timings["total_s"] = time.perf_counter() - started
+            confidence = "with confidence" if gate.over(self.budget_ms) else "after measuring again"
             return TrialRecord(
-                outcome="stopped", latency=gate, finetuned=False, timings=timings,
-                stopped_reason=f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > {self.budget_ms:.3f} ms)",
+                outcome="stopped", latency=gate, finetuned=False, timings=timings, remeasured=remeasured,
+                stopped_reason=(f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > "
+                                f"{self.budget_ms:.3f} ms, {confidence})"),
                 artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **base,
+                **extra,
             )
 
         self.check_stop("latency gate")
@@ -227,7 +304,10 @@ class TrialRunner(Objective):
             # The objective is a fresh measurement of the artifact that ships; the gate timed another file (before
             # fine-tuning, or another trial's model of the same structure).
             t = time.perf_counter()
+            self.on_stage(f"trial {number}: latency of the artifact")
             latency, _ = self.time(student, artifact, cached=False)
+            latency, more = self.decide(latency, artifact, expected_ms=gate.median_ms)
+            remeasured += more
             timings["latency_s"] += time.perf_counter() - t
         t = time.perf_counter()
         self.on_stage(f"trial {number}: val accuracy of the artifact")
@@ -237,6 +317,6 @@ class TrialRunner(Objective):
         timings["total_s"] = time.perf_counter() - started
         return TrialRecord(
             outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
-            weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings,
-            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), **sizes, **base,
+            weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings, remeasured=remeasured,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), **sizes, **base, **extra,
         )

@@ -245,7 +245,10 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
 
     A trained model that scores like guessing on its own data almost always sees inputs unlike those it was trained
     on — most often another normalisation (e.g. trained on plain ``ToTensor()`` pixels, searched with ImageNet
-    mean/std) — and compressing it would only reproduce noise. The line is :func:`low_accuracy_threshold`.
+    mean/std) — and compressing it would only reproduce noise. The line is :func:`low_accuracy_threshold`. A teacher
+    fed another normalisation can still score above it (27.5 % vs 95.0 % for a linear model on digits); that is
+    :func:`autocompress.preprocess_check.verify_preprocessing`'s job, which runs first: this stays the last line of
+    defence, e.g. for data whose normalisation the tool does not know.
 
     Args:
         val_accuracy: the teacher's top-1 on ``workload.val`` (a fraction in [0, 1]).

@@ -1,0 +1,68 @@
+"""Re-measure an artifact in a fresh process: the figure that ships with a chosen model.
+
+A figure taken inside the search process shares it with everything the search did before (allocator state, warm
+caches, the other sessions it holds). The chosen model's promise is checked in a new Python process instead, with a
+longer window, the teacher artifact timed side by side (its anchor first, then the candidate against it).
+
+    python -m autocompress.measure.fresh CANDIDATE.onnx REFERENCE.onnx --shape 1,32,32 --threads 1 --batch-size 1 \\
+        --window 3.0
+
+prints one JSON object ``{"candidate": Latency, "reference": Latency}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from autocompress.errors import AutocompressError
+from autocompress.measure.latency import Latency, LatencyMeter, Protocol
+
+__all__ = ["remeasure_fresh", "main"]
+
+_TIMEOUT_S = 300
+
+
+def remeasure_fresh(candidate: Path, reference: Path, input_shape: Sequence[int], *, threads: int, batch_size: int,
+                    protocol: Protocol) -> tuple[Latency, Latency]:
+    """``(candidate, reference)`` figures taken side by side in a new Python process (see the module docstring)."""
+    command = [sys.executable, "-m", "autocompress.measure.fresh", str(candidate), str(reference),
+               "--shape", ",".join(str(int(v)) for v in input_shape), "--threads", str(threads),
+               "--batch-size", str(batch_size), "--window", str(protocol.window_s), "--max-window",
+               str(protocol.max_window_s), "--warmup", str(protocol.warmup), "--min-runs", str(protocol.min_runs)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AutocompressError(f"re-measuring {candidate} in a fresh process failed: {tail}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return Latency.from_dict(data["candidate"]), Latency.from_dict(data["reference"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autocompress.measure.fresh", description=__doc__.splitlines()[0])
+    parser.add_argument("candidate", type=Path)
+    parser.add_argument("reference", type=Path)
+    parser.add_argument("--shape", required=True, help="input shape without the batch axis, e.g. 1,32,32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--window", type=float, default=3.0)
+    parser.add_argument("--max-window", type=float, default=7.5)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--min-runs", type=int, default=30)
+    args = parser.parse_args(argv)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    protocol = Protocol(warmup=args.warmup, min_runs=args.min_runs, window_s=args.window,
+                        max_window_s=max(args.max_window, args.window))
+    meter = LatencyMeter(args.reference, shape, threads=args.threads, batch_size=args.batch_size, protocol=protocol)
+    reference = meter.calibrate(factor=1.0)
+    candidate = meter.measure(args.candidate)
+    print(json.dumps({"candidate": candidate.to_dict(), "reference": reference.to_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The search's phases around the sampler: near misses fine-tuned longer, the rescue, and the confirmed choice.
+
+- :func:`promote_near_miss`: a trial within the budget whose accuracy drop is just over the limit is queued again with
+  :data:`NEAR_MISS_STEPS_SCALE` times the fine-tuning (multi-fidelity style: the structure already proved fast
+  enough; only its accuracy is in doubt, and more fine-tuning is what recovers accuracy).
+- :func:`rescue`: nothing is feasible. Near misses on the accuracy side are finished first; then a bisection over the
+  uniform prune level, between the most pruned level known to keep the accuracy limit and the least pruned known to
+  break it, at the precision the latency model predicts fastest at each level, with the space's longest fine-tuning.
+  The structures are generated, not taken from what the sampler happened to propose.
+- :func:`confirm_choice`: the chosen model is re-measured in a fresh process with a longer protocol; one that is
+  then over the budget is not called chosen and the next candidate is tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from autocompress.errors import AutocompressError
+from autocompress.measure.fresh import remeasure_fresh
+from autocompress.measure.latency import Latency
+from autocompress.pareto import Choice, choose
+from autocompress.record import TrialRecord, read_records
+from autocompress.trial import LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR
+
+if TYPE_CHECKING:
+    from autocompress.config import SearchConfig
+    from autocompress.space import SearchSpace
+    from autocompress.study import Reference
+    from autocompress.trial import TrialRunner
+
+__all__ = ["NEAR_MISS_STEPS_SCALE", "RESCUE_ROUNDS", "RESCUE_PER_ROUND", "CONFIRM_CANDIDATES", "near_misses",
+           "promote_near_miss", "rescue", "confirm_choice"]
+
+logger = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+NEAR_MISS_STEPS_SCALE = 3
+RESCUE_ROUNDS = 3
+RESCUE_PER_ROUND = 2
+CONFIRM_CANDIDATES = 3  # feasible candidates re-measured in a fresh process before giving up on "chosen"
+_NEAR_MISS_MARGIN_PT = 0.5  # "just over": within max(limit, this) points above the limit
+
+
+def _label(number: int) -> str:
+    return f"near miss of trial {number}: {NEAR_MISS_STEPS_SCALE}x fine-tuning"
+
+
+def near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Fine-tuned trials within the budget whose drop is over the limit by at most ``max(limit, 0.5 pt)``, not yet
+    promoted, smallest drop first. Tiny example, limit 1.0 pt: drops 1.1 and 1.9 are near misses, 2.1 is not."""
+    promoted = {r.label for r in records if r.role == "promoted"}
+    out = []
+    for r in records:
+        drop = r.accuracy_drop_pt
+        if (r.outcome == "complete" and r.finetuned and r.role in ("sampled", "seed", "rescue") and r.within_budget
+                and drop is not None and r.max_drop_pt < drop <= r.max_drop_pt + max(r.max_drop_pt, _NEAR_MISS_MARGIN_PT)
+                and _label(r.number) not in promoted):
+            out.append(r)
+    return sorted(out, key=lambda r: (r.accuracy_drop_pt, r.number))
+
+
+def _enqueue_promotion(study: optuna.Study, record: TrialRecord) -> None:
+    params = dict(study.trials[record.number].params)
+    study.enqueue_trial(params, user_attrs={ROLE_ATTR: "promoted", LABEL_ATTR: _label(record.number),
+                                            STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE}, skip_if_exists=False)
+
+
+def promote_near_miss(study: optuna.Study, records: Sequence[TrialRecord], *, space: SearchSpace, trials: int) -> int | None:
+    """Queue the best near miss again with longer fine-tuning; at most ``max(2, trials // 5)`` per study.
+
+    Returns the promoted trial's number, or ``None``.
+    """
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+               if t.user_attrs.get(ROLE_ATTR) == "promoted"]
+    done = sum(1 for r in records if r.role == "promoted")
+    if done + len(waiting) >= max(2, trials // 5):
+        return None
+    queued = {t.user_attrs.get(LABEL_ATTR) for t in waiting}
+    for record in near_misses(records):
+        if _label(record.number) not in queued:
+            _enqueue_promotion(study, record)
+            return record.number
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- rescue
+def _level_of(record: TrialRecord) -> float:
+    ratios = list(record.policy.prune.ratios.values()) if record.policy else []
+    return sum(ratios) / len(ratios) if ratios else 0.0
+
+
+def _grid(space: SearchSpace) -> list[float]:
+    rng = space.prune_level if space.has_level and space.prune_level else space.prune_ratio
+    step = rng.step or 0.05
+    count = int(round((rng.high - rng.low) / step))
+    return [round(rng.low + i * step, 4) for i in range(count + 1)]
+
+
+def _fastest_params(runner: TrialRunner, level: float) -> tuple[dict[str, Any], str]:
+    """Parameters of uniform ``level`` at the precision the latency model predicts fastest there."""
+    space = runner.space
+    prune = space.uniform_params(runner.groups, level)
+    dense = {"prune.sparsity": space.sparsity.clamp(0.0)} if space.sparsity is not None else {}
+    best: tuple[float, str] | None = None
+    for mode in space.quant_modes:
+        policy = space.fixed_policy({**dense, **prune, **space.quant_params(mode)}, runner.groups,
+                                    int8_kernel=runner.int8_kernel, train_size=runner.train_size)
+        _, prediction = runner.predict(policy)
+        ms = prediction.ms if prediction is not None else float("inf")
+        if best is None or ms < best[0]:
+            best = (ms, mode)
+    assert best is not None
+    return {**dense, **prune, **space.quant_params(best[1]), **space.kd_params(longest=True)}, best[1]
+
+
+def _bracket(records: Sequence[TrialRecord]) -> tuple[float, float | None]:
+    """(most pruned level known to keep the accuracy limit, least pruned level above it known to break it)."""
+    scored = [r for r in records if r.outcome == "complete" and r.accuracy is not None
+              and (r.finetuned or (r.policy is not None and r.policy.prune.is_identity))]
+    passes = [_level_of(r) for r in scored if r.within_accuracy]
+    low = max(passes, default=0.0)
+    fails = [_level_of(r) for r in scored if not r.within_accuracy and _level_of(r) > low]
+    return low, min(fails, default=None)
+
+
+def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say) -> None:
+    """Nothing is feasible: find the fastest model that keeps the accuracy limit (see the module docstring).
+
+    Tiny example, grid 0–85 % in steps of 5: known pass 0 %, no known failure → round 1 tries 85 % and 45 %; 85 %
+    breaks the limit and 45 % keeps it → round 2 tries 60 % and 70 % (a third and two thirds of the way from 45 to
+    85); and so on, at most :data:`RESCUE_ROUNDS` rounds of :data:`RESCUE_PER_ROUND`.
+    """
+    space = runner.space
+    if space.prune_per == "none" or not runner.groups:
+        return
+
+    def run(todo: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        for params, attrs in todo:
+            study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        study.optimize(runner, n_trials=len(todo), catch=(Exception,),
+                       callbacks=[lambda s, t: say(_rescue_line(t, runner))])
+
+    say(f"no trial is feasible: rescue — near misses fine-tuned longer, then a bisection over the prune level (up to "
+        f"{RESCUE_ROUNDS * RESCUE_PER_ROUND} fine-tunings) for the fastest model within the accuracy limit")
+    misses = near_misses(read_records(study))[:RESCUE_PER_ROUND]
+    if misses:
+        run([(dict(study.trials[r.number].params), {ROLE_ATTR: "promoted", LABEL_ATTR: _label(r.number),
+                                                     STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE}) for r in misses])
+        if any(r.feasible for r in read_records(study)):
+            return
+    grid = _grid(space)
+    tried: set[float] = set()
+    for _ in range(RESCUE_ROUNDS):
+        low, high = _bracket(read_records(study))
+        if high is None:
+            picks = [grid[-1], min(grid, key=lambda g: abs(g - (low + grid[-1]) / 2))]
+        else:
+            inner = [g for g in grid if low < g < high]
+            picks = [inner[len(inner) // 3], inner[(2 * len(inner)) // 3]] if inner else []
+        picks = [p for p in dict.fromkeys(picks) if p > low and p not in tried][:RESCUE_PER_ROUND]
+        if not picks:
+            return
+        todo = []
+        for level in picks:
+            tried.add(level)
+            params, mode = _fastest_params(runner, level)
+            todo.append((params, {ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue: uniform {level:.0%} · {mode}"}))
+        run(todo)
+
+
+def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
+    from autocompress.study import _progress_line
+
+    return _progress_line(trial, None, None, runner.budget_ms)
+
+
+# ---------------------------------------------------------------------------------------------------- the choice
+def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, config: SearchConfig,
+                   input_shape: Sequence[int], say: Say) -> Choice | None:
+    """:func:`autocompress.pareto.choose`, confirmed by a fresh-process re-measurement (longer protocol).
+
+    A feasible candidate whose re-measured figure is over the budget is passed over for the next (at most
+    :data:`CONFIRM_CANDIDATES`); the figure that ships is the re-measurement. When no candidate holds, the
+    over-budget fallback of :func:`choose` is returned (never called chosen).
+    """
+    protocol = config.protocol.longer(2.5)
+    fresh: dict[int, tuple[Latency, Latency] | None] = {}
+
+    def remeasure(record: TrialRecord) -> tuple[Latency, Latency] | None:
+        if record.number not in fresh:
+            try:
+                fresh[record.number] = remeasure_fresh(config.study_dir / str(record.artifact), reference.onnx_path,
+                                                       input_shape, threads=config.threads,
+                                                       batch_size=config.batch_size, protocol=protocol)
+            except (AutocompressError, OSError, ValueError) as exc:
+                say(f"warning: could not re-measure trial {record.number} in a fresh process ({exc}); its search "
+                    "figure is kept")
+                fresh[record.number] = None
+        return fresh[record.number]
+
+    excluded: list[int] = []
+    while True:
+        choice = choose(records, exclude=excluded)
+        if choice is None:
+            return None
+        measured = remeasure(choice.record)
+        if measured is None:
+            return choice
+        latency, teacher = measured
+        if not choice.feasible or latency.median_ms <= choice.record.budget_ms:
+            search = choice.record.latency
+            inside = search is not None and search.low <= latency.median_ms <= search.high
+            say(f"trial {choice.record.number} re-measured in a fresh process: {latency} "
+                f"({'inside' if inside else 'outside'} the search's interval"
+                f"{f' [{search.low:.3f}, {search.high:.3f}]' if search else ''})")
+            return dataclasses.replace(choice, confirmed=latency, confirmed_reference=teacher)
+        say(f"trial {choice.record.number} re-measured in a fresh process at {latency}: over the "
+            f"{choice.record.budget_ms:.3f} ms budget, so it is not called chosen; trying the next candidate")
+        excluded.append(choice.record.number)
+        if len(excluded) >= CONFIRM_CANDIDATES:
+            feasible_left = [r.number for r in records if r.feasible and r.number not in excluded]
+            excluded.extend(feasible_left)
