@@ -118,13 +118,18 @@ def _fastest_params(runner: TrialRunner, level: float) -> tuple[dict[str, Any], 
     return {**dense, **prune, **space.quant_params(best[1]), **space.kd_params(longest=True)}, best[1]
 
 
-def _bracket(records: Sequence[TrialRecord]) -> tuple[float, float | None]:
-    """(most pruned level known to keep the accuracy limit, least pruned level above it known to break it)."""
-    scored = [r for r in records if r.outcome == "complete" and r.accuracy is not None
-              and (r.finetuned or (r.policy is not None and r.policy.prune.is_identity))]
+def _bracket(records: Sequence[TrialRecord], *, longest_steps: int) -> tuple[float, float | None]:
+    """(most pruned level known to keep the accuracy limit, least pruned level above it known to break it).
+
+    Only a trial fine-tuned at least ``longest_steps`` (what the rescue gives) counts as a failure: a level that lost
+    accuracy with a short fine-tuning may keep it with the longest.
+    """
+    scored = [r for r in records if r.outcome == "complete" and r.accuracy is not None and r.policy is not None
+              and (r.finetuned or r.policy.prune.is_identity)]
     passes = [_level_of(r) for r in scored if r.within_accuracy]
     low = max(passes, default=0.0)
-    fails = [_level_of(r) for r in scored if not r.within_accuracy and _level_of(r) > low]
+    fails = [_level_of(r) for r in scored if not r.within_accuracy and _level_of(r) > low
+             and r.policy is not None and r.policy.distill.steps >= longest_steps]
     return low, min(fails, default=None)
 
 
@@ -154,9 +159,11 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
         if any(r.feasible for r in read_records(study)):
             return
     grid = _grid(space)
+    longest = space.fixed_policy(_fastest_params(runner, grid[-1])[0], runner.groups, int8_kernel=runner.int8_kernel,
+                                 train_size=runner.train_size).distill.steps
     tried: set[float] = set()
     for _ in range(RESCUE_ROUNDS):
-        low, high = _bracket(read_records(study))
+        low, high = _bracket(read_records(study), longest_steps=longest)
         if high is None:
             picks = [grid[-1], min(grid, key=lambda g: abs(g - (low + grid[-1]) / 2))]
         else:

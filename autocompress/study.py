@@ -36,6 +36,7 @@ from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
 from autocompress.measure.model import LatencyModel
 from autocompress.pareto import Choice, choose, pareto_front
 from autocompress.policy import QuantPolicy
+from autocompress.preprocess_check import verify_preprocessing
 from autocompress.probe import Probe, run_probe
 from autocompress.record import RECORD_KEY, TrialRecord, read_record, read_records
 from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
@@ -307,6 +308,9 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     stored_reference = _check_resume(study, config, identity)
     say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
 
+    check = verify_preprocessing(workload)  # a far better --normalize: one-line WorkloadError naming it, before timing
+    study.set_user_attr("preprocess_check", check.to_dict())
+    say(f"teacher preprocessing: {check.summary()}")
     say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
     reference, meter = measure_reference(workload, config, config.study_dir / "teacher")
     check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)

@@ -41,17 +41,28 @@ def test_bad_space_file_names_file_and_key(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.mark.slow
 def test_demo_search_end_to_end_and_resume(tmp_path: Path) -> None:
-    """``python -m autocompress search`` on the real demo (teacher trained here), few trials and steps."""
+    """``python -m autocompress search`` on the real demo (teacher trained here), few trials and steps.
+
+    No CPU is assumed to reach a compressed budget: at 1.5x the teacher's own latency the uncompressed fp32 baseline
+    keeps it on any CPU, so a model is chosen everywhere; what is checked is that the shipped figures are those of the
+    shipped files and that "chosen" keeps its promise (re-measured within the budget).
+    """
     space = tmp_path / "tiny.yaml"
     space.write_text("prune: {per: uniform, ratio: {low: 0.3, high: 0.6, step: 0.1}}\n"
-                     "distill: {steps: {low: 20, high: 40, step: 20}}\nquantize: {calibration_samples: 16}\n")
-    args = ["search", "--trials", "4", "--space", str(space), "--output", "out", "--study-name", "e2e", "--repeats", "20", "--warmup", "5"]
+                     "distill: {epochs: {low: 1, high: 2, step: 1}}\nquantize: {calibration_samples: 16}\n")
+    args = ["search", "--trials", "4", "--space", str(space), "--output", "out", "--study-name", "e2e", "--repeats", "20",
+            "--warmup", "5", "--latency-window", "0.3", "--latency-budget", "1.5x"]
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Pareto front" in first.stdout and "chosen model:" in first.stdout
-    assert first.stdout.count("[trial ") == 4
+    assert "re-measured in a fresh process" in first.stdout
+    assert "· 4/4]" in first.stdout, "the last counted trial reaches the requested count"
     chosen = tmp_path / "out" / "e2e" / "chosen"
     metrics = json.loads((chosen / "metrics.json").read_text())
+    lat = metrics["latency"]
+    assert metrics["feasible"] is True and metrics["status"] == "chosen"
+    assert lat["within_budget"] is True and lat["chosen_ms"]["median_ms"] <= lat["budget_ms"], "a chosen model keeps the budget"
+    assert lat["measured"].startswith("fresh process")
     # The figures are those of the shipped files: the test accuracy recomputed from model.onnx is the reported one,
     # and model.pt2 (the same pruned network in fp32) scores within 2 pt of it.
     test = load_digits_splits()[2]
@@ -62,13 +73,15 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path) -> None:
         pt2_top1 = float((program(test.tensors[0]).argmax(1) == test.tensors[1]).float().mean())
     assert abs(pt2_top1 - reported) < 0.02, (pt2_top1, reported)
     assert metrics["accuracy"]["teacher_test_top1"] > 0.95, "the demo teacher must be a good model"
-    lat = metrics["latency"]  # speed itself is for the benchmarks; here the reported ratio must match its parts
+    # Speed itself is for the benchmarks; here the reported ratio must match its parts, and the interval its figure.
     assert lat["speedup_vs_teacher_torch"] == pytest.approx(
         lat["teacher_torch_fp32_ms"]["median_ms"] / lat["chosen_ms"]["median_ms"], rel=1e-6)
+    assert lat["chosen_ms"]["low_ms"] <= lat["chosen_ms"]["median_ms"] <= lat["chosen_ms"]["high_ms"]
+    assert lat["chosen_ms"]["noise"] in ("quiet", "noisy", "busy")
     header = (tmp_path / "out" / "e2e" / "pareto.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "trial" and "policy" in header, header
 
     again = run_cli(*[a if a != "4" else "5" for a in args], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming study 'e2e': 4 of 5 trials already finished" in again.stdout
-    assert again.stdout.count("[trial ") == 1
+    assert "· 5/5]" in again.stdout and "· 6/5]" not in again.stdout

@@ -69,19 +69,34 @@ def test_hypervolume_on_normalised_axes() -> None:
     assert hypervolume([rec(0, TEACHER, 1.5), rec(1, 0.5, 0.1)]) == 0.0
 
 
-def test_rescue_candidates_bisect_between_the_slowest_failure_and_the_best_within_limit() -> None:
+def test_rescue_bracket_counts_a_failure_only_at_the_longest_fine_tuning() -> None:
     from dataclasses import replace
 
-    from autocompress.policy import Policy, PrunePolicy
-    from autocompress.study import _rescue_candidates
+    from autocompress.phases import _bracket
+    from autocompress.policy import DistillPolicy, Policy, PrunePolicy
 
-    def stopped(n: int, lat: float) -> TrialRecord:
-        return replace(rec(n, None, lat, outcome="stopped"), policy=Policy(prune=PrunePolicy(ratios={"g": n / 100})))
+    def done(n: int, level: float, acc: float, steps: int) -> TrialRecord:
+        policy = Policy(prune=PrunePolicy(ratios={"a": level, "b": level}), distill=DistillPolicy(steps=steps))
+        return replace(rec(n, acc, 0.5), policy=policy)
 
-    records = [rec(0, TEACHER, 3.0), *(stopped(n, lat) for n, lat in [(1, 1.8), (2, 1.5), (3, 1.2), (4, 2.0), (5, 3.5)])]
-    # Nothing rescued yet: every stopped structure faster than the best model within the limit (3.0 ms), fastest first.
-    assert [r.number for r in _rescue_candidates(records)] == [3, 2, 1, 4]
-    # Rescuing trial 3 (1.2 ms) broke the limit and trial 1 (1.8 ms) kept it: only 1.5 ms is left between them.
-    rescued = [replace(rec(6, 0.5, 1.2), role="rescue", label="rescue of trial 3"),
-               replace(rec(7, TEACHER - 0.005, 1.8), role="rescue", label="rescue of trial 1")]
-    assert [r.number for r in _rescue_candidates(records + rescued)] == [2]
+    records = [done(0, 0.0, TEACHER, 0), done(1, 0.4, TEACHER - 0.005, 150), done(2, 0.6, 0.90, 30),
+               done(3, 0.8, 0.80, 150)]
+    # 40 % keeps the limit; 60 % broke it after only 30 steps (not a verdict at 150); 80 % broke it at 150.
+    assert _bracket(records, longest_steps=150) == (pytest.approx(0.4), pytest.approx(0.8))
+    assert _bracket(records, longest_steps=30) == (pytest.approx(0.4), pytest.approx(0.6))
+
+
+def test_choice_prefers_a_confident_record_and_passes_over_excluded_ones() -> None:
+    from dataclasses import replace
+
+    confident = rec(1, 0.985, 0.80)
+    straddling = replace(rec(2, 0.985, 0.79), latency=Latency(0.79, 0, 0.79, 0.79, 10, 1, 1, low_ms=0.75, high_ms=1.02))
+    best = rec(3, 0.99, 0.9)
+    choice = choose([confident, straddling, best])
+    assert choice is not None and choice.record.number == 3
+    # Trial 3 was over the budget when re-measured: among the equally accurate others, the confident one wins.
+    choice = choose([confident, straddling, best], exclude=[3])
+    assert choice is not None and choice.feasible and choice.record.number == 1 and choice.passed_over == (3,)
+    # Everything feasible passed over: the fallback is the fastest within the accuracy limit, never called chosen.
+    fallback = choose([confident, straddling, best], exclude=[1, 2, 3])
+    assert fallback is not None and not fallback.feasible

@@ -20,10 +20,14 @@ from autocompress.policy import Policy
 from autocompress.record import TrialRecord, read_records
 from autocompress.space import SearchSpace, load_space
 from autocompress.study import create_study
+from autocompress.measure.model import LatencyModel, precision_key
+from autocompress.phases import near_misses
+from autocompress.study import PROPOSALS_PER_TRIAL, SearchProgress, _counted, _optimize
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, Objective
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(9)]
 TEACHER_ACC, TEACHER_MS, BUDGET_MS, MAX_DROP = 0.99, 1.0, 0.12, 1.0
+TRAIN_SIZE = 1078  # the demo's train split: the default space's 2-9 KD epochs are 34-152 steps
 
 
 def _latency(ms: float) -> Latency:
@@ -55,7 +59,9 @@ def _run(space: SearchSpace, tmp_path: Path, *, sampler: str, seed: int, trials:
     study = create_study(config)
     for label, params in space.baselines(GROUPS):
         study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
-    study.optimize(Synthetic(space, GROUPS, int8_kernel=None), n_trials=trials, catch=(Exception,))
+    objective = Synthetic(space, GROUPS, int8_kernel=None)
+    objective.train_size = TRAIN_SIZE
+    study.optimize(objective, n_trials=trials, catch=(Exception,))
     return read_records(study)
 
 
@@ -105,3 +111,81 @@ def test_independent_per_group_ratios_do_not_reach_the_corner(tmp_path: Path) ->
     records = _run(old, tmp_path, sampler="random", seed=0)
     assert max(r.policy.prune.mean_ratio for r in records if r.policy) < 0.65
     assert not any(r.feasible for r in records)
+
+
+class SyntheticWithModel(Synthetic):
+    """The synthetic objective with a real :class:`LatencyModel` fed by every evaluated trial, so proposals it puts
+    over the budget with confidence are skipped through the real :meth:`Objective.__call__` path."""
+
+    budget_ms = BUDGET_MS
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.model = LatencyModel(min_points=2)
+        self.built: list[float] = []
+
+    @staticmethod
+    def _macs(policy: Policy) -> int:
+        return int(1e6 * (1 - policy.prune.mean_ratio) ** 2)
+
+    def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
+        prediction = self.model.predict(precision_key(policy.quant), self._macs(policy))
+        if role != "sampled" or policy.prune.is_identity or prediction is None or not prediction.over(BUDGET_MS):
+            return None
+        return self._record(policy, number, role, label, outcome="skipped", predicted=prediction.to_dict(),
+                            stopped_reason="predicted over budget")
+
+    def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
+        record = super().evaluate(policy, number=number, role=role, label=label)
+        self.built.append(policy.prune.mean_ratio)
+        assert record.latency is not None
+        self.model.add(precision_key(policy.quant), self._macs(policy), record.latency.median_ms)
+        return record
+
+
+def test_skipped_proposals_teach_the_sampler_and_do_not_count(tmp_path: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = SearchConfig(trials=10, sampler="tpe", seed=0, study_name="skip", output=tmp_path)
+    study = create_study(config)
+    for label, params in load_space("default").baselines(GROUPS):
+        study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
+    objective = SyntheticWithModel(load_space("default"), GROUPS, int8_kernel=None)
+    objective.train_size = TRAIN_SIZE
+    _optimize(study, objective, config=config, say=lambda _: None, progress=SearchProgress())  # type: ignore[arg-type]
+    records = read_records(study)
+    skipped = [r for r in records if r.outcome == "skipped"]
+    assert len(_counted(records)) == 10, "skipped and stopped proposals do not eat the --trials budget"
+    assert len(records) <= 10 * PROPOSALS_PER_TRIAL
+    assert skipped, "the latency model skipped proposals it put over the budget with confidence"
+    for r in skipped:
+        trial = study.trials[r.number]
+        assert trial.state == optuna.trial.TrialState.PRUNED and r.accuracy is None and r.latency is None
+        # The sampler is charged the predicted overshoot, as for a trial stopped after building it.
+        assert trial.constraints["0"] == pytest.approx(r.predicted["ms"] / BUDGET_MS - 1) and trial.constraints["0"] > 0
+        assert r.predicted["low_ms"] > BUDGET_MS
+    assert len(objective.built) == len(records) - len(skipped), "nothing was built for a skipped proposal"
+
+
+def test_near_miss_is_fine_tuned_longer_once(tmp_path: Path) -> None:
+    """A trial within the budget, drop just over the limit, is queued again with 3x the KD steps (once)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space("default")
+    config = SearchConfig(trials=6, sampler="random", seed=0, study_name="near", output=tmp_path)
+    study = create_study(config)
+    # 80 % pruning, fp32: 0.04 ms (within 0.12); with 2 epochs (34 steps) it drops 0.3 + 0.6 + 0.5 * 116 / 150 = 1.29
+    # pt, just over the 1 pt limit; 3x the steps (102) brings it to 0.3 + 0.6 + 0.16 = 1.06 pt.
+    near = {**space.uniform_params(GROUPS, 0.8), **space.quant_params("none"), **space.kd_params(), "kd.epochs": 2.0}
+    study.enqueue_trial(near, user_attrs={ROLE_ATTR: "sampled"})
+    objective = Synthetic(space, GROUPS, int8_kernel=None)
+    objective.train_size = TRAIN_SIZE
+    objective.budget_ms = BUDGET_MS  # type: ignore[attr-defined]
+    _optimize(study, objective, config=config, say=lambda _: None, progress=SearchProgress())  # type: ignore[arg-type]
+    records = read_records(study)
+    first = records[0]
+    assert first.within_budget and not first.within_accuracy and first.accuracy_drop_pt < 2 * MAX_DROP, first
+    promoted = [r for r in records if r.role == "promoted" and r.label.startswith(f"near miss of trial {first.number}:")]
+    assert len(promoted) == 1, "promoted once"
+    assert len([r for r in records if r.role == "promoted"]) <= max(2, 6 // 5), "bounded per study"
+    assert promoted[0].policy.distill.steps == 3 * first.policy.distill.steps
+    assert promoted[0].accuracy_drop_pt < first.accuracy_drop_pt
+    assert near_misses(records) == [] or all(r.number != first.number for r in near_misses(records))

@@ -54,11 +54,11 @@ def test_suggest_builds_policy_with_one_ratio_per_group() -> None:
     space = load_space("default")
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
     trial = study.ask()
-    policy = space.suggest(trial, GROUPS)
+    policy = space.suggest(trial, GROUPS, train_size=1078)
     assert set(policy.prune.ratios) == {g.name for g in GROUPS}
     assert all(space.prune_ratio.low <= r <= space.prune_ratio.high for r in policy.prune.ratios.values())
     # KD parameters exist exactly when something is pruned (conditional space).
-    assert ("kd.steps" in trial.params) == (not policy.prune.is_identity)
+    assert ("kd.epochs" in trial.params) == (not policy.prune.is_identity)
 
 
 @pytest.mark.parametrize("per,expected", [("uniform", {"prune.ratio"}), ("stage", {"prune.stem.0", "prune.layer1", "prune.layer2"}), ("none", set())])
@@ -74,7 +74,7 @@ def test_baselines_are_enqueued_exactly() -> None:
     assert [label for label, _ in baselines] == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
     for _, params in baselines:
         study.enqueue_trial(params)
-    policies = [space.suggest(study.ask(), GROUPS) for _ in baselines]
+    policies = [space.suggest(study.ask(), GROUPS, train_size=1078) for _ in baselines]
     assert policies[0].prune.is_identity and policies[0].quant.mode == "none"
     assert policies[1].prune.is_identity and policies[1].quant.granularity == "per_channel"
     assert set(policies[2].prune.ratios.values()) == {0.5} and policies[2].distill.steps > 0
@@ -104,7 +104,7 @@ def test_level_plus_offsets_gives_clipped_per_group_ratios() -> None:
     space = SearchSpace.from_dict(LEVEL_SPACE, source="lvl")
     offsets = {f"prune.offset.{g.name}": 0.1 if i % 2 else -0.1 for i, g in enumerate(GROUPS)}
     for level in (0.0, 0.8):
-        policy = space.fixed_policy({"prune.level": level, **offsets, "quant.mode": "none"}, GROUPS)
+        policy = space.fixed_policy({"prune.level": level, **offsets, "quant.mode": "none"}, GROUPS, train_size=1078)
         for i, g in enumerate(GROUPS):
             expected = min(max(level + (0.1 if i % 2 else -0.1), 0.0), 0.85)
             assert policy.prune.ratios[g.name] == pytest.approx(expected), (level, g.name)
@@ -114,7 +114,7 @@ def test_level_reaches_both_corners_in_few_random_trials() -> None:
     """The point of the global level: 20 random trials see both light (< 15 %) and strong (> 65 %) mean pruning."""
     space = SearchSpace.from_dict(LEVEL_SPACE, source="lvl")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    means = [space.suggest(study.ask(), GROUPS).prune.mean_ratio for _ in range(20)]
+    means = [space.suggest(study.ask(), GROUPS, train_size=1078).prune.mean_ratio for _ in range(20)]
     assert min(means) < 0.15 and max(means) > 0.65, means
 
 
@@ -142,3 +142,17 @@ def test_int8_kernel_auto_follows_the_cpu_and_explicit_kernels_are_searched() ->
     assert (s8.activation_type, s8.reduce_range, s8.kernel) == ("int8", False, "s8s8")
     with pytest.raises(ConfigError, match="quantize.kernel: unknown choice 'u4'"):
         SearchSpace.from_dict({"quantize": {"kernel": ["u4"]}}, source="bad")
+
+
+def test_kd_epochs_scale_with_the_training_set() -> None:
+    """9 epochs are 152 steps of 64 on the demo's 1,078 images and 422 on 3,000: the length follows the data."""
+    space = load_space("default")
+    params = {**space.uniform_params(GROUPS, 0.5), **space.quant_params("none"), **space.kd_params(longest=True)}
+    assert params["kd.epochs"] == 9
+    assert space.fixed_policy(params, GROUPS, train_size=1078).distill.steps == 152
+    assert space.fixed_policy(params, GROUPS, train_size=3000).distill.steps == 422
+
+
+def test_space_refuses_both_epochs_and_steps() -> None:
+    with pytest.raises(ConfigError, match="both epochs and steps"):
+        SearchSpace.from_dict({"distill": {"epochs": {"low": 1, "high": 2}, "steps": {"low": 10, "high": 20}}})
