@@ -13,7 +13,8 @@ offline and can be mailed as one file. Sections:
 5. the reachable-range probe: latency per uniform prune level and quantization mode, against the budget;
 6. the per-group sensitivity profile next to the chosen ratios, and the technique breakdown of the chosen policy
    (:mod:`autocompress.explain`) — only when the study's model can be rebuilt, or is passed in;
-7. every trial, the CPU fingerprint and the search options.
+7. every trial (latency with its interval), how far to trust the latencies (machine noise, the latency model's
+   held-out error, the chosen model's fresh re-measurement), the CPU fingerprint and the search options.
 
 The study is read only through :func:`autocompress.record.read_records` and its user attributes. Charts are drawn on
 matplotlib ``Figure`` objects with the Agg canvas (:mod:`autocompress.charts`), so no global backend or pyplot
@@ -168,7 +169,7 @@ def build_report(study: optuna.Study, *, study_dir: Path, cache_dir: Path, workl
     config: Mapping[str, Any] = attrs.get("config") or {}
     reference: Mapping[str, Any] = attrs.get("reference") or {}
     records = read_records(study)
-    choice = choose(records)
+    choice = choose(records, exclude=(attrs.get("choice") or {}).get("passed_over") or ())
     budget = reference.get("budget_ms") or next((r.budget_ms for r in records), None)
     page = _Page(folder=study_dir / IMAGES_DIR)
 
@@ -183,6 +184,7 @@ def build_report(study: optuna.Study, *, study_dir: Path, cache_dir: Path, workl
                                       fingerprint=attrs.get("fingerprint") or {}, study_dir=study_dir,
                                       cache_dir=cache_dir, explain=explain, ratios=ratios, say=say)
     page.add("trials", "Every trial", _trials(records, choice))
+    page.add("measurement", "How far to trust the latencies", _measurement(attrs, choice))
     page.add("machine", "Machine", _mapping_table(_fingerprint_rows(attrs.get("fingerprint")), "not recorded"))
     page.add("config", "Search options", _mapping_table(config, "not recorded"))
 
@@ -354,15 +356,49 @@ def _breakdown(page: _Page, breakdown: Breakdown) -> str:
             + page.figure("breakdown", charts.breakdown_chart(breakdown), caption))
 
 
+def _latency_cell(r: TrialRecord) -> str:
+    if r.latency is not None:
+        interval = f" [{r.latency.low:.4g}, {r.latency.high:.4g}]" if r.latency.low_ms is not None else ""
+        noise = f" {r.latency.noise}" if r.latency.noise != "quiet" else ""
+        return f"{r.latency.median_ms:.4g}{interval}{noise}"
+    if r.predicted:
+        return f"predicted {float(r.predicted['ms']):.4g}"
+    return "—"
+
+
 def _trials(records: Sequence[TrialRecord], choice: Choice | None) -> str:
     chosen = choice.record.number if choice else None
     rows = [(r.number, r.outcome, r.role, r.label or "—", r.summary,
              f"{r.accuracy:.2%}" if r.accuracy is not None else "—",
              f"{r.accuracy_drop_pt:+.2f}" if r.accuracy_drop_pt is not None else "—",
-             f"{r.latency_ms:.4g}" if r.latency_ms is not None else "—", "yes" if r.feasible else "no",
+             _latency_cell(r), "yes" if r.feasible else "no",
              "chosen" if r.number == chosen else "") for r in records]
-    return _table(("trial", "outcome", "role", "label", "policy", "val accuracy", "drop pt", "latency ms", "feasible",
-                   ""), rows, highlight=next((i for i, r in enumerate(records) if r.number == chosen), None))
+    return _table(("trial", "outcome", "role", "label", "policy", "val accuracy", "drop pt", "latency ms [interval]",
+                   "feasible", ""), rows, highlight=next((i for i, r in enumerate(records) if r.number == chosen), None))
+
+
+def _measurement(attrs: Mapping[str, Any], choice: Choice | None) -> str:
+    """How noisy the machine was, how well the latency model predicted, and the chosen model's re-measurement."""
+    noise = attrs.get("noise") or {}
+    model = attrs.get("latency_model_summary") or {}
+    confirmed = (attrs.get("choice") or {}).get("confirmed") or {}
+    rows: dict[str, Any] = {
+        "latency figures taken": noise.get("figures", "—"),
+        "figures not quiet (noisy or busy machine)": (f"{noise.get('not_quiet')} ({100 * noise.get('not_quiet_fraction', 0):.0f} %)"
+                                                      if noise else "—"),
+        "teacher anchor (undisturbed) ms": noise.get("reference_anchor_ms", "—"),
+        "latency model: held-out points": model.get("held_out", "—"),
+        "latency model: median abs error %": model.get("median_abs_pct_error", "—"),
+        "latency model: p90 abs error %": model.get("p90_abs_pct_error", "—"),
+        "latency model: interval half-width %": model.get("interval_half_width_pct", "—"),
+    }
+    if confirmed:
+        rows["chosen: fresh-process re-measurement ms"] = (f"{confirmed['median_ms']:.4g} [{confirmed.get('low_ms') or 0:.4g}, "
+                                                           f"{confirmed.get('high_ms') or 0:.4g}] {confirmed.get('noise', '')}")
+    passed = (attrs.get("choice") or {}).get("passed_over") or []
+    if passed:
+        rows["passed over (over the budget when re-measured)"] = ", ".join(map(str, passed))
+    return _mapping_table(rows, "not recorded")
 
 
 def _fingerprint_rows(fingerprint: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -393,7 +429,8 @@ padding:.4em .7em;border-left:3px solid #e0a030}nav a{margin-right:.8em}
 def _document(name: str, sections: Sequence[str]) -> str:
     titles = [("summary", "summary"), ("pareto", "Pareto"), ("hypervolume", "hypervolume"),
               ("importance", "importance"), ("probe", "probe"), ("sensitivity", "sensitivity"),
-              ("breakdown", "breakdown"), ("trials", "trials"), ("machine", "machine"), ("config", "options")]
+              ("breakdown", "breakdown"), ("trials", "trials"), ("measurement", "latency trust"), ("machine", "machine"),
+              ("config", "options")]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in titles)
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>autocompress report: {_e(name)}'

@@ -119,7 +119,7 @@ def in_home(assets: Assets, monkeypatch: pytest.MonkeyPatch) -> Assets:
 # Each case: id → (setup(assets, tmp) → CLI arguments after `search --output OUT`, fragments stderr must contain).
 Setup = Callable[[Assets, Path], list[str]]
 MODEL = ["--model", f"{MODULE}:digit_cnn"]
-TINY = ["--input-size", "8", "--repeats", "5", "--warmup", "0"]
+TINY = ["--input-size", "8", "--repeats", "5", "--warmup", "0", "--latency-window", "0.2"]
 
 
 def _folder(layout: str) -> Setup:

@@ -43,7 +43,7 @@ def _project(tmp_path: Path, teacher: torch.nn.Module) -> list[str]:
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     return [sys.executable, "-m", "autocompress", "search", "--model", "mymodels:tiny", "--weights", "teacher.pt",
             "--data", "mydata:splits", "--space", "space.yaml", "--trials", str(TRIALS), "--latency-budget", "10x",
-            "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--output", "out", "--study-name", "crash"]
+            "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3", "--output", "out", "--study-name", "crash"]
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -135,7 +135,7 @@ def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tin
     space = SearchSpace.from_dict({"prune": {"per": "none"}, "quantize": {"mode": ["none", "int8"], "calibration_samples": 8}},
                                   source="hb")
     config = SearchConfig(trials=3, study_name="hb", output=tmp_path, latency_budget=parse_budget("10x"),
-                          max_accuracy_drop=50.0, warmup=2, repeats=5)
+                          max_accuracy_drop=50.0, warmup=2, repeats=5, latency_window=0.2)
     study = study_module.create_study(config)
     ghost = study.ask({"quant.mode": optuna.distributions.CategoricalDistribution(["none", "int8"])})
     ghost.set_user_attr("owner", {"host": "another-host", "pid": 1})

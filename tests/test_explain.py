@@ -41,7 +41,7 @@ def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> 
     # A 2x budget lets the pruned + KD + int8 baseline complete (on this tiny model int8 is slower than fp32).
     config = SearchConfig(model="python-api", data="python-api", trials=4, study_name="t",
                           output=tmp_path_factory.mktemp("explain"), latency_budget=parse_budget("2x"),
-                          max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0)
+                          max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0, latency_window=0.3)
     return run_study(workload, SPACE, config), workload, config
 
 

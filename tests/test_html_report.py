@@ -47,7 +47,7 @@ def reported(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) 
     # Stored like a CLI study (factory + weights + digits at 16 px), so the report can rebuild its model by itself.
     config = SearchConfig(model=f"{__name__}:tiny_resnet", data="digits", input_size=16, weights=weights, trials=4,
                           study_name="t", output=output, latency_budget=parse_budget("2x"), max_accuracy_drop=5.0,
-                          warmup=3, repeats=20, seed=0)
+                          warmup=3, repeats=20, seed=0, latency_window=0.3)
     result = run_study(workload, SPACE, config)
     report = write_report(study_name="t", output=output, workload=workload, ratios=(0.5,))
     return result, report, output

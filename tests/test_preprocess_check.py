@@ -334,7 +334,7 @@ def test_cli_refuses_it_with_one_line_naming_the_flag(in_home: Assets, tmp_path:
 
     out = tmp_path / "results"
     code = main(["search", "--output", str(out), "--model", f"{MODULE}:linear", "--weights", str(in_home.plain),
-                 "--data", f"imagefolder:{in_home.digits}", "--input-size", "28", "--repeats", "5", "--warmup", "0",
+                 "--data", f"imagefolder:{in_home.digits}", "--input-size", "28", "--repeats", "5", "--warmup", "0", "--latency-window", "0.2",
                  "--trials", "1", *(["--allow-low-teacher-accuracy"] if allow_low else [])])
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]

@@ -31,7 +31,7 @@ SPACE = SearchSpace.from_dict({
 
 def _config(tmp_path: Path, **kw: object) -> SearchConfig:
     base = dict(trials=3, study_name="s", output=tmp_path, latency_budget=parse_budget("10x"), max_accuracy_drop=50.0,
-                warmup=2, repeats=5)
+                warmup=2, repeats=5, latency_window=0.2)
     return SearchConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
