@@ -1,13 +1,18 @@
-"""The study: create or resume it, probe the reachable latency range, run the trials, rescue when nothing is feasible.
+"""The study: create or resume it, verify the teacher, probe the reachable latency range, run the trials, rescue
+when nothing is feasible, and confirm the choice.
 
-The objective itself (one trial → one :class:`~autocompress.record.TrialRecord`) lives in :mod:`autocompress.trial`;
-this module wires it into an Optuna study:
+The objective itself (one trial → one :class:`~autocompress.record.TrialRecord`) lives in :mod:`autocompress.trial`
+and the phases around the sampler (near-miss promotion, rescue, confirmed choice) in :mod:`autocompress.phases`;
+this module wires them into an Optuna study:
 
-1. measure the teacher (PyTorch and fp32 ONNX Runtime latency, val accuracy) → the budget in ms;
-2. probe the space's reachable range (:mod:`autocompress.probe`) and say at once when the budget is below it;
-3. enqueue the baselines and the probed structure nearest the budget, then let the sampler run;
-4. if no trial is feasible, fine-tune the fastest structures that were stopped over the budget ("rescue"), so the
-   user gets the fastest model that keeps the accuracy limit, clearly labelled as over the budget.
+1. verify the teacher's preprocessing (:mod:`autocompress.preprocess_check`), then measure it: PyTorch and fp32 ONNX
+   Runtime latency (the :class:`~autocompress.measure.latency.LatencyMeter`'s anchor), val accuracy → the budget;
+2. probe the space's reachable range (:mod:`autocompress.probe`), which also gives the latency model its first points,
+   and say at once when the budget is below it;
+3. enqueue the baselines and the probed structure nearest the budget, then let the sampler run until ``--trials``
+   trials count (skipped and stopped proposals do not; near misses are promoted as they appear);
+4. if no trial is feasible, rescue (:func:`autocompress.phases.rescue`);
+5. confirm the choice in a fresh process (:func:`autocompress.phases.confirm_choice`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from torch.utils.data import TensorDataset
 
 from autocompress.compress.prune import count_macs_params, prunable_groups, prune_model
 from autocompress.compress.quantize import deploy
-from autocompress.measure.latency import Latency, measure_onnx, ort_session
+from autocompress.measure.latency import Latency, Protocol, measure_onnx, ort_session
 from autocompress.policy import PrunePolicy, QuantPolicy
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "CompatResult", "build", "check_architecture", "main"]
@@ -177,6 +177,7 @@ def check_architecture(
     warmup: int = 5,
     repeats: int = 30,
     rounds: int = 2,
+    window_s: float = 0.3,
 ) -> CompatResult:
     """Prune, quantize, run and time one architecture; every failure is caught and recorded in the result.
 
@@ -188,8 +189,9 @@ def check_architecture(
         workdir: folder for the ONNX files (three subfolders are created).
         warmup: untimed runs before each latency measurement.
         repeats: timed runs of each latency measurement.
-        rounds: the three models are timed in turn this many times and each keeps its lowest median, so a burst
+        rounds: the three models are timed in turn this many times and each keeps its lowest figure, so a burst
             of load from other processes on a shared host does not land on one model only.
+        window_s: seconds of timed blocks per figure (the protocol of :mod:`autocompress.measure.latency`).
     """
     input_size = ARCHITECTURES[arch].input_size or input_size
     result = CompatResult(arch=arch, input_size=input_size)
@@ -232,7 +234,8 @@ def check_architecture(
         timings: dict[Path, list[Latency]] = {fp32.path: [], pruned_fp32.path: [], int8.path: []}
         for _ in range(rounds):
             for path, runs in timings.items():
-                runs.append(measure_onnx(path, shape, threads=1, batch_size=1, warmup=warmup, repeats=repeats))
+                runs.append(measure_onnx(path, shape, threads=1, batch_size=1, warmup=warmup, repeats=repeats,
+                                         protocol=Protocol(window_s=window_s, max_window_s=window_s)))
         best = {path: min(runs, key=lambda lat: lat.median_ms) for path, runs in timings.items()}
         result.fp32_ms, result.fp32_iqr_ms = best[fp32.path].median_ms, best[fp32.path].iqr_ms
         result.pruned_fp32_ms = best[pruned_fp32.path].median_ms
