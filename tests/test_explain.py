@@ -53,7 +53,7 @@ def test_settings_come_from_the_study_config(study: Study) -> None:
     result, _, config = study
     settings = MeasureSettings.from_config(result.study.user_attrs["config"])
     assert settings == MeasureSettings(threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20,
-                                       seed=0)
+                                       seed=0, latency_window=0.3)
 
 
 def test_sensitivity_profile_is_measured_once_and_cached(study: Study,
