@@ -57,3 +57,14 @@ def test_precision_key_separates_int8_settings() -> None:
     a = precision_key(QuantPolicy(mode="int8", granularity="per_channel"))
     b = precision_key(QuantPolicy(mode="int8", granularity="per_tensor"))
     assert a != b and a.startswith("int8/")
+
+
+def test_a_setting_without_points_borrows_its_modes_curve_with_a_wider_interval() -> None:
+    model = LatencyModel(min_points=3, min_width=0.1)
+    for macs, ms in [(10, 0.2), (50, 0.6), (100, 1.0)]:
+        model.add("int8/per_channel/u8s8", macs, ms)
+    own = model.predict("int8/per_channel/u8s8", 75)
+    borrowed = model.predict("int8/per_tensor/u8s8", 75)
+    assert own is not None and borrowed is not None and borrowed.ms == pytest.approx(own.ms)
+    assert borrowed.high_ms - borrowed.low_ms == pytest.approx(1.5 * (own.high_ms - own.low_ms))
+    assert model.predict("fp32", 75) is None, "fp32 never borrows int8's curve"

@@ -16,7 +16,8 @@ output channels and to the one that prunes its input channels; a depthwise conv 
 
 **Model: monotone in MACs, per precision.** One curve per precision key (quantization mode, granularity, int8
 kernel): latency is assumed not to decrease when MACs grow, so the fit is isotonic (pool-adjacent-violators) over the
-measured points, interpolated linearly in between. The interval is ``± max(min_width, 2 x median |relative error|)``
+measured points, interpolated linearly in between (a setting with too few points of its own borrows the curve of
+its whole mode, e.g. every int8 setting, with a wider interval). The interval is ``± max(min_width, 2 x median |relative error|)``
 of the model's own predictions of points it had not seen yet (prequential error: each measurement is predicted before
 it is added, and that error is what the report shows). Beyond the largest measured MACs only the lower side is known
 (latency at least the largest point's); below the smallest only the upper side. So a skip never extrapolates
@@ -39,6 +40,11 @@ from autocompress.compress.prune import PrunableGroup, _kept_channels
 from autocompress.policy import Policy, PrunePolicy, QuantPolicy
 
 __all__ = ["MacsEstimator", "LatencyModel", "Prediction", "precision_key"]
+
+
+def _family(key: str) -> str:
+    """``int8/per_tensor/u8s8`` → ``int8/*``: every setting of one quantization mode."""
+    return key if key == "fp32" else key.split("/")[0] + "/*"
 
 
 def precision_key(quant: QuantPolicy) -> str:
@@ -161,9 +167,10 @@ class LatencyModel:
         prediction = self.predict(key, macs)
         if prediction is not None and latency_ms > 0 and self._inside_range(key, macs):
             self.errors.append(abs(prediction.ms - latency_ms) / latency_ms)
-        curve = self._curves.setdefault(key, _Curve())
-        curve.macs.append(int(macs))
-        curve.ms.append(float(latency_ms))
+        for curve_key in dict.fromkeys((key, _family(key))):
+            curve = self._curves.setdefault(curve_key, _Curve())
+            curve.macs.append(int(macs))
+            curve.ms.append(float(latency_ms))
 
     def _inside_range(self, key: str, macs: int) -> bool:
         curve = self._curves.get(key)
@@ -177,12 +184,17 @@ class LatencyModel:
         return max(self.min_width, 2.0 * statistics.median(self.errors))
 
     def predict(self, key: str, macs: int) -> Prediction | None:
-        """The latency of a structure of ``macs`` at precision ``key``; ``None`` with fewer than ``min_points``."""
-        curve = self._curves.get(key)
+        """The latency of a structure of ``macs`` at precision ``key``; ``None`` with fewer than ``min_points``.
+
+        A precision with too few points of its own (int8 per-tensor when the probe timed per-channel) borrows the
+        curve of its whole mode (every int8 setting), with a 1.5x wider interval.
+        """
+        curve, w = self._curves.get(key), self.width
         if curve is None or len(curve.macs) < self.min_points:
-            return None
+            curve, w = self._curves.get(_family(key)), self.width * 1.5
+            if curve is None or len(curve.macs) < self.min_points:
+                return None
         xs, ys = curve.fitted()
-        w = self.width
         if macs >= xs[-1]:
             # Monotone: at least the largest point; the upper side is unknown when extrapolating.
             ms = ys[-1] if macs == xs[-1] else ys[-1] * (macs / xs[-1]) if xs[-1] > 0 else ys[-1]
@@ -204,7 +216,7 @@ class LatencyModel:
         """The model's accuracy on measurements it had not seen (median and p90 absolute % error), per study."""
         errors = sorted(self.errors)
         return {
-            "points": {k: len(c.macs) for k, c in self._curves.items()},
+            "points": {k: len(c.macs) for k, c in self._curves.items() if not k.endswith("/*")},
             "held_out": len(errors),
             "median_abs_pct_error": round(100 * statistics.median(errors), 2) if errors else None,
             "p90_abs_pct_error": round(100 * errors[min(len(errors) - 1, int(0.9 * len(errors)))], 2) if errors else None,
