@@ -335,9 +335,14 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     except Exception as exc:  # pragma: no cover - reported, never fatal
         console.print(f"[yellow]report not written:[/] {type(exc).__name__}: {exc} (run `autocompress report` to retry)",
                       highlight=False, soft_wrap=True)
-    counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "failed")}
+    counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "skipped", "failed")}
+    noise = result.noise
     console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
-                  f"before fine-tuning, {counts['failed']} failed · {time.perf_counter() - started:.0f} s", highlight=False)
+                  f"before fine-tuning, {counts['skipped']} skipped as predicted over budget (never built), "
+                  f"{counts['failed']} failed · latency figures not quiet: {noise.get('not_quiet', 0)} of "
+                  f"{noise.get('figures', 0)} · latency model median abs error "
+                  f"{result.latency_model.get('median_abs_pct_error', '—')} % · {time.perf_counter() - started:.0f} s",
+                  highlight=False, soft_wrap=True)
     return 0
 
 

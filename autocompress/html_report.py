@@ -263,7 +263,9 @@ def _summary(name: str, records: Sequence[TrialRecord], choice: Choice | None, c
             ("teacher", f"val {reference['teacher_val_accuracy']:.2%}, ONNX Runtime fp32 {teacher:.4g} ms"
              if teacher and "teacher_val_accuracy" in reference else "not recorded"),
             ("trials", f"{counts['complete']} complete ({sum(r.feasible for r in records)} feasible), "
-                       f"{counts['stopped']} stopped over budget before fine-tuning, {counts['failed']} failed")]
+                       f"{counts['stopped']} stopped over budget before fine-tuning, "
+                       f"{sum(r.outcome == 'skipped' for r in records)} skipped as predicted over budget, "
+                       f"{counts['failed']} failed")]
     if choice is None:
         rows.append(("chosen", "none: no complete trial keeps the accuracy limit"))
     else:

@@ -16,7 +16,7 @@ from autocompress.record import TrialRecord
 __all__ = ["pareto_table", "write_csv"]
 
 _COLUMNS = ("trial", "outcome", "role", "label", "policy", "val_accuracy", "accuracy_drop_pt", "latency_ms",
-            "latency_iqr_ms", "latency_before_finetune_ms", "budget_ms", "size_mb", "macs", "params", "feasible",
+            "latency_iqr_ms", "latency_low_ms", "latency_high_ms", "latency_noise", "latency_before_finetune_ms", "budget_ms", "size_mb", "macs", "params", "feasible",
             "finetuned", "int8_kernel", "isa", "total_s", "chosen")
 
 
@@ -35,6 +35,9 @@ def _row(r: TrialRecord, chosen: int | None) -> dict[str, object]:
         "accuracy_drop_pt": _nan(r.accuracy_drop_pt, 4),
         "latency_ms": _nan(r.latency_ms, 4),
         "latency_iqr_ms": _nan(r.latency.iqr_ms if r.latency else None, 4),
+        "latency_low_ms": _nan(r.latency.low if r.latency else None, 4),
+        "latency_high_ms": _nan(r.latency.high if r.latency else None, 4),
+        "latency_noise": r.latency.noise if r.latency else "",
         "latency_before_finetune_ms": _nan(r.latency_before_finetune.median_ms if r.latency_before_finetune else None, 4),
         "budget_ms": round(r.budget_ms, 4),
         "size_mb": _nan(r.size_mb, 4),
@@ -67,7 +70,7 @@ def pareto_table(front: Sequence[TrialRecord], choice: Choice | None, *, budget_
     chosen = choice.record.number if choice else None
     table = Table(title=f"Pareto front (accuracy ↑, latency ↓) — budget {budget_ms:.3f} ms", show_lines=False)
     for name, justify in [("", "left"), ("trial", "right"), ("policy", "left"), ("val acc", "right"), ("drop pt", "right"),
-                          ("latency ms (IQR)", "right"), ("× vs PyTorch", "right"), ("size MB", "right"), ("feasible", "center")]:
+                          ("latency ms [interval]", "right"), ("× vs PyTorch", "right"), ("size MB", "right"), ("feasible", "center")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in front:
         assert r.accuracy is not None and r.latency is not None
@@ -77,7 +80,7 @@ def pareto_table(front: Sequence[TrialRecord], choice: Choice | None, *, budget_
             f"{r.summary}{' [' + r.label + ']' if r.label else ''}",
             f"{r.accuracy:.2%}",
             f"{r.accuracy_drop_pt:+.2f}",
-            f"{r.latency.median_ms:.3f} ({r.latency.iqr_ms:.3f})",
+            f"{r.latency.median_ms:.3f} [{r.latency.low:.3f}, {r.latency.high:.3f}]",
             f"{teacher_torch_ms / r.latency.median_ms:.2f}",
             f"{r.size_mb or 0:.2f}",
             "yes" if r.feasible else "no",
