@@ -177,7 +177,8 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
         for level in picks:
             tried.add(level)
             params, mode = _fastest_params(runner, level)
-            todo.append((params, {ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue: uniform {level:.0%} · {mode}"}))
+            precision = "fp32" if mode == "none" else mode
+            todo.append((params, {ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue: uniform {level:.0%} · {precision}"}))
         run(todo)
     # Last: the fastest rescued structures that missed the accuracy limit only just, fine-tuned 3x longer (measured:
     # at 0.02x the bisection's 80 % fp32 dropped 1.11 pt against a 1 pt limit; the same level fine-tuned again kept it).
