@@ -172,7 +172,7 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
             picks = [inner[len(inner) // 3], inner[(2 * len(inner)) // 3]] if inner else []
         picks = [p for p in dict.fromkeys(picks) if p > low and p not in tried][:RESCUE_PER_ROUND]
         if not picks:
-            return
+            break  # the bracket is closed; finish its near misses below
         todo = []
         for level in picks:
             tried.add(level)
