@@ -160,7 +160,10 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
         if any(r.feasible for r in read_records(study)):
             return
     grid = _grid(space)
-    longest = space.fixed_policy(_fastest_params(runner, grid[-1])[0], runner.groups, int8_kernel=runner.int8_kernel,
+    # The KD length the rescue gives (the space's longest; it does not depend on the level or the precision).
+    strongest = {**space.uniform_params(runner.groups, grid[-1]), **space.quant_params(space.quant_modes[0]),
+                 **space.kd_params(longest=True)}
+    longest = space.fixed_policy(strongest, runner.groups, int8_kernel=runner.int8_kernel,
                                  train_size=runner.train_size).distill.steps
     tried: set[float] = set()
     for _ in range(RESCUE_ROUNDS):
