@@ -7,13 +7,15 @@ no latency either is not worth pruning. The profile depends only on the teacher,
 so it is computed once and cached as JSON under ``<output>/_cache/sensitivity-<key>.json``.
 
 **Technique breakdown** (:func:`technique_breakdown`). The chosen policy rebuilt step by step and measured now, in one
-run, with the study's latency protocol::
+run, with the study's latency protocol and side by side with the teacher's fp32 artifact (as the trials were timed)::
 
     teacher (fp32) → pruned (teacher's weights, fp32) → pruned + int8
                    → pruned + KD (fine-tuned, fp32) → pruned + KD + int8
 
 The last row is the chosen policy itself, deployed again from the trial's fine-tuned weights (``student_weights.npz``)
-with the study's calibration seed, so its accuracy matches the trial's record and its latency matches up to noise.
+with the study's calibration seed, so its accuracy matches the trial's record and its ratio to the teacher matches
+up to noise. The profile's points are timed beside the teacher too, and a point's saved time is the teacher's figure
+times one minus that ratio.
 Nothing here assumes int8 or pruning is faster: each row is a measurement.
 """
 
@@ -37,7 +39,7 @@ from autocompress.compress.quantize import deploy
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.measure.latency import Latency, Protocol, measure_onnx
+from autocompress.measure.latency import Latency, LatencyMeter, Protocol
 from autocompress.policy import PrunePolicy, QuantPolicy
 from autocompress.record import TrialRecord
 from autocompress.trial import WEIGHTS_FILE
@@ -55,15 +57,13 @@ __all__ = [
     "technique_breakdown",
     "rebuild_workload",
     "DEFAULT_RATIOS",
-    "SENSITIVITY_REPEATS",
 ]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
-SENSITIVITY_REPEATS = 50  # per point: enough for a median on a profile of dozens of points, cheap enough to run once
-_CACHE_VERSION = 1  # bump when the profile's meaning changes, so older cache files are not reused
+_CACHE_VERSION = 2  # bump when the profile's meaning changes, so older cache files are not reused
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,22 @@ class MeasureSettings:
         return cls(**{k: (float(v) if k == "latency_window" else int(v)) for k, v in config.items()
                       if k in known and v is not None})
 
-    def time(self, path: Path, input_shape: tuple[int, ...], *, repeats: int | None = None) -> Latency:
-        """Latency of the ONNX file at ``path`` with the study's protocol; ``repeats`` (the sensitivity profile's
-        dozens of points) takes a short 0.3 s window instead and caps warm-up at 10."""
-        warmup = self.warmup if repeats is None else min(self.warmup, 10)
-        protocol = Protocol(window_s=0.3, max_window_s=0.3) if repeats is not None else Protocol(window_s=self.latency_window)
-        return measure_onnx(path, input_shape, threads=self.threads, batch_size=self.batch_size, warmup=warmup,
-                            repeats=min(repeats or self.repeats, 30), protocol=protocol)
+    def protocol(self, *, short: bool = False) -> Protocol:
+        """The study's latency protocol; ``short`` (the sensitivity profile's dozens of points) takes a 0.3 s window
+        and caps warm-up at 10 runs."""
+        if short:
+            return Protocol(warmup=min(self.warmup, 10), min_runs=min(self.repeats, 30), window_s=0.3, max_window_s=0.75)
+        return Protocol(warmup=self.warmup, min_runs=self.repeats, window_s=self.latency_window,
+                        max_window_s=self.latency_window * 2.5)
+
+    def meter(self, reference: Path, input_shape: tuple[int, ...], *, short: bool = False) -> LatencyMeter:
+        """A calibrated :class:`LatencyMeter` on ``reference`` (the teacher's fp32 ONNX): every figure is then taken
+        side by side with it, as the study's were, so a burst of machine noise shows in the canary instead of
+        passing as a slow row (a 0.3 s figure taken alone was once 1.7x the trial's on a CI VM)."""
+        meter = LatencyMeter(reference, input_shape, threads=self.threads, batch_size=self.batch_size,
+                             protocol=self.protocol(short=short))
+        meter.calibrate()
+        return meter
 
 
 # ---------------------------------------------------------------------------------------------------- sensitivity
@@ -188,7 +197,7 @@ def _kept(model: nn.Module, group: str) -> int:
 
 def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_dir: Path | None,
                         ratios: Sequence[float] = DEFAULT_RATIOS, round_to: int | None = None, importance: str = "l1",
-                        repeats: int = SENSITIVITY_REPEATS, cpu: str = "",
+                        cpu: str = "",
                         progress: Progress | None = None) -> Sensitivity:
     """Prune each group alone at each ratio; measure accuracy drop and latency saved (fp32, no fine-tuning).
 
@@ -198,7 +207,6 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
         cache_dir: where ``sensitivity-<key>.json`` is read from and written to; ``None`` disables the cache.
         ratios: fractions of one group's channels to remove.
         round_to / importance: the pruning settings of the policies being explained.
-        repeats: timed runs per point (a modest count: the profile has groups × ratios points).
         cpu: the CPU model, part of the cache key (a profile timed on another CPU is not reused).
         progress: called with one line per measured point.
 
@@ -227,7 +235,8 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
     with tempfile.TemporaryDirectory(prefix="autocompress-sensitivity-") as tmp:
         teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
                          workdir=Path(tmp) / "teacher", seed=settings.seed)
-        teacher_latency = settings.time(teacher.path, workload.input_shape, repeats=repeats)
+        meter = settings.meter(teacher.path, workload.input_shape, short=True)
+        teacher_latency = meter.measure(teacher.path)
         teacher_accuracy = evaluate_onnx(teacher.path, workload.val).top1
         total = len(groups) * len(ratios)
         say(f"sensitivity profile: {len(groups)} groups × {len(ratios)} ratios, fp32, no fine-tuning "
@@ -237,7 +246,7 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
                 done = gi * len(ratios) + ri + 1
                 try:
                     point = _measure_point(workload, group.name, group.channels, ratio, settings=settings,
-                                           round_to=round_to, importance=importance, repeats=repeats,
+                                           round_to=round_to, importance=importance, meter=meter,
                                            workdir=Path(tmp) / f"{gi:03d}_{ri}", teacher_accuracy=teacher_accuracy,
                                            teacher_latency=teacher_latency)
                 except AutocompressError as exc:  # one group that cannot be cut alone must not sink the profile
@@ -260,18 +269,21 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
 
 
 def _measure_point(workload: Workload, group: str, channels: int, ratio: float, *, settings: MeasureSettings,
-                   round_to: int | None, importance: str, repeats: int, workdir: Path, teacher_accuracy: float,
+                   round_to: int | None, importance: str, meter: LatencyMeter, workdir: Path, teacher_accuracy: float,
                    teacher_latency: Latency) -> SensitivityPoint:
     x = workload.example_input()
     model = prune_model(workload.model, PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance),
                         x, num_classes=workload.num_classes)
     artifact = deploy(model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir,
                       seed=settings.seed)
-    latency = settings.time(artifact.path, workload.input_shape, repeats=repeats)
+    latency = meter.measure(artifact.path)
     accuracy = evaluate_onnx(artifact.path, workload.val).top1
+    # The time saved, from the ratio taken side by side with the teacher: it holds when the machine's speed moves
+    # between two figures (a difference of two figures taken apart does not).
+    ratio = latency.ratio if latency.ratio is not None else latency.median_ms / teacher_latency.median_ms
     return SensitivityPoint(group=group, ratio=ratio, channels=channels, kept=_kept(model, group), accuracy=accuracy,
                             drop_pt=(teacher_accuracy - accuracy) * 100.0, latency=latency,
-                            saved_ms=teacher_latency.median_ms - latency.median_ms, params=_params(model))
+                            saved_ms=teacher_latency.median_ms * (1.0 - ratio), params=_params(model))
 
 
 # ---------------------------------------------------------------------------------------------------- breakdown
@@ -329,7 +341,7 @@ class Breakdown:
             out.append({
                 "step": r.name + (" ← chosen" if r.chosen else ""),
                 "latency ms (IQR)": f"{r.latency.median_ms:.3f} ({r.latency.iqr_ms:.3f})",
-                "vs teacher": f"{base / r.latency.median_ms:.2f}×" if r.latency.median_ms > 0 else "—",
+                "vs teacher": _speedup(r.latency, base),
                 "val accuracy": f"{r.accuracy:.2%}",
                 "drop pt": f"{r.drop_pt:+.2f}",
                 "params": f"{r.params:,}",
@@ -345,6 +357,13 @@ class Breakdown:
         lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in table]
         lines += [""] + [f"- {n}" for n in self.notes] if self.notes else []
         return "\n".join(lines) + "\n"
+
+
+def _speedup(latency: Latency, teacher_ms: float) -> str:
+    """The teacher's time over this row's, from the side-by-side ratio where the row has one."""
+    if latency.ratio:
+        return f"{1.0 / latency.ratio:.2f}×"
+    return f"{teacher_ms / latency.median_ms:.2f}×" if latency.median_ms > 0 else "—"
 
 
 def _weights_file(record: TrialRecord, study_dir: Path) -> Path:
@@ -400,12 +419,15 @@ def technique_breakdown(record: TrialRecord, *, workload: Workload, study_dir: P
         steps[-1] = (name, tuned, quant, m, p)
 
     rows: list[BreakdownRow] = []
+    meter: LatencyMeter | None = None
     with tempfile.TemporaryDirectory(prefix="autocompress-breakdown-") as tmp:
         for i, (name, model, quant, m, p) in enumerate(steps):
             say(f"breakdown [{i + 1}/{len(steps)}]: {name}")
             artifact = deploy(model, quant, example_input=x, calibration=workload.train, workdir=Path(tmp) / str(i),
                               seed=settings.seed)
-            latency = settings.time(artifact.path, workload.input_shape)
+            if meter is None:  # the first step is the teacher's fp32 artifact: every row is timed beside it
+                meter = settings.meter(artifact.path, workload.input_shape)
+            latency = meter.measure(artifact.path)
             accuracy = evaluate_onnx(artifact.path, workload.val).top1
             teacher_acc = rows[0].accuracy if rows else accuracy
             rows.append(BreakdownRow(name=name, latency=latency, accuracy=accuracy,

@@ -38,9 +38,10 @@ Study = tuple[SearchResult, Workload, SearchConfig]
 def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> Study:
     workload = copy.copy(_tiny_trained)
     workload.model = copy.deepcopy(_tiny_trained.model)
-    # A 2x budget lets the pruned + KD + int8 baseline complete (on this tiny model int8 is slower than fp32).
+    # A 20x budget lets every baseline complete on any CPU (on this tiny model int8 can be 2x slower than fp32): the
+    # tests here check the breakdown against its trials, not what the search can reach.
     config = SearchConfig(model="python-api", data="python-api", trials=4, study_name="t",
-                          output=tmp_path_factory.mktemp("explain"), latency_budget=parse_budget("2x"),
+                          output=tmp_path_factory.mktemp("explain"), latency_budget=parse_budget("20x"),
                           max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0, latency_window=0.3)
     return run_study(workload, SPACE, config), workload, config
 
@@ -74,7 +75,8 @@ def test_sensitivity_profile_is_measured_once_and_cached(study: Study,
     for p in profile.points:
         assert p.kept < p.channels, f"{p.group}: pruning half of the group removed nothing"
         assert p.drop_pt == pytest.approx((profile.teacher_accuracy - p.accuracy) * 100)
-        assert p.saved_ms == pytest.approx(profile.teacher_latency.median_ms - p.latency.median_ms)
+        assert p.latency.ratio is not None, "a point was not timed beside the teacher"
+        assert p.saved_ms == pytest.approx(profile.teacher_latency.median_ms * (1 - p.latency.ratio))
         assert p.params < profile.teacher_params
     # The teacher's fp32 artifact scores what the study measured (same file, same val split).
     assert profile.teacher_accuracy == pytest.approx(result.reference.val_accuracy)
@@ -131,10 +133,12 @@ def test_breakdown_matches_the_trial(study: Study, which: str) -> None:
     assert (final.params, final.macs) == (record.params, record.macs)
     one_image = 1 / len(workload.val) + 1e-12
     assert abs(final.accuracy - record.accuracy) <= one_image, (final.accuracy, record.accuracy)
-    # Latency within noise of the trial's: a sanity bound on the same artifact, not a speed claim.
-    assert record.latency is not None
-    tolerance = max(3 * max(final.latency.iqr_ms, record.latency.iqr_ms), 0.3 * record.latency.median_ms)
-    assert abs(final.latency.median_ms - record.latency.median_ms) <= tolerance, (final.latency, record.latency)
+    # The ratio to the teacher, timed side by side as the trial's was, within noise of the trial's: a sanity bound on
+    # the same artifact, not a speed claim (absolute figures taken minutes apart on a shared VM can be 1.7x apart).
+    assert record.latency is not None and record.latency.ratio is not None
+    assert final.latency.ratio is not None and teacher.latency.ratio is not None
+    assert abs(final.latency.ratio - record.latency.ratio) <= 0.3 * record.latency.ratio, (final.latency, record.latency)
+    assert teacher.latency.ratio == pytest.approx(1.0, rel=0.3)
     assert abs(teacher.accuracy - result.reference.val_accuracy) <= one_image
     assert (teacher.params, teacher.macs) == (result.reference.params, result.reference.macs)
     for row in breakdown.rows:
