@@ -131,12 +131,13 @@ def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: 
 
 
 # ---------------------------------------------------------------------------------------------------- the note
-def chosen_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The trial the search would choose (:func:`autocompress.pareto.choose`, the one rule); ``None`` when nothing is
-    feasible yet. The export may still pass it over if its fresh-process re-measurement breaks the budget."""
+def chosen_record(records: Sequence[TrialRecord], *, passed_over: Sequence[int] = ()) -> TrialRecord | None:
+    """The trial the search chooses (:func:`autocompress.pareto.choose`, the one rule) once the trials in
+    ``passed_over`` (over the budget when re-measured in a fresh process; the study's ``choice`` attribute) are left
+    out; ``None`` when nothing is feasible yet."""
     from autocompress.pareto import choose
 
-    choice = choose(records)
+    choice = choose(records, exclude=passed_over)
     return choice.record if choice is not None and choice.feasible else None
 
 
@@ -183,7 +184,7 @@ def study_note(study: optuna.Study) -> str:
         parts += [f"PyTorch fp32 {teacher_torch:.4g} ms"] if teacher_torch is not None else []
         lines.append(f"- **Teacher:** {', '.join(parts) or 'not recorded'}")
 
-    chosen = chosen_record(records)
+    chosen = chosen_record(records, passed_over=(attrs.get("choice") or {}).get("passed_over") or ())
     if chosen is not None:
         lines.append(f"- **Chosen:** trial {chosen.number} — {chosen.summary} — accuracy {chosen.accuracy:.2%} "
                      f"(drop {chosen.accuracy_drop_pt:+.2f} pt), {chosen.latency_ms:.4g} ms")

@@ -280,10 +280,10 @@ def _measure_point(workload: Workload, group: str, channels: int, ratio: float, 
     accuracy = evaluate_onnx(artifact.path, workload.val).top1
     # The time saved, from the ratio taken side by side with the teacher: it holds when the machine's speed moves
     # between two figures (a difference of two figures taken apart does not).
-    ratio = latency.ratio if latency.ratio is not None else latency.median_ms / teacher_latency.median_ms
+    speed_ratio = latency.ratio if latency.ratio is not None else latency.median_ms / teacher_latency.median_ms
     return SensitivityPoint(group=group, ratio=ratio, channels=channels, kept=_kept(model, group), accuracy=accuracy,
                             drop_pt=(teacher_accuracy - accuracy) * 100.0, latency=latency,
-                            saved_ms=teacher_latency.median_ms * (1.0 - ratio), params=_params(model))
+                            saved_ms=teacher_latency.median_ms * (1.0 - speed_ratio), params=_params(model))
 
 
 # ---------------------------------------------------------------------------------------------------- breakdown

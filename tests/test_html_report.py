@@ -60,8 +60,10 @@ def test_report_writes_html_and_every_chart(reported: tuple[SearchResult, Report
     folder = output / "t" / IMAGES_DIR
     assert {p.name for p in folder.iterdir()} == {f"{c}.png" for c in CHARTS} | {BREAKDOWN_TABLE}
     assert report.notes == ()
-    choice = choose(result.records)
+    # The study's choice: the rule's pick, unless its fresh-process re-measurement passed it over for the next one.
+    choice = result.choice
     assert choice is not None and report.chosen == choice.record.number
+    assert choice.record == choose(result.records, exclude=choice.passed_over).record
     assert report.breakdown is not None and report.breakdown.trial == choice.record.number
     assert report.breakdown.to_markdown() in (folder / BREAKDOWN_TABLE).read_text(encoding="utf-8")
 
