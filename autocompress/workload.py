@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_INPUT_SIZE = 32
 _SPLIT_SEED = 0  # fixed: the split must not move when the user changes the search seed
-_DEMO_TEACHER_FILE = "demo_resnet_digits_v1.npz"  # plain arrays: nothing under results/ is ever unpickled
+DEMO_TEACHER_FILE = "demo_resnet_digits_v1.npz"  # plain arrays: nothing under results/ is ever unpickled
 _DIGITS_PREPROCESS = "digits: pixels / 16, bilinear resize, standardised with the whole set's mean and std"
 
 
@@ -115,7 +115,7 @@ def load_demo_workload(
     say = progress or logger.info
     train, val, test = load_digits_splits()
     model = build_demo_resnet(num_classes=10, seed=_SPLIT_SEED)
-    weights = cache_dir / _DEMO_TEACHER_FILE
+    weights = cache_dir / DEMO_TEACHER_FILE
     if weights.exists():
         load_weights(model, weights)
         model.eval()

@@ -18,11 +18,11 @@ import torch
 from autocompress.record import read_record, read_records
 from autocompress.workload import Workload
 
-TRIALS = 7
+TRIALS = 5
 SPACE = """\
 prune: {per: uniform, level: {low: 0.1, high: 0.6, step: 0.1}, ratio: {low: 0.0, high: 0.6}}
 quantize: {mode: [none], calibration_samples: 16}
-distill: {steps: {low: 150, high: 200, step: 50}}
+distill: {steps: {low: 80, high: 100, step: 20}}  # long enough to be caught mid-trial
 """
 
 
