@@ -132,12 +132,14 @@ def test_breakdown_matches_the_trial(study: Study, which: str) -> None:
     assert (final.params, final.macs) == (record.params, record.macs)
     one_image = 1 / len(workload.val) + 1e-12
     assert abs(final.accuracy - record.accuracy) <= one_image, (final.accuracy, record.accuracy)
-    # The ratio to the teacher, timed side by side as the trial's was, within noise of the trial's: a sanity bound on
-    # the same artifact, not a speed claim (absolute figures taken minutes apart on a shared VM can be 1.7x apart).
+    # Every row is timed beside the teacher, as the trial was. The ratio agrees with the trial's within a factor 2: a
+    # sanity bound, not a speed claim. This model runs 0.08 ms in 0.3 s windows, where a shared VM's fast phases can
+    # be shorter than two blocks (the same file against itself read 0.75-1.47 on the project's Zen 3 VM); the
+    # structure and accuracy checks above are what prove it is the trial's model.
     assert record.latency is not None and record.latency.ratio is not None
     assert final.latency.ratio is not None and teacher.latency.ratio is not None
-    assert abs(final.latency.ratio - record.latency.ratio) <= 0.3 * record.latency.ratio, (final.latency, record.latency)
-    assert teacher.latency.ratio == pytest.approx(1.0, rel=0.3)
+    assert 0.5 <= final.latency.ratio / record.latency.ratio <= 2.0, (final.latency, record.latency)
+    assert 0.5 <= teacher.latency.ratio <= 2.0, teacher.latency
     assert abs(teacher.accuracy - result.reference.val_accuracy) <= one_image
     assert (teacher.params, teacher.macs) == (result.reference.params, result.reference.macs)
     for row in breakdown.rows:

@@ -83,20 +83,6 @@ def test_side_by_side_ratio_and_canary_extends_a_slow_window(clock: FakeClock) -
     assert PROTOCOL.window_s < cand.seconds <= PROTOCOL.max_window_s + 0.05
 
 
-def test_ratio_pairs_each_block_with_the_reference_block_after_it(clock: FakeClock) -> None:
-    # The same model as candidate and reference on a machine in its slow regime (1.4 ms), except a short fast flash
-    # (1 ms) that fell on the candidate's first block only (its calls 2-11, after 2 warm-up calls). The two fastest
-    # blocks come from different moments and their quotient says 0.71; the block pairs timed back to back say 1.
-    cand, ref = measure_blocks([clock.runner(lambda i: 1.0 if 2 <= i < 12 else 1.4), clock.runner(lambda i: 1.4)],
-                               protocol=PROTOCOL, threads=1, batch_size=1)
-    assert cand.median_ms / ref.median_ms == pytest.approx(1.0 / 1.4)
-    assert len(cand.block_medians) == len(ref.block_medians) >= 5
-    assert latency_module.paired_ratio(cand, ref) == pytest.approx(1.0)
-    # Figures from different windows have no pairs: the quotient of the figures.
-    other = latency_module._summary([2.0], [2.0], threads=1, batch_size=1, seconds=1.0, load=(0.0, 0.0), floor=0.03)
-    assert latency_module.paired_ratio(other, ref) == pytest.approx(2.0 / 1.4)
-
-
 def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock: FakeClock, monkeypatch) -> None:
     runs = {"ref": clock.runner(lambda i: 2.0)}
     monkeypatch.setattr(latency_module, "onnx_runner", lambda path, shape, **kw: runs[str(path)])

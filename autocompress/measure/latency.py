@@ -21,11 +21,6 @@ the minimum of five 20-run blocks cannot fix that; they all sit inside one regim
    ``canary_tolerance`` of the anchor was spent in a slow regime: it is extended up to ``max_window_s``, and if the
    reference still did not come back the figure is flagged ``noisy`` and its interval widened downwards.
 
-The **ratio** to the reference is the median, over the window, of each candidate block over the reference block
-timed right after it: on the tiny test model the machine's regime flipped within 20-40 ms, so the two fastest blocks
-often came from different moments. The same file timed against itself in 0.3 s windows (Zen 3 VM) read 0.75-1.47 as a
-quotient of fastest blocks (12 of 18 windows within 2 % of 1), 0.98-1.16 paired (16 of 18 within 2 %).
-
 Each figure carries ``noise``: ``quiet``, ``noisy`` (large spread, or the reference never came back) or ``busy``
 (other processes used a quarter of a core or more, or steal time was high).
 
@@ -61,7 +56,6 @@ __all__ = [
     "measure_torch",
     "onnx_runner",
     "ort_session",
-    "paired_ratio",
     "structure_key",
     "torch_threads",
 ]
@@ -278,18 +272,9 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
             for s, b in zip(samples, blocks)]
 
 
-def paired_ratio(candidate: Latency, reference: Latency) -> float:
-    """Median over the window of candidate block ``i`` over reference block ``i`` (timed right after it); the quotient
-    of the two figures when the blocks do not pair up (e.g. figures from different windows)."""
-    pairs = [c / r for c, r in zip(candidate.block_medians, reference.block_medians) if r > 0]
-    if pairs and len(candidate.block_medians) == len(reference.block_medians):
-        return float(np.median(pairs))
-    return candidate.median_ms / reference.median_ms
-
-
 def _side_by_side(candidate: Latency, reference: Latency, *, anchor_ms: float | None, protocol: Protocol) -> Latency:
     """``candidate`` with the reference's figure, the ratio, and the canary's verdict folded into noise/interval."""
-    out = replace(candidate, reference_ms=reference.median_ms, ratio=paired_ratio(candidate, reference))
+    out = replace(candidate, reference_ms=reference.median_ms, ratio=candidate.median_ms / reference.median_ms)
     if anchor_ms is not None and reference.median_ms > anchor_ms * (1 + protocol.canary_tolerance):
         # The reference never came back to its undisturbed figure: the whole window may have been slow.
         slowdown = reference.median_ms / anchor_ms - 1.0
