@@ -137,14 +137,13 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                   "Hypervolume (HV): feasible trials only, axes latency/budget and max(drop, 0)/max_drop (both "
                   "minimised), reference point (1, 1) = (the budget, the accuracy limit); 0 = nothing feasible. "
                   "Medians over seeds.", ""]
-    # The summary is of one code version (the one most runs measured); older runs stay in the per-run table.
-    codes = [r.get("code", "") for r in rows]
-    current = max(set(codes), key=codes.count) if codes else ""
-    summary_rows, rows_all = [r for r in rows if r.get("code", "") == current], rows
+    # Each scenario x sampler is summarised over the runs of its latest code version (the commit of its last run);
+    # older runs stay in the per-run table.
+    latest = {(r["scenario"], r["sampler"]): r.get("code", "") for r in rows}
+    summary_rows, rows_all = [r for r in rows if r.get("code", "") == latest[(r["scenario"], r["sampler"])]], rows
     if len(summary_rows) < len(rows_all):
-        lines += [f"Summary of the {len(summary_rows)} runs of commit `{current}`; the per-run table below also lists "
-                  f"{len(rows_all) - len(summary_rows)} runs of earlier commits (before the denser probe and the fully "
-                  "fine-tuned seed), for comparison.", ""]
+        lines += [f"Each summary row is over the runs of its latest commit ({len(summary_rows)} runs); the per-run "
+                  f"table below also lists {len(rows_all) - len(summary_rows)} runs of earlier commits.", ""]
     rows = summary_rows
     lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
               "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
