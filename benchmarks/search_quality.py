@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
 import statistics
 import sys
 import time
@@ -187,6 +188,8 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=HERE / "search_quality.csv")
     parser.add_argument("--output-note", default="", help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run the planned runs again (new code): their old rows and study folders are replaced")
     args = parser.parse_args()
     logging.getLogger("optuna").setLevel(logging.WARNING)
     import optuna
@@ -194,6 +197,15 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = list(csv.DictReader(args.csv.open())) if args.csv.exists() else []
     if not args.report_only:
+        if args.rerun:
+            planned = {(sc, sa, str(se)) for se in args.seeds for sc in args.scenarios for sa in args.samplers}
+            rows = [r for r in rows if (r["scenario"], r["sampler"], r["seed"]) not in planned]
+            with args.csv.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+            for scenario, sampler, seed in planned:
+                shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
         done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows}
         print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
         # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
