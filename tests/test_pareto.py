@@ -100,3 +100,22 @@ def test_choice_prefers_a_confident_record_and_passes_over_excluded_ones() -> No
     # Everything feasible passed over: the fallback is the fastest within the accuracy limit, never called chosen.
     fallback = choose([confident, straddling, best], exclude=[1, 2, 3])
     assert fallback is not None and not fallback.feasible
+
+
+def test_rescue_finishes_first_the_structure_that_keeps_the_budget() -> None:
+    from dataclasses import replace
+
+    from autocompress.phases import _budget_side_misses, _label
+
+    # Budget 1.0 ms, limit 1 pt. Fine-tuning changes accuracy, never latency: only structures within the budget can
+    # still become feasible, however far over the accuracy limit they are; the closest one first.
+    within_far = replace(rec(1, TEACHER - 0.40, 0.60), role="sampled")      # 40 pt over, within the budget
+    within_near = replace(rec(2, TEACHER - 0.028, 0.58), role="rescue")     # 2.8 pt over, within the budget
+    over_budget = replace(rec(3, TEACHER - 0.011, 1.30), role="rescue")     # just over the limit, but too slow
+    keeps_both = replace(rec(4, TEACHER - 0.005, 0.90), role="sampled")     # feasible: nothing to finish
+    never_tuned = replace(rec(5, None, 0.40, outcome="stopped"), role="sampled")
+    records = [within_far, within_near, over_budget, keeps_both, never_tuned]
+    assert [r.number for r in _budget_side_misses(records)] == [2, 1]
+    # Once fine-tuned longer (rescue label) it is not picked again.
+    retried = replace(rec(6, TEACHER - 0.02, 0.58), role="rescue", label=f"rescue: {_label(2)}")
+    assert [r.number for r in _budget_side_misses([*records, retried])] == [1]
