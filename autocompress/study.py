@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -415,9 +416,21 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
                 say(f"trial {promoted} is a near miss (within the budget, drop just over the limit): queued again with "
                     f"{NEAR_MISS_STEPS_SCALE}x the fine-tuning")
 
-    remaining = total - len(_counted(read_records(study)))
-    study.optimize(runner, n_trials=max(1, remaining) * PROPOSALS_PER_TRIAL, timeout=config.timeout,
-                   catch=(Exception,), callbacks=[on_trial_end])
+    # The allowance is the study's, not this run's: a resumed study that needs one more trial may use what the first
+    # run left of PROPOSALS_PER_TRIAL x --trials (with a per-run allowance, 4 proposals stopped over a tight budget
+    # once ended a resumed tiny study one trial short).
+    records = read_records(study)
+    remaining = total - len(_counted(records))
+    used = sum(1 for r in records if r.role != "rescue")
+    allowance = max(remaining, PROPOSALS_PER_TRIAL * total - used, 1)
+    started = time.monotonic()
+    study.optimize(runner, n_trials=allowance, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
+    done = len(_counted(read_records(study)))
+    timed_out = config.timeout is not None and time.monotonic() - started >= config.timeout
+    if done < total and not runner.stop_requested and not timed_out and failures["consecutive"] < _MAX_CONSECUTIVE_FAILURES:
+        say(f"ended with {done} of {total} counted trials: the sampler's proposals ({PROPOSALS_PER_TRIAL} per trial "
+            f"in all) were skipped or stopped over the budget; a looser --latency-budget or a space that prunes more "
+            f"leaves more to fine-tune")
 
 
 def _requeue_stopped(study: optuna.Study) -> None:
