@@ -1,0 +1,62 @@
+"""The fresh-process confirmation of the choice (phases.confirm_choice), with the re-measurement faked as numbers."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import autocompress.phases as phases
+from autocompress.config import SearchConfig
+from autocompress.measure.latency import Latency
+from autocompress.record import TrialRecord
+
+BUDGET = 1.0
+
+
+def figure(ms: float, *, noise: str = "quiet", high: float | None = None) -> Latency:
+    return Latency(median_ms=ms, iqr_ms=0.0, p10_ms=ms, p90_ms=ms, n=30, threads=1, batch_size=1, low_ms=ms * 0.97,
+                   high_ms=high if high is not None else ms * 1.03, noise=noise, block_medians=(ms, ms, ms))
+
+
+def record(n: int, accuracy: float, ms: float) -> TrialRecord:
+    return TrialRecord(number=n, outcome="complete", policy=None, budget_ms=BUDGET, max_drop_pt=1.0,
+                       teacher_accuracy=0.99, accuracy=accuracy, latency=figure(ms), finetuned=True,
+                       artifact=f"trials/{n:05d}/model.onnx")
+
+
+def confirm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh: dict[int, list[Latency]]) -> tuple:
+    calls: list[int] = []
+
+    def fake(path: Path, *_a: object, **_kw: object) -> tuple[Latency, Latency]:
+        n = int(Path(path).parent.name)
+        calls.append(n)
+        return fresh[n].pop(0), figure(2.0)
+
+    monkeypatch.setattr(phases, "remeasure_fresh", fake)
+    records = [record(1, 0.99, 0.90), record(2, 0.985, 0.80)]
+    reference = types.SimpleNamespace(onnx_path=tmp_path / "teacher.onnx")
+    lines: list[str] = []
+    choice = phases.confirm_choice(records, reference=reference, config=SearchConfig(output=tmp_path),  # type: ignore[arg-type]
+                                   input_shape=(1, 8, 8), say=lines.append)
+    return choice, calls, lines
+
+
+def test_a_noisy_over_budget_figure_is_measured_again_before_the_candidate_is_passed_over(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Trial 1 (the most accurate) reads 1.10 ms in a noisy window, then 0.92 ms: pooled, it keeps the budget.
+    choice, calls, _ = confirm(monkeypatch, tmp_path, {1: [figure(1.10, noise="noisy"), figure(0.92)]})
+    assert calls == [1, 1]
+    assert choice is not None and choice.record.number == 1 and choice.feasible
+    assert choice.confirmed is not None and choice.confirmed.median_ms == pytest.approx(0.92)
+
+
+def test_a_clearly_over_budget_figure_passes_the_candidate_over_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    # Trial 1 reads 1.20 ms in a quiet window, its interval wholly over the budget: the next candidate is confirmed.
+    choice, calls, lines = confirm(monkeypatch, tmp_path, {1: [figure(1.20)], 2: [figure(0.81)]})
+    assert calls == [1, 2]
+    assert choice is not None and choice.record.number == 2 and choice.passed_over == (1,)
+    assert any("not called chosen" in line for line in lines)
