@@ -236,8 +236,9 @@ def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, conf
     """:func:`autocompress.pareto.choose`, confirmed by a fresh-process re-measurement (longer protocol).
 
     A feasible candidate whose re-measured figure is over the budget (after a second fresh process when the first
-    was noisy or its interval crossed the budget) is passed over for the next (at most :data:`CONFIRM_CANDIDATES`); the figure that ships is the re-measurement. When no candidate holds, the
-    over-budget fallback of :func:`choose` is returned (never called chosen).
+    was noisy or its interval crossed the budget) is passed over for the next (at most :data:`CONFIRM_CANDIDATES`);
+    the figure that ships is the re-measurement. When no candidate holds, the over-budget fallback of :func:`choose`
+    is returned (never called chosen).
     """
     protocol = config.protocol.longer(2.5)
     fresh: dict[int, tuple[Latency, Latency] | None] = {}
