@@ -83,6 +83,7 @@ def search(
     seed: int = 0,
     threads: int = 1,
     batch_size: int = 1,
+    runtime: str = "onnxruntime",
     timeout: float | None = None,
     num_classes: int | None = None,
     allow_low_teacher_accuracy: bool = False,
@@ -98,13 +99,14 @@ def search(
         test: held-out images used only for the exported model's final figures (defaults to ``val``, said so in
             ``metrics.json``).
         latency_budget_ms: absolute budget in milliseconds; or ``latency_budget="0.5x"`` for a fraction of the
-            model's fp32 ONNX Runtime latency (default ``0.25x``).
+            model's fp32 latency on ``runtime`` (default ``0.25x``).
         max_accuracy_drop: allowed top-1 drop on ``val`` in percentage points.
         trials: total finished trials (a rerun with the same ``study_name`` and ``output`` resumes).
         space: a shipped space name, a YAML path, or a :class:`SearchSpace`.
         allow_low_teacher_accuracy: search even when ``model`` scores near chance on ``val`` (by default that is a
             :class:`~autocompress.errors.WorkloadError`: it usually means the data is preprocessed unlike the
             model's training data).
+        runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
     if latency_budget_ms is not None and latency_budget is not None:
@@ -126,7 +128,7 @@ def search(
     config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
                           max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
                           study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
-                          batch_size=batch_size, sampler=sampler, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
+                          batch_size=batch_size, runtime=runtime, sampler=sampler, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
     workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
                         input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
                         info={"model": type(model).__name__, "data": "python datasets",

@@ -43,13 +43,13 @@ def read_yaml(path: Path, *, option: str) -> Any:
 
 @dataclass(frozen=True)
 class LatencyBudget:
-    """``value`` milliseconds, or ``value`` x the teacher's fp32 ONNX Runtime latency when ``relative``."""
+    """``value`` milliseconds, or ``value`` x the teacher's fp32 latency on the study's runtime when ``relative``."""
 
     value: float
     relative: bool
 
-    def resolve(self, teacher_ort_ms: float) -> float:
-        return self.value * teacher_ort_ms if self.relative else self.value
+    def resolve(self, teacher_ms: float) -> float:
+        return self.value * teacher_ms if self.relative else self.value
 
     def __str__(self) -> str:
         return f"{self.value:g}x" if self.relative else f"{self.value:g} ms"
@@ -178,6 +178,9 @@ class SearchConfig:
         study_name / storage / output: where the study lives (default ``sqlite:///<output>/<study>/study.db``).
         seed: sampler, pruning and fine-tuning seed.
         threads / batch_size: the deployment setting latency is measured at.
+        runtime: the inference engine artifacts are built for, timed on and exported to (``onnxruntime``,
+            ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`). The budget is relative to the
+            teacher on the same runtime.
         sampler: ``tpe`` | ``nsga2`` | ``gp`` | ``random``.
         warmup / repeats / latency_window: latency protocol (:class:`autocompress.measure.latency.Protocol`):
             untimed warm-up runs, the least timed runs of one figure, and the seconds of blocks one figure takes
@@ -207,6 +210,7 @@ class SearchConfig:
     seed: int = 0
     threads: int = 1
     batch_size: int = 1
+    runtime: str = "onnxruntime"
     sampler: str = "tpe"
     warmup: int = 20
     repeats: int = 30
@@ -238,6 +242,9 @@ class SearchConfig:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        from autocompress.runtimes import get_runtime
+
+        get_runtime(self.runtime)  # unknown: ConfigError listing the runtimes; not installed: the pip install to run
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.warmup < 0 or self.repeats < 5:

@@ -176,11 +176,12 @@ def study_note(study: optuna.Study) -> str:
         lines.append(f"- **Budget:** {budget_ms:.4g} ms{asked}{drop}")
     else:
         lines.append("- **Budget:** not recorded yet")
-    teacher_ort = (reference.get("teacher_ort_latency") or {}).get("median_ms")
+    teacher_ort = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get("median_ms")
     teacher_torch = (reference.get("teacher_torch_latency") or {}).get("median_ms")
     if reference:
         parts = [f"val accuracy {reference['teacher_val_accuracy']:.2%}"] if "teacher_val_accuracy" in reference else []
-        parts += [f"ONNX Runtime fp32 {teacher_ort:.4g} ms"] if teacher_ort is not None else []
+        runtime = (reference.get("target") or {}).get("runtime", "onnxruntime")
+        parts += [f"{runtime} fp32 {teacher_ort:.4g} ms"] if teacher_ort is not None else []
         parts += [f"PyTorch fp32 {teacher_torch:.4g} ms"] if teacher_torch is not None else []
         lines.append(f"- **Teacher:** {', '.join(parts) or 'not recorded'}")
 

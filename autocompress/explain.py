@@ -35,10 +35,10 @@ from typing import Any
 from torch import nn
 
 from autocompress.compress.prune import count_macs_params, prunable_groups, prune_model
-from autocompress.compress.quantize import deploy
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
-from autocompress.measure.accuracy import evaluate_onnx
+from autocompress.measure.accuracy import evaluate_artifact
+from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol
 from autocompress.policy import PrunePolicy, QuantPolicy
 from autocompress.record import TrialRecord
@@ -76,13 +76,26 @@ class MeasureSettings:
     repeats: int = 30
     seed: int = 0
     latency_window: float = 1.2
+    runtime: str = "onnxruntime"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MeasureSettings:
         """The settings stored in a study's ``config`` user attribute (defaults where a key is missing)."""
         known = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(**{k: (float(v) if k == "latency_window" else int(v)) for k, v in config.items()
-                      if k in known and v is not None})
+        cast: dict[str, Callable[[Any], Any]] = {"latency_window": float, "runtime": str}
+        return cls(**{k: cast.get(k, int)(v) for k, v in config.items() if k in known and v is not None})
+
+    @property
+    def engine(self) -> Runtime:
+        """The study's runtime (its artifacts are built and timed the way the trials' were)."""
+        return get_runtime(self.runtime)
+
+    def build(self, model: nn.Module, quant: QuantPolicy, workload: Workload, workdir: Path) -> Artifact:
+        return self.engine.build(model, quant, example_input=workload.example_input(), calibration=workload.train,
+                                 workdir=workdir, seed=self.seed)
+
+    def accuracy(self, artifact: Artifact, workload: Workload) -> float:
+        return evaluate_artifact(self.engine, artifact, workload.val, threads=self.threads).top1
 
     def protocol(self, *, short: bool = False) -> Protocol:
         """The study's latency protocol; ``short`` (the sensitivity profile's dozens of points) takes a 0.3 s window
@@ -92,11 +105,11 @@ class MeasureSettings:
         return Protocol(warmup=self.warmup, min_runs=self.repeats, window_s=self.latency_window,
                         max_window_s=self.latency_window * 2.5)
 
-    def meter(self, reference: Path, input_shape: tuple[int, ...], *, short: bool = False) -> LatencyMeter:
-        """A calibrated :class:`LatencyMeter` on ``reference`` (the teacher's fp32 ONNX): every figure is then taken
+    def meter(self, reference: Artifact, input_shape: tuple[int, ...], *, short: bool = False) -> LatencyMeter:
+        """A calibrated :class:`LatencyMeter` on ``reference`` (the teacher's fp32 artifact): every figure is then taken
         side by side with it, as the study's were, so a burst of machine noise shows in the canary instead of
         passing as a slow row (a 0.3 s figure taken alone was once 1.7x the trial's on a CI VM)."""
-        meter = LatencyMeter(reference, input_shape, threads=self.threads, batch_size=self.batch_size,
+        meter = LatencyMeter(self.engine, reference, input_shape, threads=self.threads, batch_size=self.batch_size,
                              protocol=self.protocol(short=short))
         meter.calibrate()
         return meter
@@ -168,6 +181,8 @@ def sensitivity_key(workload: Workload, *, ratios: Sequence[float], settings: Me
     facts = {"version": _CACHE_VERSION, "input_shape": list(workload.input_shape), "val": len(workload.val),  # type: ignore[arg-type]
              "ratios": sorted(round(float(r), 6) for r in ratios), "round_to": round_to, "importance": importance,
              "threads": settings.threads, "batch_size": settings.batch_size, "cpu": cpu}
+    if settings.runtime != "onnxruntime":  # profiles of ONNX Runtime studies keep the keys they had before runtimes
+        facts["runtime"] = settings.runtime
     digest.update(json.dumps(facts, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
@@ -233,11 +248,10 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
     points: list[SensitivityPoint] = []
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="autocompress-sensitivity-") as tmp:
-        teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                         workdir=Path(tmp) / "teacher", seed=settings.seed)
-        meter = settings.meter(teacher.path, workload.input_shape, short=True)
-        teacher_latency = meter.measure(teacher.path)
-        teacher_accuracy = evaluate_onnx(teacher.path, workload.val).top1
+        teacher = settings.build(workload.model, QuantPolicy(mode="none"), workload, Path(tmp) / "teacher")
+        meter = settings.meter(teacher, workload.input_shape, short=True)
+        teacher_latency = meter.measure(teacher)
+        teacher_accuracy = settings.accuracy(teacher, workload)
         total = len(groups) * len(ratios)
         say(f"sensitivity profile: {len(groups)} groups × {len(ratios)} ratios, fp32, no fine-tuning "
             f"(teacher {teacher_latency.median_ms:.3f} ms, val {teacher_accuracy:.2%}); cached as {path}")
@@ -274,10 +288,9 @@ def _measure_point(workload: Workload, group: str, channels: int, ratio: float, 
     x = workload.example_input()
     model = prune_model(workload.model, PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance),
                         x, num_classes=workload.num_classes)
-    artifact = deploy(model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir,
-                      seed=settings.seed)
-    latency = meter.measure(artifact.path)
-    accuracy = evaluate_onnx(artifact.path, workload.val).top1
+    artifact = settings.build(model, QuantPolicy(mode="none"), workload, workdir)
+    latency = meter.measure(artifact)
+    accuracy = settings.accuracy(artifact, workload)
     # The time saved, from the ratio taken side by side with the teacher: it holds when the machine's speed moves
     # between two figures (a difference of two figures taken apart does not).
     speed_ratio = latency.ratio if latency.ratio is not None else latency.median_ms / teacher_latency.median_ms
@@ -423,12 +436,11 @@ def technique_breakdown(record: TrialRecord, *, workload: Workload, study_dir: P
     with tempfile.TemporaryDirectory(prefix="autocompress-breakdown-") as tmp:
         for i, (name, model, quant, m, p) in enumerate(steps):
             say(f"breakdown [{i + 1}/{len(steps)}]: {name}")
-            artifact = deploy(model, quant, example_input=x, calibration=workload.train, workdir=Path(tmp) / str(i),
-                              seed=settings.seed)
+            artifact = settings.build(model, quant, workload, Path(tmp) / str(i))
             if meter is None:  # the first step is the teacher's fp32 artifact: every row is timed beside it
-                meter = settings.meter(artifact.path, workload.input_shape)
-            latency = meter.measure(artifact.path)
-            accuracy = evaluate_onnx(artifact.path, workload.val).top1
+                meter = settings.meter(artifact, workload.input_shape)
+            latency = meter.measure(artifact)
+            accuracy = settings.accuracy(artifact, workload)
             teacher_acc = rows[0].accuracy if rows else accuracy
             rows.append(BreakdownRow(name=name, latency=latency, accuracy=accuracy,
                                      drop_pt=(teacher_acc - accuracy) * 100.0, params=p, macs=m,

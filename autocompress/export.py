@@ -1,13 +1,15 @@
-"""Write the exported model folder: the ONNX artifact that was measured, a self-contained PyTorch program, the policy
-and every measured number.
+"""Write the exported model folder: the artifact that was measured (for the study's runtime), a self-contained PyTorch
+program, the policy and every measured number.
 
 ``results/<study>/chosen/`` when the model meets the budget and the accuracy limit; ``results/<study>/over_budget/``
 when nothing did and this is the fastest model within the accuracy limit (``metrics.json`` says by how much)::
 
-    model.onnx      the deployable artifact (fp32 or int8 QDQ), exactly the file whose latency/accuracy were measured
+    model.onnx      --runtime onnxruntime: the deployable artifact (fp32 or int8 QDQ), exactly the measured file
+    model.xml/.bin  --runtime openvino: the OpenVINO IR (fp32, or int8 from NNCF), exactly the measured files
+    model.pt        --runtime torch: the TorchScript program that was measured (torch.jit.load(path))
     model.pt2       the pruned, fine-tuned fp32 model as a torch.export program: torch.export.load(path).module()
     policy.json     the compression policy (Policy.to_dict())
-    metrics.json    val + test accuracy of model.onnx, latency median/IQR, speed-ups, params, MACs, size, machine
+    metrics.json    val + test accuracy of the artifact, latency median/interval, speed-ups, params, MACs, size, machine
 
 Nothing is unpickled: the trial's weights are a plain-array ``.npz`` loaded into the structure rebuilt from the policy
 (:mod:`autocompress.weights`). An existing destination is replaced only when it is an export this tool wrote.
@@ -29,7 +31,8 @@ from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
 from autocompress.cpu import machine_fingerprint
 from autocompress.errors import ConfigError, WorkloadError
-from autocompress.measure.accuracy import evaluate_onnx, evaluate_torch
+from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch
+from autocompress.runtimes import Artifact, get_runtime
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import measure_torch
 from autocompress.pareto import Choice, suggested_budget_ms
@@ -42,7 +45,9 @@ __all__ = ["export_chosen", "machine_fingerprint", "EXPORT_FILES"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FILES = ("model.onnx", "model.pt2", "policy.json", "metrics.json")
+EXPORT_FILES = ("model.onnx", "model.xml", "model.bin", "model.pt", "model.pt2", "policy.json", "metrics.json")
+# The artifact's files in the export folder, per runtime (the file the study measured, under a fixed name).
+_EXPORT_NAMES = {"onnxruntime": ("model.onnx",), "openvino": ("model.xml", "model.bin"), "torch": ("model.pt",)}
 _MARKER = "autocompress_export"
 
 
@@ -91,7 +96,9 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     record = choice.record
     if record.artifact is not None and (choice.confirmed is None or choice.confirmed_reference is None):
         # Not confirmed by the search (the API's export of an older result, or the fresh process failed then).
-        chosen, teacher = remeasure_fresh(config.study_dir / record.artifact, reference.onnx_path, workload.input_shape,
+        searched = record.artifact_in(config.study_dir)
+        assert searched is not None
+        chosen, teacher = remeasure_fresh(searched, reference.artifact, workload.input_shape,
                                           threads=config.threads, batch_size=config.batch_size,
                                           protocol=config.protocol.longer(2.5))
         choice = dataclasses.replace(choice, confirmed=chosen, confirmed_reference=teacher)
@@ -104,8 +111,9 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     _check_destination(final)
     if record.artifact is None or record.policy is None:
         raise ConfigError(f"trial {record.number} has no artifact to export; choose a complete trial")
-    artifact = config.study_dir / record.artifact
-    trial_dir = artifact.parent
+    artifact = record.artifact_in(config.study_dir)
+    assert artifact is not None
+    trial_dir = artifact.path.parent
     x = workload.example_input()
     # Rebuild the structure from the policy, then load the trial's weights (a plain-array .npz, never a pickle).
     student = prune_model(workload.model, record.policy.prune, x, num_classes=workload.num_classes)
@@ -117,10 +125,17 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        shutil.copyfile(artifact, tmp / "model.onnx")
+        files = artifact.all_files
+        if artifact.path.suffix == ".xml":
+            # The IR's .xml names its weights file by its own stem: renamed together they stay a pair.
+            files = (artifact.path, artifact.path.with_suffix(".bin"))
+        for source, name in zip(files, _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))):
+            shutil.copyfile(source, tmp / name)
         program_note = _export_program(student, x, tmp / "model.pt2")
         (tmp / "policy.json").write_text(record.policy.to_json())
-        metrics = _metrics(choice, workload=workload, reference=reference, config=config, folder=tmp)
+        shipped = Artifact(tmp / _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))[0], artifact.quant,
+                           runtime=artifact.runtime)
+        metrics = _metrics(choice, workload=workload, reference=reference, config=config, shipped=shipped)
         metrics["model"]["pt2"] = program_note
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if final.exists():
@@ -145,19 +160,21 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     return final
 
 
-def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig, folder: Path) -> dict[str, Any]:
+def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig,
+             shipped: Artifact) -> dict[str, Any]:
     record = choice.record
     # The shipped figures: the chosen artifact and the teacher's, re-measured side by side in a fresh process with a
     # longer protocol (study.confirm_choice); measured here, the same way, only if that re-measurement was not possible.
     protocol = config.protocol.longer(2.5)
     assert choice.confirmed is not None and choice.confirmed_reference is not None
-    chosen, teacher_ort, how = choice.confirmed, choice.confirmed_reference, "fresh process, side by side with the teacher"
+    chosen, teacher_fp32, how = choice.confirmed, choice.confirmed_reference, "fresh process, side by side with the teacher"
     teacher_torch = measure_torch(workload.model, workload.input_shape, threads=config.threads,
                                   batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats,
                                   protocol=protocol)
     search = record.latency
-    test = evaluate_onnx(folder / "model.onnx", workload.test)
-    teacher_test = evaluate_onnx(reference.onnx_path, workload.test)
+    runtime = get_runtime(shipped.runtime)
+    test = evaluate_artifact(runtime, shipped, workload.test, threads=config.threads)
+    teacher_test = evaluate_artifact(runtime, reference.artifact, workload.test, threads=config.threads)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
     return {
         _MARKER: True,
@@ -178,14 +195,15 @@ def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config
             "max_drop_pt": config.max_accuracy_drop,
             "n_val": len(workload.val),  # type: ignore[arg-type]
             "n_test": test.n,
-            "measured_on": "model.onnx with ONNX Runtime",
+            "measured_on": f"{shipped.path.name} with {shipped.runtime}",
         },
         "latency": {
             "chosen_ms": chosen.to_dict(),
             "teacher_torch_fp32_ms": teacher_torch.to_dict(),
-            "teacher_ort_fp32_ms": teacher_ort.to_dict(),
+            "runtime": dict(reference.target),
+            "teacher_fp32_ms": teacher_fp32.to_dict(),
             "speedup_vs_teacher_torch": teacher_torch.median_ms / chosen.median_ms,
-            "speedup_vs_teacher_ort": teacher_ort.median_ms / chosen.median_ms,
+            "speedup_vs_teacher_fp32": teacher_fp32.median_ms / chosen.median_ms,
             "during_search_ms": record.latency_ms,
             "during_search_interval_ms": [search.low, search.high] if search else None,
             "inside_search_interval": bool(search and search.low <= chosen.median_ms <= search.high),
@@ -195,7 +213,7 @@ def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config
             "within_budget": chosen.median_ms <= reference.budget_ms,
             "overshoot_ms": max(0.0, chosen.median_ms - reference.budget_ms),
             "suggested_budget_ms": choice.suggested_budget_ms,
-            "suggested_budget_x": (choice.suggested_budget_ms / reference.ort_latency.median_ms
+            "suggested_budget_x": (choice.suggested_budget_ms / reference.runtime_latency.median_ms
                                    if choice.suggested_budget_ms else None),
         },
         "model": {
@@ -203,7 +221,9 @@ def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config
             "macs": record.macs,
             "teacher_params": reference.params,
             "teacher_macs": reference.macs,
-            "onnx_size_mb": (folder / "model.onnx").stat().st_size / 1e6,
+            "artifact_size_mb": Artifact(shipped.path, shipped.quant, files=tuple(
+                shipped.path.with_name(n) for n in _EXPORT_NAMES.get(shipped.runtime, (shipped.path.name,)))).size_mb,
+            "precision": dict(record.precision) if record.precision is not None else None,
             "input_shape": list(workload.input_shape),
             "num_classes": workload.num_classes,
             "int8_kernel": record.policy.quant.kernel if record.policy else None,

@@ -256,7 +256,7 @@ def _explain(page: _Page, workload: Workload | None, *, choice: Choice | None, c
 def _summary(name: str, records: Sequence[TrialRecord], choice: Choice | None, config: Mapping[str, Any],
              reference: Mapping[str, Any], budget: float | None) -> str:
     counts = {o: sum(1 for r in records if r.outcome == o) for o in ("complete", "stopped", "failed")}
-    teacher = (reference.get("teacher_ort_latency") or {}).get("median_ms")
+    teacher = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get("median_ms")
     rows = [("study", name),
             ("budget", f"{budget:.4g} ms ({config.get('latency_budget', '?')})" if budget else "not recorded"),
             ("max accuracy drop", f"{config['max_accuracy_drop']:g} pt" if "max_accuracy_drop" in config else "?"),
@@ -328,7 +328,7 @@ def _probe(page: _Page, data: Mapping[str, Any] | None, budget: float | None, re
     if not data:
         return page.note("probe", "The study has no probe (the space does not prune, or the study predates it).")
     probe = Probe.from_dict(data)
-    teacher = (reference.get("teacher_ort_latency") or {}).get("median_ms")
+    teacher = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get("median_ms")
     caption = (f"{probe.describe()}; no fine-tuning, so this is the latency range only"
                + ("" if not budget else "; reachable" if probe.reachable(budget) else "; the budget is below it"))
     rows = [(p.label, f"{p.latency.median_ms:.4g}", f"{p.latency.iqr_ms:.3g}") for p in probe.points]

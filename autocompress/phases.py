@@ -245,7 +245,10 @@ def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, conf
 
     def once(record: TrialRecord) -> tuple[Latency, Latency] | None:
         try:
-            return remeasure_fresh(config.study_dir / str(record.artifact), reference.onnx_path, input_shape,
+            artifact = record.artifact_in(config.study_dir)
+            if artifact is None:
+                return None
+            return remeasure_fresh(artifact, reference.artifact, input_shape,
                                    threads=config.threads, batch_size=config.batch_size, protocol=protocol)
         except (AutocompressError, OSError, ValueError) as exc:
             say(f"warning: could not re-measure trial {record.number} in a fresh process ({exc}); its search "

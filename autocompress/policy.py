@@ -30,7 +30,7 @@ __all__ = [
     "ACTIVATION_TYPES",
 ]
 
-QUANT_MODES = ("none", "int8", "int8_dynamic")
+QUANT_MODES = ("none", "int8", "int8_dynamic", "bf16")
 GRANULARITIES = ("per_tensor", "per_channel")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -72,17 +72,20 @@ class PrunePolicy:
 
 @dataclass(frozen=True)
 class QuantPolicy:
-    """Post-training quantization with ONNX Runtime.
+    """The precision plan: post-training quantization (or bf16) for the study's runtime.
 
     Attributes:
-        mode: ``none`` (fp32), ``int8`` (static QDQ, calibrated) or ``int8_dynamic`` (weights int8, activations
-            quantized on the fly; for Linear-heavy models).
+        mode: ``none`` (fp32), ``int8`` (static, calibrated), ``int8_dynamic`` (weights int8, activations
+            quantized on the fly; for Linear-heavy models; ONNX Runtime) or ``bf16`` (OpenVINO on CPUs with native
+            bf16). Which modes a runtime offers on this CPU: :meth:`autocompress.runtimes.Runtime.modes`.
         granularity: ``per_tensor`` or ``per_channel`` weight scales.
         calibration: activation range method for static int8: ``minmax``, ``entropy`` or ``percentile``.
         calibration_samples: training images used for calibration.
         activation_type: ``uint8`` (U8S8, what ONNX Runtime's x86 kernels are fastest at) or ``int8`` (S8S8).
         reduce_range: quantize weights to 7 bits. Needed on x86 CPUs without VNNI, where U8S8 products are summed in
             a saturating int16 (see :mod:`autocompress.cpu`); the search sets it from the CPU it runs on.
+        fp32_layers: module names (and their children) left in fp32 when the rest is int8: per-layer precision
+            (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``).
     """
 
     mode: str = "none"
@@ -91,8 +94,10 @@ class QuantPolicy:
     calibration_samples: int = 64
     activation_type: str = "uint8"
     reduce_range: bool = False
+    fp32_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fp32_layers", tuple(sorted(self.fp32_layers)))
         _check_choice("quant.mode", self.mode, QUANT_MODES)
         _check_choice("quant.granularity", self.granularity, GRANULARITIES)
         _check_choice("quant.calibration", self.calibration, CALIBRATION_METHODS)
@@ -101,8 +106,8 @@ class QuantPolicy:
     @property
     def kernel(self) -> str:
         """``u8s8``, ``u8s8_reduce``, ``s8s8`` … (static int8); ``fp32`` when not quantized."""
-        if self.mode == "none":
-            return "fp32"
+        if self.mode in ("none", "bf16"):
+            return "fp32" if self.mode == "none" else "bf16"
         base = "u8s8" if self.activation_type == "uint8" else "s8s8"
         return f"{base}_reduce" if self.reduce_range else base
 
@@ -137,6 +142,7 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["prune"]["ratios"] = dict(self.prune.ratios)
+        data["quant"]["fp32_layers"] = list(self.quant.fp32_layers)
         return data
 
     @classmethod
@@ -164,7 +170,10 @@ class Policy:
             parts.append(f"sparsity {self.prune.sparsity:.0%}")
         if self.quant.mode == "int8":
             kernel = "" if self.quant.kernel == "u8s8" else f" {self.quant.kernel}"
-            parts.append(f"int8 {self.quant.granularity}/{self.quant.calibration}{kernel}")
+            kept = f" ({len(self.quant.fp32_layers)} layers fp32)" if self.quant.fp32_layers else ""
+            parts.append(f"int8 {self.quant.granularity}/{self.quant.calibration}{kernel}{kept}")
+        elif self.quant.mode == "bf16":
+            parts.append("bf16")
         elif self.quant.mode == "int8_dynamic":
             parts.append(f"int8-dyn {self.quant.granularity}")
         else:

@@ -36,6 +36,7 @@ import optuna
 
 from autocompress.measure.latency import Latency
 from autocompress.policy import Policy
+from autocompress.runtimes import Artifact
 
 __all__ = [
     "TrialRecord",
@@ -91,6 +92,9 @@ class TrialRecord:
         remeasured: how many extra figures were taken because the first straddled the budget or lay far from the
             prediction (they are pooled into ``latency``).
         macs_estimate: the MACs the latency model used as its feature (estimated from the policy, not counted).
+        target: where the latency was measured: runtime, its version, threads, batch size, CPU model and int8 ISA
+            (:func:`autocompress.study.study_target`). The Pareto set and the choice never mix targets.
+        precision: the precision each compute layer ran in, read back from the runtime (``{"int8": 14, "fp32": 1}``).
     """
 
     number: int
@@ -119,6 +123,8 @@ class TrialRecord:
     predicted: Mapping[str, Any] | None = None
     remeasured: int = 0
     macs_estimate: int | None = None
+    target: Mapping[str, Any] = field(default_factory=dict)
+    precision: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -158,6 +164,19 @@ class TrialRecord:
         return max(0.0, (self.latency_ms or math.inf) - self.budget_ms)
 
     @property
+    def runtime(self) -> str:
+        """The runtime the artifact was built for and measured on (ONNX Runtime for records written before runtimes)."""
+        return str(self.target.get("runtime", "onnxruntime"))
+
+    def artifact_in(self, study_dir: Path) -> Artifact | None:
+        """The trial's artifact (its files under ``study_dir``, its precision plan and runtime), if it has one."""
+        if self.artifact is None or self.policy is None:
+            return None
+        path = Path(study_dir) / self.artifact
+        files = (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,)
+        return Artifact(path, self.policy.quant, runtime=self.runtime, files=files)
+
+    @property
     def summary(self) -> str:
         return self.policy.describe() if self.policy else "(no policy)"
 
@@ -175,6 +194,8 @@ class TrialRecord:
         data["latency"] = self.latency.to_dict() if self.latency else None
         data["latency_before_finetune"] = self.latency_before_finetune.to_dict() if self.latency_before_finetune else None
         data["predicted"] = dict(self.predicted) if self.predicted else None
+        data["target"] = dict(self.target)
+        data["precision"] = dict(self.precision) if self.precision is not None else None
         return data
 
     @classmethod

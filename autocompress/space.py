@@ -41,6 +41,7 @@ itself would spend time for nothing, and conditional parameters keep the sampler
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,24 @@ class SearchSpace:
     epochs: FloatRange | None = None
     batch_size: int = 64
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def for_runtime(self, modes: Sequence[str], kernels: Sequence[str] | None, *, runtime: str) -> SearchSpace:
+        """This space restricted to what a runtime offers on this CPU (its precision ``modes``; explicit int8
+        ``kernels`` only where the runtime has such a choice, e.g. ONNX Runtime's U8S8/S8S8).
+
+        Example: the default space (``mode: [none, int8]``) on ``--runtime torch`` (fp32 only) searches pruning and
+        KD in fp32. A space left with no mode at all is a ConfigError naming the runtime's modes.
+        """
+        kept = tuple(m for m in self.quant_modes if m in modes)
+        if not kept:
+            raise ConfigError(f"{self.source}: quantize.mode {list(self.quant_modes)} has nothing --runtime {runtime} "
+                              f"can build on this CPU; it offers {', '.join(modes)} — use a space with one of them")
+        explicit = [k for k in self.kernels if k != "auto"]
+        if explicit and kernels is not None and not set(explicit) <= set(kernels):
+            raise ConfigError(f"{self.source}: quantize.kernel {explicit} are not int8 kernels of --runtime {runtime}; "
+                              f"use auto or one of {', '.join(kernels)}")
+        return dataclasses.replace(self, quant_modes=kept,
+                                   kernels=self.kernels if kernels is not None else ("auto",))
 
     # ---------------------------------------------------------------- sampling
     @property

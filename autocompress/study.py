@@ -32,11 +32,10 @@ from typing import Any
 import optuna
 
 from autocompress.compress.prune import count_macs_params, prunable_groups
-from autocompress.compress.quantize import deploy
 from autocompress.config import SearchConfig
-from autocompress.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
+from autocompress.cpu import CpuInfo, detect_cpu, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
-from autocompress.measure.accuracy import evaluate_onnx
+from autocompress.measure.accuracy import evaluate_artifact
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
 from autocompress.measure.model import LatencyModel
@@ -45,6 +44,7 @@ from autocompress.policy import QuantPolicy
 from autocompress.preprocess_check import verify_preprocessing
 from autocompress.probe import Probe, run_probe
 from autocompress.record import RECORD_KEY, TrialRecord, read_record, read_records
+from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
 from autocompress.space import SearchSpace
 from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, rescue as _rescue
@@ -64,20 +64,29 @@ _RESUME_KEYS = ("latency_budget", "max_accuracy_drop", "threads", "batch_size", 
 
 @dataclass(frozen=True)
 class Reference:
-    """The teacher measured in this run: the yardstick for budget, accuracy drop and speed-up."""
+    """The teacher measured in this run: the yardstick for budget, accuracy drop and speed-up.
+
+    Attributes:
+        torch_latency: the teacher in eager PyTorch (the "original model" of every speed-up).
+        runtime_latency: the teacher's fp32 artifact on the study's runtime (the budget's yardstick).
+        artifact: that fp32 artifact (the meter's side-by-side reference).
+        target: where both were measured (:func:`study_target`).
+    """
 
     torch_latency: Latency
-    ort_latency: Latency
+    runtime_latency: Latency
     val_accuracy: float
     budget_ms: float
     macs: int
     params: int
-    onnx_path: Path
+    artifact: Artifact
+    target: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "teacher_torch_latency": self.torch_latency.to_dict(),
-            "teacher_ort_latency": self.ort_latency.to_dict(),
+            "teacher_runtime_latency": self.runtime_latency.to_dict(),
+            "target": dict(self.target),
             "teacher_val_accuracy": self.val_accuracy,
             "budget_ms": self.budget_ms,
             "teacher_macs": self.macs,
@@ -106,29 +115,39 @@ class SearchResult:
         return [r for r in self.records if r.outcome == "complete"]
 
 
-def measure_reference(workload: Workload, config: SearchConfig, workdir: Path) -> tuple[Reference, LatencyMeter]:
-    """Teacher latency in PyTorch and as an fp32 ONNX artifact, and the artifact's val accuracy.
+def study_target(runtime: Runtime, config: SearchConfig, cpu: CpuInfo) -> dict[str, Any]:
+    """Where latency is measured: runtime + version + threads + batch + CPU model and ISA (on every record)."""
+    return {"runtime": runtime.name, "version": runtime.version(), "threads": config.threads,
+            "batch_size": config.batch_size, "cpu": cpu.model, "isa": cpu.isa}
+
+
+def measure_reference(workload: Workload, config: SearchConfig, workdir: Path, *, runtime: Runtime | None = None,
+                      cpu: CpuInfo | None = None) -> tuple[Reference, LatencyMeter]:
+    """Teacher latency in PyTorch and as an fp32 artifact on the study's runtime, and the artifact's val accuracy.
 
     Returns the reference and the study's :class:`LatencyMeter`, whose reference is this artifact: its long first
     figure is the anchor every later figure's canary compares with, and the budget's yardstick.
     """
+    runtime = runtime or get_runtime(config.runtime)
     x = workload.example_input()
-    artifact = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir)
-    meter = LatencyMeter(artifact.path, workload.input_shape, threads=config.threads, batch_size=config.batch_size,
+    artifact = runtime.build(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
+                             workdir=workdir)
+    meter = LatencyMeter(runtime, artifact, workload.input_shape, threads=config.threads, batch_size=config.batch_size,
                          protocol=config.protocol)
-    ort_latency = meter.calibrate()
+    runtime_latency = meter.calibrate()
     torch_latency = measure_torch(workload.model, workload.input_shape, threads=config.threads,
                                   batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats,
                                   protocol=config.protocol)
     macs, params = count_macs_params(workload.model, x)
     reference = Reference(
         torch_latency=torch_latency,
-        ort_latency=ort_latency,
-        val_accuracy=evaluate_onnx(artifact.path, workload.val).top1,
-        budget_ms=config.latency_budget.resolve(ort_latency.median_ms),
+        runtime_latency=runtime_latency,
+        val_accuracy=evaluate_artifact(runtime, artifact, workload.val, threads=config.threads).top1,
+        budget_ms=config.latency_budget.resolve(runtime_latency.median_ms),
         macs=macs,
         params=params,
-        onnx_path=artifact.path,
+        artifact=artifact,
+        target=study_target(runtime, config, cpu or detect_cpu()),
     )
     return reference, meter
 
@@ -305,7 +324,9 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     say = say or logger.info
     progress = progress or SearchProgress()
     cpu = cpu or detect_cpu()
-    kernel = int8_kernel_for(cpu)
+    runtime = get_runtime(config.runtime)
+    kernel = runtime.int8_kernel(cpu)
+    space = space.for_runtime(runtime.modes(cpu), runtime.kernels(), runtime=runtime.name)
     fingerprint = machine_fingerprint(cpu)
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes) if space.prune_per != "none" else []
@@ -317,20 +338,21 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     check = verify_preprocessing(workload)  # a far better --normalize: one-line WorkloadError naming it, before timing
     study.set_user_attr("preprocess_check", check.to_dict())
     say(f"teacher preprocessing: {check.summary()}")
-    say("measuring the teacher (PyTorch fp32 and ONNX Runtime fp32)")
-    reference, meter = measure_reference(workload, config, config.study_dir / "teacher")
+    say(f"runtime: {runtime.name} {runtime.version()} · precisions {', '.join(space.quant_modes)}")
+    say(f"measuring the teacher (PyTorch fp32 and {runtime.name} fp32)")
+    reference, meter = measure_reference(workload, config, config.study_dir / "teacher", runtime=runtime, cpu=cpu)
     check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
     if stored_reference is not None:
         # A resumed study keeps the budget and accuracy reference its first trials were scored against.
         reference = dataclasses.replace(reference, budget_ms=stored_reference["budget_ms"],
                                         val_accuracy=stored_reference["teacher_val_accuracy"])
-    say(f"teacher: PyTorch {reference.torch_latency}; ONNX Runtime {reference.ort_latency}; "
+    say(f"teacher: PyTorch {reference.torch_latency}; {runtime.name} {reference.runtime_latency}; "
         f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms ({config.latency_budget}); "
         f"{len(groups)} prunable groups")
 
     runner = TrialRunner(workload, space, config, budget_ms=reference.budget_ms, teacher_accuracy=reference.val_accuracy,
                          groups=groups, int8_kernel=kernel, fingerprint=fingerprint, meter=meter,
-                         latency_model=_stored_latency_model(study))
+                         runtime=runtime, target=reference.target, latency_model=_stored_latency_model(study))
     runner.on_stage = progress.stage
     probe = _probe(study, runner, say=say, fresh=stored_reference is None)
     _warn_if_unreachable(probe, reference, config, say=say)
@@ -464,7 +486,7 @@ def _warn_if_unreachable(probe: Probe | None, reference: Reference, config: Sear
     suggested = probe.suggested_budget_ms()
     say(f"warning: the budget {reference.budget_ms:.3f} ms ({config.latency_budget}) is below the fastest this space "
         f"reaches on this CPU ({probe.floor.latency.median_ms:.3f} ms, {probe.floor.label}); no policy can meet it — "
-        f"ask for --latency-budget {suggested:g}ms ({suggested / reference.ort_latency.median_ms:.2f}x) or more; "
+        f"ask for --latency-budget {suggested:g}ms ({suggested / reference.runtime_latency.median_ms:.2f}x) or more; "
         "searching anyway for the fastest model within the accuracy limit")
 
 

@@ -1,4 +1,4 @@
-"""One trial: ``policy → prune → deploy → latency gate → distill → deploy → measure`` → one :class:`TrialRecord`.
+"""One trial: ``policy → prune → build artifact → latency gate → distill → build → measure`` → one :class:`TrialRecord`.
 
 :class:`Objective` is the Optuna side (sample the policy, write the record, tell Optuna the outcome) and is the same for
 every evaluator; :class:`TrialRunner` is the real evaluator. Tests plug a synthetic evaluator into the same
@@ -34,13 +34,13 @@ from autocompress.compress.prune import (
     sparsify_model,
     weight_sparsity,
 )
-from autocompress.compress.quantize import Artifact, deploy
 from autocompress.config import SearchConfig
 from autocompress.cpu import Int8Kernel
-from autocompress.measure.accuracy import evaluate_onnx
+from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import Latency, LatencyCache, LatencyMeter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, precision_key
 from autocompress.policy import Policy
+from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.record import TrialRecord, artifact_store, write_record
 from autocompress.space import SearchSpace
 from autocompress.training import predict_logits
@@ -135,14 +135,15 @@ class Objective:
         return record.accuracy, record.latency_ms
 
     def _upload(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        """Put the trial's ONNX model and policy in the study's artifact store (downloadable in optuna-dashboard)."""
+        """Put the trial's artifact and policy in the study's artifact store (downloadable in optuna-dashboard)."""
         if self.study_dir is None or record.artifact is None:
             return
         store = artifact_store(self.study_dir)
         artifact = self.study_dir / record.artifact
         policy_file = artifact.parent / "policy.json"
         policy_file.write_text(json.dumps(record.policy.to_dict() if record.policy else {}, indent=2, sort_keys=True))
-        for path in (artifact, policy_file):
+        companions = [artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else []  # OpenVINO IR weights
+        for path in (artifact, *companions, policy_file):
             if path.is_file():
                 optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
@@ -158,7 +159,8 @@ class TrialRunner(Objective):
     def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, budget_ms: float,
                  teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
                  fingerprint: Mapping[str, Any], meter: LatencyMeter, cache: LatencyCache | None = None,
-                 latency_model: LatencyModel | None = None) -> None:
+                 latency_model: LatencyModel | None = None, runtime: Runtime | None = None,
+                 target: Mapping[str, Any] | None = None) -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
         self.config = config
@@ -166,6 +168,8 @@ class TrialRunner(Objective):
         self.teacher_accuracy = teacher_accuracy
         self.fingerprint = dict(fingerprint)
         self.meter = meter
+        self.runtime = runtime or get_runtime(config.runtime)
+        self.target = dict(target or {"runtime": self.runtime.name, "version": self.runtime.version()})
         self.cache = cache or LatencyCache()
         self.latency_model = latency_model or LatencyModel()
         self.macs = MacsEstimator(workload.model, groups, workload.example_input())
@@ -181,11 +185,11 @@ class TrialRunner(Objective):
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
     def build(self, policy: Policy, workdir: Path) -> tuple[nn.Module, Artifact]:
-        """The pruned (not fine-tuned) model and its deployed artifact in ``workdir``."""
+        """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``."""
         x = self.workload.example_input()
         student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
-        artifact = deploy(student, policy.quant, example_input=x, calibration=self.workload.train, workdir=workdir,
-                          seed=self.config.seed)
+        artifact = self.runtime.build(student, policy.quant, example_input=x, calibration=self.workload.train,
+                                      workdir=workdir, seed=self.config.seed)
         return student, artifact
 
     def time(self, model: nn.Module, artifact: Artifact) -> tuple[Latency, bool]:
@@ -195,13 +199,14 @@ class TrialRunner(Objective):
         hit = self.cache.get(key)
         if hit is not None:
             return hit, True
-        latency = self.meter.measure(artifact.path)
+        latency = self.meter.measure(artifact)
         self.cache.put(key, latency)
         return latency, False
 
     def _structure_key(self, model: nn.Module, artifact: Artifact) -> str:
         cfg, q = self.config, artifact.quant
-        return structure_key(model, q.mode, q.granularity, q.kernel, cfg.threads, cfg.batch_size)
+        return structure_key(model, artifact.runtime, q.mode, q.granularity, q.kernel, q.fp32_layers, cfg.threads,
+                             cfg.batch_size)
 
     def decide(self, latency: Latency, artifact: Artifact, *, expected_ms: float | None) -> tuple[Latency, int]:
         """Measure ``artifact`` again (at most :data:`MAX_REMEASURES` times, pooling the blocks) while its interval
@@ -213,7 +218,7 @@ class TrialRunner(Objective):
         extra = 0
         far = expected_ms is not None and abs(latency.median_ms - expected_ms) > 2 * self.latency_model.width * expected_ms
         while extra < MAX_REMEASURES and (latency.straddles(self.budget_ms) or (far and extra == 0)):
-            latency = combine(latency, self.meter.measure(artifact.path))
+            latency = combine(latency, self.meter.measure(artifact))
             extra += 1
         return latency, extra
 
@@ -227,7 +232,7 @@ class TrialRunner(Objective):
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
         return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
                 "max_drop_pt": self.config.max_accuracy_drop, "teacher_accuracy": self.teacher_accuracy,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "target": self.target}
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
@@ -301,8 +306,8 @@ class TrialRunner(Objective):
                 # exactly the sparsity the policy asked for (prune → fine-tune → prune).
                 student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
             t = time.perf_counter()
-            artifact = deploy(student, policy.quant, example_input=wl.example_input(), calibration=wl.train,
-                              workdir=workdir, seed=cfg.seed)
+            artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(), calibration=wl.train,
+                                          workdir=workdir, seed=cfg.seed)
             timings["deploy_s"] = time.perf_counter() - t
         if finetuned or cache_hit:
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
@@ -312,19 +317,21 @@ class TrialRunner(Objective):
             # The gate timed the same structure at the same precision (latency does not depend on the weights): its
             # blocks are evidence too, and noise only adds time. Measured: prune 45 % int8 read 0.547 ms at its gate
             # and 0.641 ms [0.622, 0.895] after fine-tuning, in a slow phase, against a 0.568 ms budget.
-            latency = combine(self.meter.measure(artifact.path), gate)
+            latency = combine(self.meter.measure(artifact), gate)
             latency, more = self.decide(latency, artifact, expected_ms=gate.median_ms)
             self.cache.put(self._structure_key(student, artifact), latency)
             remeasured += more
             timings["latency_s"] += time.perf_counter() - t
         t = time.perf_counter()
         self.on_stage(f"trial {number}: val accuracy of the artifact")
-        accuracy = evaluate_onnx(artifact.path, wl.val).top1
+        scorer = self.runtime.runner(artifact, threads=cfg.threads)
+        accuracy = evaluate(scorer, wl.val).top1
+        precision = scorer.precision()
         timings["evaluate_s"] = time.perf_counter() - t
         save_weights(student, workdir / WEIGHTS_FILE)
         timings["total_s"] = time.perf_counter() - started
         return TrialRecord(
             outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
             weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings, remeasured=remeasured,
-            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), **sizes, **base, **extra,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes, **base, **extra,
         )

@@ -37,9 +37,12 @@ import torchvision
 from torch.utils.data import TensorDataset
 
 from autocompress.compress.prune import count_macs_params, prunable_groups, prune_model
-from autocompress.compress.quantize import deploy
-from autocompress.measure.latency import Latency, Protocol, measure_onnx, ort_session
+from autocompress.runtimes import get_runtime
+from autocompress.measure.latency import Latency, Protocol, measure_onnx
+from autocompress.runtimes import ort_session
 from autocompress.policy import PrunePolicy, QuantPolicy
+
+deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
 __all__ = ["ARCHITECTURES", "ArchSpec", "CompatResult", "build", "check_architecture", "main"]
 

@@ -50,10 +50,10 @@ def run_once(output: Path, *, sampler: str, seed: int, trials: int, extra: list[
         "latency_iqr_ms": round(m["latency"]["chosen_ms"]["iqr_ms"], 3),
         "budget_ms": round(m["latency"]["budget_ms"], 3),
         "teacher_torch_ms": round(m["latency"]["teacher_torch_fp32_ms"]["median_ms"], 3),
-        "teacher_ort_ms": round(m["latency"]["teacher_ort_fp32_ms"]["median_ms"], 3),
+        "teacher_ort_ms": round(m["latency"]["teacher_fp32_ms"]["median_ms"], 3),
         "speedup_vs_torch": round(m["latency"]["speedup_vs_teacher_torch"], 2),
-        "speedup_vs_ort": round(m["latency"]["speedup_vs_teacher_ort"], 2),
-        "size_mb": round(m["model"]["onnx_size_mb"], 3),
+        "speedup_vs_ort": round(m["latency"]["speedup_vs_teacher_fp32"], 2),
+        "size_mb": round(m["model"]["artifact_size_mb"], 3),
         "stopped_before_finetune": stopped,
         "cpu": m["machine"]["cpu"],
     }

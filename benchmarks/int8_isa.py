@@ -33,12 +33,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from autocompress.compress.quantize import deploy  # noqa: E402
+from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.latency import measure_onnx  # noqa: E402
 from autocompress.policy import QuantPolicy  # noqa: E402
 from autocompress.workload import load_workload  # noqa: E402
+
+deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
 KERNELS = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
 EMULATED_CPU = "Haswell"  # AVX2 + FMA, no AVX-512, no VNNI

@@ -37,12 +37,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
-from autocompress.compress.quantize import deploy  # noqa: E402
+from autocompress.runtimes import Artifact, get_runtime  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, onnx_runner  # noqa: E402
 from autocompress.policy import PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.workload import load_workload  # noqa: E402
+
+deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
 _BURNER = """
 import os, sys, time
@@ -68,20 +70,20 @@ def old_protocol(run) -> float:  # type: ignore[no-untyped-def]
     return float(np.median(samples))
 
 
-def artifacts(workdir: Path) -> tuple[Path, dict[str, Path], tuple[int, ...]]:
+def artifacts(workdir: Path) -> tuple[Artifact, dict[str, Artifact], tuple[int, ...]]:
     workload = load_workload(SearchConfig())
     x = workload.example_input()
     kernel = int8_kernel_for(detect_cpu())
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes)
     teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                     workdir=workdir / "teacher").path
+                     workdir=workdir / "teacher")
     out = {}
     for name, level, quant in (("prune50_int8", 0.5, QuantPolicy(mode="int8", activation_type=kernel.activation_type,
                                                                   reduce_range=kernel.reduce_range)),
                                ("prune65_fp32", 0.65, QuantPolicy(mode="none"))):
         student = prune_model(workload.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x,
                               num_classes=workload.num_classes)
-        out[name] = deploy(student, quant, example_input=x, calibration=workload.train, workdir=workdir / name).path
+        out[name] = deploy(student, quant, example_input=x, calibration=workload.train, workdir=workdir / name)
     return teacher, {"teacher_fp32": teacher, **out}, workload.input_shape
 
 
@@ -89,7 +91,7 @@ def _cv(values: list[float]) -> float:
     return statistics.pstdev(values) / statistics.mean(values) * 100
 
 
-def run_condition(condition: str, teacher: Path, paths: dict[str, Path], shape: tuple[int, ...], repeats: int) -> list[dict[str, object]]:
+def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact], shape: tuple[int, ...], repeats: int) -> list[dict[str, object]]:
     burner = None
     if condition == "load":
         burner = subprocess.Popen([sys.executable, "-c", _BURNER, str(repeats * 20 + 120)],
@@ -98,12 +100,12 @@ def run_condition(condition: str, teacher: Path, paths: dict[str, Path], shape: 
         time.sleep(1.0)
     rows = []
     try:
-        meter = LatencyMeter(teacher, shape, threads=1, batch_size=1)
+        meter = LatencyMeter(get_runtime("onnxruntime"), teacher, shape, threads=1, batch_size=1)
         anchor = meter.calibrate()
         print(f"[{condition}] teacher anchor {anchor}", flush=True)
-        teacher_run = onnx_runner(teacher, shape, threads=1, batch_size=1)
+        teacher_run = onnx_runner(teacher.path, shape, threads=1, batch_size=1)
         for name, path in paths.items():
-            run = onnx_runner(path, shape, threads=1, batch_size=1)
+            run = onnx_runner(path.path, shape, threads=1, batch_size=1)
             old, old_ratio, old_s, new, new_ratio, new_s, flagged, load = [], [], [], [], [], [], 0, []
             for _ in range(repeats):
                 t0 = time.perf_counter()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
-from autocompress.compress.quantize import deploy  # noqa: E402
+from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
 from autocompress.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.accuracy import evaluate_onnx  # noqa: E402
@@ -36,6 +36,8 @@ from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
 from autocompress.training import predict_logits  # noqa: E402
 from autocompress.workload import load_workload  # noqa: E402
+
+deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
 LEVELS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
 
@@ -68,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
                          workdir=Path(tmp) / "teacher")
-        meter = LatencyMeter(teacher.path, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol)
+        meter = LatencyMeter(get_runtime("onnxruntime"), teacher, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol)
         meter.calibrate()
         for level in LEVELS:
             student = prune_model(workload.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x,
@@ -79,7 +81,7 @@ def main() -> None:
                                                      reduce_range=kernel.reduce_range))):
                 artifact = deploy(student, quant, example_input=x, calibration=workload.train,
                                   workdir=Path(tmp) / f"{level}_{name}")
-                latency = meter.measure(artifact.path)
+                latency = meter.measure(artifact)
                 accuracy = evaluate_onnx(artifact.path, workload.val).top1
                 drop = (teacher_acc - accuracy) * 100
                 rows.append((level, name, latency, accuracy, drop))
@@ -93,7 +95,7 @@ def main() -> None:
         f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; 1 thread, batch 1; default space; 10 trials; "
         f"max val drop {config.max_accuracy_drop:g} pt; written by `benchmarks/tight_budget.py`.",
         "",
-        f"- budget {result.reference.budget_ms:.3f} ms (0.02x of the teacher's {result.reference.ort_latency.median_ms:.3f} ms)",
+        f"- budget {result.reference.budget_ms:.3f} ms (0.02x of the teacher's {result.reference.runtime_latency.median_ms:.3f} ms)",
         f"- exported (`over_budget/`): trial {choice.record.number}, {choice.record.summary}, role {choice.record.role}, "
         f"**{exported.median_ms:.3f} ms** [{exported.low:.3f}, {exported.high:.3f}] (fresh process), val drop "
         f"{choice.record.accuracy_drop_pt:.2f} pt; search wall time {search_s:.0f} s",

@@ -12,7 +12,6 @@ from onnx import numpy_helper
 
 from autocompress.compress import (
     count_macs_params,
-    deploy,
     distill,
     kd_loss,
     prunable_groups,
@@ -20,6 +19,9 @@ from autocompress.compress import (
 )
 from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
 from autocompress.measure.latency import Protocol
+from autocompress.runtimes import get_runtime
+
+deploy = get_runtime("onnxruntime").build
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
 from autocompress.training import predict_logits
 from autocompress.workload import Workload

@@ -11,7 +11,9 @@ import pytest
 import autocompress.phases as phases
 from autocompress.config import SearchConfig
 from autocompress.measure.latency import Latency
+from autocompress.policy import Policy, QuantPolicy
 from autocompress.record import TrialRecord
+from autocompress.runtimes import Artifact
 
 BUDGET = 1.0
 
@@ -22,7 +24,7 @@ def figure(ms: float, *, noise: str = "quiet", high: float | None = None) -> Lat
 
 
 def record(n: int, accuracy: float, ms: float) -> TrialRecord:
-    return TrialRecord(number=n, outcome="complete", policy=None, budget_ms=BUDGET, max_drop_pt=1.0,
+    return TrialRecord(number=n, outcome="complete", policy=Policy(), budget_ms=BUDGET, max_drop_pt=1.0,
                        teacher_accuracy=0.99, accuracy=accuracy, latency=figure(ms), finetuned=True,
                        artifact=f"trials/{n:05d}/model.onnx")
 
@@ -30,14 +32,14 @@ def record(n: int, accuracy: float, ms: float) -> TrialRecord:
 def confirm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh: dict[int, list[Latency]]) -> tuple:
     calls: list[int] = []
 
-    def fake(path: Path, *_a: object, **_kw: object) -> tuple[Latency, Latency]:
-        n = int(Path(path).parent.name)
+    def fake(artifact: Artifact, *_a: object, **_kw: object) -> tuple[Latency, Latency]:
+        n = int(artifact.path.parent.name)
         calls.append(n)
         return fresh[n].pop(0), figure(2.0)
 
     monkeypatch.setattr(phases, "remeasure_fresh", fake)
     records = [record(1, 0.99, 0.90), record(2, 0.985, 0.80)]
-    reference = types.SimpleNamespace(onnx_path=tmp_path / "teacher.onnx")
+    reference = types.SimpleNamespace(artifact=Artifact(tmp_path / "teacher.onnx", QuantPolicy()))
     lines: list[str] = []
     choice = phases.confirm_choice(records, reference=reference, config=SearchConfig(output=tmp_path),  # type: ignore[arg-type]
                                    input_shape=(1, 8, 8), say=lines.append)

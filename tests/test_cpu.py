@@ -9,7 +9,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from autocompress.compress.quantize import deploy
+from autocompress.runtimes import get_runtime
+
+deploy = get_runtime("onnxruntime").build
 from autocompress.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
 from autocompress.policy import QuantPolicy
 from autocompress.workload import Workload

@@ -16,7 +16,7 @@ from torch import nn
 
 import autocompress.measure.latency as latency_module
 from autocompress.compress import prune_model
-from autocompress.compress.quantize import export_onnx
+from autocompress.runtimes import export_onnx
 from autocompress.measure.latency import (
     Protocol,
     measure_callable,

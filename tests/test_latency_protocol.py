@@ -8,11 +8,14 @@ pooling of a second figure are checked as numbers. Whether the protocol holds on
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 
 import autocompress.measure.latency as latency_module
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol, combine, measure_blocks
+from autocompress.policy import QuantPolicy
+from autocompress.runtimes import Artifact, Runner
 
 
 class FakeClock:
@@ -85,15 +88,25 @@ def test_side_by_side_ratio_and_canary_extends_a_slow_window(clock: FakeClock) -
 
 def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock: FakeClock, monkeypatch) -> None:
     runs = {"ref": clock.runner(lambda i: 2.0)}
-    monkeypatch.setattr(latency_module, "onnx_runner", lambda path, shape, **kw: runs[str(path)])
-    meter = LatencyMeter("ref", (1, 8, 8), threads=1, batch_size=1, protocol=PROTOCOL)  # type: ignore[arg-type]
+
+    class FakeRunner(Runner):
+        def run(self, batch):  # type: ignore[no-untyped-def]
+            return runs[str(self.artifact.path)]()
+
+    class FakeRuntime:
+        name = "fake"
+
+        def runner(self, artifact: Artifact, *, threads: int, batch_size: int | None = None) -> Runner:
+            return FakeRunner(artifact, threads=threads, batch_size=batch_size)
+
+    meter = LatencyMeter(FakeRuntime(), Artifact(Path("ref"), QuantPolicy()), (1, 8, 8), threads=1,  # type: ignore[arg-type]
+                         batch_size=1, protocol=PROTOCOL)
     anchor = meter.calibrate(factor=1.0)
     assert meter.anchor_ms == pytest.approx(2.0) == anchor.median_ms
     # Now the machine is slow for good: reference 2.4 ms (+20 %), candidate 0.9 ms.
     runs["ref"] = clock.runner(lambda i: 2.4)
-    meter._reference = runs["ref"]
     runs["cand"] = clock.runner(lambda i: 0.9)
-    lat = meter.measure("cand")  # type: ignore[arg-type]
+    lat = meter.measure(Artifact(Path("cand"), QuantPolicy()))
     assert lat.ratio == pytest.approx(0.9 / 2.4)
     assert lat.noise == "noisy"
     assert lat.seconds >= PROTOCOL.max_window_s, "extended to the longest window first"

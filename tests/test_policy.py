@@ -22,7 +22,7 @@ def test_policy_is_frozen() -> None:
 
 
 def test_invalid_quant_mode_names_field_and_choices() -> None:
-    with pytest.raises(ConfigError, match=r"quant.mode: expected one of none, int8, int8_dynamic, got 'fp16'"):
+    with pytest.raises(ConfigError, match=r"quant.mode: expected one of none, int8, int8_dynamic, bf16, got 'fp16'"):
         QuantPolicy(mode="fp16")
 
 

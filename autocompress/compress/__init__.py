@@ -1,4 +1,7 @@
-"""The compression stages: structural pruning, distillation fine-tuning and ONNX Runtime int8 quantization."""
+"""The compression stages: structural pruning and distillation fine-tuning (model → model; no runtime knowledge).
+
+Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the runtimes' job: :mod:`autocompress.runtimes`.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,12 @@ from autocompress.compress.prune import (
     sparsify_model,
     weight_sparsity,
 )
-from autocompress.compress.quantize import Artifact, deploy, export_onnx
 
 __all__ = [
-    "Artifact",
     "DistillResult",
     "PrunableGroup",
     "count_macs_params",
-    "deploy",
     "distill",
-    "export_onnx",
     "kd_loss",
     "prunable_groups",
     "prune_model",

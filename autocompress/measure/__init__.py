@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autocompress.measure.accuracy import Accuracy, evaluate_onnx, evaluate_torch
+from autocompress.measure.accuracy import Accuracy, evaluate, evaluate_artifact, evaluate_onnx, evaluate_torch
 from autocompress.measure.latency import (
     Latency,
     LatencyCache,
@@ -15,6 +15,8 @@ __all__ = [
     "Accuracy",
     "Latency",
     "LatencyCache",
+    "evaluate",
+    "evaluate_artifact",
     "evaluate_onnx",
     "evaluate_torch",
     "measure_onnx",

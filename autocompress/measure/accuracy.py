@@ -1,4 +1,4 @@
-"""Top-1 / top-5 accuracy of an ONNX artifact (what ships) or of an ``nn.Module`` (for comparison)."""
+"""Top-1 / top-5 accuracy of an artifact on its runtime (what ships) or of an ``nn.Module`` (for comparison)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from autocompress.measure.latency import ort_session
+from autocompress.runtimes import Artifact, Runner, Runtime, get_runtime
+from autocompress.policy import QuantPolicy
 
-__all__ = ["Accuracy", "evaluate_onnx", "evaluate_torch"]
+__all__ = ["Accuracy", "evaluate", "evaluate_artifact", "evaluate_onnx", "evaluate_torch"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,26 @@ def _score(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
     return Accuracy(top1=top1, top5=top5, n=len(labels))
 
 
-def evaluate_onnx(path: Path, dataset: Dataset, *, batch_size: int = 64, threads: int = 2) -> Accuracy:
-    """Accuracy of the ONNX file at ``path`` on ``dataset``; the number reported for every artifact."""
-    session = ort_session(path, threads=threads)
-    input_name = session.get_inputs()[0].name
+def evaluate(runner: Runner, dataset: Dataset, *, batch_size: int = 64) -> Accuracy:
+    """Accuracy of the artifact ``runner`` runs, on ``dataset``; the number reported for every artifact."""
     logits, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
-        logits.append(session.run(None, {input_name: images.numpy().astype(np.float32)})[0])
-        labels.append(targets.numpy())
+    with runner.session():
+        for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
+            logits.append(runner.run(images.numpy().astype(np.float32)))
+            labels.append(targets.numpy())
     return _score(np.concatenate(logits), np.concatenate(labels))
+
+
+def evaluate_artifact(runtime: Runtime, artifact: Artifact, dataset: Dataset, *, threads: int,
+                      batch_size: int = 64) -> Accuracy:
+    """Accuracy of ``artifact`` on ``runtime`` with ``threads`` threads (any batch size)."""
+    return evaluate(runtime.runner(artifact, threads=threads), dataset, batch_size=batch_size)
+
+
+def evaluate_onnx(path: Path, dataset: Dataset, *, batch_size: int = 64, threads: int = 2) -> Accuracy:
+    """Accuracy of the ONNX file at ``path`` on ONNX Runtime."""
+    return evaluate_artifact(get_runtime("onnxruntime"), Artifact(path, QuantPolicy()), dataset, threads=threads,
+                             batch_size=batch_size)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ caches, the other sessions it holds). The chosen model's promise is checked in a
 longer window, the teacher artifact timed side by side (its anchor first, then the candidate against it).
 
     python -m autocompress.measure.fresh CANDIDATE.onnx REFERENCE.onnx --shape 1,32,32 --threads 1 --batch-size 1 \\
-        --window 3.0
+        --window 3.0 --runtime onnxruntime --mode none
 
 prints one JSON object ``{"candidate": Latency, "reference": Latency}``.
 """
@@ -21,23 +21,30 @@ from pathlib import Path
 
 from autocompress.errors import AutocompressError
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol
+from autocompress.policy import QuantPolicy
+from autocompress.runtimes import Artifact, get_runtime
 
 __all__ = ["remeasure_fresh", "main"]
 
 _TIMEOUT_S = 300
 
 
-def remeasure_fresh(candidate: Path, reference: Path, input_shape: Sequence[int], *, threads: int, batch_size: int,
-                    protocol: Protocol) -> tuple[Latency, Latency]:
-    """``(candidate, reference)`` figures taken side by side in a new Python process (see the module docstring)."""
-    command = [sys.executable, "-m", "autocompress.measure.fresh", str(candidate), str(reference),
+def remeasure_fresh(candidate: Artifact, reference: Artifact, input_shape: Sequence[int], *, threads: int,
+                    batch_size: int, protocol: Protocol) -> tuple[Latency, Latency]:
+    """``(candidate, reference)`` figures taken side by side in a new Python process (see the module docstring).
+
+    Both artifacts run on ``candidate.runtime``; only the precision mode travels with the paths (it sets OpenVINO's
+    precision hint), the rest of the plan is baked into the files.
+    """
+    command = [sys.executable, "-m", "autocompress.measure.fresh", str(candidate.path), str(reference.path),
+               "--runtime", candidate.runtime, "--mode", candidate.quant.mode, "--reference-mode", reference.quant.mode,
                "--shape", ",".join(str(int(v)) for v in input_shape), "--threads", str(threads),
                "--batch-size", str(batch_size), "--window", str(protocol.window_s), "--max-window",
                str(protocol.max_window_s), "--warmup", str(protocol.warmup), "--min-runs", str(protocol.min_runs)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AutocompressError(f"re-measuring {candidate} in a fresh process failed: {tail}")
+        raise AutocompressError(f"re-measuring {candidate.path} in a fresh process failed: {tail}")
     data = json.loads(done.stdout.strip().splitlines()[-1])
     return Latency.from_dict(data["candidate"]), Latency.from_dict(data["reference"])
 
@@ -46,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autocompress.measure.fresh", description=__doc__.splitlines()[0])
     parser.add_argument("candidate", type=Path)
     parser.add_argument("reference", type=Path)
+    parser.add_argument("--runtime", default="onnxruntime")
+    parser.add_argument("--mode", default="none", help="the candidate's precision mode (QuantPolicy.mode)")
+    parser.add_argument("--reference-mode", default="none")
     parser.add_argument("--shape", required=True, help="input shape without the batch axis, e.g. 1,32,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -57,9 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = tuple(int(v) for v in args.shape.split(","))
     protocol = Protocol(warmup=args.warmup, min_runs=args.min_runs, window_s=args.window,
                         max_window_s=max(args.max_window, args.window))
-    meter = LatencyMeter(args.reference, shape, threads=args.threads, batch_size=args.batch_size, protocol=protocol)
+    runtime = get_runtime(args.runtime)
+    reference_artifact = Artifact(args.reference, QuantPolicy(mode=args.reference_mode), runtime=runtime.name)
+    meter = LatencyMeter(runtime, reference_artifact, shape, threads=args.threads, batch_size=args.batch_size,
+                         protocol=protocol)
     reference = meter.calibrate(factor=1.0)
-    candidate = meter.measure(args.candidate)
+    candidate = meter.measure(Artifact(args.candidate, QuantPolicy(mode=args.mode), runtime=runtime.name))
     print(json.dumps({"candidate": candidate.to_dict(), "reference": reference.to_dict()}))
     return 0
 

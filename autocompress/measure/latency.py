@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.runtimes._base import Artifact, Runner, Runtime
+
 __all__ = [
     "Latency",
     "LatencyCache",
@@ -54,8 +56,9 @@ __all__ = [
     "measure_blocks",
     "measure_onnx",
     "measure_torch",
+    "artifact_run",
+    "fixed_input",
     "onnx_runner",
-    "ort_session",
     "structure_key",
     "torch_threads",
 ]
@@ -309,24 +312,24 @@ def measure_callable(run: Callable[[], object], *, warmup: int, repeats: int, th
     return measure_blocks([run], protocol=protocol, threads=threads, batch_size=batch_size)[0]
 
 
-def ort_session(path: Path, *, threads: int) -> Any:
-    """An ONNX Runtime CPU session pinned to ``threads`` intra-op threads, full graph optimisation."""
-    import onnxruntime as ort
+def fixed_input(input_shape: tuple[int, ...], batch_size: int) -> np.ndarray:
+    """The fixed, real-shaped batch every figure times (seeded, so every artifact sees the same input)."""
+    return np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+def artifact_run(runner: Runner, input_shape: tuple[int, ...], batch_size: int) -> Callable[[], object]:
+    """``run()`` = one inference of ``runner`` on the fixed batch."""
+    batch = fixed_input(input_shape, batch_size)
+    return lambda: runner.run(batch)
 
 
 def onnx_runner(path: Path, input_shape: tuple[int, ...], *, threads: int, batch_size: int) -> Callable[[], object]:
-    """A warm session on ``path`` and a fixed batch of real-shaped input: ``run()`` is one inference."""
-    session = ort_session(path, threads=threads)
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)}
-    return lambda: session.run(None, feed)
+    """A warm ONNX Runtime session on ``path`` and a fixed batch of real-shaped input: ``run()`` is one inference."""
+    from autocompress.runtimes import Artifact, get_runtime
+    from autocompress.policy import QuantPolicy
+
+    runner = get_runtime("onnxruntime").runner(Artifact(path, QuantPolicy()), threads=threads, batch_size=batch_size)
+    return artifact_run(runner, input_shape, batch_size)
 
 
 def measure_onnx(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, batch_size: int = 1, warmup: int = 20,
@@ -358,42 +361,49 @@ def measure_torch(model: nn.Module, input_shape: tuple[int, ...], *, threads: in
 
 
 class LatencyMeter:
-    """Times artifacts side by side with the study's reference artifact (the teacher's fp32 ONNX), sessions warm.
+    """Times artifacts side by side with the study's reference artifact (the teacher on the same runtime), warm.
 
     The first :meth:`calibrate` takes the reference's undisturbed figure (the *anchor*) with a long window; every
     :meth:`measure` then alternates blocks of the candidate and the reference, uses the reference as a canary for the
     machine's regime (see the module docstring) and lowers the anchor when the reference runs faster than ever.
+    Candidate and reference run on ``runtime`` with the same threads and batch: a budget relative to the teacher is
+    relative to the teacher *on that runtime*.
 
     Example:
-        >>> meter = LatencyMeter(teacher_onnx, (1, 32, 32), threads=1, batch_size=1)   # doctest: +SKIP
-        >>> meter.calibrate().median_ms, meter.measure(student_onnx).ratio             # doctest: +SKIP
+        >>> meter = LatencyMeter(runtime, teacher, (1, 32, 32), threads=1, batch_size=1)   # doctest: +SKIP
+        >>> meter.calibrate().median_ms, meter.measure(student).ratio                     # doctest: +SKIP
         (2.29, 0.186)
     """
 
-    def __init__(self, reference: Path, input_shape: tuple[int, ...], *, threads: int, batch_size: int,
-                 protocol: Protocol | None = None) -> None:
+    def __init__(self, runtime: Runtime, reference: Artifact, input_shape: tuple[int, ...], *, threads: int,
+                 batch_size: int, protocol: Protocol | None = None) -> None:
+        self.runtime = runtime
         self.input_shape = tuple(input_shape)
         self.threads = threads
         self.batch_size = batch_size
         self.protocol = protocol or Protocol()
-        self._reference = onnx_runner(reference, self.input_shape, threads=threads, batch_size=batch_size)
+        self._reference_runner = runtime.runner(reference, threads=threads, batch_size=batch_size)
+        self._reference = artifact_run(self._reference_runner, self.input_shape, batch_size)
         self.anchor_ms: float | None = None
         self.figures = 0
         self.noisy_figures = 0
 
     def calibrate(self, *, factor: float = 2.5) -> Latency:
         """The reference alone over a ``factor`` times longer window; its figure becomes the anchor."""
-        latency = measure_blocks([self._reference], protocol=self.protocol.longer(factor), threads=self.threads,
-                                 batch_size=self.batch_size)[0]
+        with self._reference_runner.session():
+            latency = measure_blocks([self._reference], protocol=self.protocol.longer(factor), threads=self.threads,
+                                     batch_size=self.batch_size)[0]
         self.anchor_ms = latency.median_ms if self.anchor_ms is None else min(self.anchor_ms, latency.median_ms)
         return latency
 
-    def measure(self, path: Path, *, protocol: Protocol | None = None) -> Latency:
-        """``path`` timed side by side with the reference."""
+    def measure(self, artifact: Artifact, *, protocol: Protocol | None = None) -> Latency:
+        """``artifact`` timed side by side with the reference."""
         protocol = protocol or self.protocol
-        run = onnx_runner(path, self.input_shape, threads=self.threads, batch_size=self.batch_size)
-        candidate, reference = measure_blocks([run, self._reference], protocol=protocol, threads=self.threads,
-                                              batch_size=self.batch_size, anchor_ms=self.anchor_ms)
+        runner = self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
+        run = artifact_run(runner, self.input_shape, self.batch_size)
+        with runner.session():
+            candidate, reference = measure_blocks([run, self._reference], protocol=protocol, threads=self.threads,
+                                                  batch_size=self.batch_size, anchor_ms=self.anchor_ms)
         latency = _side_by_side(candidate, reference, anchor_ms=self.anchor_ms, protocol=protocol)
         if self.anchor_ms is not None and reference.median_ms < self.anchor_ms:
             self.anchor_ms = reference.median_ms

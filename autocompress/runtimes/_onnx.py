@@ -1,8 +1,9 @@
-"""Deployment: ONNX export and int8 post-training quantization with ONNX Runtime.
+"""ONNX, the interchange format: export from PyTorch, and int8 post-training quantization with ONNX Runtime's tools.
 
-``torch.ao.quantization`` is deprecated, so int8 goes through ONNX Runtime: static QDQ quantization (weights and
-activations int8, activation ranges calibrated on training images) with per-tensor or per-channel weight scales, or
-dynamic quantization (weights int8, activation scales computed at run time) for Linear-heavy models.
+ONNX Runtime runs these files; OpenVINO reads the fp32 file and quantizes it with NNCF instead. ``torch.ao.quantization``
+is deprecated, so int8 goes through ONNX Runtime's quantizer: static QDQ quantization (weights and activations int8,
+activation ranges calibrated on training images) with per-tensor or per-channel weight scales, or dynamic quantization
+(weights int8, activation scales computed at run time) for Linear-heavy models.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,33 +23,12 @@ from torch.utils.data import Dataset
 from autocompress.errors import UnsupportedModelError
 from autocompress.policy import QuantPolicy
 
-__all__ = ["Artifact", "export_onnx", "deploy", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["export_onnx", "quantize_onnx", "calibration_images", "onnx_node_module", "INPUT_NAME", "OUTPUT_NAME"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A deployable ONNX model file and how it was made.
-
-    Attributes:
-        path: the ONNX file that is measured and exported (fp32 or int8).
-        quant: the quantization that produced it.
-    """
-
-    path: Path
-    quant: QuantPolicy
-
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
-
-    @property
-    def size_mb(self) -> float:
-        return self.size_bytes / 1e6
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Path:
@@ -124,24 +103,12 @@ def calibration_images(dataset: Dataset, *, count: int, seed: int = 0) -> np.nda
     return torch.stack([dataset[int(i)][0] for i in order]).numpy().astype(np.float32)
 
 
-def deploy(
-    model: nn.Module,
-    quant: QuantPolicy,
-    *,
-    example_input: torch.Tensor,
-    calibration: Dataset,
-    workdir: Path,
-    seed: int = 0,
-) -> Artifact:
-    """Export ``model`` to ONNX in ``workdir`` and quantize it as ``quant`` says.
+def quantize_onnx(fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: Path, seed: int = 0,
+                  exclude: tuple[str, ...] = ()) -> Path:
+    """Quantize the fp32 ONNX file ``fp32`` as ``quant`` says (static QDQ or dynamic) into ``out``.
 
-    Returns:
-        The artifact to measure: ``workdir/model_fp32.onnx`` or ``workdir/model_int8.onnx``.
+    ``exclude``: ONNX node names left in fp32 (per-layer precision).
     """
-    fp32 = export_onnx(model, example_input, workdir / "model_fp32.onnx")
-    if quant.mode == "none":
-        return Artifact(path=fp32, quant=quant)
-
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -151,8 +118,8 @@ def deploy(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = workdir / "model_int8.onnx"
-    prepared = workdir / "model_fp32_prepared.onnx"
+    workdir = out.parent
+    prepared = workdir / f"{fp32.stem}_prepared.onnx"
     per_channel = quant.granularity == "per_channel"
     # ORT's calibrators print progress to stdout and log advice on the root logger; keep the CLI's output ours.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
@@ -164,7 +131,7 @@ def deploy(
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         if quant.mode == "int8_dynamic":
             quantize_dynamic(str(prepared), str(out), per_channel=per_channel, reduce_range=quant.reduce_range,
-                             weight_type=QuantType.QInt8)
+                             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
         else:
             method = {
                 "minmax": CalibrationMethod.MinMax,
@@ -184,9 +151,23 @@ def deploy(
                 activation_type=QuantType.QUInt8 if quant.activation_type == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
+                nodes_to_exclude=list(exclude),
             )
     prepared.unlink(missing_ok=True)
     # The calibrator leaves an augmented copy of the model next to the output; it is not part of the artifact.
     for leftover in workdir.glob("*augmented*.onnx"):
         leftover.unlink()
-    return Artifact(path=out, quant=quant)
+    return out
+
+
+def onnx_node_module(node_name: str) -> str:
+    """The PyTorch module a node of an exported graph came from, from the exporter's scope-path node name.
+
+    Tiny example: ``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1`` (each scope is the child's attribute name or
+    its full dotted name); ``/fc/Gemm`` → ``fc``.
+    """
+    scopes = [s for s in node_name.strip("/").split("/")[:-1] if s]
+    qualified = ""
+    for scope in scopes:
+        qualified = scope if not qualified or scope.startswith(qualified + ".") else f"{qualified}.{scope}"
+    return qualified
