@@ -29,7 +29,14 @@ from autocompress.space import SearchSpace, load_space
 from autocompress.study import Reference, run_study
 from autocompress.workload import Workload
 
-__all__ = ["SearchOutcome", "search"]
+__all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES"]
+
+_D = SearchConfig()  # every default below is SearchConfig's: one source of options
+# The one default the API does not share: a Python study lives beside the CLI's demo study, not inside it.
+API_STUDY_NAME = "api"
+# Options that say where the CLI loads model and data from; the API takes the model and datasets themselves.
+API_ONLY_SOURCES = frozenset({"model", "data", "weights", "trust_checkpoint", "small_input", "input_size", "channels",
+                              "download", "max_samples", "normalize", "latency_budget"})
 
 
 @dataclass
@@ -73,20 +80,23 @@ def search(
     test: Dataset | None = None,
     latency_budget_ms: float | None = None,
     latency_budget: str | None = None,
-    max_accuracy_drop: float = 1.0,
-    trials: int = 30,
-    space: str | SearchSpace = "default",
-    study_name: str = "api",
-    output: str | Path = "results",
-    storage: str | None = None,
-    sampler: str = "tpe",
-    seed: int = 0,
-    threads: int = 1,
-    batch_size: int = 1,
-    runtime: str = "onnxruntime",
-    timeout: float | None = None,
-    num_classes: int | None = None,
-    allow_low_teacher_accuracy: bool = False,
+    max_accuracy_drop: float = _D.max_accuracy_drop,
+    trials: int = _D.trials,
+    space: str | SearchSpace = _D.space,
+    study_name: str = API_STUDY_NAME,
+    output: str | Path = _D.output,
+    storage: str | None = _D.storage,
+    sampler: str = _D.sampler,
+    seed: int = _D.seed,
+    threads: int = _D.threads,
+    batch_size: int = _D.batch_size,
+    runtime: str = _D.runtime,
+    warmup: int = _D.warmup,
+    repeats: int = _D.repeats,
+    latency_window: float = _D.latency_window,
+    timeout: float | None = _D.timeout,
+    num_classes: int | None = _D.num_classes,
+    allow_low_teacher_accuracy: bool = _D.allow_low_teacher_accuracy,
     progress: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
     """Search compression policies for a trained ``model`` on map-style ``(image, label)`` datasets.
@@ -107,11 +117,13 @@ def search(
             :class:`~autocompress.errors.WorkloadError`: it usually means the data is preprocessed unlike the
             model's training data).
         runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``).
+        warmup / repeats / latency_window: the latency protocol (as ``--warmup``, ``--repeats``, ``--latency-window``).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
     if latency_budget_ms is not None and latency_budget is not None:
         raise ConfigError("give either latency_budget_ms or latency_budget, not both")
-    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None else (latency_budget or "0.25x"))
+    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None
+                                         else (latency_budget or str(_D.latency_budget)))
     sample = train[0]  # type: ignore[index]
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
         raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")
@@ -128,7 +140,8 @@ def search(
     config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
                           max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
                           study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
-                          batch_size=batch_size, runtime=runtime, sampler=sampler, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
+                          batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
+                          latency_window=latency_window, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
     workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
                         input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
                         info={"model": type(model).__name__, "data": "python datasets",

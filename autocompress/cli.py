@@ -146,7 +146,7 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, A
                 value = action.type(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}: {key}: expected {getattr(action.type, '__name__', action.type)}, got {value!r}") from None
-        if action.choices is not None and value not in action.choices:
+        if value is not None and action.choices is not None and value not in action.choices:
             raise ConfigError(f"{path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
         if isinstance(action, argparse._StoreTrueAction) and not isinstance(value, bool):
             raise ConfigError(f"{path}: {key}: expected true or false, got {value!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,32 @@ def read_yaml(path: Path, *, option: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{option}: file {str(path)!r} does not exist")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot read {str(path)!r} ({exc.strerror or exc})") from None
+
+
+def _check_writable_folder(path: Path) -> None:
+    """``--output`` must be a folder this process can create (or already has, writable): checked before anything runs,
+    by creating and removing a scratch folder in the nearest existing ancestor (permission bits do not tell root's
+    story, nor a read-only or virtual file system's).
+
+    Tiny example: ``--output /etc/passwd/results`` → the nearest existing ancestor is a file, not a folder.
+    """
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--output {str(path)!r}: {str(ancestor)!r} is a file, not a folder; pass another --output")
+    try:
+        tempfile.TemporaryDirectory(dir=ancestor, prefix=".autocompress-write-check-").cleanup()
+    except OSError as exc:
+        raise ConfigError(f"--output {str(path)!r} cannot be created in {str(ancestor)!r} ({exc.strerror or exc}); "
+                          "pass another --output, a folder you can write to") from None
 
 
 @dataclass(frozen=True)
@@ -251,6 +275,7 @@ class SearchConfig:
             raise ConfigError(f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}")
         if not (math.isfinite(self.latency_window) and 0.05 <= self.latency_window <= 30):
             raise ConfigError(f"--latency-window is in seconds and must lie in [0.05, 30], got {self.latency_window}")
+        _check_writable_folder(Path(self.output))
         if self.storage is not None and "://" not in self.storage:
             raise ConfigError(f"--storage must be an SQLAlchemy URL such as sqlite:///path/study.db, got {self.storage!r}")
 

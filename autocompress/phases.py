@@ -110,14 +110,14 @@ def _fastest_params(runner: TrialRunner, level: float) -> tuple[dict[str, Any], 
     dense = {"prune.sparsity": space.sparsity.clamp(0.0)} if space.sparsity is not None else {}
     best: tuple[float, str] | None = None
     for mode in space.quant_modes:
-        policy = space.fixed_policy({**dense, **prune, **space.quant_params(mode)}, runner.groups,
+        policy = space.fixed_policy({**dense, **prune, **space.quant_params(mode, runner.groups)}, runner.groups,
                                     int8_kernel=runner.int8_kernel, train_size=runner.train_size)
         _, prediction = runner.predict(policy)
         ms = prediction.ms if prediction is not None else float("inf")
         if best is None or ms < best[0]:
             best = (ms, mode)
     assert best is not None
-    return {**dense, **prune, **space.quant_params(best[1]), **space.kd_params(longest=True)}, best[1]
+    return {**dense, **prune, **space.quant_params(best[1], runner.groups), **space.kd_params(longest=True)}, best[1]
 
 
 def _bracket(records: Sequence[TrialRecord], *, longest_steps: int) -> tuple[float, float | None]:
@@ -162,7 +162,7 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
             return
     grid = _grid(space)
     # The KD length the rescue gives (the space's longest; it does not depend on the level or the precision).
-    strongest = {**space.uniform_params(runner.groups, grid[-1]), **space.quant_params(space.quant_modes[0]),
+    strongest = {**space.uniform_params(runner.groups, grid[-1]), **space.quant_params(space.quant_modes[0], runner.groups),
                  **space.kd_params(longest=True)}
     longest = space.fixed_policy(strongest, runner.groups, int8_kernel=runner.int8_kernel,
                                  train_size=runner.train_size).distill.steps

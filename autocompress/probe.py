@@ -117,7 +117,7 @@ def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
     for level in levels if levels is not None else probe_levels(runner):
         prune = space.uniform_params(runner.groups, level)
         for mode in space.quant_modes:
-            params = {**prune, **space.quant_params(mode)}
+            params = {**prune, **space.quant_params(mode, runner.groups)}
             policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size)
             student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
             latency, hit = runner.time(student, artifact)

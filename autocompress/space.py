@@ -16,6 +16,7 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       calibration: [minmax, entropy, percentile]
       calibration_samples: 64
       kernel: [auto]                        # int8 types: auto (chosen for this CPU) | u8s8 | u8s8_reduce | s8s8
+      per_layer: false                      # true: int8 trials also choose, per prunable layer, to keep it fp32
     distill:
       temperature: {low: 1.0, high: 8.0, log: true}
       alpha: {low: 0.3, high: 1.0}
@@ -34,6 +35,11 @@ almost never above 0.5, so strong compression is never sampled (measured on the 
 mean above 48 %). A global ``level`` reaches both corners of the space in a few trials (AMC/HAQ-style budgets are
 global too), and the per-group ``offset`` keeps the freedom to prune insensitive groups harder. Tiny example: level
 0.6, spread 0.15, offsets ``[-0.1, +0.15, 0]`` → ratios ``[0.5, 0.75, 0.6]``, clipped into ``ratio``'s bounds.
+
+**Per-layer int8** (``quantize.per_layer: true``): an int8 trial also samples, for each prunable group's root layer,
+``quant.fp32.<layer>`` (keep that layer fp32 or not), mapped to ONNX Runtime's ``nodes_to_exclude`` / NNCF's
+``ignored_scope``. int8 is a per-layer choice: it pays on wide layers and can cost more than it saves (quantize and
+dequantize steps) on thin, pruned ones. Fixed policies (baselines, probe, rescue) keep every layer int8.
 
 Distillation parameters are only sampled when the trial prunes something: fine-tuning an unpruned model toward
 itself would spend time for nothing, and conditional parameters keep the sampler's view honest.
@@ -65,14 +71,15 @@ from autocompress.policy import (
     QuantPolicy,
 )
 
-__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS"]
+__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS", "FP32_LAYER_PARAM"]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
+FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer fp32 in an int8 trial
 # Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.cpu.int8_kernel_for).
 INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
-    "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel"},
+    "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer"},
     "distill": {"temperature", "alpha", "lr", "steps", "epochs", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
@@ -112,6 +119,7 @@ class SearchSpace:
     calibrations: tuple[str, ...] = ("minmax", "percentile")
     calibration_samples: int = 64
     kernels: tuple[str, ...] = ("auto",)
+    per_layer: bool = False
     temperature: FloatRange = FloatRange(1.0, 8.0, log=True)
     alpha: FloatRange = FloatRange(0.3, 1.0)
     lr: FloatRange = FloatRange(3e-4, 3e-3, log=True)
@@ -215,8 +223,12 @@ class SearchSpace:
                     activation_type, reduce_range = int8_kernel.activation_type, int8_kernel.reduce_range
             else:
                 activation_type, reduce_range = INT8_KERNELS[kernel]
+        fp32_layers: tuple[str, ...] = ()
         if mode == "int8":
             calibration = trial.suggest_categorical("quant.calibration", list(self.calibrations))
+            if self.per_layer:
+                fp32_layers = tuple(g.name for g in groups
+                                    if trial.suggest_categorical(f"{FP32_LAYER_PARAM}{g.name}", [False, True]))
         prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
         distill = DistillPolicy(steps=0, batch_size=self.batch_size)
         if not prune.is_identity:
@@ -229,7 +241,7 @@ class SearchSpace:
             )
         quant = QuantPolicy(mode=mode, granularity=granularity, calibration=calibration,
                             calibration_samples=self.calibration_samples, activation_type=activation_type,
-                            reduce_range=reduce_range)
+                            reduce_range=reduce_range, fp32_layers=fp32_layers)
         return Policy(prune=prune, quant=quant, distill=distill)
 
     # ------------------------------------------------------- fixed points (baselines, probe, seeds, rescue)
@@ -243,9 +255,10 @@ class SearchSpace:
             return {"prune.level": self.prune_level.clamp(level), **offsets}
         return {p: self.prune_ratio.clamp(level) for p in self.prune_params(groups)}
 
-    def quant_params(self, mode: str) -> dict[str, Any]:
-        """Parameters for ``mode`` (``none``/``int8``/``int8_dynamic``) with the space's preferred settings:
-        per-channel weights and minmax calibration where the space has them, the CPU's own kernel (``auto``)."""
+    def quant_params(self, mode: str, groups: Sequence[PrunableGroup] = ()) -> dict[str, Any]:
+        """Parameters for ``mode`` (``none``/``int8``/``int8_dynamic``/``bf16``) with the space's preferred settings:
+        per-channel weights and minmax calibration where the space has them, the CPU's own kernel (``auto``), and
+        (per-layer spaces) every layer of ``groups`` int8."""
         if mode not in self.quant_modes:
             return {}
         params: dict[str, Any] = {"quant.mode": mode}
@@ -255,6 +268,8 @@ class SearchSpace:
                 params["quant.kernel"] = "auto" if "auto" in self.kernels else self.kernels[0]
         if mode == "int8":
             params["quant.calibration"] = "minmax" if "minmax" in self.calibrations else self.calibrations[0]
+            if self.per_layer:
+                params.update({f"{FP32_LAYER_PARAM}{g.name}": False for g in groups})
         return params
 
     def kd_params(self, *, longest: bool = False) -> dict[str, Any]:
@@ -278,6 +293,8 @@ class SearchSpace:
         """The policy ``params`` describe, without a study (:class:`optuna.trial.FixedTrial`)."""
         full = {**self.kd_params(), **params}
         dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
+        if self.per_layer:  # a fixed policy keeps every layer int8 unless ``params`` says otherwise
+            dense.update({f"{FP32_LAYER_PARAM}{g.name}": False for g in groups})
         return self.suggest(optuna.trial.FixedTrial({**dense, **full}), groups, int8_kernel=int8_kernel,
                             train_size=train_size)
 
@@ -294,9 +311,10 @@ class SearchSpace:
         if "none" in self.quant_modes:
             out.append(("fp32 (uncompressed)", {**zero, **self.quant_params("none")}))
         if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
-            out.append(("int8 per-channel only", {**zero, **self.quant_params("int8")}))
+            out.append(("int8 per-channel only", {**zero, **self.quant_params("int8", groups)}))
             if half and self.max_prune >= 0.5:
-                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **self.quant_params("int8"), **self.kd_params()}))
+                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **self.quant_params("int8", groups),
+                                                                 **self.kd_params()}))
         return out
 
     # ---------------------------------------------------------------- loading
@@ -353,6 +371,7 @@ class SearchSpace:
             calibrations=_choices(source, "quantize.calibration", quant.get("calibration"), d.calibrations, CALIBRATION_METHODS),
             calibration_samples=_positive_int(source, "quantize.calibration_samples", quant.get("calibration_samples", d.calibration_samples)),
             kernels=_choices(source, "quantize.kernel", quant.get("kernel"), d.kernels, ("auto", *INT8_KERNELS)),
+            per_layer=_flag(source, "quantize.per_layer", quant.get("per_layer", d.per_layer)),
             temperature=_range(source, "distill.temperature", kd.get("temperature"), d.temperature, positive=True),
             alpha=_range(source, "distill.alpha", kd.get("alpha"), d.alpha, unit=True),
             lr=_range(source, "distill.lr", kd.get("lr"), d.lr, positive=True),
@@ -361,6 +380,12 @@ class SearchSpace:
             batch_size=_positive_int(source, "distill.batch_size", kd.get("batch_size", d.batch_size)),
             raw=dict(data),
         )
+
+
+def _flag(source: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _range(source: str, key: str, value: Any, default: FloatRange, *, positive: bool = False, unit: bool = False, integer: bool = False) -> FloatRange:

@@ -156,6 +156,12 @@ def _data(*extra: str, weights: str | None = None, model: list[str] = MODEL) -> 
     return setup
 
 
+def _binary_config(a: Assets, tmp: Path) -> list[str]:
+    path = tmp / "config.yaml"
+    path.write_bytes("trials: 3\nstudy-name: caf\u00e9\n".encode("latin-1"))  # "é" as one latin-1 byte: not UTF-8
+    return ["--config", str(path)]
+
+
 def _args(*args: str) -> Setup:
     return lambda a, tmp: list(args)
 
@@ -195,6 +201,10 @@ CATALOGUE: dict[str, tuple[Setup, tuple[str, ...]]] = {
     "one_class_image_folder": (_folder("one_class"), ("found one class folder (d3)", "at least 2 classes")),
     "unreadable_image_file": (_folder("unreadable"), ("cannot read image", "3.png", "remove or replace the file")),
     "malformed_yaml_config": (_file("config.yaml", "model: [demo\ntrials: 3\n"), ("not valid YAML",)),
+    "config_not_utf8": (_binary_config, ("not UTF-8 text", "save it as UTF-8 YAML")),
+    "output_folder_cannot_be_created": (_args("--output", "/proc/autocompress-results"),
+                                        ("--output '/proc/autocompress-results' cannot be created in '/proc'",
+                                         "pass another --output")),
     "unknown_config_key": (_file("config.yaml", "trails: 3\n"),
                            ("unknown key 'trails'", "valid keys are the search options")),
     "config_value_of_wrong_type": (_file("config.yaml", "trials: many\n"), ("trials: expected int, got 'many'",)),

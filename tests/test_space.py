@@ -156,3 +156,22 @@ def test_kd_epochs_scale_with_the_training_set() -> None:
 def test_space_refuses_both_epochs_and_steps() -> None:
     with pytest.raises(ConfigError, match="both epochs and steps"):
         SearchSpace.from_dict({"distill": {"epochs": {"low": 1, "high": 2}, "steps": {"low": 10, "high": 20}}})
+
+
+def test_per_layer_int8_samples_which_layers_stay_fp32() -> None:
+    space = SearchSpace.from_dict({"quantize": {"mode": ["int8"], "per_layer": True}}, source="t.yaml")
+    first, second = GROUPS[0].name, GROUPS[1].name
+    params = {**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8", GROUPS), **space.kd_params(),
+              f"quant.fp32.{second}": True}
+    policy = space.fixed_policy(params, GROUPS)
+    assert policy.quant.fp32_layers == (second,)
+    assert first not in policy.quant.fp32_layers
+    # Fixed policies (baselines, probe, rescue) keep every layer int8.
+    assert space.fixed_policy({**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8")},
+                              GROUPS).quant.fp32_layers == ()
+    labels = dict(space.baselines(GROUPS))
+    assert all(labels["int8 per-channel only"][f"quant.fp32.{g.name}"] is False for g in GROUPS)
+    # Off by default: no per-layer parameter at all.
+    assert not any(k.startswith("quant.fp32.") for k in SearchSpace().quant_params("int8", GROUPS))
+    with pytest.raises(ConfigError, match=r"quantize.per_layer must be true or false, got 'yes'"):
+        SearchSpace.from_dict({"quantize": {"per_layer": "yes"}}, source="t.yaml")

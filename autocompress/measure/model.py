@@ -44,14 +44,15 @@ __all__ = ["MacsEstimator", "LatencyModel", "Prediction", "precision_key"]
 
 def _family(key: str) -> str:
     """``int8/per_tensor/u8s8`` → ``int8/*``: every setting of one quantization mode."""
-    return key if key == "fp32" else key.split("/")[0] + "/*"
+    return key if key in ("fp32", "bf16") else key.split("/")[0] + "/*"
 
 
 def precision_key(quant: QuantPolicy) -> str:
     """The curve a policy's latency lies on: fp32, or int8 with its granularity and kernel."""
-    if quant.mode == "none":
-        return "fp32"
-    return f"{quant.mode}/{quant.granularity}/{quant.kernel}"
+    if quant.mode in ("none", "bf16"):
+        return "fp32" if quant.mode == "none" else "bf16"
+    mixed = "/mixed" if quant.fp32_layers else ""  # some layers kept fp32: its own curve, borrowing int8/* until fitted
+    return f"{quant.mode}/{quant.granularity}/{quant.kernel}{mixed}"
 
 
 class MacsEstimator:
