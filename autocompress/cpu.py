@@ -39,7 +39,8 @@ _VNNI_ISAS = {"amx", "avx512_vnni", "avx_vnni", "arm_dotprod"}
 # Flags worth keeping in a fingerprint: the ones that change which kernels ONNX Runtime and PyTorch pick.
 _REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
                    "amx_bf16", "asimd", "asimddp", "sve")
-_VERSIONED = ("autocompress", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
+_VERSIONED = ("autocompress", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "nncf", "optuna",
+              "numpy")
 
 
 @dataclass(frozen=True)

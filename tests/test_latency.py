@@ -16,13 +16,12 @@ from torch import nn
 
 import autocompress.measure.latency as latency_module
 from autocompress.compress import prune_model
-from autocompress.runtimes import export_onnx
+from autocompress.runtimes import export_onnx, ort_session
 from autocompress.measure.latency import (
     Protocol,
     measure_callable,
     measure_onnx,
     measure_torch,
-    ort_session,
     structure_key,
     torch_threads,
 )

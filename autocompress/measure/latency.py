@@ -396,10 +396,11 @@ class LatencyMeter:
         self.anchor_ms = latency.median_ms if self.anchor_ms is None else min(self.anchor_ms, latency.median_ms)
         return latency
 
-    def measure(self, artifact: Artifact, *, protocol: Protocol | None = None) -> Latency:
-        """``artifact`` timed side by side with the reference."""
+    def measure(self, artifact: Artifact, *, protocol: Protocol | None = None, runner: Runner | None = None) -> Latency:
+        """``artifact`` timed side by side with the reference (``runner``: the artifact already opened with other
+        runtime settings, e.g. a peer's defaults; same threads and batch)."""
         protocol = protocol or self.protocol
-        runner = self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
+        runner = runner or self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
         run = artifact_run(runner, self.input_shape, self.batch_size)
         with runner.session():
             candidate, reference = measure_blocks([run, self._reference], protocol=protocol, threads=self.threads,
