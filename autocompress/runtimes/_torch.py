@@ -1,8 +1,9 @@
 """PyTorch on the CPU: the pruned program itself, fp32.
 
 Artifact: ``model.pt``, a TorchScript trace of the pruned (and fine-tuned) module — the pruned program, loadable with
-``torch.jit.load`` and no autocompress (``torch.export``'s ``.pt2`` is not used: loading one may fall back to
-unrestricted unpickling, and nothing this tool writes is ever unpickled). The runner runs it under
+``torch.jit.load`` and no autocompress. TorchScript is deprecated in favour of ``torch.export`` (PyTorch 2.14 warns),
+but loading a ``.pt2`` may fall back to unrestricted unpickling, and nothing this tool reads back is ever unpickled;
+the export folder carries the ``torch.export`` program (``model.pt2``) for users as well. The runner runs it under
 ``torch.inference_mode`` with ``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring
 pass, then restored.
 
@@ -34,7 +35,9 @@ __all__ = ["TorchRuntime"]
 class _TorchRunner(Runner):
     def __init__(self, artifact: Artifact, *, threads: int, batch_size: int | None) -> None:
         super().__init__(artifact, threads=threads, batch_size=batch_size)
-        self.module = torch.jit.load(str(artifact.path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export (see the docstring)
+            warnings.simplefilter("ignore", FutureWarning)
+            self.module = torch.jit.load(str(artifact.path), map_location="cpu").eval()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -78,7 +81,7 @@ class TorchRuntime(Runtime):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example_input[:1], check_trace=False)
-        torch.jit.save(traced, str(path))
+            torch.jit.save(traced, str(path))
         return Artifact(path=path, quant=quant, runtime=self.name)
 
     def runner(self, artifact: Artifact, *, threads: int, batch_size: int | None = None) -> Runner:
