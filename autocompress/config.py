@@ -197,7 +197,7 @@ class SearchConfig:
         trials: total number of finished trials the study should have (a rerun resumes up to this count).
         timeout: stop starting new trials after this many seconds (``None`` = no limit).
         latency_budget: see :class:`LatencyBudget`.
-        max_accuracy_drop: allowed top-1 drop on val, in percentage points, vs the teacher's fp32 ONNX artifact.
+        max_accuracy_drop: allowed top-1 drop on val, in percentage points, vs the teacher's fp32 artifact on --runtime.
         space: search-space name in ``search_spaces/`` or a YAML path.
         study_name / storage / output: where the study lives (default ``sqlite:///<output>/<study>/study.db``).
         seed: sampler, pruning and fine-tuning seed.

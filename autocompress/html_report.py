@@ -257,10 +257,11 @@ def _summary(name: str, records: Sequence[TrialRecord], choice: Choice | None, c
              reference: Mapping[str, Any], budget: float | None) -> str:
     counts = {o: sum(1 for r in records if r.outcome == o) for o in ("complete", "stopped", "failed")}
     teacher = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get("median_ms")
+    runtime = (reference.get("target") or {}).get("runtime", "onnxruntime")
     rows = [("study", name),
             ("budget", f"{budget:.4g} ms ({config.get('latency_budget', '?')})" if budget else "not recorded"),
             ("max accuracy drop", f"{config['max_accuracy_drop']:g} pt" if "max_accuracy_drop" in config else "?"),
-            ("teacher", f"val {reference['teacher_val_accuracy']:.2%}, ONNX Runtime fp32 {teacher:.4g} ms"
+            ("teacher", f"val {reference['teacher_val_accuracy']:.2%}, {runtime} fp32 {teacher:.4g} ms"
              if teacher and "teacher_val_accuracy" in reference else "not recorded"),
             ("trials", f"{counts['complete']} complete ({sum(r.feasible for r in records)} feasible), "
                        f"{counts['stopped']} stopped over budget before fine-tuning, "
@@ -270,7 +271,7 @@ def _summary(name: str, records: Sequence[TrialRecord], choice: Choice | None, c
         rows.append(("chosen", "none: no complete trial keeps the accuracy limit"))
     else:
         r = choice.record
-        speed = f", {teacher / r.latency_ms:.2f}× vs the teacher's fp32 ONNX" if teacher and r.latency_ms else ""
+        speed = f", {teacher / r.latency_ms:.2f}× vs the teacher's fp32 {runtime}" if teacher and r.latency_ms else ""
         rows += [("chosen", f"trial {r.number}: {r.summary}"),
                  ("chosen accuracy", f"{r.accuracy:.2%} (drop {r.accuracy_drop_pt:+.2f} pt)"),
                  ("chosen latency", f"{r.latency_ms:.4g} ms (IQR {r.latency.iqr_ms:.3g}){speed}" if r.latency else "?"),

@@ -78,7 +78,7 @@ class TrialRecord:
         budget_ms / max_drop_pt: the constraints this trial was judged against.
         accuracy: val top-1 of the artifact; ``None`` when it is not the policy's accuracy (stopped and pruned).
         accuracy_before_finetune: val top-1 of a stopped, pruned artifact that was never fine-tuned (display only).
-        teacher_accuracy: val top-1 of the teacher's fp32 ONNX artifact (the reference of ``accuracy_drop_pt``).
+        teacher_accuracy: val top-1 of the teacher's fp32 artifact on the study's runtime (the reference of ``accuracy_drop_pt``).
         latency: the artifact that ships (after fine-tuning when there was one); ``latency_before_finetune`` is the
             gate measurement taken before fine-tuning.
         finetuned: whether distillation ran.
