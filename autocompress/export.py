@@ -125,16 +125,14 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        files = artifact.all_files
-        if artifact.path.suffix == ".xml":
-            # The IR's .xml names its weights file by its own stem: renamed together they stay a pair.
-            files = (artifact.path, artifact.path.with_suffix(".bin"))
-        for source, name in zip(files, _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))):
+        # An IR's .xml finds its weights by its own stem: .xml and .bin renamed together stay a pair.
+        names = _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))
+        for source, name in zip(artifact.all_files, names):
             shutil.copyfile(source, tmp / name)
         program_note = _export_program(student, x, tmp / "model.pt2")
         (tmp / "policy.json").write_text(record.policy.to_json())
-        shipped = Artifact(tmp / _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))[0], artifact.quant,
-                           runtime=artifact.runtime)
+        shipped = Artifact(tmp / names[0], artifact.quant, runtime=artifact.runtime,
+                           files=tuple(tmp / name for name in names))
         metrics = _metrics(choice, workload=workload, reference=reference, config=config, shipped=shipped)
         metrics["model"]["pt2"] = program_note
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -221,8 +219,7 @@ def _metrics(choice: Choice, *, workload: Workload, reference: Reference, config
             "macs": record.macs,
             "teacher_params": reference.params,
             "teacher_macs": reference.macs,
-            "artifact_size_mb": Artifact(shipped.path, shipped.quant, files=tuple(
-                shipped.path.with_name(n) for n in _EXPORT_NAMES.get(shipped.runtime, (shipped.path.name,)))).size_mb,
+            "artifact_size_mb": shipped.size_mb,
             "precision": dict(record.precision) if record.precision is not None else None,
             "input_shape": list(workload.input_shape),
             "num_classes": workload.num_classes,

@@ -136,14 +136,13 @@ class Objective:
 
     def _upload(self, trial: optuna.Trial, record: TrialRecord) -> None:
         """Put the trial's artifact and policy in the study's artifact store (downloadable in optuna-dashboard)."""
-        if self.study_dir is None or record.artifact is None:
+        artifact = record.artifact_in(self.study_dir) if self.study_dir is not None else None
+        if artifact is None:
             return
-        store = artifact_store(self.study_dir)
-        artifact = self.study_dir / record.artifact
-        policy_file = artifact.parent / "policy.json"
+        store = artifact_store(self.study_dir)  # type: ignore[arg-type]
+        policy_file = artifact.path.parent / "policy.json"
         policy_file.write_text(json.dumps(record.policy.to_dict() if record.policy else {}, indent=2, sort_keys=True))
-        companions = [artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else []  # OpenVINO IR weights
-        for path in (artifact, *companions, policy_file):
+        for path in (*artifact.all_files, policy_file):
             if path.is_file():
                 optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 

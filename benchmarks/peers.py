@@ -53,6 +53,7 @@ from autocompress.measure.accuracy import evaluate, evaluate_torch  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, measure_torch  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import Artifact, Runner, calibration_images, export_onnx, get_runtime  # noqa: E402
+from autocompress.runtimes._openvino import _OvRunner  # noqa: E402
 from autocompress.sources._tvmodels import _build_torchvision  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
@@ -125,31 +126,9 @@ def nncf_one_click_int8(model: nn.Module, wl: Workload, workdir: Path) -> Artifa
     return Artifact(xml, QuantPolicy(mode="int8"), runtime="openvino", files=(xml, xml.with_suffix(".bin")))
 
 
-class _OvDefaultRunner(Runner):
+def _ov_default_runner(artifact: Artifact, *, threads: int, batch_size: int | None) -> Runner:
     """OpenVINO with its own default precision (no INFERENCE_PRECISION_HINT): the one-click user's setting."""
-
-    def __init__(self, artifact: Artifact, *, threads: int, batch_size: int | None) -> None:
-        super().__init__(artifact, threads=threads, batch_size=batch_size)
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(artifact.path))
-        if batch_size is not None:
-            shape = model.input(0).get_partial_shape()
-            shape[0] = ov.Dimension(batch_size)
-            model.reshape({model.input(0).get_any_name(): shape})
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                                                          "PERFORMANCE_HINT": "LATENCY"})
-        self.request = self.compiled.create_infer_request()
-        self.hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.request.infer({0: batch})[self.compiled.output(0)])
-
-    def precision(self) -> dict[str, int]:
-        from autocompress.runtimes._openvino import _OvRunner
-
-        return _OvRunner.precision(self)  # type: ignore[arg-type]  # the runtime's own read-back of self.compiled
+    return _OvRunner(artifact, threads=threads, batch_size=batch_size, explicit_precision=False)
 
 
 @dataclasses.dataclass
@@ -191,7 +170,7 @@ def build_rows(wl: Workload, workdir: Path, *, kd_epochs: float, trials: int, se
                     ort_one_click_int8(wl.model, wl, workdir / "ort_default"), time.perf_counter() - t))
     ov_fp32 = next(r.artifact for r in rows if r.runtime == "openvino")
     rows.append(Row(wl.name, "OpenVINO default precision (no hint)", "openvino", ov_fp32, 0.0,
-                    engine=_Engine("openvino", _OvDefaultRunner)))
+                    engine=_Engine("openvino", _ov_default_runner)))
     t = time.perf_counter()
     rows.append(Row(wl.name, "NNCF + OpenVINO one-click int8 (defaults)", "openvino",
                     nncf_one_click_int8(wl.model, wl, workdir / "nncf_default"), time.perf_counter() - t))
@@ -259,8 +238,8 @@ def measure_rows(wl: Workload, rows: list[Row], workdir: Path) -> None:
         r.values = {"test_top1": evaluate(scorer, wl.test).top1, "ms": lat.median_ms, "low": lat.low, "high": lat.high,
                     "noise": lat.noise, "vs_fp32_same_runtime": 1.0 / lat.ratio if lat.ratio else None,
                     "precision": ", ".join(f"{k} {v}" for k, v in sorted(scorer.precision().items()))}
-        if isinstance(scorer, _OvDefaultRunner):
-            r.values["precision"] += f" (hint read back: {scorer.hint})"
+        if r.engine is not None and isinstance(scorer, _OvRunner):
+            r.values["precision"] += f" (hint read back: {scorer.precision_hint})"
     for r in rows:
         if r.values:
             r.values["vs_pytorch"] = torch_ms.median_ms / r.values["ms"]

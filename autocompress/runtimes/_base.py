@@ -147,9 +147,6 @@ class Runtime(ABC):
     def runner(self, artifact: Artifact, *, threads: int, batch_size: int | None = None) -> Runner:
         """``artifact`` loaded for inference with ``threads`` threads."""
 
-    def describe(self) -> dict[str, Any]:
-        return {"runtime": self.name, "version": self.version()}
-
 
 def list_runtimes(*, installed_only: bool = True) -> list[str]:
     """Registered runtime names (only those whose package is importable, by default)."""

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from autocompress.errors import UnsupportedModelError
 from autocompress.policy import QuantPolicy
 
-__all__ = ["export_onnx", "quantize_onnx", "calibration_images", "onnx_node_module", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["export_onnx", "quantize_onnx", "calibration_images", "onnx_node_module", "node_in_modules", "INPUT_NAME",
+           "OUTPUT_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +172,9 @@ def onnx_node_module(node_name: str) -> str:
     for scope in scopes:
         qualified = scope if not qualified or scope.startswith(qualified + ".") else f"{qualified}.{scope}"
     return qualified
+
+
+def node_in_modules(node_name: str, modules: tuple[str, ...] | list[str]) -> bool:
+    """True when the exported node ``node_name`` came from one of ``modules`` or from a child of one."""
+    module = onnx_node_module(node_name)
+    return any(module == m or module.startswith(m + ".") for m in modules)

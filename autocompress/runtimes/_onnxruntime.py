@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from autocompress.cpu import CpuInfo
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
-from autocompress.runtimes._onnx import export_onnx, onnx_node_module, quantize_onnx
+from autocompress.runtimes._onnx import export_onnx, node_in_modules, quantize_onnx
 
 __all__ = ["OnnxRuntime", "ort_session"]
 
@@ -97,11 +97,5 @@ def fp32_node_names(path: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
     """Names of the compute nodes of the ONNX file ``path`` that came from ``modules`` (or their children)."""
     import onnx
 
-    wanted = tuple(modules)
-    names = []
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        if node.op_type in _COMPUTE_OPS:
-            module = onnx_node_module(node.name)
-            if any(module == m or module.startswith(m + ".") for m in wanted):
-                names.append(node.name)
-    return tuple(names)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return tuple(n.name for n in graph.node if n.op_type in _COMPUTE_OPS and node_in_modules(n.name, modules))

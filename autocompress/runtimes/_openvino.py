@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from autocompress.cpu import CpuInfo, Int8Kernel
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
-from autocompress.runtimes._onnx import calibration_images, export_onnx, onnx_node_module
+from autocompress.runtimes._onnx import calibration_images, export_onnx, node_in_modules
 
 __all__ = ["OpenVinoRuntime", "native_bf16"]
 
@@ -53,7 +53,11 @@ def _quiet() -> Any:
 
 
 class _OvRunner(Runner):
-    def __init__(self, artifact: Artifact, *, threads: int, batch_size: int | None) -> None:
+    """``explicit_precision=False`` compiles with OpenVINO's own defaults (no precision hint, default pinning): what a
+    one-click user gets (``benchmarks/peers.py``); ``precision_hint`` is what the compiled model says it runs."""
+
+    def __init__(self, artifact: Artifact, *, threads: int, batch_size: int | None,
+                 explicit_precision: bool = True) -> None:
         super().__init__(artifact, threads=threads, batch_size=batch_size)
         import openvino as ov
 
@@ -64,12 +68,13 @@ class _OvRunner(Runner):
             shape = model.input(0).get_partial_shape()
             shape[0] = ov.Dimension(batch_size)
             model.reshape({model.input(0).get_any_name(): shape})
-        hint = "bf16" if artifact.quant.mode == "bf16" else "f32"
-        self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": hint, "ENABLE_CPU_PINNING": False,
-        })
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        if explicit_precision:
+            config.update({"INFERENCE_PRECISION_HINT": "bf16" if artifact.quant.mode == "bf16" else "f32",
+                           "ENABLE_CPU_PINNING": False})
+        self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.precision_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.request.infer({0: batch})[self.compiled.output(0)])
@@ -120,8 +125,7 @@ class OpenVinoRuntime(Runtime):
             ignored = None
             if quant.fp32_layers:
                 names = [op.get_friendly_name() for op in ov_model.get_ops()
-                         if any(onnx_node_module(op.get_friendly_name()) == m
-                                or onnx_node_module(op.get_friendly_name()).startswith(m + ".") for m in quant.fp32_layers)]
+                         if node_in_modules(op.get_friendly_name(), quant.fp32_layers)]
                 ignored = nncf.IgnoredScope(names=names, validate=False) if names else None
             with _quiet():
                 ov_model = nncf.quantize(ov_model, nncf.Dataset([images[i : i + 1] for i in range(len(images))]),
