@@ -8,7 +8,7 @@ with :func:`read_record` / :func:`read_records` instead of reaching into string-
 pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
 architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
 accuracy, so it is neither recorded as an objective nor charged as a constraint. ``skipped``: the latency model
-(:mod:`autocompress.measure.model`) predicted the proposal over the budget with confidence, so nothing was built; the
+(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), so nothing was built; the
 trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a stopped one.
 ``failed``: an error, with its reason.
 

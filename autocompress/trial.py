@@ -237,16 +237,18 @@ class TrialRunner(Objective):
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
 
     def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
-        """Skip a sampled, pruned proposal that the latency model puts over the budget with confidence."""
+        """Skip a sampled, pruned proposal that the latency model puts over the budget (:meth:`Prediction.likely_over`)."""
         if role != "sampled" or policy.prune.is_identity:
             return None
         macs, prediction = self.predict(policy)
-        if prediction is None or not prediction.over(self.budget_ms):
+        if prediction is None or not prediction.likely_over(self.budget_ms):
             return None
+        bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(self.budget_ms)
+                 else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
         return TrialRecord(
             outcome="skipped", predicted=prediction.to_dict(), macs_estimate=macs, timings={"total_s": 0.0},
             stopped_reason=(f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, "
-                            f"at least {prediction.low_ms:.3f} > {self.budget_ms:.3f} ms)"),
+                            f"{bound}; budget {self.budget_ms:.3f} ms)"),
             **self._base(policy, number=number, role=role, label=label),
         )
 

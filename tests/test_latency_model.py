@@ -41,6 +41,23 @@ def test_prediction_interpolates_and_never_extrapolates_a_skip_downwards() -> No
     assert model.predict("int8/per_channel/u8s8", 50) is None, "another precision has its own curve"
 
 
+def test_likely_over_uses_the_point_estimate_only_between_measured_structures() -> None:
+    model = LatencyModel(min_points=3, min_width=0.1)
+    for macs, ms in [(10, 0.2), (50, 0.6), (100, 1.0)]:
+        model.add("fp32", macs, ms)
+    mid = model.predict("fp32", 75)  # 0.8 ms, interval 0.68-0.92 (width 0.15 until 3 points were predicted)
+    assert mid is not None and mid.interpolated
+    assert mid.likely_over(0.78) and not mid.over(0.78), "estimate above a budget inside the interval: likely over"
+    assert not mid.likely_over(0.82), "estimate under the budget: built"
+    assert mid.likely_over(0.60) and mid.over(0.60)
+    above = model.predict("fp32", 150)  # extrapolated: 1.5 ms by the linear rule, but only "at least 0.85" is known
+    assert above is not None and not above.interpolated
+    assert not above.likely_over(1.2), "an upward extrapolation is not trusted for a skip"
+    assert above.likely_over(0.80)
+    below = model.predict("fp32", 5)
+    assert below is not None and not below.interpolated and not below.likely_over(0.01)
+
+
 def test_held_out_error_is_scored_before_each_point_is_added() -> None:
     model = LatencyModel(min_points=2, min_width=0.05)
     model.add("fp32", 10, 1.0)

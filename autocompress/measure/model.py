@@ -2,8 +2,8 @@
 
 It never replaces a measurement. The search uses it to
 
-- skip a proposal predicted over the budget with confidence before anything is built (the sampler is told, and
-  proposes again, bounded);
+- skip a proposal predicted over the budget before anything is built (:meth:`Prediction.likely_over`: over with
+  confidence, or an interpolated estimate above it; the sampler is told, and proposes again, bounded);
 - flag a measurement far from its prediction, which is then measured again;
 - place the rescue's structures between the fastest known pass and the slowest known failure.
 
@@ -118,7 +118,24 @@ class Prediction:
     points: int
 
     def over(self, budget_ms: float) -> bool:
+        """Over the budget with confidence: the whole interval lies above it."""
         return self.low_ms > budget_ms
+
+    @property
+    def interpolated(self) -> bool:
+        """Both sides bounded: the structure lies between measured ones (no extrapolation)."""
+        return self.low_ms > 0 and not math.isinf(self.high_ms)
+
+    def likely_over(self, budget_ms: float) -> bool:
+        """More likely over the budget than not: over with confidence, or an interpolated point estimate above it.
+
+        Between measured structures the error is symmetric (prequential median a few %), so a point estimate over the
+        budget is over more often than not; the structures just under it are, by the same monotone curve, almost as
+        accurate. Extrapolated upwards (more MACs than any measured structure) only the confident rule applies: the
+        linear extrapolation overestimates when latency has a fixed part. Measured (tight scenario, seed 1, Zen 3): 4
+        of its 6 sampled stops had interpolated estimates over the budget with the interval across it.
+        """
+        return self.over(budget_ms) or (self.interpolated and self.ms > budget_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ms": self.ms, "low_ms": self.low_ms, "high_ms": None if math.isinf(self.high_ms) else self.high_ms,
