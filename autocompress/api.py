@@ -29,7 +29,7 @@ from autocompress.space import SearchSpace, load_space
 from autocompress.study import Reference, run_study
 from autocompress.workload import Workload
 
-__all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES"]
+__all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES", "CLI_ONLY_OPTIONS"]
 
 _D = SearchConfig()  # every default below is SearchConfig's: one source of options
 # The one default the API does not share: a Python study lives beside the CLI's demo study, not inside it.
@@ -37,6 +37,9 @@ API_STUDY_NAME = "api"
 # Options that say where the CLI loads model and data from; the API takes the model and datasets themselves.
 API_ONLY_SOURCES = frozenset({"model", "data", "weights", "trust_checkpoint", "small_input", "input_size", "channels",
                               "download", "max_samples", "normalize", "latency_budget"})
+# ``--workers N`` starts N processes of the same command; the API runs in its caller's process, whose model object
+# another process cannot share. Call search() in several processes on one ``storage`` instead: each is a worker.
+CLI_ONLY_OPTIONS = frozenset({"workers"})
 
 
 @dataclass
@@ -94,6 +97,7 @@ def search(
     warmup: int = _D.warmup,
     repeats: int = _D.repeats,
     latency_window: float = _D.latency_window,
+    device: str = _D.device,
     timeout: float | None = _D.timeout,
     num_classes: int | None = _D.num_classes,
     allow_low_teacher_accuracy: bool = _D.allow_low_teacher_accuracy,
@@ -118,6 +122,9 @@ def search(
             model's training data).
         runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``).
         warmup / repeats / latency_window: the latency protocol (as ``--warmup``, ``--repeats``, ``--latency-window``).
+        device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``); latency is always this CPU's.
+        storage: an Optuna storage URL; several processes calling search() with one storage and study_name share the
+            study (set-up once, exactly ``trials`` trials in all).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
     if latency_budget_ms is not None and latency_budget is not None:
@@ -141,7 +148,7 @@ def search(
                           max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
                           study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
                           batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
-                          latency_window=latency_window, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
+                          latency_window=latency_window, device=device, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
     workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
                         input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
                         info={"model": type(model).__name__, "data": "python datasets",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +23,7 @@ __all__ = ["main", "build_parser", "load_config_file"]
 
 _DEFAULTS = SearchConfig()
 # Options that only steer this process' output; they cannot be set from a config file.
-_NOT_IN_CONFIG = {"config", "quiet", "debug", "command"}
+_NOT_IN_CONFIG = {"config", "quiet", "debug", "command", "worker_only"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of timed blocks per latency figure, alternating with the teacher; extended up to 2.5x "
                    "while the machine is in a slow phase")
     m.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
+    x = s.add_argument_group("scale out")
+    x.add_argument("--device", default=_DEFAULTS.device, metavar="cpu|cuda|cuda:N|auto",
+                   help="where fine-tuning runs (teacher logits and distillation); latency is always measured on "
+                   "--runtime on this CPU; auto uses CUDA when present and says so")
+    x.add_argument("--workers", type=int, default=_DEFAULTS.workers,
+                   help="processes running this study's trials (set-up once, exactly --trials trials, timing never "
+                   "beside another worker's fine-tuning); more plain search processes on one --storage also join")
+    x.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     d = sub.add_parser(
@@ -179,7 +188,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,
         space=args.space, study_name=args.study_name, storage=args.storage, output=Path(args.output), seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, sampler=args.sampler, warmup=args.warmup, repeats=args.repeats,
-        latency_window=args.latency_window, runtime=args.runtime,
+        latency_window=args.latency_window, runtime=args.runtime, device=args.device, workers=args.workers,
     )
 
 
@@ -252,8 +261,6 @@ def _check_storage(config: SearchConfig) -> None:
 def _search(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from autocompress.export import export_chosen
-    from autocompress.report import pareto_table, write_csv
     from autocompress.space import load_space
     from autocompress.study import run_study
     from autocompress.workload import load_workload
@@ -272,22 +279,48 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
-    workload = load_workload(config, progress=say)
     created = _first_missing(config.study_dir)
+    workload = load_workload(config, progress=say)
+    if config.workers > 1:
+        import torch
+
+        # N processes share the cores for fine-tuning (timing is serialised by the core guard).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    if args.worker_only:
+        result = run_study(workload, space, config, say=say, finish=False)
+        say(f"worker done: {sum(1 for r in result.records if r.stages.get('worker', {}).get('pid') == os.getpid())} "
+            f"trials of study {config.study_name!r} ran in this process")
+        return 0
     live = console.is_terminal and not args.quiet  # in logs and pipes the per-trial lines are the progress
     try:
-        if live:
-            from autocompress.progress import RichProgress
+        with _workers(config, args, say) as workers:
+            if live:
+                from autocompress.progress import RichProgress
 
-            with RichProgress(console, total=config.trials) as bar:
-                result = run_study(workload, space, config, say=say, progress=bar)
-        else:
-            result = run_study(workload, space, config, say=say)
+                with RichProgress(console, total=config.trials) as bar:
+                    result = run_study(workload, space, config, say=say, progress=bar)
+            else:
+                result = run_study(workload, space, config, say=say)
+            workers.join()
     except (ConfigError, WorkloadError):
         # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
         if created is not None and not (config.study_dir / "trials").exists():
             shutil.rmtree(created, ignore_errors=True)
         raise
+    from autocompress.study import GRACE_S
+    from autocompress.workers import StorageLock
+
+    # Another process of the same study may be exporting into the same folder: one at a time.
+    with StorageLock(result.study, "export", stale_s=GRACE_S,
+                     on_wait=lambda line: say(f"{line}: another process is exporting this study")):
+        return _publish(result, config=config, workload=workload, console=console, say=say, started=started)
+
+
+def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float) -> int:
+    """Tables, export, report and the closing line of a finished search."""
+    from autocompress.export import export_chosen
+    from autocompress.report import pareto_table, write_csv
+
     study_dir = config.study_dir
     write_csv(study_dir / "trials.csv", result.records, result.choice)
     write_csv(study_dir / "pareto.csv", result.front, result.choice)
@@ -376,11 +409,63 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+class _Workers:
+    """The extra processes of ``--workers N`` (each runs ``search ... --worker-only``, logging to a file)."""
+
+    def __init__(self, config: SearchConfig, argv: Sequence[str], say: Any) -> None:
+        import subprocess
+
+        self.say = say
+        self.logs: list[Path] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        folder = config.study_dir / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(1, config.workers):
+            log = folder / f"worker-{k}.log"
+            with log.open("wb") as fh:
+                self.procs.append(subprocess.Popen([sys.executable, "-m", "autocompress", *argv, "--worker-only"],
+                                                   stdout=fh, stderr=subprocess.STDOUT))
+            self.logs.append(log)
+        if self.procs:
+            say(f"started {len(self.procs)} more worker process(es) on this study (pids "
+                f"{', '.join(str(p.pid) for p in self.procs)}; logs in {folder})")
+
+    def join(self) -> None:
+        for proc, log in zip(self.procs, self.logs):
+            rc = proc.wait()
+            if rc != 0:
+                tail = (log.read_text(errors="replace").strip().splitlines() or ["(empty log)"])[-1]
+                self.say(f"warning: worker pid {proc.pid} exited with code {rc}: {tail} (log: {log})")
+
+    def stop(self) -> None:
+        import signal
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # each queues its trial again, as a Ctrl-C does
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=120)
+            except Exception:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def _workers(config: SearchConfig, args: argparse.Namespace, say: Any) -> Iterator[_Workers]:
+    workers = _Workers(config, getattr(args, "argv", []), say)
+    try:
+        yield workers
+    except BaseException:
+        workers.stop()
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autocompress`` and ``python -m autocompress``; returns the exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = parse_args(argv)
+        args.argv = list(argv if argv is not None else sys.argv[1:])
         if args.command is None:
             build_parser().print_help()
             return 2

@@ -206,6 +206,10 @@ class SearchConfig:
             ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`). The budget is relative to the
             teacher on the same runtime.
         sampler: ``tpe`` | ``nsga2`` | ``gp`` | ``random``.
+        device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``: :mod:`autocompress.device`);
+            latency is always measured on the target runtime on this CPU.
+        workers: processes running trials on this study from one command (1 = this process only); any number of
+            plain ``search`` processes on one storage also share the study (:mod:`autocompress.workers`).
         warmup / repeats / latency_window: latency protocol (:class:`autocompress.measure.latency.Protocol`):
             untimed warm-up runs, the least timed runs of one figure, and the seconds of blocks one figure takes
             (extended up to 2.5x on a noisy machine).
@@ -236,6 +240,8 @@ class SearchConfig:
     batch_size: int = 1
     runtime: str = "onnxruntime"
     sampler: str = "tpe"
+    device: str = "cpu"
+    workers: int = 1
     warmup: int = 20
     repeats: int = 30
     latency_window: float = 1.2
@@ -269,6 +275,11 @@ class SearchConfig:
         from autocompress.runtimes import get_runtime
 
         get_runtime(self.runtime)  # unknown: ConfigError listing the runtimes; not installed: the pip install to run
+        from autocompress.device import check_device
+
+        check_device(self.device)  # --device cuda without CUDA: one line, before anything is written
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"--workers must lie in [1, 64], got {self.workers}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.warmup < 0 or self.repeats < 5:

@@ -95,6 +95,8 @@ class TrialRecord:
         target: where the latency was measured: runtime, its version, threads, batch size, CPU model and int8 ISA
             (:func:`autocompress.study.study_target`). The Pareto set and the choice never mix targets.
         precision: the precision each compute layer ran in, read back from the runtime (``{"int8": 14, "fp32": 1}``).
+        stages: where each stage ran: ``finetune`` (``cpu`` or ``cuda:0``), ``measure`` (the target CPU) and ``worker``
+            (the process: host, pid, uuid); the seconds each took are in ``timings``.
     """
 
     number: int
@@ -125,6 +127,7 @@ class TrialRecord:
     macs_estimate: int | None = None
     target: Mapping[str, Any] = field(default_factory=dict)
     precision: Mapping[str, int] | None = None
+    stages: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -196,6 +199,7 @@ class TrialRecord:
         data["predicted"] = dict(self.predicted) if self.predicted else None
         data["target"] = dict(self.target)
         data["precision"] = dict(self.precision) if self.precision is not None else None
+        data["stages"] = dict(self.stages)
         return data
 
     @classmethod

@@ -8,9 +8,10 @@ weights (not its file name), the data by its split sizes and a hash of labels an
 ``--normalize`` or ``--max-samples`` shows), the space by a hash of its content (an edited file with the same name).
 
 **Killed processes.** A trial whose process was killed (SIGKILL, power loss) stays RUNNING in the storage forever.
-Every trial records its owner (host and pid) when it starts; on resume a RUNNING trial whose owner process on this
-host is gone is marked FAIL with the reason, and its parameters are enqueued again so the study still ends with the
-requested number of finished trials. Trials owned by other hosts are left to the storage's heartbeat (RDB storages
+Every trial records its owner (host, host id, pid and process uuid: :func:`autocompress.workers.owner`) when it
+starts; before each trial a RUNNING trial whose owner process on this host id is gone is marked FAIL with the reason,
+and its parameters are enqueued again so the study still ends with the requested number of finished trials. Trials
+owned by other hosts (or other containers with the same host name) are left to the storage's heartbeat (RDB storages
 fail them after the grace period, Optuna's ``RetryHeartbeatStaleTrialCallback`` re-queues them).
 """
 
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError
 from autocompress.space import SearchSpace
+from autocompress.workers import owner, owner_is_dead_here
 from autocompress.workload import Workload
 
 __all__ = ["study_identity", "check_identity", "recover_interrupted", "owner_attrs", "INTERRUPTED",
@@ -41,7 +41,7 @@ OWNER_ATTR = "owner"
 INTERRUPTED = "interrupted"
 # Options that do not change what a trial means: how many trials, how long, where, and which sampler proposes next.
 _NOT_IDENTITY = {"trials", "timeout", "study_name", "storage", "output", "seed", "sampler", "download",
-                 "trust_checkpoint", "allow_low_teacher_accuracy", "weights"}
+                 "trust_checkpoint", "allow_low_teacher_accuracy", "weights", "device", "workers"}
 _SAMPLE_IMAGES = 32
 # How to fix each kind of difference.
 _FIX = {
@@ -103,18 +103,8 @@ def check_identity(stored: Mapping[str, Any], current: Mapping[str, Any], *, stu
 
 
 def owner_attrs() -> dict[str, Any]:
-    """Who runs a trial: this host and process (written when the trial starts)."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Who runs a trial (written when the trial starts): :func:`autocompress.workers.owner`."""
+    return owner()
 
 
 def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.trial.FrozenTrial, str], None]) -> list[int]:
@@ -123,13 +113,13 @@ def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.tria
     ``on_failed(trial, reason)`` records the failure (the caller writes a failed TrialRecord). Returns the numbers of
     the recovered trials.
     """
-    host = socket.gethostname()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(OWNER_ATTR) or {}
-        if owner.get("host") != host or _alive(int(owner.get("pid", -1))) and int(owner.get("pid", -1)) != os.getpid():
+        who = trial.user_attrs.get(OWNER_ATTR) or {}
+        if not who or not owner_is_dead_here(who):
             continue
-        reason = f"{INTERRUPTED}: process {owner.get('pid')} on {host} ended during this trial; its policy was queued again"
+        reason = (f"{INTERRUPTED}: process {who.get('pid')} on {who.get('host')} ended during this trial; its policy "
+                  "was queued again")
         try:
             on_failed(trial, reason)  # while the trial is still RUNNING: a finished trial's attributes are frozen
             study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
@@ -36,10 +38,9 @@ from autocompress.config import SearchConfig
 from autocompress.cpu import CpuInfo, detect_cpu, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_artifact
-from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
 from autocompress.measure.model import LatencyModel
-from autocompress.pareto import Choice, choose, pareto_front
+from autocompress.pareto import Choice, pareto_front
 from autocompress.policy import QuantPolicy
 from autocompress.preprocess_check import verify_preprocessing
 from autocompress.probe import Probe, run_probe
@@ -49,7 +50,9 @@ from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, reco
 from autocompress.space import SearchSpace
 from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, rescue as _rescue
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
+from autocompress.workers import StorageLock, TrialSlots, core_guard, pid_alive, process_uuid
 from autocompress.workload import Workload, check_teacher_accuracy
+from autocompress.device import resolve_device
 
 __all__ = ["check_existing_study", "Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "PROPOSALS_PER_TRIAL"]
 
@@ -191,14 +194,18 @@ GRACE_S = 300  # ... and is failed and retried (once) by the next process to sta
 
 def _storage(url: str) -> optuna.storages.BaseStorage | str:
     """An RDB storage with heartbeats, so a trial whose process died on *another* host is failed and retried by
-    Optuna (``RetryHeartbeatStaleTrialCallback``); a dead process on this host is caught at once on resume
-    (:func:`autocompress.resume.recover_interrupted`). Other URLs (journal, gRPC) are passed to Optuna as they are."""
+    Optuna (``RetryHeartbeatStaleTrialCallback``); a dead process on this host is caught before the next trial
+    (:func:`autocompress.resume.recover_interrupted`). SQLite waits up to a minute for another process's write
+    instead of failing with "database is locked" (several workers on one file). Other URLs (journal, gRPC) are passed
+    to Optuna as they are."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         return url
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {
+        "pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
 
@@ -315,8 +322,13 @@ def _stop_on_ctrl_c(runner: TrialRunner, study: optuna.Study, say: Say) -> Itera
 
 
 def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
-              cpu: CpuInfo | None = None, progress: SearchProgress | None = None) -> SearchResult:
-    """Run (or resume) the study until it has ``config.trials`` finished trials or the timeout passes.
+              cpu: CpuInfo | None = None, progress: SearchProgress | None = None, finish: bool = True) -> SearchResult:
+    """Run (or resume, or join) the study until it has ``config.trials`` counted trials or the timeout passes.
+
+    Several processes may run this on one storage (``--workers``, or plain ``search`` commands): the set-up (probe,
+    baselines, seed, the stored budget) happens once under a storage lock, every trial takes a slot so that the count
+    is exact across processes, and the rescue runs once (:mod:`autocompress.workers`). ``finish=False`` (a worker
+    started by ``--workers``) runs trials only: no rescue, no choice.
 
     ``say`` gets one line per event (teacher, probe, each finished trial); ``progress`` gets the live stage and trial
     count. ``cpu`` overrides the detected CPU (its ISA picks the int8 kernel settings); tests use it.
@@ -334,60 +346,64 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     identity = study_identity(workload, space, config, fingerprint)
     stored_reference = _check_resume(study, config, identity)
     say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
+    device, device_note = resolve_device(config.device)
+    say(device_note)
 
     check = verify_preprocessing(workload)  # a far better --normalize: one-line WorkloadError naming it, before timing
-    study.set_user_attr("preprocess_check", check.to_dict())
     say(f"teacher preprocessing: {check.summary()}")
     say(f"runtime: {runtime.name} {runtime.version()} · precisions {', '.join(space.quant_modes)}")
     say(f"measuring the teacher (PyTorch fp32 and {runtime.name} fp32)")
-    reference, meter = measure_reference(workload, config, config.study_dir / "teacher", runtime=runtime, cpu=cpu)
+    reference, meter = measure_reference(workload, config, _teacher_folder(config), runtime=runtime, cpu=cpu)
     check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
+
+    def make_runner(ref: Reference) -> TrialRunner:
+        made = TrialRunner(workload, space, config, budget_ms=ref.budget_ms, teacher_accuracy=ref.val_accuracy,
+                           groups=groups, int8_kernel=kernel, fingerprint=fingerprint, meter=meter, runtime=runtime,
+                           target=ref.target, latency_model=_stored_latency_model(study), device=device)
+        made.on_stage = progress.stage
+        return made
+
+    probe: Probe | None = None
+    # Set up once per study, whichever process gets here first; the others wait, then join as a resume would (the
+    # check above may have seen a set-up in progress: only the one under the lock decides).
+    with StorageLock(study, "setup", stale_s=GRACE_S,
+                     on_wait=lambda line: say(f"{line}: another process is setting this study up")):
+        stored_reference = _check_resume(study, config, identity)
+        if stored_reference is None:
+            runner = make_runner(reference)
+            study.set_user_attr("preprocess_check", check.to_dict())
+            probe = _probe(study, runner, say=say, fresh=True)
+            _set_up(study, config, space, reference, groups, fingerprint, identity, probe)
+            study.set_user_attr("latency_model", runner.latency_model.to_dict())  # other workers start from it
     if stored_reference is not None:
-        # A resumed study keeps the budget and accuracy reference its first trials were scored against.
+        # A resumed (or joined) study keeps the budget and accuracy reference its first trials were scored against.
         reference = dataclasses.replace(reference, budget_ms=stored_reference["budget_ms"],
                                         val_accuracy=stored_reference["teacher_val_accuracy"])
+        runner = make_runner(reference)
+        probe = _probe(study, runner, say=say, fresh=False)
     say(f"teacher: PyTorch {reference.torch_latency}; {runtime.name} {reference.runtime_latency}; "
         f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms ({config.latency_budget}); "
         f"{len(groups)} prunable groups")
-
-    runner = TrialRunner(workload, space, config, budget_ms=reference.budget_ms, teacher_accuracy=reference.val_accuracy,
-                         groups=groups, int8_kernel=kernel, fingerprint=fingerprint, meter=meter,
-                         runtime=runtime, target=reference.target, latency_model=_stored_latency_model(study))
-    runner.on_stage = progress.stage
-    probe = _probe(study, runner, say=say, fresh=stored_reference is None)
     _warn_if_unreachable(probe, reference, config, say=say)
-    if stored_reference is None:
-        study.set_user_attr("config", config.to_dict())
-        study.set_user_attr("reference", reference.to_dict())
-        study.set_user_attr("groups", [g.name for g in groups])
-        study.set_user_attr("fingerprint", fingerprint)
-        study.set_user_attr(IDENTITY_ATTR, identity)
-        baselines = space.baselines(groups)
-        for label, params in baselines:
-            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
-        if probe is not None:
-            seed = probe.nearest(reference.budget_ms)
-            duplicate = any(all(params.get(k) == v for k, v in seed.params.items()) for _, params in baselines)
-            if seed.level > 0 and not duplicate:
-                # The seed sits at the edge of the budget, where accuracy is hardest to keep: fine-tune it fully.
-                study.enqueue_trial({**seed.params, **space.kd_params(longest=True)},
-                                    user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
 
-    recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
-    if recovered:
-        say(f"trial(s) {', '.join(map(str, recovered))} were interrupted (their process ended); marked failed and queued again")
     finished = _counted(read_records(study))
-    remaining = config.trials - len(finished)
     if finished:
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
     with _stop_on_ctrl_c(runner, study, say):
-        if remaining > 0:
-            _optimize(study, runner, config=config, say=say, progress=progress)
-        if not runner.stop_requested and not any(r.feasible for r in read_records(study)):
-            _rescue(study, runner, config=config, say=say)
+        _optimize(study, runner, config=config, say=say, progress=progress)
+        if finish and not runner.stop_requested:
+            with StorageLock(study, "finish", stale_s=GRACE_S,
+                             on_wait=lambda line: say(f"{line}: another process is finishing this study")):
+                _wait_for_other_workers(study, runner, config=config, say=say, progress=progress)
+                records = read_records(study)
+                counted = len(_counted(records))
+                if not runner.stop_requested and not any(r.feasible for r in records) \
+                        and study.user_attrs.get("rescued_at") != counted:
+                    _rescue(study, runner, config=config, say=say)
+                    study.set_user_attr("rescued_at", counted)  # once per study (until more trials are asked for)
     study.set_user_attr("latency_model", runner.latency_model.to_dict())
     study.set_user_attr("latency_model_summary", runner.latency_model.summary())
-    study.set_user_attr("noise", meter.noise_summary())
+    study.set_user_attr("noise", {**meter.noise_summary(), "core_guard_wait_s": round(core_guard().waited_s, 2)})
     if runner.stop_requested:
         _requeue_stopped(study)
         raise SearchInterrupted(len(_counted(read_records(study))), config.trials)
@@ -395,6 +411,10 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     records = read_records(study)
     failed = sum(1 for r in records if r.outcome == "failed")
     complete = [r for r in records if r.outcome == "complete"]
+    if not finish:
+        return SearchResult(study=study, records=records, front=pareto_front(complete), choice=None,
+                            reference=reference, probe=probe, cpu=cpu, failed=failed,
+                            latency_model=runner.latency_model.summary(), noise=meter.noise_summary())
     if not complete and not any(r.outcome in ("stopped", "skipped") for r in records):
         reasons = sorted({r.fail_reason or "unknown" for r in records}) or ["no trial ran"]
         raise UnsupportedModelError(f"every trial failed; first reason: {reasons[0]}")
@@ -408,12 +428,58 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
                         latency_model=runner.latency_model.summary(), noise=meter.noise_summary())
 
 
+def _teacher_folder(config: SearchConfig) -> Path:
+    """This process's folder for the teacher's artifact: each worker builds its own (two processes never write one
+    file); the folders of processes that ended are removed."""
+    root = config.study_dir / "teacher"
+    if root.is_dir():
+        for old in root.iterdir():
+            pid = old.name.split("-")[0]
+            if old.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    return root / f"{os.getpid()}-{process_uuid()[:6]}"
+
+
+def _set_up(study: optuna.Study, config: SearchConfig, space: SearchSpace, reference: Reference,
+            groups: list[Any], fingerprint: dict[str, Any], identity: dict[str, Any], probe: Probe | None) -> None:
+    """Write what a new study is judged by (options, budget, identity) and enqueue its baselines and the probe's seed.
+    Runs once per study, under the set-up lock."""
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("reference", reference.to_dict())
+    study.set_user_attr("groups", [g.name for g in groups])
+    study.set_user_attr("fingerprint", fingerprint)
+    baselines = space.baselines(groups)
+    for label, params in baselines:
+        study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
+    if probe is not None:
+        seed = probe.nearest(reference.budget_ms)
+        duplicate = any(all(params.get(k) == v for k, v in seed.params.items()) for _, params in baselines)
+        if seed.level > 0 and not duplicate:
+            # The seed sits at the edge of the budget, where accuracy is hardest to keep: fine-tune it fully.
+            study.enqueue_trial({**seed.params, **space.kd_params(longest=True)},
+                                user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
+    study.set_user_attr(IDENTITY_ATTR, identity)  # last: a study with an identity is a study that is set up
+
+
+def _recover(study: optuna.Study, runner: TrialRunner, say: Say) -> None:
+    """Fail and queue again the RUNNING trials of dead processes on this host (a killed worker, an earlier run)."""
+    recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
+    if recovered:
+        say(f"trial(s) {', '.join(map(str, recovered))} were interrupted (their process ended); marked failed and "
+            "queued again")
+
+
 def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say,
               progress: SearchProgress) -> None:
-    """Run trials until ``config.trials`` of them count (see :func:`_counted`), at most
-    :data:`PROPOSALS_PER_TRIAL` proposals per counted trial in all; near misses are promoted as they appear."""
+    """Run trials until ``config.trials`` of them count (see :func:`_counted`) across every process on the study, at
+    most :data:`PROPOSALS_PER_TRIAL` proposals per counted trial in all; near misses are promoted as they appear.
+
+    One trial at a time, each in a slot reserved in the storage (:class:`autocompress.workers.TrialSlots`): counted
+    trials plus trials in flight never exceed ``--trials``, so N processes end with exactly that many.
+    """
     total = config.trials
-    failures = {"consecutive": 0}
+    slots = TrialSlots(study, total)
+    state = {"consecutive": 0, "stop": False}
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         records = read_records(study)
@@ -423,13 +489,10 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
         progress.trials(done=done, total=total, best=min(feasible, key=lambda r: (-(r.accuracy or 0), r.latency_ms)) if feasible else None)
         if runner.stop_requested:
             return
-        failures["consecutive"] = failures["consecutive"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
-        if failures["consecutive"] >= _MAX_CONSECUTIVE_FAILURES:
+        state["consecutive"] = state["consecutive"] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        if state["consecutive"] >= _MAX_CONSECUTIVE_FAILURES:
             say(f"stopping: {_MAX_CONSECUTIVE_FAILURES} trials in a row failed (see fail_reason above)")
-            study.stop()
-            return
-        if done >= total:
-            study.stop()
+            state["stop"] = True
             return
         waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         if done + waiting < total:
@@ -440,19 +503,69 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
 
     # The allowance is the study's, not this run's: a resumed study that needs one more trial may use what the first
     # run left of PROPOSALS_PER_TRIAL x --trials (with a per-run allowance, 4 proposals stopped over a tight budget
-    # once ended a resumed tiny study one trial short).
-    records = read_records(study)
-    remaining = total - len(_counted(records))
-    used = sum(1 for r in records if r.role != "rescue")
-    allowance = max(remaining, PROPOSALS_PER_TRIAL * total - used, 1)
+    # once ended a resumed tiny study one trial short). This run may always make as many proposals as trials remained.
+    remaining_at_start = total - len(_counted(read_records(study)))
+    own = 0
     started = time.monotonic()
-    study.optimize(runner, n_trials=allowance, timeout=config.timeout, catch=(Exception,), callbacks=[on_trial_end])
-    done = len(_counted(read_records(study)))
-    timed_out = config.timeout is not None and time.monotonic() - started >= config.timeout
-    if done < total and not runner.stop_requested and not timed_out and failures["consecutive"] < _MAX_CONSECUTIVE_FAILURES:
-        say(f"ended with {done} of {total} counted trials: the sampler's proposals ({PROPOSALS_PER_TRIAL} per trial "
-            f"in all) were skipped or stopped over the budget; a looser --latency-budget or a space that prunes more "
-            f"leaves more to fine-tune")
+    waiting_said = False
+    exhausted = False
+    while not state["stop"] and not runner.stop_requested:
+        if config.timeout is not None and time.monotonic() - started >= config.timeout:
+            break
+        _recover(study, runner, say)
+        records = read_records(study)
+        done = len(_counted(records))
+        if done >= total:
+            break
+        used = sum(1 for r in records if r.role != "rescue")
+        if own >= remaining_at_start and used >= PROPOSALS_PER_TRIAL * total:
+            exhausted = True
+            break
+        token = slots.reserve(done)
+        if token is None:  # the trials in flight in other processes may fill --trials: wait for them
+            if not waiting_said:
+                say(f"waiting: {done} of {total} trials are finished and other processes run the rest")
+                waiting_said = True
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(1.0)
+            continue
+        waiting_said = False
+        runner.sync_latency_model(records)
+        runner.on_trial_start = lambda trial, token=token: slots.bind(token, trial.number)  # type: ignore[misc]
+        try:
+            study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[on_trial_end])
+        finally:
+            runner.on_trial_start = lambda trial: None
+            slots.release(token)
+        own += 1
+    if exhausted:
+        say(f"ended with {len(_counted(read_records(study)))} of {total} counted trials: the sampler's proposals "
+            f"({PROPOSALS_PER_TRIAL} per trial in all) were skipped or stopped over the budget; a looser "
+            "--latency-budget or a space that prunes more leaves more to fine-tune")
+
+
+def _wait_for_other_workers(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say,
+                            progress: SearchProgress) -> None:
+    """Before the rescue and the choice: let other processes' trials finish, and run what a dead one left queued."""
+    said = False
+    while not runner.stop_requested:
+        _recover(study, runner, say)
+        optuna.storages.fail_stale_trials(study)
+        states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        open_trials = study.get_trials(deepcopy=False, states=states)
+        if not open_trials:
+            return
+        waiting = [t for t in open_trials if t.state == optuna.trial.TrialState.WAITING]
+        if waiting and len(_counted(read_records(study))) < config.trials:
+            _optimize(study, runner, config=config, say=say, progress=progress)  # e.g. a dead worker's retried trial
+            continue
+        if len(waiting) == len(open_trials):
+            return  # only queued trials beyond --trials are left (e.g. a promotion that no longer fits)
+        if not said:
+            running = [t.number for t in open_trials if t.state == optuna.trial.TrialState.RUNNING]
+            say(f"waiting for trial(s) {', '.join(map(str, running))} of other processes to finish before the choice")
+            said = True
+        time.sleep(2.0)
 
 
 def _requeue_stopped(study: optuna.Study) -> None:

@@ -49,14 +49,30 @@ def fit(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     on_step: Callable[[int, float], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> list[float]:
     """Train ``model`` in place for exactly ``steps`` optimizer steps with a cosine learning-rate decay.
+
+    On another ``device`` (``cuda``) the model is moved there for training and back to the CPU afterwards; the loss
+    function gets the batch's labels and indices on that device.
 
     Returns:
         The loss of every step (tests use it to check that distillation actually learns).
     """
     if steps <= 0:
         return []
+    device = torch.device(device)
+    model.to(device)
+    try:
+        return _fit(model, dataset, loss_fn, steps=steps, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer,
+                    weight_decay=weight_decay, on_step=on_step, device=device)
+    finally:
+        model.to("cpu")
+
+
+def _fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, steps: int, lr: float, batch_size: int, seed: int,
+         optimizer: str, weight_decay: float, on_step: Callable[[int, float], None] | None,
+         device: torch.device) -> list[float]:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > batch_size)  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -69,6 +85,8 @@ def fit(
     losses: list[float] = []
     while len(losses) < steps:
         for images, labels, indices in loader:
+            if device.type != "cpu":
+                images, labels, indices = (t.to(device, non_blocking=True) for t in (images, labels, indices))
             loss = loss_fn(_logits(model(images)), labels, indices)
             if not torch.isfinite(loss):
                 # A diverged run would only produce garbage weights: stop and say why (the trial fails, the study goes on).
@@ -100,8 +118,15 @@ def _logits(output: object) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> torch.Tensor:
-    """Logits of ``model`` for every item of ``dataset``, in dataset order."""
+def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits of ``model`` for every item of ``dataset``, in dataset order, computed on ``device`` and returned there
+    (the model is moved back to the CPU)."""
+    device = torch.device(device)
     model.eval()
-    outputs = [model(images) for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False)]  # type: ignore[arg-type]
+    model.to(device)
+    try:
+        outputs = [model(images.to(device)) for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False)]  # type: ignore[arg-type]
+    finally:
+        model.to("cpu")
     return torch.cat(outputs)

@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from autocompress.record import TrialRecord, artifact_store, write_record
 from autocompress.space import SearchSpace
 from autocompress.training import predict_logits
 from autocompress.weights import save_weights
+from autocompress.workers import core_guard, owner
 from autocompress.workload import Workload
 
 __all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
@@ -81,6 +82,7 @@ class Objective:
         self.on_stage: Callable[[str], None] = lambda text: None  # live progress (the CLI's bar)
         self.train_size: int | None = None  # resolves KD epochs into steps (SearchSpace.suggest)
         self.skips_in_a_row = 0
+        self.on_trial_start: Callable[[optuna.Trial], None] = lambda trial: None  # binds the study's trial slot
 
     def check_stop(self, stage: str) -> None:
         """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
@@ -89,6 +91,10 @@ class Objective:
 
     def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
         raise NotImplementedError
+
+    def sync_latency_model(self, records: Sequence[TrialRecord]) -> int:
+        """Learn what other processes measured on this study; the base class has no latency model."""
+        return 0
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         raise NotImplementedError
@@ -104,6 +110,7 @@ class Objective:
         from autocompress.resume import OWNER_ATTR, owner_attrs
 
         trial.set_user_attr(OWNER_ATTR, owner_attrs())  # so a resume can tell a killed trial from a running one
+        self.on_trial_start(trial)
         role = str(trial.user_attrs.get(ROLE_ATTR, "sampled"))
         label = str(trial.user_attrs.get(LABEL_ATTR, ""))
         policy: Policy | None = None
@@ -159,7 +166,7 @@ class TrialRunner(Objective):
                  teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
                  fingerprint: Mapping[str, Any], meter: LatencyMeter, cache: LatencyCache | None = None,
                  latency_model: LatencyModel | None = None, runtime: Runtime | None = None,
-                 target: Mapping[str, Any] | None = None) -> None:
+                 target: Mapping[str, Any] | None = None, device: torch.device | str = "cpu") -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
         self.config = config
@@ -173,22 +180,26 @@ class TrialRunner(Objective):
         self.latency_model = latency_model or LatencyModel()
         self.macs = MacsEstimator(workload.model, groups, workload.example_input())
         self.train_size = len(workload.train)  # type: ignore[arg-type]
+        self.device = torch.device(device)
+        self.cores = core_guard()
         self._teacher_logits: torch.Tensor | None = None
 
     @property
     def teacher_logits(self) -> torch.Tensor:
         """Teacher logits on the train split, computed on first use (trials that stop early never need them)."""
         if self._teacher_logits is None:
-            self._teacher_logits = predict_logits(self.workload.model, self.workload.train)
+            with self.cores.heavy():
+                self._teacher_logits = predict_logits(self.workload.model, self.workload.train, device=self.device)
         return self._teacher_logits
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
     def build(self, policy: Policy, workdir: Path) -> tuple[nn.Module, Artifact]:
         """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``."""
         x = self.workload.example_input()
-        student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
-        artifact = self.runtime.build(student, policy.quant, example_input=x, calibration=self.workload.train,
-                                      workdir=workdir, seed=self.config.seed)
+        with self.cores.heavy():
+            student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
+            artifact = self.runtime.build(student, policy.quant, example_input=x, calibration=self.workload.train,
+                                          workdir=workdir, seed=self.config.seed)
         return student, artifact
 
     def time(self, model: nn.Module, artifact: Artifact) -> tuple[Latency, bool]:
@@ -225,13 +236,27 @@ class TrialRunner(Objective):
         """``(estimated MACs, Prediction or None)`` of ``policy`` before anything is built."""
         return self.latency_model.predict_policy(policy, self.macs)
 
-    def learn(self, policy: Policy, macs: int, latency: Latency) -> None:
-        self.latency_model.add(precision_key(policy.quant), macs, latency.median_ms)
+    def learn(self, policy: Policy, macs: int, latency: Latency, *, trial: int | None = None) -> None:
+        self.latency_model.add(precision_key(policy.quant), macs, latency.median_ms, trial=trial)
+
+    def sync_latency_model(self, records: Sequence[TrialRecord]) -> int:
+        """Learn the gate figures other processes measured on this study (``--workers``); returns how many."""
+        added = 0
+        for r in records:
+            gate = r.latency_before_finetune or r.latency
+            if (r.policy is None or gate is None or r.macs_estimate is None or r.number in self.latency_model.trials
+                    or r.outcome not in ("complete", "stopped")):
+                continue
+            self.learn(r.policy, r.macs_estimate, gate, trial=r.number)
+            added += 1
+        return added
 
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
+        stages = {"finetune": str(self.device), "measure": f"{self.target.get('runtime')} on {self.target.get('cpu')}",
+                  "worker": owner()}
         return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
                 "max_drop_pt": self.config.max_accuracy_drop, "teacher_accuracy": self.teacher_accuracy,
-                "fingerprint": self.fingerprint, "target": self.target}
+                "fingerprint": self.fingerprint, "target": self.target, "stages": stages}
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
@@ -276,7 +301,7 @@ class TrialRunner(Objective):
         remeasured = 0
         if not cache_hit:
             gate, remeasured = self.decide(gate, artifact, expected_ms=prediction.ms if prediction else None)
-            self.learn(policy, macs_estimate, gate)
+            self.learn(policy, macs_estimate, gate, trial=number)
         timings["latency_s"] = time.perf_counter() - t
         sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
 
@@ -298,7 +323,10 @@ class TrialRunner(Objective):
         latency = gate
         if policy.distill.steps > 0 and not policy.prune.is_identity:
             self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
-            result = distill(student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number)
+            teacher_logits = self.teacher_logits
+            with self.cores.heavy():
+                result = distill(student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number,
+                                 device=self.device)
             timings["distill_s"] = result.seconds
             finetuned, kd_loss = True, (result.first_loss, result.last_loss)
             self.check_stop("fine-tuning")
@@ -307,8 +335,9 @@ class TrialRunner(Objective):
                 # exactly the sparsity the policy asked for (prune → fine-tune → prune).
                 student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
             t = time.perf_counter()
-            artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(), calibration=wl.train,
-                                          workdir=workdir, seed=cfg.seed)
+            with self.cores.heavy():
+                artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(),
+                                              calibration=wl.train, workdir=workdir, seed=cfg.seed)
             timings["deploy_s"] = time.perf_counter() - t
         if finetuned or cache_hit:
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
@@ -325,9 +354,10 @@ class TrialRunner(Objective):
             timings["latency_s"] += time.perf_counter() - t
         t = time.perf_counter()
         self.on_stage(f"trial {number}: val accuracy of the artifact")
-        scorer = self.runtime.runner(artifact, threads=cfg.threads)
-        accuracy = evaluate(scorer, wl.val).top1
-        precision = scorer.precision()
+        with self.cores.heavy():
+            scorer = self.runtime.runner(artifact, threads=cfg.threads)
+            accuracy = evaluate(scorer, wl.val).top1
+            precision = scorer.precision()
         timings["evaluate_s"] = time.perf_counter() - t
         save_weights(student, workdir / WEIGHTS_FILE)
         timings["total_s"] = time.perf_counter() - started

@@ -47,8 +47,9 @@ def test_every_field_is_a_config_file_key(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(FIELDS))
 def test_every_field_is_an_api_keyword_with_the_same_default_or_a_documented_source(name: str) -> None:
     params = inspect.signature(api.search).parameters
-    if name in api.API_ONLY_SOURCES:
-        return  # the API takes the model and datasets themselves (and latency_budget as ms or "0.5x", checked below)
+    if name in api.API_ONLY_SOURCES or name in api.CLI_ONLY_OPTIONS:
+        return  # the API takes the model and datasets themselves (and latency_budget as ms or "0.5x", checked below);
+        # --workers starts processes of the same command (API callers run several processes on one storage)
     assert name in params, f"api.search lacks {name}="
     default = params[name].default
     expected = api.API_STUDY_NAME if name == "study_name" else getattr(DEFAULTS, name)

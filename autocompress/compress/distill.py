@@ -69,6 +69,7 @@ def distill(
     policy: DistillPolicy,
     *,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> DistillResult:
     """Fine-tune ``student`` in place for ``policy.steps`` steps.
 
@@ -78,13 +79,16 @@ def distill(
         train: the training split the logits were computed on.
         policy: temperature, alpha, learning rate, steps, batch size.
         seed: shuffling seed.
+        device: where the steps run (``cuda`` for an accelerator); the student comes back on the CPU.
     """
     if len(teacher_logits) != len(train):  # type: ignore[arg-type]
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but train has {len(train)} items")  # type: ignore[arg-type]
     started = time.perf_counter()
+    teacher_logits = teacher_logits.to(device)
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, teacher_logits[indices], labels, temperature=policy.temperature, alpha=policy.alpha)
 
-    losses = fit(student, train, loss_fn, steps=policy.steps, lr=policy.lr, batch_size=policy.batch_size, seed=seed)
+    losses = fit(student, train, loss_fn, steps=policy.steps, lr=policy.lr, batch_size=policy.batch_size, seed=seed,
+                 device=device)
     return DistillResult(losses=losses, seconds=time.perf_counter() - started)

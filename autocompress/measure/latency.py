@@ -355,7 +355,9 @@ def measure_torch(model: nn.Module, input_shape: tuple[int, ...], *, threads: in
     """Eager-mode PyTorch fp32 latency of ``model`` (eval, no grad) with the same protocol as ONNX."""
     model.eval()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32))
-    with torch_threads(threads), torch.inference_mode():
+    from autocompress.workers import core_guard
+
+    with core_guard().timing(), torch_threads(threads), torch.inference_mode():
         return measure_callable(lambda: model(x), warmup=warmup, repeats=repeats, threads=threads,
                                 batch_size=batch_size, protocol=protocol)
 
@@ -387,10 +389,13 @@ class LatencyMeter:
         self.anchor_ms: float | None = None
         self.figures = 0
         self.noisy_figures = 0
+        from autocompress.workers import core_guard
+
+        self.cores = core_guard()  # no other autocompress process on this host fine-tunes while we time
 
     def calibrate(self, *, factor: float = 2.5) -> Latency:
         """The reference alone over a ``factor`` times longer window; its figure becomes the anchor."""
-        with self._reference_runner.session():
+        with self.cores.timing(), self._reference_runner.session():
             latency = measure_blocks([self._reference], protocol=self.protocol.longer(factor), threads=self.threads,
                                      batch_size=self.batch_size)[0]
         self.anchor_ms = latency.median_ms if self.anchor_ms is None else min(self.anchor_ms, latency.median_ms)
@@ -402,7 +407,7 @@ class LatencyMeter:
         protocol = protocol or self.protocol
         runner = runner or self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
         run = artifact_run(runner, self.input_shape, self.batch_size)
-        with runner.session():
+        with self.cores.timing(), runner.session():
             candidate, reference = measure_blocks([run, self._reference], protocol=protocol, threads=self.threads,
                                                   batch_size=self.batch_size, anchor_ms=self.anchor_ms)
         latency = _side_by_side(candidate, reference, anchor_ms=self.anchor_ms, protocol=protocol)

@@ -179,9 +179,12 @@ class LatencyModel:
         self.min_width = min_width
         self._curves: dict[str, _Curve] = {}
         self.errors: list[float] = []  # prequential |relative error| of each point predicted before it was added
+        self.trials: set[int] = set()  # the trials whose figures are in (a worker also learns other workers' ones)
 
-    def add(self, key: str, macs: int, latency_ms: float) -> None:
-        """Add one measurement (after scoring the prediction it would have had)."""
+    def add(self, key: str, macs: int, latency_ms: float, *, trial: int | None = None) -> None:
+        """Add one measurement (after scoring the prediction it would have had); ``trial``: whose figure it is."""
+        if trial is not None:
+            self.trials.add(int(trial))
         prediction = self.predict(key, macs)
         if prediction is not None and latency_ms > 0 and self._inside_range(key, macs):
             self.errors.append(abs(prediction.ms - latency_ms) / latency_ms)
@@ -242,7 +245,8 @@ class LatencyModel:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"curves": {k: {"macs": c.macs, "ms": c.ms} for k, c in self._curves.items()}, "errors": self.errors}
+        return {"curves": {k: {"macs": c.macs, "ms": c.ms} for k, c in self._curves.items()}, "errors": self.errors,
+                "trials": sorted(self.trials)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyModel:
@@ -250,4 +254,5 @@ class LatencyModel:
         for key, curve in data.get("curves", {}).items():
             model._curves[key] = _Curve(list(map(int, curve["macs"])), list(map(float, curve["ms"])))
         model.errors = list(map(float, data.get("errors", [])))
+        model.trials = set(map(int, data.get("trials", [])))
         return model

@@ -1,0 +1,163 @@
+"""Several processes on one study (real CLI processes, tiny model): ``--workers 2``, two plain ``search`` commands on
+one SQLite study, and two workers on a real PostgreSQL server with one of them SIGKILLed mid-trial. Every run ends
+with exactly ``--trials`` counted trials, the baselines once, every trial judged against the one stored budget, and
+nothing left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from autocompress.record import TrialRecord, read_records
+from autocompress.workload import Workload
+
+TRIALS = 6
+# Everything is within a 10x budget and a 50 pt limit: every trial fine-tunes and counts, so the count is exact
+# only if the workers share it. Few, short KD steps keep each trial about a second.
+SPACE = """\
+prune: {per: uniform, level: {low: 0.1, high: 0.6, step: 0.1}, ratio: {low: 0.0, high: 0.6}}
+quantize: {mode: [none], calibration_samples: 16}
+distill: {steps: {low: 40, high: 60, step: 20}}
+"""
+POSTGRES = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES")
+
+
+def _project(tmp_path: Path, teacher: torch.nn.Module, study: str, *extra: str) -> list[str]:
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""\
+        from autocompress.models import build_demo_resnet
+
+        def tiny():
+            return build_demo_resnet(width=8, seed=0)
+    """))
+    (tmp_path / "mydata.py").write_text(textwrap.dedent("""\
+        from autocompress.workload import load_digits_splits
+
+        def splits():
+            return load_digits_splits(size=16)
+    """))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    return [sys.executable, "-m", "autocompress", "search", "--model", "mymodels:tiny", "--weights", "teacher.pt",
+            "--data", "mydata:splits", "--space", "space.yaml", "--trials", str(TRIALS), "--latency-budget", "10x",
+            "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3",
+            "--output", "out", "--study-name", study, *extra]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "AUTOCOMPRESS_CORE_LOCK": str(tmp_path / "cores.lock")}
+
+
+def _check_study(study: optuna.Study) -> list[TrialRecord]:
+    """Exactly TRIALS counted trials, baselines once, one budget, nothing RUNNING or WAITING; returns the records."""
+    records = read_records(study)
+    counted = [r for r in records if r.role != "rescue" and (r.outcome == "complete" or (
+        r.outcome == "failed" and not (r.fail_reason or "").startswith("interrupted")))]
+    assert len(counted) == TRIALS, f"{len(counted)} counted trials, wanted exactly {TRIALS}: " + \
+        ", ".join(f"{r.number}:{r.outcome}/{r.role}" for r in records)
+    baselines = [r for r in records if r.role == "baseline"]
+    assert len(baselines) == 1, f"the baselines are enqueued once per study, found {len(baselines)}"  # fp32 only here
+    budget = study.user_attrs["reference"]["budget_ms"]
+    assert {r.budget_ms for r in records} == {budget}, "every trial is judged against the budget the study stored"
+    states = {t.state for t in study.trials}
+    assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))), "trial numbers are unique and dense"
+    assert not [s.study_name for s in optuna.get_all_study_summaries(study._storage) if ".lock." in s.study_name]
+    return records
+
+
+def _pids(records: list[TrialRecord]) -> set[int]:
+    return {int(r.stages["worker"]["pid"]) for r in records if r.stages.get("worker")}
+
+
+@pytest.mark.slow
+def test_workers_2_share_one_study_exactly(tiny_workload: Workload, tmp_path: Path) -> None:
+    command = _project(tmp_path, tiny_workload.model, "w2", "--workers", "2")
+    done = subprocess.run(command, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "started 1 more worker process" in done.stdout
+    study = optuna.load_study(study_name="w2", storage=f"sqlite:///{tmp_path}/out/w2/study.db")
+    records = _check_study(study)
+    assert len(_pids(records)) == 2, "both processes ran trials"
+    log = (tmp_path / "out" / "w2" / "workers" / "worker-1.log").read_text()
+    assert "worker done" in log, log[-2000:]
+    assert (tmp_path / "out" / "w2" / "chosen" / "metrics.json").is_file()
+    assert study.user_attrs["noise"]["core_guard_wait_s"] >= 0
+
+
+@pytest.mark.slow
+def test_two_plain_search_commands_on_one_study_end_with_exactly_the_trials(tiny_workload: Workload,
+                                                                            tmp_path: Path) -> None:
+    command = _project(tmp_path, tiny_workload.model, "race")
+    first = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    time.sleep(1.0)
+    second = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=900) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outs):
+        assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    study = optuna.load_study(study_name="race", storage=f"sqlite:///{tmp_path}/out/race/study.db")
+    records = _check_study(study)
+    assert len(_pids(records)) == 2, "both processes ran trials"
+    assert "another process is setting this study up" in outs[1][0] or "another process is setting" in outs[0][0]
+    for out, _ in outs:
+        assert "/6]" in out and "7/6" not in out, "progress never counts past --trials"
+
+
+@pytest.mark.slow
+def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Workload, tmp_path: Path) -> None:
+    if not POSTGRES:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL test: .ci/run starts a server and sets AUTOCOMPRESS_TEST_POSTGRES")
+        pytest.skip("set AUTOCOMPRESS_TEST_POSTGRES=postgresql+psycopg2://user:password@host/db to run it")
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    command = _project(tmp_path, tiny_workload.model, name, "--storage", POSTGRES)
+    survivor = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    killed_trial = None
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and killed_trial is None and victim.poll() is None:
+            try:
+                study = optuna.load_study(study_name=name, storage=POSTGRES)
+                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            except KeyError:  # not created yet
+                running = []
+            for t in running:
+                if (t.user_attrs.get("owner") or {}).get("pid") == victim.pid and t.params:
+                    time.sleep(0.2)  # inside the trial
+                    victim.send_signal(signal.SIGKILL)
+                    killed_trial = t.number  # not reaped: a zombie, as a --workers child would be
+                    break
+            time.sleep(0.05)
+        out, err = survivor.communicate(timeout=900)
+    finally:
+        for proc in (survivor, victim):
+            if proc.poll() is None:
+                proc.kill()
+    assert killed_trial is not None, "the second worker was never caught inside a trial"
+    assert survivor.returncode == 0, out[-3000:] + err[-3000:]
+    study = optuna.load_study(study_name=name, storage=POSTGRES)
+    try:
+        records = _check_study(study)
+        killed = [r for r in records if r.number == killed_trial]
+        assert killed and killed[0].outcome == "failed" and (killed[0].fail_reason or "").startswith("interrupted")
+        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed_trial]
+        assert len(retries) == 1 and retries[0].state.is_finished(), "the killed worker's trial ran again, once"
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
