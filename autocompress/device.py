@@ -31,7 +31,7 @@ def check_device(name: str) -> None:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of them")
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of them, or --device cpu")
 
 
 def resolve_device(name: str) -> tuple[torch.device, str]:

@@ -235,6 +235,10 @@ CATALOGUE: dict[str, tuple[Setup, tuple[str, ...]]] = {
                                      "pass --channels 3")),
     "normalize_with_digits_data": (_args("--normalize", "none"), ("--data digits is standardised by its own mean/std",)),
     "threads_zero": (_args("--threads", "0"), ("--threads must be at least 1, got 0",)),
+    # No CUDA here (CI): "torch sees no CUDA device"; with GPUs, device 99 is not among them. Both name --device cpu.
+    "device_cuda_not_present": (_args("--device", "cuda:99"), ("--device cuda:99:", "--device cpu")),
+    "device_malformed": (_args("--device", "gpu"), ("--device must be cpu | cuda | cuda:N | auto, got 'gpu'",)),
+    "workers_zero": (_args("--workers", "0"), ("--workers must lie in [1, 64], got 0",)),
     "trials_zero": (_args("--trials", "0"), ("--trials must be at least 1, got 0",)),
     "teacher_at_chance": (_data(weights="trained"),
                           ("the teacher scores", "val with --normalize 0.5/0.5 (the default for 1-channel images) but",

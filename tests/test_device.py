@@ -1,0 +1,42 @@
+"""--device: fine-tuning moves to an accelerator when asked; without one, cuda is a one-line error and auto falls back
+and says so. Latency never moves (it is always measured on the target runtime on this CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autocompress.compress.distill import distill
+from autocompress.device import resolve_device
+from autocompress.errors import ConfigError
+from autocompress.policy import DistillPolicy
+from autocompress.training import predict_logits
+from autocompress.workload import Workload
+
+
+def test_auto_says_where_fine_tuning_runs() -> None:
+    device, note = resolve_device("auto")
+    if torch.cuda.is_available():
+        assert device.type == "cuda" and "cuda:0" in note
+    else:
+        assert device.type == "cpu" and "found no CUDA device" in note
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="torch sees no CUDA device.*--device cpu"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(tiny_workload: Workload,
+                                                                           device: str) -> None:
+    teacher = tiny_workload.model
+    logits = predict_logits(teacher, tiny_workload.train, device=device)
+    assert logits.device.type == device and next(teacher.parameters()).device.type == "cpu"
+    reference = predict_logits(teacher, tiny_workload.train)
+    assert torch.allclose(logits.cpu(), reference, atol=1e-3)
+    result = distill(teacher, logits, tiny_workload.train, DistillPolicy(steps=5), seed=0, device=device)
+    assert len(result.losses) == 5 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert {p.device.type for p in teacher.parameters()} == {"cpu"}
