@@ -461,6 +461,13 @@ def _set_up(study: optuna.Study, config: SearchConfig, space: SearchSpace, refer
     study.set_user_attr(IDENTITY_ATTR, identity)  # last: a study with an identity is a study that is set up
 
 
+def _fail_stale(study: optuna.Study) -> None:
+    """Optuna's heartbeat check (what ``optimize`` runs before each trial), for a process that waits between trials."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def _recover(study: optuna.Study, runner: TrialRunner, say: Say) -> None:
     """Fail and queue again the RUNNING trials of dead processes on this host (a killed worker, an earlier run)."""
     recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
@@ -526,7 +533,7 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
             if not waiting_said:
                 say(f"waiting: {done} of {total} trials are finished and other processes run the rest")
                 waiting_said = True
-            optuna.storages.fail_stale_trials(study)
+            _fail_stale(study)
             time.sleep(1.0)
             continue
         waiting_said = False
@@ -550,7 +557,7 @@ def _wait_for_other_workers(study: optuna.Study, runner: TrialRunner, *, config:
     said = False
     while not runner.stop_requested:
         _recover(study, runner, say)
-        optuna.storages.fail_stale_trials(study)
+        _fail_stale(study)
         states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
         open_trials = study.get_trials(deepcopy=False, states=states)
         if not open_trials:
