@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from autocompress.config import SAMPLERS, SearchConfig, parse_budget, read_yaml
+from autocompress.config import LatencyBudget, SearchConfig, parse_budget, read_yaml
 from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError, WorkloadError
 
 __all__ = ["main", "build_parser", "load_config_file"]
@@ -41,6 +42,23 @@ def _add_study_options(parser: argparse.ArgumentParser, *, output_help: str) -> 
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per :class:`SearchConfig` field, from the field's metadata (help, group, argparse keywords):
+    the config file's keys and :func:`config_from_args` follow from the same fields."""
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(SearchConfig):
+        group = groups.get(f.metadata["group"]) or groups.setdefault(f.metadata["group"],
+                                                                       parser.add_argument_group(f.metadata["group"]))
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(_DEFAULTS, f.name)
+        if isinstance(default, bool):
+            group.add_argument(flag, action="store_true", help=f.metadata["help"])
+            continue
+        if isinstance(default, LatencyBudget):
+            default = str(default)  # parsed by config_from_args, like a value from the command line
+        group.add_argument(flag, default=default, help=f.metadata["help"], **f.metadata["cli"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autocompress",
@@ -56,59 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     s.add_argument("--config", type=Path, default=None, help="YAML file whose keys are these options (dashes or underscores); options given on the command line win")
-    w = s.add_argument_group("model and data")
-    w.add_argument("--model", default=_DEFAULTS.model, help="model to compress: demo | torchvision:NAME | package.module:factory")
-    w.add_argument("--weights", type=Path, default=None,
-                   help="state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True); or torchvision:DEFAULT / torchvision:IMAGENET1K_V1 "
-                   "for torchvision's pretrained weights (their preprocessing is then applied to the data)")
-    w.add_argument("--num-classes", type=int, default=None, help="classes of the model's head (default: taken from the data)")
-    w.add_argument("--trust-checkpoint", action="store_true", help="allow --weights to be a whole pickled model (unpickling runs code from the file: only for files you trust)")
-    w.add_argument("--small-input", action="store_true", help="adapt a torchvision model's stem to small images (e.g. 32x32): 3x3 stride-1 first conv, no max-pool")
-    w.add_argument("--data", default=_DEFAULTS.data, help="dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn")
-    w.add_argument("--input-size", type=int, default=None, help="image side in pixels for imagefolder/torchvision data (default: 224 for folders, native for torchvision datasets)")
-    w.add_argument("--channels", type=int, default=None, choices=(1, 3), help="convert images to 1 (grayscale) or 3 (RGB) channels (default: as the data is)")
-    w.add_argument("--download", action="store_true", help="let torchvision datasets download into ROOT (needs internet)")
-    w.add_argument("--max-samples", type=int, default=None, help="cap every split at this many images (stratified), for large datasets")
-    w.add_argument("--normalize", type=str, default=None, metavar="imagenet|none|MEAN/STD",
-                   help="normalisation of imagefolder/torchvision images after scaling pixels to [0, 1]: imagenet, none "
-                   "(plain ToTensor() pixels), or MEAN/STD with one number or 3 comma-separated per side (0.5/0.25, "
-                   "0.485,0.456,0.406/0.229,0.224,0.225); use what the model was trained with (default: imagenet for "
-                   "3 channels, 0.5/0.5 for 1)")
-    w.add_argument("--allow-low-teacher-accuracy", action="store_true",
-                   help="search even when the teacher's val accuracy is near chance (usually a preprocessing mismatch)")
-    g = s.add_argument_group("search")
-    g.add_argument("--trials", type=int, default=_DEFAULTS.trials, help="total finished trials the study should have; a rerun resumes up to this number")
-    g.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
-    g.add_argument("--latency-budget", default=str(_DEFAULTS.latency_budget),
-                   help="latency limit: milliseconds (2.5 or 2.5ms) or a fraction of the teacher's fp32 latency on --runtime (0.5x)")
-    g.add_argument("--max-accuracy-drop", type=float, default=_DEFAULTS.max_accuracy_drop,
-                   help="allowed top-1 drop on the validation split, in percentage points")
-    g.add_argument("--space", default=_DEFAULTS.space, help="search space: a name in search_spaces/ or a path to a YAML file")
-    g.add_argument("--sampler", choices=SAMPLERS, default=_DEFAULTS.sampler, help="Optuna sampler")
-    g.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the sampler, calibration and fine-tuning")
-    o = s.add_argument_group("storage and output")
-    o.add_argument("--study-name", default=_DEFAULTS.study_name, help="study name; also the folder under --output")
-    o.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
-    o.add_argument("--output", type=Path, default=_DEFAULTS.output, help="results folder")
-    m = s.add_argument_group("measurement")
-    m.add_argument("--runtime", default=_DEFAULTS.runtime, choices=("onnxruntime", "openvino", "torch"),
-                   help="inference engine artifacts are built for, timed on and exported to (openvino needs "
-                   "pip install 'autocompress[openvino]'); the budget is relative to the teacher on it")
-    m.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="intra-op threads latency is measured with")
-    m.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="batch size latency is measured at")
-    m.add_argument("--repeats", type=int, default=_DEFAULTS.repeats, help="least timed runs per latency figure (after warm-up)")
-    m.add_argument("--latency-window", type=float, default=_DEFAULTS.latency_window,
-                   help="seconds of timed blocks per latency figure, alternating with the teacher; extended up to 2.5x "
-                   "while the machine is in a slow phase")
-    m.add_argument("--warmup", type=int, default=_DEFAULTS.warmup, help="untimed warm-up runs per latency measurement")
-    x = s.add_argument_group("scale out")
-    x.add_argument("--device", default=_DEFAULTS.device, metavar="cpu|cuda|cuda:N|auto",
-                   help="where fine-tuning runs (teacher logits and distillation); latency is always measured on "
-                   "--runtime on this CPU; auto uses CUDA when present and says so")
-    x.add_argument("--workers", type=int, default=_DEFAULTS.workers,
-                   help="processes running this study's trials (set-up once, exactly --trials trials, timing never "
-                   "beside another worker's fine-tuning); more plain search processes on one --storage also join")
-    x.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
+    _add_config_options(s)
+    s.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     d = sub.add_parser(
@@ -179,17 +146,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(
-        model=args.model, data=args.data, weights=args.weights, num_classes=args.num_classes,
-        trust_checkpoint=args.trust_checkpoint, small_input=args.small_input, input_size=args.input_size, channels=args.channels,
-        download=args.download, max_samples=args.max_samples, normalize=args.normalize,
-        allow_low_teacher_accuracy=args.allow_low_teacher_accuracy,
-        trials=args.trials, timeout=args.timeout,
-        latency_budget=parse_budget(args.latency_budget), max_accuracy_drop=args.max_accuracy_drop,
-        space=args.space, study_name=args.study_name, storage=args.storage, output=Path(args.output), seed=args.seed,
-        threads=args.threads, batch_size=args.batch_size, sampler=args.sampler, warmup=args.warmup, repeats=args.repeats,
-        latency_window=args.latency_window, runtime=args.runtime, device=args.device, workers=args.workers,
-    )
+    """The :class:`SearchConfig` of parsed ``search`` options (one option per field)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SearchConfig)}
+    values["latency_budget"] = parse_budget(values["latency_budget"])
+    values["output"] = Path(values["output"])
+    return SearchConfig(**values)
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -26,6 +26,7 @@ __all__ = [
     "parse_budget",
     "parse_normalize",
     "read_yaml",
+    "option",
 ]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -182,6 +183,12 @@ def parse_normalize(text: str | Normalization) -> Normalization:
     return Normalization(mean, std)
 
 
+def option(default: Any, group: str, help: str, **cli: Any) -> Any:
+    """A :class:`SearchConfig` field and what its CLI option needs: ``group`` (the ``--help`` section), ``help``, and
+    argparse keywords (``type``, ``choices``, ``metavar``); a ``bool`` field is a flag."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "cli": cli})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything one ``autocompress search`` run needs.
@@ -215,36 +222,65 @@ class SearchConfig:
             (extended up to 2.5x on a noisy machine).
     """
 
-    model: str = "demo"
-    data: str = "digits"
-    weights: Path | None = None
-    num_classes: int | None = None
-    trust_checkpoint: bool = False
-    small_input: bool = False
-    input_size: int | None = None
-    channels: int | None = None
-    download: bool = False
-    max_samples: int | None = None
-    normalize: str | None = None
-    allow_low_teacher_accuracy: bool = False
-    trials: int = 20
-    timeout: float | None = None
-    latency_budget: LatencyBudget = LatencyBudget(0.25, True)
-    max_accuracy_drop: float = 1.0
-    space: str = "default"
-    study_name: str = "demo"
-    storage: str | None = None
-    output: Path = Path("results")
-    seed: int = 0
-    threads: int = 1
-    batch_size: int = 1
-    runtime: str = "onnxruntime"
-    sampler: str = "tpe"
-    device: str = "cpu"
-    workers: int = 1
-    warmup: int = 20
-    repeats: int = 30
-    latency_window: float = 1.2
+    # Each field is its own CLI option (--field-name), config-file key and API keyword: :func:`option` holds its help
+    # and CLI group; autocompress.cli builds the parser from these fields, so the four cannot drift apart.
+    model: str = option("demo", "model and data", "model to compress: demo | torchvision:NAME | package.module:factory")
+    data: str = option("digits", "model and data",
+                       "dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn")
+    weights: Path | None = option(
+        None, "model and data", "state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True); "
+        "or torchvision:DEFAULT / torchvision:IMAGENET1K_V1 for torchvision's pretrained weights (their preprocessing is "
+        "then applied to the data)", type=Path)
+    num_classes: int | None = option(None, "model and data", "classes of the model's head (default: taken from the data)",
+                                     type=int)
+    trust_checkpoint: bool = option(False, "model and data", "allow --weights to be a whole pickled model (unpickling "
+                                    "runs code from the file: only for files you trust)")
+    small_input: bool = option(False, "model and data", "adapt a torchvision model's stem to small images (e.g. 32x32): "
+                               "3x3 stride-1 first conv, no max-pool")
+    input_size: int | None = option(None, "model and data", "image side in pixels for imagefolder/torchvision data "
+                                    "(default: 224 for folders, native for torchvision datasets)", type=int)
+    channels: int | None = option(None, "model and data", "convert images to 1 (grayscale) or 3 (RGB) channels "
+                                  "(default: as the data is)", type=int, choices=(1, 3))
+    download: bool = option(False, "model and data", "let torchvision datasets download into ROOT (needs internet)")
+    max_samples: int | None = option(None, "model and data", "cap every split at this many images (stratified), for "
+                                     "large datasets", type=int)
+    normalize: str | None = option(
+        None, "model and data", "normalisation of imagefolder/torchvision images after scaling pixels to [0, 1]: "
+        "imagenet, none (plain ToTensor() pixels), or MEAN/STD with one number or 3 comma-separated per side (0.5/0.25, "
+        "0.485,0.456,0.406/0.229,0.224,0.225); use what the model was trained with (default: imagenet for 3 channels, "
+        "0.5/0.5 for 1)", type=str, metavar="imagenet|none|MEAN/STD")
+    allow_low_teacher_accuracy: bool = option(False, "model and data", "search even when the teacher's val accuracy is "
+                                              "near chance (usually a preprocessing mismatch)")
+    trials: int = option(20, "search", "total finished trials the study should have; a rerun resumes up to this number",
+                         type=int)
+    timeout: float | None = option(None, "search", "stop starting new trials after this many seconds", type=float)
+    latency_budget: LatencyBudget = option(
+        LatencyBudget(0.25, True), "search", "latency limit: milliseconds (2.5 or 2.5ms) or a fraction of the "
+        "teacher's fp32 latency on --runtime (0.5x)", type=str)
+    max_accuracy_drop: float = option(1.0, "search", "allowed top-1 drop on the validation split, in percentage points",
+                                      type=float)
+    space: str = option("default", "search", "search space: a name in search_spaces/ or a path to a YAML file")
+    sampler: str = option("tpe", "search", "Optuna sampler", choices=SAMPLERS)
+    seed: int = option(0, "search", "seed of the sampler, calibration and fine-tuning", type=int)
+    study_name: str = option("demo", "storage and output", "study name; also the folder under --output")
+    storage: str | None = option(None, "storage and output",
+                                 "Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    output: Path = option(Path("results"), "storage and output", "results folder", type=Path)
+    runtime: str = option("onnxruntime", "measurement", "inference engine artifacts are built for, timed on and "
+                          "exported to (openvino needs pip install 'autocompress[openvino]'); the budget is relative to "
+                          "the teacher on it", choices=("onnxruntime", "openvino", "torch"))
+    threads: int = option(1, "measurement", "intra-op threads latency is measured with", type=int)
+    batch_size: int = option(1, "measurement", "batch size latency is measured at", type=int)
+    repeats: int = option(30, "measurement", "least timed runs per latency figure (after warm-up)", type=int)
+    latency_window: float = option(1.2, "measurement", "seconds of timed blocks per latency figure, alternating with "
+                                   "the teacher; extended up to 2.5x while the machine is in a slow phase", type=float)
+    warmup: int = option(20, "measurement", "untimed warm-up runs per latency measurement", type=int)
+    device: str = option("cpu", "scale out", "where fine-tuning runs (teacher logits and distillation); latency is "
+                         "always measured on --runtime on this CPU; auto uses CUDA when present and says so",
+                         metavar="cpu|cuda|cuda:N|auto")
+    workers: int = option(1, "scale out", "processes running this study's trials (set-up once, exactly --trials "
+                          "trials, timing never beside another worker's fine-tuning); more plain search processes on "
+                          "one --storage also join", type=int)
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes < 2:

@@ -31,6 +31,7 @@ import optuna
 
 from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError
 from autocompress.record import ARTIFACTS_DIR, TrialRecord, read_records
+from autocompress.workers import is_lock
 
 __all__ = ["Dashboard", "StudyNotFoundError", "open_dashboard", "make_server", "serve", "study_note", "chosen_record", "DEFAULT_PORT"]
 
@@ -116,7 +117,7 @@ def _raise_missing_default(name: str, output: Path, db_file: str) -> None:
 
 def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: str) -> optuna.Study:
     try:
-        names = [s.study_name for s in storage.get_all_studies()]
+        names = [s.study_name for s in storage.get_all_studies() if not is_lock(s.study_name)]
     except Exception as exc:  # e.g. an SQLite file that is not an Optuna database
         raise ConfigError(f"{url} is not an Optuna storage: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if name is None:

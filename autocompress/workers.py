@@ -38,10 +38,11 @@ from typing import Any
 import optuna
 
 __all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLock", "TrialSlots", "CoreGuard",
-           "core_guard", "pid_alive", "SLOT_PREFIX"]
+           "core_guard", "pid_alive", "is_lock", "SLOT_PREFIX"]
 
 _UUIDS: dict[int, str] = {}
 SLOT_PREFIX = "slot:"
+LOCK_INFIX = ".lock."  # a lock is a study named <study>.lock.<purpose> (listings leave them out)
 _UNBOUND_SLOT_S = 120.0  # a slot reserved but never bound to a trial (its process died in between) frees after this
 
 
@@ -97,6 +98,11 @@ def owner_is_dead_here(who: dict[str, Any]) -> bool:
     return pid == os.getpid() or not pid_alive(pid)
 
 
+def is_lock(study_name: str) -> bool:
+    """Whether a study of this name is one of our locks, not a user's study."""
+    return LOCK_INFIX in study_name
+
+
 class StorageLock:
     """Mutual exclusion among every process on one Optuna storage (module docstring).
 
@@ -109,7 +115,7 @@ class StorageLock:
     def __init__(self, study: optuna.Study, purpose: str, *, stale_s: float = 60.0, beat_s: float = 5.0,
                  poll_s: float = 0.2, on_wait: Callable[[str], None] | None = None) -> None:
         self.study = study
-        self.name = f"{study.study_name}.lock.{purpose}"
+        self.name = f"{study.study_name}{LOCK_INFIX}{purpose}"
         self.stale_s = stale_s
         self.beat_s = beat_s
         self.poll_s = poll_s

@@ -6,7 +6,6 @@ counts are read back from where they take effect. Speed itself is measured by th
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-import autocompress.measure.latency as latency_module
 from autocompress.compress import prune_model
 from autocompress.runtimes import export_onnx, ort_session
 from autocompress.measure.latency import (

@@ -161,3 +161,41 @@ def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Worklo
         assert len(retries) == 1 and retries[0].state.is_finished(), "the killed worker's trial ran again, once"
     finally:
         optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Path) -> None:
+    """The seam of a build host and a measure worker: one runner builds (prune + export), another one, with its own
+    meter and teacher, as a process on the deploy target would have, measures and scores the artifact from its files
+    alone; the scores agree exactly and the latency figures agree within noise."""
+    from autocompress.compress.prune import prunable_groups
+    from autocompress.config import SearchConfig, parse_budget
+    from autocompress.cpu import detect_cpu, machine_fingerprint
+    from autocompress.runtimes import Artifact, get_runtime
+    from autocompress.space import load_space
+    from autocompress.study import measure_reference
+    from autocompress.trial import TrialRunner
+
+    config = SearchConfig(trials=1, output=tmp_path, study_name="seam", latency_budget=parse_budget("10x"),
+                          warmup=3, repeats=10, latency_window=0.3)
+    x = tiny_workload.example_input()
+    groups = prunable_groups(tiny_workload.model, x, num_classes=10)
+    space = load_space("default")
+    runtime = get_runtime("onnxruntime")
+    cpu = detect_cpu()
+
+    def runner(folder: str) -> TrialRunner:
+        reference, meter = measure_reference(tiny_workload, config, tmp_path / folder, runtime=runtime, cpu=cpu)
+        return TrialRunner(tiny_workload, space, config, budget_ms=reference.budget_ms,
+                           teacher_accuracy=reference.val_accuracy, groups=groups, int8_kernel=runtime.int8_kernel(cpu),
+                           fingerprint=machine_fingerprint(cpu), meter=meter, runtime=runtime, target=reference.target)
+
+    builder, target = runner("build-host"), runner("target")
+    params = {**space.uniform_params(groups, 0.5), **space.quant_params("none", groups), **space.kd_params()}
+    policy = space.fixed_policy(params, groups, int8_kernel=runtime.int8_kernel(cpu), train_size=len(tiny_workload.train))
+    _, built = builder.build(policy, tmp_path / "trials" / "00000")
+    shipped = Artifact(built.path, policy.quant, runtime=built.runtime)  # what a record names: files + plan
+    here, _ = builder.time_artifact(built)
+    there, _ = target.time_artifact(shipped)
+    assert target.score_artifact(shipped) == builder.score_artifact(built)
+    assert there.low_ms <= there.median_ms <= there.high_ms  # type: ignore[operator]
+    assert 1 / 3 < there.median_ms / here.median_ms < 3, (here, there)
