@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import optuna
 import pytest
 import torch
 
+from _cli_project import tiny_cli_project
 from autocompress.record import read_record, read_records
 from autocompress.workload import Workload
 
@@ -27,22 +26,7 @@ distill: {steps: {low: 80, high: 100, step: 20}}  # long enough to be caught mid
 
 
 def _project(tmp_path: Path, teacher: torch.nn.Module) -> list[str]:
-    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""\
-        from autocompress.models import build_demo_resnet
-
-        def tiny():
-            return build_demo_resnet(width=8, seed=0)
-    """))
-    (tmp_path / "mydata.py").write_text(textwrap.dedent("""\
-        from autocompress.workload import load_digits_splits
-
-        def splits():
-            return load_digits_splits(size=16)
-    """))
-    (tmp_path / "space.yaml").write_text(SPACE)
-    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    return [sys.executable, "-m", "autocompress", "search", "--model", "mymodels:tiny", "--weights", "teacher.pt",
-            "--data", "mydata:splits", "--space", "space.yaml", "--trials", str(TRIALS), "--latency-budget", "10x",
+    return [*tiny_cli_project(tmp_path, teacher, SPACE), "--trials", str(TRIALS), "--latency-budget", "10x",
             "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3", "--output", "out", "--study-name", "crash"]
 
 

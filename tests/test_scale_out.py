@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +16,7 @@ import optuna
 import pytest
 import torch
 
+from _cli_project import tiny_cli_project
 from autocompress.record import TrialRecord, read_records
 from autocompress.workload import Workload
 
@@ -33,22 +32,7 @@ POSTGRES = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES")
 
 
 def _project(tmp_path: Path, teacher: torch.nn.Module, study: str, *extra: str) -> list[str]:
-    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""\
-        from autocompress.models import build_demo_resnet
-
-        def tiny():
-            return build_demo_resnet(width=8, seed=0)
-    """))
-    (tmp_path / "mydata.py").write_text(textwrap.dedent("""\
-        from autocompress.workload import load_digits_splits
-
-        def splits():
-            return load_digits_splits(size=16)
-    """))
-    (tmp_path / "space.yaml").write_text(SPACE)
-    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    return [sys.executable, "-m", "autocompress", "search", "--model", "mymodels:tiny", "--weights", "teacher.pt",
-            "--data", "mydata:splits", "--space", "space.yaml", "--trials", str(TRIALS), "--latency-budget", "10x",
+    return [*tiny_cli_project(tmp_path, teacher, SPACE), "--trials", str(TRIALS), "--latency-budget", "10x",
             "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3",
             "--output", "out", "--study-name", study, *extra]
 
