@@ -47,8 +47,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     the config file's keys and :func:`config_from_args` follow from the same fields."""
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(SearchConfig):
-        group = groups.get(f.metadata["group"]) or groups.setdefault(f.metadata["group"],
-                                                                       parser.add_argument_group(f.metadata["group"]))
+        if f.metadata["group"] not in groups:
+            groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
+        group = groups[f.metadata["group"]]
         flag = "--" + f.name.replace("_", "-")
         default = getattr(_DEFAULTS, f.name)
         if isinstance(default, bool):
