@@ -123,6 +123,22 @@ def _code_version() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "autocompress") else "")
 
 
+# The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
+DECISIONS_SINCE = "0efebb4"
+
+
+def _decides_as_now(code: str) -> bool:
+    """Whether a run's commit is ``DECISIONS_SINCE`` or a descendant of it (``+dirty`` runs count as their base)."""
+    import subprocess
+
+    commit = code.split("+")[0]
+    if not commit:
+        return False
+    done = subprocess.run(["git", "merge-base", "--is-ancestor", DECISIONS_SINCE, commit], cwd=HERE.parent,
+                          capture_output=True)
+    return done.returncode == 0
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -138,13 +154,14 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                   "Hypervolume (HV): feasible trials only, axes latency/budget and max(drop, 0)/max_drop (both "
                   "minimised), reference point (1, 1) = (the budget, the accuracy limit); 0 = nothing feasible. "
                   "Medians over seeds.", ""]
-    # Each scenario x sampler is summarised over the runs of its latest code version (the commit of its last run);
-    # older runs stay in the per-run table.
-    latest = {(r["scenario"], r["sampler"]): r.get("code", "") for r in rows}
-    summary_rows, rows_all = [r for r in rows if r.get("code", "") == latest[(r["scenario"], r["sampler"])]], rows
+    # The summary is over the runs of code that decides as the current code does: commits at or after
+    # DECISIONS_SINCE (the last commit that changed what the search samples, skips, stops or promotes). Later commits
+    # (e.g. several workers) leave a one-process study's decisions as they were. Older runs stay in the per-run table.
+    summary_rows, rows_all = [r for r in rows if _decides_as_now(r.get("code", ""))], rows
     if len(summary_rows) < len(rows_all):
-        lines += [f"Each summary row is over the runs of its latest commit ({len(summary_rows)} runs); the per-run "
-                  f"table below also lists {len(rows_all) - len(summary_rows)} runs of earlier commits.", ""]
+        lines += [f"The summary is over the {len(summary_rows)} runs of code that decides as the current code does "
+                  f"(commit {DECISIONS_SINCE} or later); the per-run table below also lists "
+                  f"{len(rows_all) - len(summary_rows)} runs of earlier rules.", ""]
     rows = summary_rows
     lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
               "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
