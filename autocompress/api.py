@@ -98,6 +98,7 @@ def search(
     repeats: int = _D.repeats,
     latency_window: float = _D.latency_window,
     device: str = _D.device,
+    build_only: bool = _D.build_only,
     timeout: float | None = _D.timeout,
     num_classes: int | None = _D.num_classes,
     allow_low_teacher_accuracy: bool = _D.allow_low_teacher_accuracy,
@@ -123,6 +124,8 @@ def search(
         runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``).
         warmup / repeats / latency_window: the latency protocol (as ``--warmup``, ``--repeats``, ``--latency-window``).
         device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``); latency is always this CPU's.
+        build_only: fine-tune and export here, and leave every latency and accuracy figure to ``autocompress
+            measure-worker`` on the target host (same ``storage``, ``study_name`` and ``output``); returns no choice.
         storage: an Optuna storage URL; several processes calling search() with one storage and study_name share the
             study (set-up once, exactly ``trials`` trials in all).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
@@ -148,7 +151,8 @@ def search(
                           max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
                           study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
                           batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
-                          latency_window=latency_window, device=device, allow_low_teacher_accuracy=allow_low_teacher_accuracy)
+                          latency_window=latency_window, device=device, build_only=build_only,
+                          allow_low_teacher_accuracy=allow_low_teacher_accuracy)
     workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
                         input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
                         info={"model": type(model).__name__, "data": "python datasets",

@@ -79,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    m = sub.add_parser(
+        "measure-worker",
+        help="on the deploy target: set a study up, time and score what --build-only hosts build, finish it",
+        description="Run on the machine the model will be deployed on, with the same options as `search` (model, data, "
+        "--storage, --study-name, --output, --trials). It measures the teacher and probes the reachable range on this "
+        "CPU (the budget is this machine's), then answers every latency and accuracy request of `search --build-only` "
+        "processes on other hosts (e.g. a GPU host fine-tuning), and finishes the study as `search` does: rescue, the "
+        "fresh-process confirmation of the choice, export. --output must be a folder the build hosts see at the same "
+        "path (a shared filesystem).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    m.add_argument("--config", type=Path, default=None, help="YAML file whose keys are the search options")
+    _add_config_options(m)
+    m.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
+    m.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     d = sub.add_parser(
         "dashboard",
         help="inspect a study in optuna-dashboard",
@@ -141,7 +156,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None) is not None:
-        _search_parser(parser).set_defaults(**load_config_file(args.config, parser))
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].set_defaults(**load_config_file(args.config, parser))  # search or measure-worker
         args = parser.parse_args(argv)
     return args
 
@@ -241,6 +257,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
+    measure_worker = args.command == "measure-worker"
+    if measure_worker and (config.build_only or config.workers > 1):
+        raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
+                          "worker times one artifact at a time on this machine")
     created = _first_missing(config.study_dir)
     workload = load_workload(config, progress=say)
     if config.workers > 1:
@@ -248,7 +268,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
         # N processes share the cores for fine-tuning (timing is serialised by the core guard).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
-    if args.worker_only:
+    if getattr(args, "worker_only", False) or config.build_only:
         result = run_study(workload, space, config, say=say, finish=False)
         say(f"worker done: {sum(1 for r in result.records if r.stages.get('worker', {}).get('pid') == os.getpid())} "
             f"trials of study {config.study_name!r} ran in this process")
@@ -260,9 +280,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
                 from autocompress.progress import RichProgress
 
                 with RichProgress(console, total=config.trials) as bar:
-                    result = run_study(workload, space, config, say=say, progress=bar)
+                    result = run_study(workload, space, config, say=say, progress=bar,
+                                       serve_measurements=measure_worker)
             else:
-                result = run_study(workload, space, config, say=say)
+                result = run_study(workload, space, config, say=say, serve_measurements=measure_worker)
             workers.join()
     except (ConfigError, WorkloadError):
         # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
@@ -436,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if args.command == "report":
             return _report(args, console)
-        return _dashboard(args) if args.command == "dashboard" else _search(args, console)
+        return _dashboard(args) if args.command == "dashboard" else _search(args, console)  # search, measure-worker
     except AutocompressError as exc:
         if debug:
             raise

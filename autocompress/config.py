@@ -217,6 +217,8 @@ class SearchConfig:
             latency is always measured on the target runtime on this CPU.
         workers: processes running trials on this study from one command (1 = this process only); any number of
             plain ``search`` processes on one storage also share the study (:mod:`autocompress.workers`).
+        build_only: this process builds trials and a measure worker on the target measures them
+            (:mod:`autocompress.remote`).
         warmup / repeats / latency_window: latency protocol (:class:`autocompress.measure.latency.Protocol`):
             untimed warm-up runs, the least timed runs of one figure, and the seconds of blocks one figure takes
             (extended up to 2.5x on a noisy machine).
@@ -281,6 +283,9 @@ class SearchConfig:
     workers: int = option(1, "scale out", "processes running this study's trials (set-up once, exactly --trials "
                           "trials, timing never beside another worker's fine-tuning); more plain search processes on "
                           "one --storage also join", type=int)
+    build_only: bool = option(False, "scale out", "build trials here (prune, fine-tune on --device, export) and "
+                              "leave every latency and accuracy figure to `autocompress measure-worker` on the target "
+                              "host (same --storage, --study-name and --output folder); this host never times")
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes < 2:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuInfo", "Int8Kernel", "detect_cpu", "int8_kernel_for", "machine_fingerprint", "INT8_ISAS"]
+__all__ = ["CpuInfo", "Int8Kernel", "detect_cpu", "int8_kernel_for", "machine_fingerprint", "cpu_from_fingerprint", "INT8_ISAS"]
 
 # From the most to the least capable for int8 matrix products; the first that matches names the CPU's ISA.
 INT8_ISAS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -131,6 +131,15 @@ def int8_kernel_for(cpu: CpuInfo) -> Int8Kernel:
         return Int8Kernel("uint8", "int8", True, f"{cpu.isa} without VNNI: U8S8 saturates in int16, so 7-bit weights (reduce_range)")
     # Arm: ONNX Runtime's kernels take U8S8 through the (u)dot instructions; no int16 saturation path.
     return Int8Kernel("uint8", "int8", False, f"{cpu.isa}: U8S8 (not measured on this project's machines)")
+
+
+def cpu_from_fingerprint(fingerprint: Mapping[str, Any]) -> CpuInfo:
+    """The CPU a :func:`machine_fingerprint` describes (a build host takes the target's, to build for it)."""
+    platform_name = str(fingerprint.get("platform", ""))
+    arch = next((a for a in ("x86_64", "aarch64", "arm64") if a in platform_name), platform.machine())
+    return CpuInfo(model=str(fingerprint.get("cpu", "unknown")), arch=arch,
+                   flags=frozenset(fingerprint.get("cpu_flags", ())),
+                   logical_cores=int(fingerprint.get("logical_cores") or 1))
 
 
 def machine_fingerprint(cpu: CpuInfo | None = None) -> dict[str, Any]:

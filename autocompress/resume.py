@@ -41,7 +41,7 @@ OWNER_ATTR = "owner"
 INTERRUPTED = "interrupted"
 # Options that do not change what a trial means: how many trials, how long, where, and which sampler proposes next.
 _NOT_IDENTITY = {"trials", "timeout", "study_name", "storage", "output", "seed", "sampler", "download",
-                 "trust_checkpoint", "allow_low_teacher_accuracy", "weights", "device", "workers"}
+                 "trust_checkpoint", "allow_low_teacher_accuracy", "weights", "device", "workers", "build_only"}
 _SAMPLE_IMAGES = 32
 # How to fix each kind of difference.
 _FIX = {

@@ -35,7 +35,7 @@ import optuna
 
 from autocompress.compress.prune import count_macs_params, prunable_groups
 from autocompress.config import SearchConfig
-from autocompress.cpu import CpuInfo, detect_cpu, machine_fingerprint
+from autocompress.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_artifact
 from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
@@ -50,6 +50,7 @@ from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, reco
 from autocompress.space import SearchSpace
 from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, rescue as _rescue
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
+from autocompress.remote import MeasureQueue, RemoteMeter, serve
 from autocompress.workers import StorageLock, TrialSlots, core_guard, pid_alive, process_uuid
 from autocompress.workload import Workload, check_teacher_accuracy
 from autocompress.device import resolve_device
@@ -95,6 +96,16 @@ class Reference:
             "teacher_macs": self.macs,
             "teacher_params": self.params,
         }
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Reference:
+        """The reference a study stored (a build host's: it never measures the teacher; its artifact stays on the
+        target, so ``artifact`` names no file here)."""
+        return cls(torch_latency=Latency.from_dict(data["teacher_torch_latency"]),
+                   runtime_latency=Latency.from_dict(data["teacher_runtime_latency"]),
+                   val_accuracy=float(data["teacher_val_accuracy"]), budget_ms=float(data["budget_ms"]),
+                   macs=int(data["teacher_macs"]), params=int(data["teacher_params"]),
+                   artifact=Artifact(Path("(on the target)"), QuantPolicy(mode="none")), target=dict(data["target"]))
 
 
 @dataclass
@@ -322,7 +333,8 @@ def _stop_on_ctrl_c(runner: TrialRunner, study: optuna.Study, say: Say) -> Itera
 
 
 def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
-              cpu: CpuInfo | None = None, progress: SearchProgress | None = None, finish: bool = True) -> SearchResult:
+              cpu: CpuInfo | None = None, progress: SearchProgress | None = None, finish: bool = True,
+              serve_measurements: bool = False) -> SearchResult:
     """Run (or resume, or join) the study until it has ``config.trials`` counted trials or the timeout passes.
 
     Several processes may run this on one storage (``--workers``, or plain ``search`` commands): the set-up (probe,
@@ -330,19 +342,33 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     is exact across processes, and the rescue runs once (:mod:`autocompress.workers`). ``finish=False`` (a worker
     started by ``--workers``) runs trials only: no rescue, no choice.
 
+    Build here, measure on the target (:mod:`autocompress.remote`): ``serve_measurements=True`` (``autocompress
+    measure-worker``, on the target) sets the study up and finishes it like any process, but instead of running trials
+    it times and scores what build hosts ask for; ``config.build_only`` (``search --build-only``) waits for that
+    set-up, builds for the target's CPU (the stored fingerprint: its int8 kernel and precisions) and asks the target
+    for every figure; it never finishes.
+
     ``say`` gets one line per event (teacher, probe, each finished trial); ``progress`` gets the live stage and trial
     count. ``cpu`` overrides the detected CPU (its ISA picks the int8 kernel settings); tests use it.
     """
     say = say or logger.info
     progress = progress or SearchProgress()
-    cpu = cpu or detect_cpu()
+    build_only = config.build_only
+    if build_only and serve_measurements:
+        raise ConfigError("--build-only: a measure worker measures what build hosts build; drop --build-only there")
+    finish = finish and not build_only
+    study = create_study(config)
+    if build_only:
+        fingerprint = _wait_for_target(study, config, say)  # build for the target's CPU, not this host's
+        cpu = cpu_from_fingerprint(fingerprint)
+    else:
+        cpu = cpu or detect_cpu()
+        fingerprint = machine_fingerprint(cpu)
     runtime = get_runtime(config.runtime)
     kernel = runtime.int8_kernel(cpu)
     space = space.for_runtime(runtime.modes(cpu), runtime.kernels(), runtime=runtime.name)
-    fingerprint = machine_fingerprint(cpu)
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes) if space.prune_per != "none" else []
-    study = create_study(config)
     identity = study_identity(workload, space, config, fingerprint)
     stored_reference = _check_resume(study, config, identity)
     say(f"CPU: {cpu.model} · int8 ISA {cpu.isa} → int8 kernel {kernel.name} ({kernel.reason})")
@@ -352,14 +378,21 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     check = verify_preprocessing(workload)  # a far better --normalize: one-line WorkloadError naming it, before timing
     say(f"teacher preprocessing: {check.summary()}")
     say(f"runtime: {runtime.name} {runtime.version()} · precisions {', '.join(space.quant_modes)}")
-    say(f"measuring the teacher (PyTorch fp32 and {runtime.name} fp32)")
-    reference, meter = measure_reference(workload, config, _teacher_folder(config), runtime=runtime, cpu=cpu)
-    check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
+    meter: LatencyMeter | RemoteMeter
+    if build_only:
+        reference, meter = Reference.from_stored(study.user_attrs["reference"]), RemoteMeter(study)
+        say(f"build only: every latency and accuracy figure is taken by the measure worker on the target "
+            f"({fingerprint.get('host')}, {cpu.model}, {cpu.isa})")
+    else:
+        say(f"measuring the teacher (PyTorch fp32 and {runtime.name} fp32)")
+        reference, meter = measure_reference(workload, config, _teacher_folder(config), runtime=runtime, cpu=cpu)
+        check_teacher_accuracy(reference.val_accuracy, workload, allow_low=config.allow_low_teacher_accuracy)
 
     def make_runner(ref: Reference) -> TrialRunner:
         made = TrialRunner(workload, space, config, budget_ms=ref.budget_ms, teacher_accuracy=ref.val_accuracy,
                            groups=groups, int8_kernel=kernel, fingerprint=fingerprint, meter=meter, runtime=runtime,
-                           target=ref.target, latency_model=_stored_latency_model(study), device=device)
+                           target=ref.target, latency_model=_stored_latency_model(study), device=device,
+                           scorer=meter.score if isinstance(meter, RemoteMeter) else None)
         made.on_stage = progress.stage
         return made
 
@@ -390,7 +423,10 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     if finished:
         say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
     with _stop_on_ctrl_c(runner, study, say):
-        _optimize(study, runner, config=config, say=say, progress=progress)
+        if serve_measurements:
+            _serve(study, runner, config=config, say=say)
+        else:
+            _optimize(study, runner, config=config, say=say, progress=progress)
         if finish and not runner.stop_requested:
             with StorageLock(study, "finish", stale_s=GRACE_S,
                              on_wait=lambda line: say(f"{line}: another process is finishing this study")):
@@ -403,7 +439,8 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
                     study.set_user_attr("rescued_at", counted)  # once per study (until more trials are asked for)
     study.set_user_attr("latency_model", runner.latency_model.to_dict())
     study.set_user_attr("latency_model_summary", runner.latency_model.summary())
-    study.set_user_attr("noise", {**meter.noise_summary(), "core_guard_wait_s": round(core_guard().waited_s, 2)})
+    if not build_only:  # a build host took no figure itself: the study's noise is the target's
+        study.set_user_attr("noise", {**meter.noise_summary(), "core_guard_wait_s": round(core_guard().waited_s, 2)})
     if runner.stop_requested:
         _requeue_stopped(study)
         raise SearchInterrupted(len(_counted(read_records(study))), config.trials)
@@ -426,6 +463,44 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     return SearchResult(study=study, records=records, front=pareto_front(complete), choice=choice,
                         reference=reference, probe=probe, cpu=cpu, failed=failed,
                         latency_model=runner.latency_model.summary(), noise=meter.noise_summary())
+
+
+def _wait_for_target(study: optuna.Study, config: SearchConfig, say: Say, *, timeout_s: float = 900.0,
+                     poll_s: float = 1.0) -> dict[str, Any]:
+    """A build host's start: the target's fingerprint, once a measure worker has set the study up."""
+    deadline = time.monotonic() + timeout_s
+    told = False
+    while IDENTITY_ATTR not in study.user_attrs:
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"--build-only: study {config.study_name!r} was not set up by a measure worker within "
+                              f"{timeout_s:.0f} s; start `python -m autocompress measure-worker` with the same options "
+                              "on the target host first")
+        if not told:
+            say(f"waiting for a measure worker on the target to set study {config.study_name!r} up")
+            told = True
+        time.sleep(poll_s)
+    return dict(study.user_attrs["fingerprint"])
+
+
+def _serve(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say) -> None:
+    """The measure worker's part of the search: answer build hosts' requests (on this CPU, with this study's meter,
+    under the core guard) until the study has ``--trials`` counted trials and nothing runs."""
+    total = config.trials
+
+    def done() -> bool:
+        if runner.stop_requested:
+            return True
+        _fail_stale(study)
+        records = read_records(study)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        used = sum(1 for r in records if r.role != "rescue")
+        return not running and (len(_counted(records)) >= total or used >= PROPOSALS_PER_TRIAL * total)
+
+    say(f"measure worker: serving latency and accuracy for study {config.study_name!r}; start build hosts with "
+        f"`python -m autocompress search --build-only` and the same --storage, --study-name and --output")
+    answered = serve(MeasureQueue(study), measure=runner.meter.measure, score=runner.score_artifact,
+                     anchor=lambda: runner.meter.anchor_ms, done=done, say=say)
+    say(f"measure worker: {answered} figures taken for build hosts")
 
 
 def _teacher_folder(config: SearchConfig) -> Path:

@@ -166,7 +166,8 @@ class TrialRunner(Objective):
                  teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
                  fingerprint: Mapping[str, Any], meter: LatencyMeter, cache: LatencyCache | None = None,
                  latency_model: LatencyModel | None = None, runtime: Runtime | None = None,
-                 target: Mapping[str, Any] | None = None, device: torch.device | str = "cpu") -> None:
+                 target: Mapping[str, Any] | None = None, device: torch.device | str = "cpu",
+                 scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None) -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
         self.config = config
@@ -174,6 +175,7 @@ class TrialRunner(Objective):
         self.teacher_accuracy = teacher_accuracy
         self.fingerprint = dict(fingerprint)
         self.meter = meter
+        self.scorer = scorer  # a build host's: the target scores (autocompress.remote); None: scored here
         self.runtime = runtime or get_runtime(config.runtime)
         self.target = dict(target or {"runtime": self.runtime.name, "version": self.runtime.version()})
         self.cache = cache or LatencyCache()
@@ -229,6 +231,8 @@ class TrialRunner(Objective):
 
     def score_artifact(self, artifact: Artifact) -> tuple[float, dict[str, int]]:
         """Val top-1 of ``artifact`` on the target runtime, and the precision each layer ran in (read back)."""
+        if self.scorer is not None:
+            return self.scorer(artifact)
         with self.cores.heavy():
             scorer = self.runtime.runner(artifact, threads=self.config.threads)
             return evaluate(scorer, self.workload.val).top1, scorer.precision()
@@ -277,6 +281,12 @@ class TrialRunner(Objective):
         return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
                 "max_drop_pt": self.config.max_accuracy_drop, "teacher_accuracy": self.teacher_accuracy,
                 "fingerprint": self.fingerprint, "target": self.target, "stages": stages}
+
+    def _measured_stages(self, base: dict[str, Any]) -> dict[str, Any]:
+        """``base`` with the host that measured the trial (a build host's remote meter: the measure worker that
+        answered; read when the trial's figures are in)."""
+        measured_by = getattr(self.meter, "measured_by", None)
+        return {**base, "stages": {**base["stages"], "measured_by": measured_by}} if measured_by else base
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
@@ -338,7 +348,7 @@ class TrialRunner(Objective):
                 outcome="stopped", latency=gate, finetuned=False, timings=timings, remeasured=remeasured,
                 stopped_reason=(f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > "
                                 f"{self.budget_ms:.3f} ms, {confidence})"),
-                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **base,
+                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **self._measured_stages(base),
                 **extra,
             )
 
@@ -384,5 +394,5 @@ class TrialRunner(Objective):
         return TrialRecord(
             outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
             weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings, remeasured=remeasured,
-            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes, **base, **extra,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes, **self._measured_stages(base), **extra,
         )

@@ -38,11 +38,12 @@ from typing import Any
 import optuna
 
 __all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLock", "TrialSlots", "CoreGuard",
-           "core_guard", "pid_alive", "is_lock", "SLOT_PREFIX"]
+           "core_guard", "pid_alive", "is_lock", "SLOT_PREFIX", "QUEUE_INFIX"]
 
 _UUIDS: dict[int, str] = {}
 SLOT_PREFIX = "slot:"
 LOCK_INFIX = ".lock."  # a lock is a study named <study>.lock.<purpose> (listings leave them out)
+QUEUE_INFIX = ".queue."  # a request queue (autocompress.remote) is a study named <study>.queue.<purpose>
 _UNBOUND_SLOT_S = 120.0  # a slot reserved but never bound to a trial (its process died in between) frees after this
 
 
@@ -99,8 +100,8 @@ def owner_is_dead_here(who: dict[str, Any]) -> bool:
 
 
 def is_lock(study_name: str) -> bool:
-    """Whether a study of this name is one of our locks, not a user's study."""
-    return LOCK_INFIX in study_name
+    """Whether a study of this name is one of our auxiliary studies (a lock or a request queue), not a user's."""
+    return LOCK_INFIX in study_name or QUEUE_INFIX in study_name
 
 
 class StorageLock:

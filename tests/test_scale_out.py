@@ -5,6 +5,7 @@ nothing left RUNNING."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -185,3 +186,54 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
     assert target.score_artifact(shipped) == builder.score_artifact(built)
     assert there.low_ms <= there.median_ms <= there.high_ms  # type: ignore[operator]
     assert 1 / 3 < there.median_ms / here.median_ms < 3, (here, there)
+
+
+@pytest.mark.slow
+def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Workload, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``measure-worker`` (a subprocess: the target) sets the study up and finishes it; ``search --build-only`` (this
+    process: the build host) runs every trial and never times or scores anything itself — its meter, its torch
+    timing and its scorer raise here. Exactly --trials trials, each measured by the measure worker's process, judged
+    against the target's budget; the target exports the chosen model."""
+    from autocompress import cli
+    from autocompress.measure.latency import LatencyMeter
+
+    command = _project(tmp_path, tiny_workload.model, "split")
+    target = subprocess.Popen([*command[:3], "measure-worker", *command[4:]], cwd=tmp_path, env=_env(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("a build host never measures")
+
+    monkeypatch.setattr(LatencyMeter, "measure", boom)
+    monkeypatch.setattr(LatencyMeter, "calibrate", boom)
+    monkeypatch.setattr("autocompress.study.measure_torch", boom)
+    monkeypatch.setattr("autocompress.trial.evaluate", boom)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("AUTOCOMPRESS_CORE_LOCK", str(tmp_path / "cores.lock"))
+    storage = f"sqlite:///{tmp_path}/out/split/study.db"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and target.poll() is None:  # the target sets the study up first
+            with contextlib.suppress(KeyError):  # the study is not created yet
+                if (tmp_path / "out" / "split" / "study.db").exists() and \
+                        "identity" in optuna.load_study(study_name="split", storage=storage).user_attrs:
+                    break
+            time.sleep(0.5)
+        assert target.poll() is None, target.communicate()[1][-3000:]
+        assert cli.main(["search", *command[4:], "--build-only"]) == 0
+        out, err = target.communicate(timeout=600)
+    finally:
+        if target.poll() is None:
+            target.kill()
+    assert target.returncode == 0, out[-3000:] + err[-3000:]
+    assert "measure worker:" in out and "figures taken for build hosts" in out, out[-3000:]
+    study = optuna.load_study(study_name="split", storage=storage)
+    records = _check_study(study)
+    sampled = [r for r in records if r.role != "rescue"]
+    assert {int(r.stages["worker"]["pid"]) for r in sampled} == {os.getpid()}, "the build host ran every trial"
+    assert {int(r.stages["measured_by"]["pid"]) for r in sampled} == {target.pid}, "the target measured every one"
+    assert {r.fingerprint["cpu"] for r in records} == {study.user_attrs["fingerprint"]["cpu"]}
+    assert (tmp_path / "out" / "split" / "chosen" / "metrics.json").is_file() or \
+        (tmp_path / "out" / "split" / "over_budget" / "metrics.json").is_file()
