@@ -244,6 +244,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     from autocompress.workload import load_workload
 
     config = config_from_args(args)
+    measure_worker = args.command == "measure-worker"
+    if measure_worker and (config.build_only or config.workers > 1):
+        raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
+                          "worker times one artifact at a time on this machine")
     space = load_space(config.space)
     _check_output(config)
     _check_storage(config)
@@ -257,10 +261,6 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
-    measure_worker = args.command == "measure-worker"
-    if measure_worker and (config.build_only or config.workers > 1):
-        raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
-                          "worker times one artifact at a time on this machine")
     created = _first_missing(config.study_dir)
     workload = load_workload(config, progress=say)
     if config.workers > 1:

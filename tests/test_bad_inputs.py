@@ -353,3 +353,13 @@ def test_teacher_trained_on_plain_pixels_passes_with_normalize_none(in_home: Ass
     assert metrics["workload"]["normalize"] == "none" and metrics["workload"]["normalize_source"] == "given with --normalize"
     teacher = metrics["accuracy"]["teacher_test_top1"]
     assert teacher > 0.5, f"on the pixels it was trained on, the teacher is far above the 10 % chance: {teacher:.2%}"
+
+
+@pytest.mark.parametrize("extra", [["--build-only"], ["--workers", "2"]])
+def test_measure_worker_with_build_host_options_is_one_line(extra: list[str], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    code = main(["measure-worker", "--output", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--build-only and --workers are for build hosts" in err, err
+    assert not out.exists()
