@@ -120,7 +120,7 @@ def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
             params = {**prune, **space.quant_params(mode, runner.groups)}
             policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size)
             student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
-            latency, hit = runner.time(student, artifact)
+            latency, hit, _ = runner.time(student, artifact)
             if not hit:
                 runner.learn(policy, runner.predict(policy)[0], latency)  # the latency model's first points
             point = ProbePoint(level=level, quant=mode, kernel=policy.quant.kernel, latency=latency, params=params)

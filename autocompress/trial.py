@@ -204,16 +204,22 @@ class TrialRunner(Objective):
                                           workdir=workdir, seed=self.config.seed)
         return student, artifact
 
-    def time(self, model: nn.Module, artifact: Artifact) -> tuple[Latency, bool]:
-        """Latency of ``artifact`` and whether it was reused: a measurement of the same structure and quantization
-        is taken from the cache."""
+    def time(self, model: nn.Module, artifact: Artifact, *, decide: bool = False,
+             expected_ms: float | None = None) -> tuple[Latency, bool, int]:
+        """Latency of ``artifact``, whether it was reused, and how many extra figures were taken: the one cache rule
+        (a figure of the same structure and precision holds for every later trial of it). ``decide``: a figure taken
+        now is measured again while it straddles the budget or lies far from ``expected_ms`` (:meth:`decide`; the
+        gate before fine-tuning), not only once (the probe)."""
         key = self._structure_key(model, artifact)
         hit = self.cache.get(key)
         if hit is not None:
-            return hit, True
-        latency = self.meter.measure(artifact)
+            return hit, True, 0
+        if decide:
+            latency, extra = self.time_artifact(artifact, expected_ms=expected_ms)
+        else:
+            latency, extra = self.meter.measure(artifact), 0
         self.cache.put(key, latency)
-        return latency, False
+        return latency, False, extra
 
     # ------------------------------------------------------------------ the measure step (the target's side)
     # A trial is build steps (prune, distill, runtime.build: any device) and measure steps (these two: the target CPU
@@ -327,14 +333,9 @@ class TrialRunner(Objective):
         self.check_stop("prune and deploy")
         t = time.perf_counter()
         self.on_stage(f"trial {number}: latency gate")
-        key = self._structure_key(student, artifact)
-        cached = self.cache.get(key)  # the same structure and precision measured before: its figure holds
-        cache_hit, remeasured = cached is not None, 0
-        if cached is not None:
-            gate = cached
-        else:
-            gate, remeasured = self.time_artifact(artifact, expected_ms=prediction.ms if prediction else None)
-            self.cache.put(key, gate)
+        gate, cache_hit, remeasured = self.time(student, artifact, decide=True,
+                                                expected_ms=prediction.ms if prediction else None)
+        if not cache_hit:
             self.learn(policy, macs_estimate, gate, trial=number)
         timings["latency_s"] = time.perf_counter() - t
         sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
