@@ -146,9 +146,13 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, A
     return values
 
 
-def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["search"]
+    return sub.choices[command]
+
+
+def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return _subparser(parser, "search")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -156,8 +160,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None) is not None:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].set_defaults(**load_config_file(args.config, parser))  # search or measure-worker
+        _subparser(parser, args.command).set_defaults(**load_config_file(args.config, parser))  # search, measure-worker
         args = parser.parse_args(argv)
     return args
 

@@ -34,7 +34,7 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.latency import Latency
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact
-from autocompress.workers import QUEUE_INFIX, owner
+from autocompress.workers import QUEUE_INFIX, StorageLock, owner
 
 __all__ = ["RemoteMeter", "MeasureQueue", "MeasureError", "artifact_request", "artifact_from_request",
            "QUEUE_PURPOSE"]
@@ -58,8 +58,8 @@ def _sha256(path: Path) -> str:
 def artifact_request(artifact: Artifact) -> dict[str, Any]:
     """What the target needs to open ``artifact``: its runtime, precision plan, and every file with its hash."""
     files = [p.resolve() for p in artifact.all_files if p.is_file()]
-    return {"path": str(artifact.path.resolve()), "runtime": artifact.runtime, "quant": {**dataclasses.asdict(artifact.quant), "fp32_layers": list(artifact.quant.fp32_layers)},
-            "files": {str(p): _sha256(p) for p in files}}
+    return {"path": str(artifact.path.resolve()), "runtime": artifact.runtime,
+            "quant": dataclasses.asdict(artifact.quant), "files": {str(p): _sha256(p) for p in files}}
 
 
 def artifact_from_request(data: Mapping[str, Any]) -> Artifact:
@@ -71,7 +71,7 @@ def artifact_from_request(data: Mapping[str, Any]) -> Artifact:
                                "the target both see at the same path (one host, or a shared filesystem)")
         if _sha256(path) != sha:
             raise MeasureError(f"{path} differs from the file the build host wrote (SHA-256): a stale or partial copy")
-    return Artifact(Path(data["path"]), QuantPolicy(**{**data["quant"], "fp32_layers": tuple(data["quant"]["fp32_layers"])}), runtime=data["runtime"])
+    return Artifact(Path(data["path"]), QuantPolicy(**data["quant"]), runtime=data["runtime"])  # fp32_layers: any sequence
 
 
 class MeasureQueue:
@@ -125,8 +125,6 @@ class MeasureQueue:
 
     def claim(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Claim one request (under the queue's storage lock, so two measure workers never take the same one)."""
-        from autocompress.workers import StorageLock
-
         with StorageLock(self.study, "measure-claim", stale_s=60.0, poll_s=0.05):
             fresh = self.storage.get_trial(trial._trial_id)
             if fresh.state != optuna.trial.TrialState.RUNNING or "claimed" in fresh.user_attrs:
@@ -154,12 +152,9 @@ class RemoteMeter:
         self.noisy_figures = 0
         self.anchor_ms: float | None = None
         self.measured_by: dict[str, Any] | None = None  # the target host that answered last
-        self.last_seconds = 0.0
 
     def _ask(self, kind: str, artifact: Artifact) -> dict[str, Any]:
-        started = time.monotonic()
         result = self.queue.ask(kind, {"artifact": artifact_request(artifact)}, timeout_s=self.timeout_s)
-        self.last_seconds = time.monotonic() - started
         self.measured_by = result.get("by")
         return result
 

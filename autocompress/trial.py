@@ -349,7 +349,8 @@ class TrialRunner(Objective):
                 outcome="stopped", latency=gate, finetuned=False, timings=timings, remeasured=remeasured,
                 stopped_reason=(f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > "
                                 f"{self.budget_ms:.3f} ms, {confidence})"),
-                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes, **self._measured_stages(base),
+                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes,
+                **self._measured_stages(base),
                 **extra,
             )
 
@@ -395,5 +396,6 @@ class TrialRunner(Objective):
         return TrialRecord(
             outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
             weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings, remeasured=remeasured,
-            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes, **self._measured_stages(base), **extra,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes,
+            **self._measured_stages(base), **extra,
         )
