@@ -60,7 +60,9 @@ def _check_study(study: optuna.Study) -> list[TrialRecord]:
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))), "trial numbers are unique and dense"
-    assert not [s.study_name for s in optuna.get_all_study_summaries(study._storage) if ".lock." in s.study_name]
+    # This study's locks only: a shared server may hold other studies (and another run's leftovers).
+    assert not [name for name in optuna.get_all_study_names(study._storage)
+                if name.startswith(f"{study.study_name}.lock.")], "every lock was released"
     return records
 
 
@@ -116,12 +118,30 @@ def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Worklo
     victim = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    killed_trial = None
+    # One storage (one connection pool) for the whole watch: a fresh `load_study(storage=url)` per poll opens a new
+    # engine each time, and its idle connections pile up until the server refuses clients ("too many clients").
+    storage = optuna.storages.RDBStorage(POSTGRES)
     deadline = time.monotonic() + 600
+    try:
+        _watch_and_check(name, storage, survivor, victim, deadline)
+    finally:
+        for proc in (survivor, victim):
+            if proc.poll() is None:
+                proc.kill()
+        for leftover in optuna.get_all_study_names(storage):  # the study and its auxiliary (lock, queue) studies
+            if leftover == name or leftover.startswith(name + "."):
+                optuna.delete_study(study_name=leftover, storage=storage)
+        storage.engine.dispose()
+
+
+def _watch_and_check(name: str, storage: optuna.storages.BaseStorage, survivor: subprocess.Popen[str],
+                     victim: subprocess.Popen[bytes], deadline: float) -> None:
+    """SIGKILL ``victim`` inside one of its trials, wait for ``survivor`` to finish, check that nothing was lost."""
+    killed_trial = None
     try:
         while time.monotonic() < deadline and killed_trial is None and victim.poll() is None:
             try:
-                study = optuna.load_study(study_name=name, storage=POSTGRES)
+                study = optuna.load_study(study_name=name, storage=storage)
                 running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             except KeyError:  # not created yet
                 running = []
@@ -134,20 +154,16 @@ def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Worklo
             time.sleep(0.05)
         out, err = survivor.communicate(timeout=900)
     finally:
-        for proc in (survivor, victim):
-            if proc.poll() is None:
-                proc.kill()
+        if victim.poll() is None:
+            victim.kill()
     assert killed_trial is not None, "the second worker was never caught inside a trial"
     assert survivor.returncode == 0, out[-3000:] + err[-3000:]
-    study = optuna.load_study(study_name=name, storage=POSTGRES)
-    try:
-        records = _check_study(study)
-        killed = [r for r in records if r.number == killed_trial]
-        assert killed and killed[0].outcome == "failed" and (killed[0].fail_reason or "").startswith("interrupted")
-        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed_trial]
-        assert len(retries) == 1 and retries[0].state.is_finished(), "the killed worker's trial ran again, once"
-    finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+    study = optuna.load_study(study_name=name, storage=storage)
+    records = _check_study(study)
+    killed = [r for r in records if r.number == killed_trial]
+    assert killed and killed[0].outcome == "failed" and (killed[0].fail_reason or "").startswith("interrupted")
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed_trial]
+    assert len(retries) == 1 and retries[0].state.is_finished(), "the killed worker's trial ran again, once"
 
 
 def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Path) -> None:
