@@ -8,8 +8,10 @@ with :func:`read_record` / :func:`read_records` instead of reaching into string-
 pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
 architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
 accuracy, so it is neither recorded as an objective nor charged as a constraint. ``skipped``: the latency model
-(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), so nothing was built; the
-trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a stopped one.
+(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), or a quantized proposal no faster than the same
+structure in fp32 (``LatencyModel.no_faster_than_fp32``), so nothing was built; the trial is PRUNED with its
+*predicted* latency as the constraint, so the sampler learns from it like from a stopped one (TPE ranks a pruned
+trial below every complete one).
 ``failed``: an error, with its reason.
 
 **Latency decisions use the interval.** A figure whose interval straddles the budget is measured again (bounded)
@@ -217,6 +219,9 @@ class TrialRecord:
         return replace(self, number=number)
 
 
+_MIN_DOMINATED_OVERSHOOT = 0.01  # a dominated skip is never "feasible" to the sampler (TPE puts pruned-feasible first)
+
+
 def constraint_values(record: TrialRecord) -> dict[str, float]:
     """Constraint values on one scale (<= 0 is feasible); see the module docstring.
 
@@ -224,6 +229,11 @@ def constraint_values(record: TrialRecord) -> dict[str, float]:
     """
     if record.latency_ms is not None:
         latency = record.latency_ms / record.budget_ms - 1.0
+    elif record.predicted and record.predicted.get("no_faster_than_fp32_ms"):
+        # Skipped as no faster than its fp32 twin: judged against the twin's latency (what the same structure
+        # already reaches), at least a little over it, so the sampler ranks it with the infeasible trials.
+        bar = min(record.budget_ms, float(record.predicted["no_faster_than_fp32_ms"]))
+        latency = max(float(record.predicted["ms"]) / bar - 1.0, _MIN_DOMINATED_OVERSHOOT)
     elif record.predicted and record.predicted.get("ms"):
         latency = float(record.predicted["ms"]) / record.budget_ms - 1.0
     else:

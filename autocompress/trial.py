@@ -38,7 +38,7 @@ from autocompress.config import SearchConfig
 from autocompress.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import Latency, LatencyCache, LatencyMeter, combine, structure_key
-from autocompress.measure.model import LatencyModel, MacsEstimator, precision_key
+from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
 from autocompress.policy import Policy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.record import TrialRecord, artifact_store, write_record
@@ -59,11 +59,38 @@ LABEL_ATTR = "label"
 STEPS_SCALE_ATTR = "steps_scale"  # a promoted near miss: the same policy fine-tuned this many times longer
 WEIGHTS_FILE = "student_weights.npz"
 MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction
-MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped as predicted over budget, the next one is built anyway
+SKIP_NO_FASTER = "quantized, predicted no faster than fp32"  # the reason's head, read by the report and benchmarks
+MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped in a row, the next one is built anyway
 
 
 class StopRequested(Exception):
     """Ctrl-C was pressed: the trial stops at the next stage boundary and is queued again for the resume."""
+
+
+def skip_reason(model: LatencyModel, policy: Policy, macs: int, prediction: Prediction | None,
+                budget_ms: float) -> tuple[str, dict[str, Any]] | None:
+    """Why a proposal need not be built, and the prediction to record (``None``: build it).
+
+    - predicted over the budget (:meth:`Prediction.likely_over`);
+    - quantized and predicted no faster than the same structure in fp32 (:meth:`LatencyModel.no_faster_than_fp32`):
+      its fp32 twin is as fast without the quantization loss. The record carries the twin's figure
+      (``no_faster_than_fp32_ms``), and the sampler is charged the overshoot over the twin
+      (:func:`autocompress.record.constraint_values`), so TPE ranks it with the infeasible trials, not above them.
+    """
+    if prediction is None:
+        return None
+    if prediction.likely_over(budget_ms):
+        bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(budget_ms)
+                 else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
+        reason = (f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, {bound}; "
+                  f"budget {budget_ms:.3f} ms)")
+        return reason, prediction.to_dict()
+    dominated = model.no_faster_than_fp32(precision_key(policy.quant), macs)
+    if dominated is None:
+        return None
+    quantized, fp32 = dominated
+    reason = f"{SKIP_NO_FASTER}: predicted {quantized.ms:.3f} ms, the same structure in fp32 {fp32.ms:.3f} ms; not built"
+    return reason, {**quantized.to_dict(), "no_faster_than_fp32_ms": fp32.ms}
 
 
 class Objective:
@@ -298,19 +325,17 @@ class TrialRunner(Objective):
         return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
 
     def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
-        """Skip a sampled, pruned proposal that the latency model puts over the budget (:meth:`Prediction.likely_over`)."""
+        """A ``skipped`` record for a sampled, pruned proposal :func:`skip_reason` rules out; ``None`` to build it."""
         if role != "sampled" or policy.prune.is_identity:
             return None
         macs, prediction = self.predict(policy)
-        if prediction is None or not prediction.likely_over(self.budget_ms):
+        skip = skip_reason(self.latency_model, policy, macs, prediction, self.budget_ms)
+        if skip is None or prediction is None:
             return None
-        bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(self.budget_ms)
-                 else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
+        reason, predicted = skip
         return TrialRecord(
-            outcome="skipped", predicted=prediction.to_dict(), macs_estimate=macs, timings={"total_s": 0.0},
-            stopped_reason=(f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, "
-                            f"{bound}; budget {self.budget_ms:.3f} ms)"),
-            **self._base(policy, number=number, role=role, label=label),
+            outcome="skipped", predicted=predicted, macs_estimate=macs, timings={"total_s": 0.0},
+            stopped_reason=reason, **self._base(policy, number=number, role=role, label=label),
         )
 
     # ------------------------------------------------------------------ one trial
