@@ -5,8 +5,8 @@ Scenarios on the demo workload (DemoResNet on 32x32 digits, the README's command
 - ``default``: the default space and budget (0.25x the teacher's fp32 ONNX Runtime latency);
 - ``prune_only``: ``--space prune_only`` — int8 does not pay, so only pruning can meet the budget;
 - ``tight``: ``--latency-budget 0.15x``;
-- ``near_miss``: ``benchmarks/near_miss.yaml``, the default space with a third of its KD epochs, so that trials within
-  the budget end just over the accuracy limit unless near misses are fine-tuned longer.
+- ``near_miss``: ``benchmarks/near_miss.yaml``, the default space with its KD cut to 3-4 epochs (51-67 steps), so
+  that trials within the budget end just over the accuracy limit unless near misses are fine-tuned longer.
 
 ``trials`` counts what ``--trials`` counts (fully measured or failed); skipped (predicted over the budget, never built)
 and stopped (built, over the budget, never fine-tuned) proposals are reported beside it. ``confirmed_ms`` is the
@@ -46,19 +46,21 @@ from autocompress.cpu import detect_cpu  # noqa: E402
 from autocompress.pareto import choose, hypervolume  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
+from autocompress.trial import SKIP_NO_FASTER  # noqa: E402
 from autocompress.workload import Workload, load_workload  # noqa: E402
 
 SCENARIOS = {
     "default": {"space": "default", "budget": "0.25x"},
     "prune_only": {"space": "prune_only", "budget": "0.25x"},
     "tight": {"space": "default", "budget": "0.15x"},
-    # The KD range is too short for the model (a third of the default's epochs): trials within the budget end just
-    # over the accuracy limit unless the search fine-tunes its near misses longer.
+    # The KD range is too short for the model (3-4 epochs): trials within the budget end just over the accuracy
+    # limit unless the search fine-tunes its near misses longer.
     "near_miss": {"space": str(HERE / "near_miss.yaml"), "budget": "0.25x"},
 }
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms", "reachable", "feasible_found",
-          "first_feasible", "n_feasible", "n_stopped", "n_skipped", "n_promoted", "stopped_pct", "best_feasible_ms",
+          "first_feasible", "n_feasible", "n_stopped", "n_skipped", "n_no_faster", "n_promoted", "stopped_pct",
+          "best_feasible_ms",
           "chosen_val_drop_pt", "chosen_ms", "chosen_feasible", "confirmed_ms", "confirmed_inside", "lm_mdape_pct",
           "hv10", "hv20", "hv30", "wall_s", "code", "cpu", "isa")
 
@@ -97,6 +99,9 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
         "reachable": probe.reachable(result.reference.budget_ms) if probe else "",
         "feasible_found": bool(feasible), "first_feasible": first or "", "n_feasible": len(feasible),
         "n_stopped": stopped, "n_skipped": sum(1 for r in searched if r.outcome == "skipped"),
+        # of which: quantized proposals predicted no faster than their fp32 twin (the rest: predicted over budget)
+        "n_no_faster": sum(1 for r in searched if r.outcome == "skipped"
+                           and (r.stopped_reason or "").startswith(SKIP_NO_FASTER)),
         "n_promoted": sum(1 for r in searched if r.role == "promoted"),
         "stopped_pct": round(100 * stopped / max(1, len(counted)), 1),
         "best_feasible_ms": round(min(r.latency_ms for r in feasible), 4) if feasible else "",  # type: ignore[type-var]
@@ -124,7 +129,7 @@ def _code_version() -> str:
 
 
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
-DECISIONS_SINCE = "0efebb4"
+DECISIONS_SINCE = "baca9d2"  # quantized proposals predicted no faster than fp32 are skipped (LatencyModel)
 
 
 def _decides_as_now(code: str) -> bool:
@@ -165,7 +170,7 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
     rows = summary_rows
     lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
               "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
-              "median wall s | stopped % (max) | skipped | promoted | median feasible | LM median abs % error | confirm inside | "
+              "median wall s | stopped % (max) | skipped (no faster than fp32) | promoted | median feasible | LM median abs % error | confirm inside | "
               "ends chosen (incl. rescue) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario in SCENARIOS:
@@ -185,7 +190,8 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                 f"{sum(r['feasible_found'] == 'True' for r in runs)}/{len(runs)} | {fmt(_median(firsts), 1)} | "
                 f"{fmt(_median(best))} | {fmt(_median([float(r['budget_ms']) for r in runs]))} | {fmt(hv['hv10'])} | "
                 f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | {fmt(_median([float(r['wall_s']) for r in runs]), 0)} | "
-                f"{max(float(r['stopped_pct']) for r in runs):.0f} | {fmt(_median([float(r['n_skipped']) for r in runs]), 0)} | "
+                f"{max(float(r['stopped_pct']) for r in runs):.0f} | {fmt(_median([float(r['n_skipped']) for r in runs]), 0)} "
+                f"({fmt(_median([float(r['n_no_faster']) for r in runs if r.get('n_no_faster')]), 0)}) | "
                 f"{fmt(_median([float(r['n_promoted']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['n_feasible']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['lm_mdape_pct']) for r in runs if r['lm_mdape_pct']]), 1)} | "
@@ -193,7 +199,7 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                 f"{sum(r['chosen_feasible'] == 'True' for r in runs)}/{len(runs)} |")
     lines += ["", "Per run:", "", "| " + " | ".join(FIELDS[:-2]) + " |", "|" + "---|" * (len(FIELDS) - 2)]
     for r in rows_all:
-        lines.append("| " + " | ".join(str(r[f]) for f in FIELDS[:-2]) + " |")
+        lines.append("| " + " | ".join(str(r.get(f) or "") for f in FIELDS[:-2]) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -215,6 +221,12 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = list(csv.DictReader(args.csv.open())) if args.csv.exists() else []
+    if rows and list(rows[0]) != list(FIELDS):  # a column was added since: rewrite the file with every column
+        rows = [{f: r.get(f) or "" for f in FIELDS} for r in rows]
+        with args.csv.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
     if not args.report_only:
         if args.rerun:
             planned = {(sc, sa, str(se)) for se in args.seeds for sc in args.scenarios for sa in args.samplers}
@@ -225,13 +237,16 @@ def main() -> None:
                 writer.writerows(rows)
             for scenario, sampler, seed in planned:
                 shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
-        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows}
+        # A run of an earlier rule stays in the CSV (the per-run table) and is run again on the current rule.
+        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows if _decides_as_now(r.get("code", ""))}
         print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
         # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
         plan = [(sc, sa, se) for se in args.seeds for sc in args.scenarios for sa in args.samplers]
         for scenario, sampler, seed in plan:
                     if (scenario, sampler, str(seed)) in done:
                         continue
+                    # The study folder of an earlier run (another rule) would be resumed: start afresh.
+                    shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
                     row = run_one(scenario, sampler, seed, trials=args.trials, output=args.output)
                     new = not args.csv.exists()
                     with args.csv.open("a", newline="") as fh:
