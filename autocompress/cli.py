@@ -360,8 +360,9 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
     counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "skipped", "failed")}
     noise = result.noise
     console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
-                  f"before fine-tuning, {counts['skipped']} skipped (never built: predicted over budget or no faster than fp32), "
-                  f"{counts['failed']} failed · latency figures not quiet: {noise.get('not_quiet', 0)} of "
+                  f"before fine-tuning, {counts['skipped']} skipped as predicted over budget (never built), "
+                  f"{counts['failed']} failed, {sum(bool(r.quant_ruled_out) for r in result.records)} built fp32 "
+                  f"where int8 was predicted no faster · latency figures not quiet: {noise.get('not_quiet', 0)} of "
                   f"{noise.get('figures', 0)} · latency model median abs error "
                   f"{result.latency_model.get('median_abs_pct_error', '—')} % · {time.perf_counter() - started:.0f} s",
                   highlight=False, soft_wrap=True)

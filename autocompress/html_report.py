@@ -265,8 +265,9 @@ def _summary(name: str, records: Sequence[TrialRecord], choice: Choice | None, c
              if teacher and "teacher_val_accuracy" in reference else "not recorded"),
             ("trials", f"{counts['complete']} complete ({sum(r.feasible for r in records)} feasible), "
                        f"{counts['stopped']} stopped over budget before fine-tuning, "
-                       f"{sum(r.outcome == 'skipped' for r in records)} skipped before building (predicted over budget or no faster than fp32), "
-                       f"{counts['failed']} failed")]
+                       f"{sum(r.outcome == 'skipped' for r in records)} skipped as predicted over budget, "
+                       f"{counts['failed']} failed; {sum(bool(r.quant_ruled_out) for r in records)} sampled as fp32 "
+                       "because the latency model predicted int8 no faster there")]
     if choice is None:
         rows.append(("chosen", "none: no complete trial keeps the accuracy limit"))
     else:

@@ -8,10 +8,8 @@ with :func:`read_record` / :func:`read_records` instead of reaching into string-
 pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
 architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
 accuracy, so it is neither recorded as an objective nor charged as a constraint. ``skipped``: the latency model
-(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), or a quantized proposal no faster than the same
-structure in fp32 (``LatencyModel.no_faster_than_fp32``), so nothing was built; the trial is PRUNED with its
-*predicted* latency as the constraint, so the sampler learns from it like from a stopped one (TPE ranks a pruned
-trial below every complete one).
+(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), so nothing was built; the
+trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a stopped one.
 ``failed``: an error, with its reason.
 
 **Latency decisions use the interval.** A figure whose interval straddles the budget is measured again (bounded)
@@ -99,6 +97,9 @@ class TrialRecord:
         precision: the precision each compute layer ran in, read back from the runtime (``{"int8": 14, "fp32": 1}``).
         stages: where each stage ran: ``finetune`` (``cpu`` or ``cuda:0``), ``measure`` (the target CPU) and ``worker``
             (the process: host, pid, uuid); the seconds each took are in ``timings``.
+        quant_ruled_out: why the sampler was not offered a quantized precision for this structure (the latency model
+            predicted it no faster than fp32, :meth:`~autocompress.measure.model.LatencyModel.quantized_ruled_out`), so
+            the trial is fp32; ``None`` when the precision was sampled or enqueued.
     """
 
     number: int
@@ -130,6 +131,7 @@ class TrialRecord:
     target: Mapping[str, Any] = field(default_factory=dict)
     precision: Mapping[str, int] | None = None
     stages: Mapping[str, Any] = field(default_factory=dict)
+    quant_ruled_out: str | None = None
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -219,9 +221,6 @@ class TrialRecord:
         return replace(self, number=number)
 
 
-_MIN_DOMINATED_OVERSHOOT = 0.01  # a dominated skip is never "feasible" to the sampler (TPE puts pruned-feasible first)
-
-
 def constraint_values(record: TrialRecord) -> dict[str, float]:
     """Constraint values on one scale (<= 0 is feasible); see the module docstring.
 
@@ -229,11 +228,6 @@ def constraint_values(record: TrialRecord) -> dict[str, float]:
     """
     if record.latency_ms is not None:
         latency = record.latency_ms / record.budget_ms - 1.0
-    elif record.predicted and record.predicted.get("no_faster_than_fp32_ms"):
-        # Skipped as no faster than its fp32 twin: judged against the twin's latency (what the same structure
-        # already reaches), at least a little over it, so the sampler ranks it with the infeasible trials.
-        bar = min(record.budget_ms, float(record.predicted["no_faster_than_fp32_ms"]))
-        latency = max(float(record.predicted["ms"]) / bar - 1.0, _MIN_DOMINATED_OVERSHOOT)
     elif record.predicted and record.predicted.get("ms"):
         latency = float(record.predicted["ms"]) / record.budget_ms - 1.0
     else:

@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from autocompress.errors import AutocompressError
-from autocompress.measure.latency import Latency
+from autocompress.measure.latency import Latency, NoiseTally
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact
 from autocompress.workers import QUEUE_INFIX, StorageLock, owner
@@ -148,8 +148,7 @@ class RemoteMeter:
     def __init__(self, study: optuna.Study, *, timeout_s: float = _TIMEOUT_S) -> None:
         self.queue = MeasureQueue(study)
         self.timeout_s = timeout_s
-        self.figures = 0
-        self.noisy_figures = 0
+        self.tally = NoiseTally()
         self.anchor_ms: float | None = None
         self.measured_by: dict[str, Any] | None = None  # the target host that answered last
 
@@ -161,11 +160,8 @@ class RemoteMeter:
     def measure(self, artifact: Artifact, **_: Any) -> Latency:
         """``artifact`` timed on the target side by side with the study's teacher artifact there."""
         result = self._ask("latency", artifact)
-        latency = Latency.from_dict(result["latency"])
         self.anchor_ms = result.get("anchor_ms", self.anchor_ms)
-        self.figures += 1
-        self.noisy_figures += latency.noise != "quiet"
-        return latency
+        return self.tally.count(Latency.from_dict(result["latency"]))
 
     def score(self, artifact: Artifact) -> tuple[float, dict[str, int]]:
         """Val top-1 of ``artifact`` on the target's runtime and the precision each layer ran in there."""
@@ -173,9 +169,8 @@ class RemoteMeter:
         return float(result["top1"]), {str(k): int(v) for k, v in dict(result["precision"]).items()}
 
     def noise_summary(self) -> dict[str, Any]:
-        return {"figures": self.figures, "not_quiet": self.noisy_figures,
-                "not_quiet_fraction": round(self.noisy_figures / self.figures, 3) if self.figures else 0.0,
-                "reference_anchor_ms": self.anchor_ms, "measured_on": "the target (measure worker)"}
+        return {**self.tally.summary(), "reference_anchor_ms": self.anchor_ms,
+                "measured_on": "the target (measure worker)"}
 
 
 def serve(queue: MeasureQueue, *, measure: Callable[[Artifact], Latency],

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -71,9 +71,11 @@ from autocompress.policy import (
     QuantPolicy,
 )
 
-__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS", "FP32_LAYER_PARAM"]
+__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS", "FP32_LAYER_PARAM",
+           "QUANT_RULED_OUT_ATTR"]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
+QUANT_RULED_OUT_ATTR = "quant_ruled_out"  # trial user attribute: why quant.* was not sampled (the trial is fp32)
 FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer fp32 in an int8 trial
 # Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.cpu.int8_kernel_for).
 INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
@@ -201,18 +203,29 @@ class SearchSpace:
         return max(1, int(round(epochs * train_size / self.batch_size)))
 
     def suggest(self, trial: optuna.Trial, groups: Sequence[PrunableGroup], *,
-                int8_kernel: Int8Kernel | None = None, train_size: int | None = None) -> Policy:
+                int8_kernel: Int8Kernel | None = None, train_size: int | None = None,
+                quantize_unless: Callable[[PrunePolicy], str | None] | None = None) -> Policy:
         """Sample one :class:`Policy` from this space for ``trial``.
 
         ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings, :func:`autocompress.cpu.int8_kernel_for`);
         without it ``auto`` means full-range U8S8. ``train_size`` turns ``distill.epochs`` into steps.
+        ``quantize_unless`` is asked with the sampled structure before the precision is sampled: a reason (the latency
+        model predicts every quantized mode no faster than fp32 there) makes the trial fp32 without sampling
+        ``quant.*`` (a conditional parameter, as Optuna's define-by-run spaces allow), and the reason is stored as the
+        trial's ``quant_ruled_out`` user attribute.
         """
         ratios = self._suggest_ratios(trial, groups)
         sparsity = 0.0
         if self.sparsity is not None:
             rng = self.sparsity
             sparsity = trial.suggest_float("prune.sparsity", rng.low, rng.high, step=rng.step, log=rng.log)
-        mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
+        prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
+        ruled_out = quantize_unless(prune) if quantize_unless is not None and len(self.quant_modes) > 1 else None
+        if ruled_out:
+            trial.set_user_attr(QUANT_RULED_OUT_ATTR, ruled_out)
+            mode = "none"
+        else:
+            mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
         granularity, calibration = "per_channel", "minmax"
         activation_type, reduce_range = "uint8", False
         if mode != "none":
@@ -229,7 +242,6 @@ class SearchSpace:
             if self.per_layer:
                 fp32_layers = tuple(g.name for g in groups
                                     if trial.suggest_categorical(f"{FP32_LAYER_PARAM}{g.name}", [False, True]))
-        prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
         distill = DistillPolicy(steps=0, batch_size=self.batch_size)
         if not prune.is_identity:
             distill = DistillPolicy(

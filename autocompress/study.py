@@ -38,7 +38,7 @@ from autocompress.config import SearchConfig
 from autocompress.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_artifact
-from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
+from autocompress.measure.latency import Latency, LatencyMeter, Meter, measure_torch
 from autocompress.measure.model import LatencyModel
 from autocompress.pareto import Choice, pareto_front
 from autocompress.policy import QuantPolicy
@@ -376,7 +376,7 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     check = verify_preprocessing(workload)  # a far better --normalize: one-line WorkloadError naming it, before timing
     say(f"teacher preprocessing: {check.summary()}")
     say(f"runtime: {runtime.name} {runtime.version()} · precisions {', '.join(space.quant_modes)}")
-    meter: LatencyMeter | RemoteMeter
+    meter: Meter
     if build_only:
         reference, meter = Reference.from_stored(study.user_attrs["reference"]), RemoteMeter(study)
         say(f"build only: every latency and accuracy figure is taken by the measure worker on the target "

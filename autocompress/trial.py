@@ -37,12 +37,12 @@ from autocompress.compress.prune import (
 from autocompress.config import SearchConfig
 from autocompress.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate
-from autocompress.measure.latency import Latency, LatencyCache, LatencyMeter, combine, structure_key
+from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
-from autocompress.policy import Policy
+from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.record import TrialRecord, artifact_store, write_record
-from autocompress.space import SearchSpace
+from autocompress.space import QUANT_RULED_OUT_ATTR, SearchSpace
 from autocompress.training import predict_logits
 from autocompress.weights import save_weights
 from autocompress.workers import core_guard, owner
@@ -59,7 +59,6 @@ LABEL_ATTR = "label"
 STEPS_SCALE_ATTR = "steps_scale"  # a promoted near miss: the same policy fine-tuned this many times longer
 WEIGHTS_FILE = "student_weights.npz"
 MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction
-SKIP_NO_FASTER = "quantized, predicted no faster than fp32"  # the reason's head, read by the report and benchmarks
 MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped in a row, the next one is built anyway
 
 
@@ -67,30 +66,20 @@ class StopRequested(Exception):
     """Ctrl-C was pressed: the trial stops at the next stage boundary and is queued again for the resume."""
 
 
-def skip_reason(model: LatencyModel, policy: Policy, macs: int, prediction: Prediction | None,
-                budget_ms: float) -> tuple[str, dict[str, Any]] | None:
-    """Why a proposal need not be built, and the prediction to record (``None``: build it).
+def skip_reason(prediction: Prediction | None, budget_ms: float) -> str | None:
+    """Why a proposal need not be built (``None``: build it): predicted over the budget (:meth:`Prediction.likely_over`)."""
+    if prediction is None or not prediction.likely_over(budget_ms):
+        return None
+    bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(budget_ms)
+             else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
+    return (f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, {bound}; "
+            f"budget {budget_ms:.3f} ms)")
 
-    - predicted over the budget (:meth:`Prediction.likely_over`);
-    - quantized and predicted no faster than the same structure in fp32 (:meth:`LatencyModel.no_faster_than_fp32`):
-      its fp32 twin is as fast without the quantization loss. The record carries the twin's figure
-      (``no_faster_than_fp32_ms``), and the sampler is charged the overshoot over the twin
-      (:func:`autocompress.record.constraint_values`), so TPE ranks it with the infeasible trials, not above them.
-    """
-    if prediction is None:
-        return None
-    if prediction.likely_over(budget_ms):
-        bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(budget_ms)
-                 else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
-        reason = (f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, {bound}; "
-                  f"budget {budget_ms:.3f} ms)")
-        return reason, prediction.to_dict()
-    dominated = model.no_faster_than_fp32(precision_key(policy.quant), macs)
-    if dominated is None:
-        return None
-    quantized, fp32 = dominated
-    reason = f"{SKIP_NO_FASTER}: predicted {quantized.ms:.3f} ms, the same structure in fp32 {fp32.ms:.3f} ms; not built"
-    return reason, {**quantized.to_dict(), "no_faster_than_fp32_ms": fp32.ms}
+
+def _noted(trial: optuna.Trial, record: TrialRecord) -> TrialRecord:
+    """``record`` with what sampling decided for it (why its precision was not sampled, when it was not)."""
+    ruled_out = trial.user_attrs.get(QUANT_RULED_OUT_ATTR)
+    return dataclasses.replace(record, quant_ruled_out=str(ruled_out)) if ruled_out else record
 
 
 class Objective:
@@ -133,6 +122,13 @@ class Objective:
         """
         return None
 
+    def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
+        """Why no quantized precision is worth sampling for ``prune``'s structure (``None``: sample the precision).
+
+        The base class never rules one out; :class:`TrialRunner` asks its latency model.
+        """
+        return None
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         from autocompress.resume import OWNER_ATTR, owner_attrs
 
@@ -142,7 +138,9 @@ class Objective:
         label = str(trial.user_attrs.get(LABEL_ATTR, ""))
         policy: Policy | None = None
         try:
-            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel, train_size=self.train_size)
+            # Only a sampled trial's precision is the sampler's to choose; an enqueued one keeps its parameters.
+            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel, train_size=self.train_size,
+                                        quantize_unless=self.quantized_ruled_out if role == "sampled" else None)
             scale = int(trial.user_attrs.get(STEPS_SCALE_ATTR, 1))
             if scale > 1:
                 policy = dataclasses.replace(policy, distill=dataclasses.replace(policy.distill,
@@ -150,15 +148,16 @@ class Objective:
             skipped = self.skip_record(policy, number=trial.number, role=role, label=label)
             if skipped is not None and self.skips_in_a_row < MAX_SKIPS_IN_A_ROW:
                 self.skips_in_a_row += 1
-                write_record(trial, skipped)
+                write_record(trial, _noted(trial, skipped))
                 raise optuna.TrialPruned(skipped.stopped_reason)
             self.skips_in_a_row = 0
-            record = self.evaluate(policy, number=trial.number, role=role, label=label)
+            record = _noted(trial, self.evaluate(policy, number=trial.number, role=role, label=label))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             reason = (str(exc) if isinstance(exc, StopRequested) else f"{type(exc).__name__}: {exc}")[:2000]
-            write_record(trial, self.failed_record(policy, number=trial.number, role=role, label=label, reason=reason))
+            failed = self.failed_record(policy, number=trial.number, role=role, label=label, reason=reason)
+            write_record(trial, _noted(trial, failed))
             trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
             raise
         write_record(trial, record)
@@ -191,7 +190,7 @@ class TrialRunner(Objective):
 
     def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, budget_ms: float,
                  teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
-                 fingerprint: Mapping[str, Any], meter: LatencyMeter, cache: LatencyCache | None = None,
+                 fingerprint: Mapping[str, Any], meter: Meter, cache: LatencyCache | None = None,
                  latency_model: LatencyModel | None = None, runtime: Runtime | None = None,
                  target: Mapping[str, Any] | None = None, device: torch.device | str = "cpu",
                  scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None) -> None:
@@ -318,7 +317,7 @@ class TrialRunner(Objective):
     def _measured_stages(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` with the host that measured the trial (a build host's remote meter: the measure worker that
         answered; read when the trial's figures are in)."""
-        measured_by = getattr(self.meter, "measured_by", None)
+        measured_by = self.meter.measured_by
         return {**base, "stages": {**base["stages"], "measured_by": measured_by}} if measured_by else base
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
@@ -329,14 +328,19 @@ class TrialRunner(Objective):
         if role != "sampled" or policy.prune.is_identity:
             return None
         macs, prediction = self.predict(policy)
-        skip = skip_reason(self.latency_model, policy, macs, prediction, self.budget_ms)
-        if skip is None or prediction is None:
+        reason = skip_reason(prediction, self.budget_ms)
+        if reason is None or prediction is None:
             return None
-        reason, predicted = skip
         return TrialRecord(
-            outcome="skipped", predicted=predicted, macs_estimate=macs, timings={"total_s": 0.0},
+            outcome="skipped", predicted=prediction.to_dict(), macs_estimate=macs, timings={"total_s": 0.0},
             stopped_reason=reason, **self._base(policy, number=number, role=role, label=label),
         )
+
+    def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
+        """Why no quantized precision is worth sampling for this structure (:meth:`LatencyModel.quantized_ruled_out`)."""
+        if prune.is_identity:
+            return None
+        return self.latency_model.quantized_ruled_out(self.space.quant_modes, self.macs.estimate(prune))
 
     # ------------------------------------------------------------------ one trial
     def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:

@@ -46,7 +46,6 @@ from autocompress.cpu import detect_cpu  # noqa: E402
 from autocompress.pareto import choose, hypervolume  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
-from autocompress.trial import SKIP_NO_FASTER  # noqa: E402
 from autocompress.workload import Workload, load_workload  # noqa: E402
 
 SCENARIOS = {
@@ -59,7 +58,7 @@ SCENARIOS = {
 }
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms", "reachable", "feasible_found",
-          "first_feasible", "n_feasible", "n_stopped", "n_skipped", "n_no_faster", "n_promoted", "stopped_pct",
+          "first_feasible", "n_feasible", "n_stopped", "n_skipped", "n_int8_ruled_out", "n_promoted", "stopped_pct",
           "best_feasible_ms",
           "chosen_val_drop_pt", "chosen_ms", "chosen_feasible", "confirmed_ms", "confirmed_inside", "lm_mdape_pct",
           "hv10", "hv20", "hv30", "wall_s", "code", "cpu", "isa")
@@ -99,9 +98,8 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
         "reachable": probe.reachable(result.reference.budget_ms) if probe else "",
         "feasible_found": bool(feasible), "first_feasible": first or "", "n_feasible": len(feasible),
         "n_stopped": stopped, "n_skipped": sum(1 for r in searched if r.outcome == "skipped"),
-        # of which: quantized proposals predicted no faster than their fp32 twin (the rest: predicted over budget)
-        "n_no_faster": sum(1 for r in searched if r.outcome == "skipped"
-                           and (r.stopped_reason or "").startswith(SKIP_NO_FASTER)),
+        # sampled trials built fp32 because the latency model predicted int8 no faster there (int8 not offered)
+        "n_int8_ruled_out": sum(1 for r in searched if r.quant_ruled_out),
         "n_promoted": sum(1 for r in searched if r.role == "promoted"),
         "stopped_pct": round(100 * stopped / max(1, len(counted)), 1),
         "best_feasible_ms": round(min(r.latency_ms for r in feasible), 4) if feasible else "",  # type: ignore[type-var]
@@ -129,7 +127,7 @@ def _code_version() -> str:
 
 
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
-DECISIONS_SINCE = "baca9d2"  # quantized proposals predicted no faster than fp32 are skipped (LatencyModel)
+DECISIONS_SINCE = "PENDING"  # int8 not offered where the latency model predicts it no faster than fp32
 
 
 def _decides_as_now(code: str) -> bool:
@@ -170,9 +168,9 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
     rows = summary_rows
     lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
               "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
-              "median wall s | stopped % (max) | skipped (no faster than fp32) | promoted | median feasible | LM median abs % error | confirm inside | "
+              "median wall s | stopped % (max) | skipped | int8 ruled out | promoted | median feasible | LM median abs % error | confirm inside | "
               "ends chosen (incl. rescue) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario in SCENARIOS:
         random_hv = _median([float(r["hv30"]) for r in rows if r["scenario"] == scenario and r["sampler"] == "random"])
         for sampler in SAMPLERS:
@@ -190,8 +188,8 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                 f"{sum(r['feasible_found'] == 'True' for r in runs)}/{len(runs)} | {fmt(_median(firsts), 1)} | "
                 f"{fmt(_median(best))} | {fmt(_median([float(r['budget_ms']) for r in runs]))} | {fmt(hv['hv10'])} | "
                 f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | {fmt(_median([float(r['wall_s']) for r in runs]), 0)} | "
-                f"{max(float(r['stopped_pct']) for r in runs):.0f} | {fmt(_median([float(r['n_skipped']) for r in runs]), 0)} "
-                f"({fmt(_median([float(r['n_no_faster']) for r in runs if r.get('n_no_faster')]), 0)}) | "
+                f"{max(float(r['stopped_pct']) for r in runs):.0f} | {fmt(_median([float(r['n_skipped']) for r in runs]), 0)} | "
+                f"{fmt(_median([float(r['n_int8_ruled_out']) for r in runs if r.get('n_int8_ruled_out')]), 0)} | "
                 f"{fmt(_median([float(r['n_promoted']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['n_feasible']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['lm_mdape_pct']) for r in runs if r['lm_mdape_pct']]), 1)} | "

@@ -87,28 +87,19 @@ def test_a_setting_without_points_borrows_its_modes_curve_with_a_wider_interval(
     assert model.predict("fp32", 75) is None, "fp32 never borrows int8's curve"
 
 
-def test_a_quantized_curve_no_faster_than_fp32_is_flagged_only_between_measured_structures() -> None:
+def test_quantized_modes_are_ruled_out_only_where_predicted_no_faster_than_fp32_between_measured_structures() -> None:
     model = LatencyModel(min_points=3, min_width=0.1)
     for macs, ms in [(10, 0.20), (50, 0.60), (100, 1.00)]:
         model.add("fp32", macs, ms)
-    int8 = "int8/per_channel/u8s8_reduce"
-    for macs, ms in [(10, 0.30), (50, 0.55), (100, 0.60)]:  # slower than fp32 when small, faster when large
-        model.add(int8, macs, ms)
-    flagged = model.no_faster_than_fp32(int8, 20)  # int8 0.3625 vs fp32 0.30
-    assert flagged is not None
-    quantized, fp32 = flagged
-    assert quantized.ms == pytest.approx(0.3625) and fp32.ms == pytest.approx(0.30)
-    assert model.no_faster_than_fp32(int8, 80) is None, "int8 0.58 vs fp32 0.84: faster, built"
-    assert model.no_faster_than_fp32(int8, 5) is None, "below every measured structure: not an interpolation"
-    assert model.no_faster_than_fp32(int8, 150) is None, "above every measured structure: not an interpolation"
-    assert model.no_faster_than_fp32("fp32", 20) is None
-    # A setting without its own points borrows the mode's curve and decides only on the low end of its interval.
-    per_tensor = "int8/per_tensor/u8s8_reduce"
-    borrowed = model.predict(per_tensor, 20)
-    assert borrowed is not None and borrowed.low_ms < 0.30 < borrowed.ms, "0.3625 +- 21 %: not confidently slower"
-    assert model.no_faster_than_fp32(per_tensor, 20) is None
-    slow = LatencyModel(min_points=3, min_width=0.1)
-    for macs, ms in [(10, 0.20), (50, 0.60), (100, 1.00)]:
-        slow.add("fp32", macs, ms)
-        slow.add(int8, macs, 2 * ms)
-    assert slow.no_faster_than_fp32(per_tensor, 20) is not None, "twice as slow: even the low end is slower"
+    # int8 is slower than fp32 when small, faster when large; two settings pooled into the mode's curve.
+    for key, macs, ms in [("int8/per_channel/u8s8_reduce", 10, 0.30), ("int8/per_tensor/u8s8_reduce", 50, 0.55),
+                          ("int8/per_channel/u8s8_reduce", 100, 0.60)]:
+        model.add(key, macs, ms)
+    reason = model.quantized_ruled_out(["none", "int8"], 20)  # int8 0.3625 vs fp32 0.30
+    assert reason is not None and "int8 0.362 ms" in reason and "fp32 0.300 ms" in reason
+    assert model.quantized_ruled_out(["none", "int8"], 80) is None, "int8 0.58 vs fp32 0.84: faster, offered"
+    assert model.quantized_ruled_out(["none", "int8"], 5) is None, "below every measured structure: not interpolated"
+    assert model.quantized_ruled_out(["none", "int8"], 150) is None, "above every measured structure: not interpolated"
+    assert model.quantized_ruled_out(["none"], 20) is None, "nothing quantized to rule out"
+    assert model.quantized_ruled_out(["none", "int8", "bf16"], 20) is None, "bf16 has no curve: it may still pay"
+    assert LatencyModel().quantized_ruled_out(["none", "int8"], 20) is None, "an empty model rules nothing out"

@@ -74,7 +74,7 @@ def test_the_measure_worker_answers_each_request_once_and_a_bad_one_with_its_rea
     latency = answers["latency"]
     assert latency.low <= latency.median_ms <= latency.high  # type: ignore[attr-defined]
     assert answers["score"] == (0.75, {"int8": 3, "fp32": 1})
-    assert meter.figures == 1 and meter.anchor_ms == 1.5 and meter.measured_by is not None
+    assert meter.tally.figures == 1 and meter.anchor_ms == 1.5 and meter.measured_by is not None
     queue = MeasureQueue(study)
     assert queue.pending() == [] and is_lock(queue.name)
     states = [t.state for t in optuna.load_study(study_name=queue.name, storage=study._storage).trials]

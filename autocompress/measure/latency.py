@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+import typing
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,8 @@ __all__ = [
     "Latency",
     "LatencyCache",
     "LatencyMeter",
+    "Meter",
+    "NoiseTally",
     "Protocol",
     "NOISE_LEVELS",
     "combine",
@@ -362,6 +365,36 @@ def measure_torch(model: nn.Module, input_shape: tuple[int, ...], *, threads: in
                                 batch_size=batch_size, protocol=protocol)
 
 
+class NoiseTally:
+    """How many figures a meter took and how many were not quiet: the study's, the report's and metrics.json's
+    noise summary."""
+
+    def __init__(self) -> None:
+        self.figures = 0
+        self.noisy_figures = 0
+
+    def count(self, latency: Latency) -> Latency:
+        self.figures += 1
+        self.noisy_figures += latency.noise != "quiet"
+        return latency
+
+    def summary(self) -> dict[str, Any]:
+        return {"figures": self.figures, "not_quiet": self.noisy_figures,
+                "not_quiet_fraction": round(self.noisy_figures / self.figures, 3) if self.figures else 0.0}
+
+
+class Meter(typing.Protocol):
+    """What a trial times its artifacts with: :class:`LatencyMeter` in this process, or
+    :class:`autocompress.remote.RemoteMeter` on a build host (the measure worker on the target answers)."""
+
+    anchor_ms: float | None
+    measured_by: dict[str, Any] | None  # the host that timed the last figure; None: this process
+
+    def measure(self, artifact: Artifact) -> Latency: ...
+
+    def noise_summary(self) -> dict[str, Any]: ...
+
+
 class LatencyMeter:
     """Times artifacts side by side with the study's reference artifact (the teacher on the same runtime), warm.
 
@@ -387,8 +420,8 @@ class LatencyMeter:
         self._reference_runner = runtime.runner(reference, threads=threads, batch_size=batch_size)
         self._reference = artifact_run(self._reference_runner, self.input_shape, batch_size)
         self.anchor_ms: float | None = None
-        self.figures = 0
-        self.noisy_figures = 0
+        self.measured_by: dict[str, Any] | None = None  # timed here (a Meter)
+        self.tally = NoiseTally()
         from autocompress.workers import core_guard
 
         self.cores = core_guard()  # no other autocompress process on this host fine-tunes while we time
@@ -413,15 +446,11 @@ class LatencyMeter:
         latency = _side_by_side(candidate, reference, anchor_ms=self.anchor_ms, protocol=protocol)
         if self.anchor_ms is not None and reference.median_ms < self.anchor_ms:
             self.anchor_ms = reference.median_ms
-        self.figures += 1
-        self.noisy_figures += latency.noise != "quiet"
-        return latency
+        return self.tally.count(latency)
 
     def noise_summary(self) -> dict[str, Any]:
         """How noisy the machine was over this meter's figures (for the study, the report and metrics.json)."""
-        return {"figures": self.figures, "not_quiet": self.noisy_figures,
-                "not_quiet_fraction": round(self.noisy_figures / self.figures, 3) if self.figures else 0.0,
-                "reference_anchor_ms": self.anchor_ms, "protocol": self.protocol.to_dict()}
+        return {**self.tally.summary(), "reference_anchor_ms": self.anchor_ms, "protocol": self.protocol.to_dict()}
 
 
 def structure_key(model: nn.Module, *extra: object) -> str:

@@ -4,8 +4,8 @@ It never replaces a measurement. The search uses it to
 
 - skip a proposal predicted over the budget before anything is built (:meth:`Prediction.likely_over`: over with
   confidence, or an interpolated estimate above it; the sampler is told, and proposes again, bounded);
-- skip a quantized proposal predicted no faster than the same structure in fp32
-  (:meth:`LatencyModel.no_faster_than_fp32`): its fp32 twin is as fast and keeps the accuracy quantization costs;
+- not offer a quantized precision for a structure where it is predicted no faster than fp32
+  (:meth:`LatencyModel.quantized_ruled_out`): the trial is the fp32 twin, as fast and without the quantization loss;
 - flag a measurement far from its prediction, which is then measured again;
 - place the rescue's structures between the fastest known pass and the slowest known failure.
 
@@ -236,24 +236,29 @@ class LatencyModel:
         curve = self._curves.get(key)
         return len(curve.macs) if curve is not None else 0
 
-    def no_faster_than_fp32(self, key: str, macs: int) -> tuple[Prediction, Prediction] | None:
-        """``(prediction at key, fp32 prediction)`` when a quantized precision is predicted no faster than fp32 at
-        the same MACs, else ``None``.
+    def quantized_ruled_out(self, modes: Sequence[str], macs: int) -> str | None:
+        """Why no quantized mode of ``modes`` is worth sampling for a structure of ``macs`` (``None``: some may be).
 
-        Both estimates must be interpolated (between measured structures), so this is never an extrapolation. A
-        precision with its own curve (``min_points``) decides on the point estimates; one that borrows its mode's
-        curve (an int8 setting the probe did not time) only when even the low end of its wider interval is no faster
-        than fp32. Why it matters: int8 has a fixed cost (quantize/dequantize around every op) that a small, heavily
-        pruned network does not earn back. Measured (tight scenario, seed 1, Zen 3): int8 at 72-84 % prune ran
-        0.27-0.37 ms where fp32 ran 0.24, and TPE spent its trials there.
+        A mode is ruled out when its curve (every setting of the mode pooled, ``min_points`` at least) and the fp32
+        curve both bound the structure (interpolated, never extrapolated) and the mode's estimate is no faster than
+        fp32's: its fp32 twin is as fast and keeps the accuracy quantization costs. Only when *every* quantized mode of
+        the space is ruled out does the trial become fp32 (a categorical's choices never change between trials).
+        Why it matters: int8 has a fixed cost (quantize/dequantize around every op) that a small, heavily pruned
+        network does not earn back. Measured (tight scenario, seed 1, Zen 3): int8 at 72-84 % prune ran 0.27-0.37 ms
+        where fp32 ran 0.24, and TPE spent its trials there.
         """
-        if key == "fp32" or self.fitted_points("fp32") < self.min_points:
+        quantized = [m for m in modes if m != "none"]
+        fp32 = self.predict("fp32", macs) if self.fitted_points("fp32") >= self.min_points else None
+        if not quantized or fp32 is None or not fp32.interpolated:
             return None
-        quantized, fp32 = self.predict(key, macs), self.predict("fp32", macs)
-        if quantized is None or fp32 is None or not (quantized.interpolated and fp32.interpolated):
-            return None
-        own = self.fitted_points(key) >= self.min_points
-        return (quantized, fp32) if (quantized.ms if own else quantized.low_ms) >= fp32.ms else None
+        figures = []
+        for mode in quantized:
+            key = _family(f"{mode}/*") if mode != "bf16" else "bf16"
+            prediction = self.predict(key, macs) if self.fitted_points(key) >= self.min_points else None
+            if prediction is None or not prediction.interpolated or prediction.ms < fp32.ms:
+                return None
+            figures.append(f"{mode} {prediction.ms:.3f} ms")
+        return f"predicted no faster than fp32 at this structure ({', '.join(figures)} vs fp32 {fp32.ms:.3f} ms)"
 
     def predict_policy(self, policy: Policy, estimator: MacsEstimator) -> tuple[int, Prediction | None]:
         macs = estimator.estimate(policy.prune)
