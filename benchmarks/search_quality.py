@@ -127,7 +127,7 @@ def _code_version() -> str:
 
 
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
-DECISIONS_SINCE = "PENDING"  # int8 not offered where the latency model predicts it no faster than fp32
+DECISIONS_SINCE = "237ecbc"  # int8 not offered where the latency model predicts it no faster than fp32
 
 
 def _decides_as_now(code: str) -> bool:
