@@ -197,8 +197,9 @@ def study_note(study: optuna.Study) -> str:
     lines.append(f"- **Trials:** {counts['complete']} complete ({feasible} feasible), {counts['stopped']} stopped "
                  f"over budget (pruned, not fine-tuned), {counts['failed']} failed")
     lines += [
-        "- **Feasible** means every constraint is <= 0: `latency = latency_ms / budget - 1`, "
-        "`accuracy = (drop_pt - max_drop_pt) / max_drop_pt`.",
+        "- **Feasible** means every constraint is <= 0: `latency = latency_ms / budget - 1` within the budget and "
+        "`100 + latency_ms / budget - 1` over it (so the samplers rank any trial over the budget behind any trial "
+        "within it), `accuracy = (drop_pt - max_drop_pt) / max_drop_pt`.",
         "- Each trial's `model.onnx` and `policy.json` download from its trial page (Artifacts); its full record is "
         "the user attribute `record`.",
         "",

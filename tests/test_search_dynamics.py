@@ -17,7 +17,7 @@ from autocompress.compress.prune import PrunableGroup
 from autocompress.config import SearchConfig
 from autocompress.measure.latency import Latency
 from autocompress.policy import Policy, PrunePolicy
-from autocompress.record import TrialRecord, read_records
+from autocompress.record import LATENCY_OVER_BUDGET_OFFSET, TrialRecord, read_records
 from autocompress.space import SearchSpace, load_space
 from autocompress.study import create_study
 from autocompress.measure.model import LatencyModel, precision_key
@@ -91,7 +91,8 @@ def test_over_budget_trials_are_pruned_and_charged_for_latency_only(tmp_path: Pa
             assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
             assert r.accuracy is None
             # Relative latency overshoot; the accuracy of a model never fine-tuned is not charged.
-            assert trial.constraints["0"] == pytest.approx(r.latency_ms / BUDGET_MS - 1)
+            # Relative overshoot plus the offset that ranks it behind every trial within the budget.
+            assert trial.constraints["0"] == pytest.approx(LATENCY_OVER_BUDGET_OFFSET + r.latency_ms / BUDGET_MS - 1)
             assert trial.constraints["1"] == 0.0
         else:
             assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -101,6 +102,19 @@ def test_over_budget_trials_are_pruned_and_charged_for_latency_only(tmp_path: Pa
         # Exactly the two constraints (latency, accuracy), as the list Optuna's samplers and optuna-dashboard read.
         assert set(trial.constraints) == {"0", "1"}
         assert trial.system_attrs["constraints"] == [r.constraints["latency"], r.constraints["accuracy"]]
+
+
+def test_any_trial_over_the_budget_ranks_behind_any_trial_within_it() -> None:
+    """Optuna ranks infeasible trials by their summed violations: 1 % over the budget must weigh more than the worst
+    drop (a model at chance level), so the sampler's good set is made of structures that can still become feasible."""
+    policy = Policy()
+    over = TrialRecord(number=0, outcome="stopped", policy=policy, budget_ms=BUDGET_MS, max_drop_pt=MAX_DROP,
+                       teacher_accuracy=TEACHER_ACC, latency=_latency(BUDGET_MS * 1.01))
+    worst = TrialRecord(number=1, outcome="complete", policy=policy, budget_ms=BUDGET_MS, max_drop_pt=MAX_DROP,
+                        teacher_accuracy=TEACHER_ACC, latency=_latency(BUDGET_MS * 0.99), accuracy=0.0)
+    assert sum(v for v in over.constraints.values() if v > 0) > sum(v for v in worst.constraints.values() if v > 0)
+    assert worst.constraints["latency"] == pytest.approx(-0.01), "within the budget: the plain relative margin"
+    assert over.constraints["latency"] == pytest.approx(LATENCY_OVER_BUDGET_OFFSET + 0.01)
 
 
 def test_independent_per_group_ratios_do_not_reach_the_corner(tmp_path: Path) -> None:
@@ -167,7 +181,7 @@ def test_skipped_proposals_teach_the_sampler_and_do_not_count(tmp_path: Path) ->
         trial = study.trials[r.number]
         assert trial.state == optuna.trial.TrialState.PRUNED and r.accuracy is None and r.latency is None
         # The sampler is charged the predicted overshoot, as for a trial stopped after building it.
-        assert trial.constraints["0"] == pytest.approx(r.predicted["ms"] / BUDGET_MS - 1) and trial.constraints["0"] > 0
+        assert trial.constraints["0"] == pytest.approx(LATENCY_OVER_BUDGET_OFFSET + r.predicted["ms"] / BUDGET_MS - 1)
         # Over with confidence, or an estimate over the budget between measured structures (Prediction.likely_over).
         assert r.predicted["low_ms"] > BUDGET_MS or (r.predicted["ms"] > BUDGET_MS and r.predicted["high_ms"] is not None
                                                      and r.predicted["low_ms"] > 0)
