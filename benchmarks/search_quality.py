@@ -128,16 +128,22 @@ def _code_version() -> str:
 
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
 DECISIONS_SINCE = "237ecbc"  # int8 not offered where the latency model predicts it no faster than fp32
+# The last commit that changed how the samplers that read constraints (all but random) rank trials: the budget as
+# the hard constraint (autocompress.record.LATENCY_OVER_BUDGET_OFFSET). The random sampler ignores constraints.
+CONSTRAINTS_SINCE = "43c4492"
 
 
-def _decides_as_now(code: str) -> bool:
-    """Whether a run's commit is ``DECISIONS_SINCE`` or a descendant of it (``+dirty`` runs count as their base)."""
+def _decides_as_now(code: str, sampler: str = "random") -> bool:
+    """Whether a run of ``sampler`` on commit ``code`` decides as the current code does: the commit is
+    ``DECISIONS_SINCE`` (``CONSTRAINTS_SINCE`` for a sampler that reads constraints) or a descendant of it
+    (``+dirty`` runs count as their base)."""
     import subprocess
 
     commit = code.split("+")[0]
     if not commit:
         return False
-    done = subprocess.run(["git", "merge-base", "--is-ancestor", DECISIONS_SINCE, commit], cwd=HERE.parent,
+    since = DECISIONS_SINCE if sampler == "random" else CONSTRAINTS_SINCE
+    done = subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=HERE.parent,
                           capture_output=True)
     return done.returncode == 0
 
@@ -160,10 +166,11 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
     # The summary is over the runs of code that decides as the current code does: commits at or after
     # DECISIONS_SINCE (the last commit that changed what the search samples, skips, stops or promotes). Later commits
     # (e.g. several workers) leave a one-process study's decisions as they were. Older runs stay in the per-run table.
-    summary_rows, rows_all = [r for r in rows if _decides_as_now(r.get("code", ""))], rows
+    summary_rows, rows_all = [r for r in rows if _decides_as_now(r.get("code", ""), r["sampler"])], rows
     if len(summary_rows) < len(rows_all):
         lines += [f"The summary is over the {len(summary_rows)} runs of code that decides as the current code does "
-                  f"(commit {DECISIONS_SINCE} or later); the per-run table below also lists "
+                  f"(commit {DECISIONS_SINCE} or later; {CONSTRAINTS_SINCE} or later for samplers that read "
+                  "constraints); the per-run table below also lists "
                   f"{len(rows_all) - len(summary_rows)} runs of earlier rules.", ""]
     rows = summary_rows
     lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
@@ -236,7 +243,8 @@ def main() -> None:
             for scenario, sampler, seed in planned:
                 shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
         # A run of an earlier rule stays in the CSV (the per-run table) and is run again on the current rule.
-        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows if _decides_as_now(r.get("code", ""))}
+        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows
+                if _decides_as_now(r.get("code", ""), r["sampler"])}
         print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
         # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
         plan = [(sc, sa, se) for se in args.seeds for sc in args.scenarios for sa in args.samplers]
