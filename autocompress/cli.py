@@ -220,8 +220,13 @@ def _check_storage(config: SearchConfig) -> None:
         return
     import optuna
 
+    from autocompress.study import _storage
+
     try:
-        optuna.storages.RDBStorage(config.storage).engine.dispose()  # connects, and creates the tables if needed
+        opened = _storage(config.storage)  # connects, and creates the tables if needed (two workers at once: retried)
+        if isinstance(opened, str):  # a URL _storage leaves to Optuna: let SQLAlchemy say what it is
+            opened = optuna.storages.RDBStorage(config.storage)
+        opened.engine.dispose()
     except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as ImportError
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
         module = (getattr(cause, "name", None) or "").split(".")[0]

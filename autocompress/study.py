@@ -203,6 +203,9 @@ HEARTBEAT_S = 60  # a RUNNING trial's process proves it is alive this often ...
 GRACE_S = 300  # ... and is failed and retried (once) by the next process to start trials after this long without
 
 
+_OPEN_ATTEMPTS = 5  # opening a storage another process is creating at the same moment (see _storage)
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage | str:
     """An RDB storage with heartbeats, so a trial whose process died on *another* host is failed and retried by
     Optuna (``RetryHeartbeatStaleTrialCallback``); a dead process on this host is caught before the next trial
@@ -211,14 +214,27 @@ def _storage(url: str) -> optuna.storages.BaseStorage | str:
     to Optuna as they are."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         return url
+    import sqlalchemy.exc
+
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {
         "pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            # Several processes opened a new database at the same moment: each creates the tables and stamps the
+            # schema version, and the later ones fail ("table studies already exists", "UNIQUE constraint failed:
+            # alembic_version"). The first one's tables are there now: open again. Anything else is raised.
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
+            if not racing or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def create_study(config: SearchConfig) -> optuna.Study:

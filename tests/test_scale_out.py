@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import torch
 
 from _cli_project import tiny_cli_project
@@ -232,7 +233,8 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and target.poll() is None:  # the target sets the study up first
-            with contextlib.suppress(KeyError):  # the study is not created yet
+            # Not created yet; or the target is creating the database this very moment (schema stamp race).
+            with contextlib.suppress(KeyError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
                 if (tmp_path / "out" / "split" / "study.db").exists() and \
                         "identity" in optuna.load_study(study_name="split", storage=storage).user_attrs:
                     break

@@ -160,3 +160,28 @@ def test_the_guard_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert workers._default_guard_path() == Path("/tmp/x.lock")
     monkeypatch.delenv("AUTOCOMPRESS_CORE_LOCK")
     assert str(workers._default_guard_path()).endswith(f"autocompress-{os.getuid()}.cores.lock")
+
+
+_OPEN_AT = """
+import sys, time
+from autocompress.study import _storage
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+_storage(sys.argv[1])
+"""
+
+
+def test_processes_opening_a_new_database_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    """Several workers started together on a study whose SQLite file does not exist yet: each creates the tables and
+    stamps the schema version; without the retry in ``autocompress.study._storage`` every one but the first could fail
+    with ``UNIQUE constraint failed: alembic_version.version_num`` (seen in the suite, 2026-12-02)."""
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path}/race{round_}.db"
+        start = time.time() + 8.0  # after every child has imported torch
+        children = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(start)], stderr=subprocess.PIPE,
+                                     text=True) for _ in range(4)]
+        for child in children:
+            _, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err[-2000:]
+        assert optuna.get_all_study_names(url) == []
