@@ -253,7 +253,7 @@ class LatencyModel:
             return None
         figures = []
         for mode in quantized:
-            key = _family(f"{mode}/*") if mode != "bf16" else "bf16"
+            key = _family(mode)  # the mode's pooled curve: int8 → int8/*, bf16 → bf16
             prediction = self.predict(key, macs) if self.fitted_points(key) >= self.min_points else None
             if prediction is None or not prediction.interpolated or prediction.ms < fp32.ms:
                 return None
