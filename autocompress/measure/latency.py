@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -271,7 +272,7 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
                 run()
                 block.append((time.perf_counter_ns() - t0) / 1e6)
             samples[i].extend(block)
-            blocks[i].append(float(np.median(block)))
+            blocks[i].append(float(statistics.median(block)))  # 3 runs: cheaper than np.median, same value
         elapsed = time.perf_counter() - started
         enough = elapsed >= protocol.window_s and min(len(s) for s in samples) >= protocol.min_runs
         if enough and (anchor_ms is None or min(blocks[-1]) <= anchor_ms * (1 + protocol.canary_tolerance)):
