@@ -78,6 +78,31 @@ def test_default_blocks_find_undisturbed_runs_in_a_fine_mixture(clock: FakeClock
     assert measure_blocks([clock.runner(mixture)], protocol=old, threads=1, batch_size=1)[0].median_ms == pytest.approx(0.75)
 
 
+def test_turns_with_a_rewarm_run_keep_the_cold_runs_after_a_switch_out_of_the_figure(clock: FakeClock) -> None:
+    # Side by side, the first two runs of an artifact after the other one ran are cold (2x): its weights were evicted.
+    last = {"who": ""}
+
+    def cold_after_switch(name: str, warm_ms: float):  # type: ignore[no-untyped-def]
+        streak = {"n": 0}
+
+        def duration(i: int) -> float:
+            streak["n"] = streak["n"] + 1 if last["who"] == name else 1
+            last["who"] = name
+            return 2 * warm_ms if streak["n"] <= 2 else warm_ms
+        return clock.runner(duration)
+
+    base = dict(warmup=0, min_runs=30, window_s=0.5, max_window_s=0.5, warmup_s=0.0)
+    default = Protocol(**base)  # type: ignore[arg-type]
+    assert (default.switch_s, default.rewarm_runs) == (0.02, 1)
+    cand, ref = measure_blocks([cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=default,
+                               threads=1, batch_size=1)
+    assert (cand.median_ms, ref.median_ms) == (pytest.approx(0.4), pytest.approx(2.0))
+    every_block = Protocol(switch_s=0.0, rewarm_runs=0, **base)  # type: ignore[arg-type]
+    cand, _ = measure_blocks([cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=every_block,
+                             threads=1, batch_size=1)
+    assert cand.median_ms == pytest.approx(0.8), "alternating every 3 runs, each block's median is a cold run"
+
+
 def test_interval_upper_end_is_the_third_fastest_block() -> None:
     # Block medians 1.0, 1.5, 1.2, 1.1, 1.6: figure 1.0; a bootstrap of the minimum over the blocks puts its upper
     # bound near the third order statistic, 1.2; both ends widened by the 3 % floor.

@@ -9,16 +9,22 @@ the minimum of five 20-run blocks cannot fix that; they all sit inside one regim
 
 1. warm-up: ``warmup`` untimed runs and at least ``warmup_s`` seconds (allocations, kernel selection, caches);
 2. *blocks*: very short blocks (``block_runs`` = 3 runs, or ``block_s`` seconds if longer) spread over a window of
-   ``window_s`` seconds; with a *reference* (the study's teacher artifact) the blocks alternate candidate, reference,
-   candidate, ... so both are timed side by side under the same machine state;
+   ``window_s`` seconds; with a *reference* (the study's teacher artifact) the artifacts take turns of ``switch_s``
+   (20 ms of consecutive blocks each, after ``rewarm_runs`` untimed run to refill the caches the other one evicted),
+   candidate, reference, candidate, ... so both are timed side by side under the same machine state;
 3. the figure is the median run time of the **fastest block** (the machine's undisturbed state; noise only ever adds
    time), and its interval runs from that figure to the third-fastest block, each widened by ``floor`` for what one
-   window cannot see. Why blocks of 3 runs and not of 20 ms: a 120 s trace of every run on the Zen 3 VM, in a slow
-   phase (int8 student ~0.70 ms instead of 0.42), showed the slowdown is not a steady state but a fine mixture: in
-   most seconds 5 % of the runs still took the undisturbed 0.42-0.47 ms. A 20 ms block (~45 runs) almost never holds
-   only undisturbed runs; a 3-run block often does. Replayed on that trace with this protocol's window and canary,
-   the figure's CV over 30 windows fell from 7.8 % (20 ms blocks) to 1.6 % (3-run blocks) for the int8 student and
-   from 6.9 % to 1.9 % for a 65 %-pruned fp32 one; the median of 3 still discards one cold run after each switch;
+   window cannot see.
+
+   Why 3-run blocks in 20 ms turns (``benchmarks/latency_trace.md``, ``benchmarks/latency_noise.md``): a 150 s trace
+   of every run on the Zen 3 VM showed the slow phase is not a steady state but a fine mixture: in 137 of 151 seconds
+   the int8 student's median run was over 1.3x its fastest, yet its 5th-percentile run was the undisturbed 0.42-0.45
+   ms in almost every second. A 20 ms block (~45 runs) almost never holds only undisturbed runs; a 3-run block often
+   does. But switching artifacts after every 3 runs costs a cold first run each time (the teacher evicts the
+   student's weights), which the real protocol showed: 10 figures per variant, in rotation, same minutes: the int8
+   student's CV was 16.2 % with 20 ms blocks, 10.4 % with 3-run blocks alternating every block, 0.75 % with one
+   untimed re-warm run per turn, and 0.29 % with 3-run blocks in 20 ms turns after a re-warm run (65 %-pruned fp32
+   student: 4.6 %, 1.2 %, 1.3 %, 0.37 %);
 4. a *noise check*: the spread of the blocks (typical block / fastest block - 1), the CPU time other processes used
    during the window (from ``/proc/stat``, in cores) and the hypervisor's steal time are recorded on every figure;
    with a reference and its known undisturbed figure (the *anchor*), a window whose reference never came within
@@ -89,6 +95,8 @@ class Protocol:
         min_runs: at least this many timed runs in all (a slow model gets more time than the window).
         block_runs: runs in one block (at least).
         block_s: least length of one block in seconds (0: exactly ``block_runs`` runs).
+        switch_s: blocks of one artifact follow each other for at least this long before the next artifact's turn.
+        rewarm_runs: untimed runs of an artifact at each of its turns (side by side only: the caches are cold).
         window_s: wall time of the blocks (candidate and reference together).
         max_window_s: how far a window is extended while the reference has not come back to its anchor.
         floor: relative widening of the interval on both sides (what one window cannot see).
@@ -99,6 +107,8 @@ class Protocol:
     min_runs: int = 30
     block_runs: int = 3
     block_s: float = 0.0
+    switch_s: float = 0.02
+    rewarm_runs: int = 1
     window_s: float = 1.2
     max_window_s: float = 3.0
     warmup_s: float = 0.05
@@ -265,14 +275,20 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
     started = time.perf_counter()
     while True:
         for i, run in enumerate(runs):
-            block: list[float] = []
-            block_end = time.perf_counter() + protocol.block_s
-            while len(block) < protocol.block_runs or time.perf_counter() < block_end:
-                t0 = time.perf_counter_ns()
-                run()
-                block.append((time.perf_counter_ns() - t0) / 1e6)
-            samples[i].extend(block)
-            blocks[i].append(float(statistics.median(block)))  # 3 runs: cheaper than np.median, same value
+            for _ in range(protocol.rewarm_runs if len(runs) > 1 else 0):
+                run()  # the other artifact's runs evicted this one's weights from the caches: untimed
+            stretch_end = time.perf_counter() + protocol.switch_s
+            while True:
+                block: list[float] = []
+                block_end = time.perf_counter() + protocol.block_s
+                while len(block) < protocol.block_runs or time.perf_counter() < block_end:
+                    t0 = time.perf_counter_ns()
+                    run()
+                    block.append((time.perf_counter_ns() - t0) / 1e6)
+                samples[i].extend(block)
+                blocks[i].append(float(statistics.median(block)))  # 3 runs: cheaper than np.median, same value
+                if time.perf_counter() >= stretch_end:
+                    break
         elapsed = time.perf_counter() - started
         enough = elapsed >= protocol.window_s and min(len(s) for s in samples) >= protocol.min_runs
         if enough and (anchor_ms is None or min(blocks[-1]) <= anchor_ms * (1 + protocol.canary_tolerance)):
