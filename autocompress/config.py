@@ -336,8 +336,7 @@ class SearchConfig:
         """The latency :class:`~autocompress.measure.latency.Protocol` these options describe."""
         from autocompress.measure.latency import Protocol
 
-        return Protocol(warmup=self.warmup, min_runs=self.repeats, window_s=self.latency_window,
-                        max_window_s=self.latency_window * 2.5)
+        return Protocol.from_options(warmup=self.warmup, repeats=self.repeats, window_s=self.latency_window)
 
     @property
     def study_dir(self) -> Path:

@@ -102,8 +102,7 @@ class MeasureSettings:
         and caps warm-up at 10 runs."""
         if short:
             return Protocol(warmup=min(self.warmup, 10), min_runs=min(self.repeats, 30), window_s=0.3, max_window_s=0.75)
-        return Protocol(warmup=self.warmup, min_runs=self.repeats, window_s=self.latency_window,
-                        max_window_s=self.latency_window * 2.5)
+        return Protocol.from_options(warmup=self.warmup, repeats=self.repeats, window_s=self.latency_window)
 
     def meter(self, reference: Artifact, input_shape: tuple[int, ...], *, short: bool = False) -> LatencyMeter:
         """A calibrated :class:`LatencyMeter` on ``reference`` (the teacher's fp32 artifact): every figure is then taken

@@ -118,6 +118,12 @@ class Protocol:
     def __post_init__(self) -> None:
         assert self.block_runs >= 1 and self.block_s >= 0 and self.window_s > 0 and self.max_window_s >= self.window_s, self
 
+    @classmethod
+    def from_options(cls, *, warmup: int, repeats: int, window_s: float) -> Protocol:
+        """The protocol of the ``--warmup``, ``--repeats`` and ``--latency-window`` options: the window is extended up
+        to 2.5x while the machine is in a slow phase (the one place that rule lives)."""
+        return cls(warmup=warmup, min_runs=repeats, window_s=window_s, max_window_s=window_s * 2.5)
+
     def longer(self, factor: float) -> Protocol:
         """The same protocol with a ``factor`` times longer window (export re-measurement, the teacher's anchor)."""
         return replace(self, window_s=self.window_s * factor, max_window_s=max(self.max_window_s, self.window_s * factor))
