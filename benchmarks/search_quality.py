@@ -148,6 +148,16 @@ def _decides_as_now(code: str, sampler: str = "random") -> bool:
     return done.returncode == 0
 
 
+def _cpu_label(row: dict[str, str]) -> str:
+    """The CPU a run measured on, as the tables name it: model and ISA level (runs of two CPUs are never pooled)."""
+    return f"{row.get('cpu') or '?'} ({row.get('isa') or '?'})"
+
+
+def _run_key(row: dict[str, str]) -> tuple[str, str, str, str]:
+    """A run's identity: the CPU, the scenario, the sampler and the seed (the same run on another CPU is another run)."""
+    return _cpu_label(row), row["scenario"], row["sampler"], str(row["seed"])
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -173,15 +183,18 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                   "constraints); the per-run table below also lists "
                   f"{len(rows_all) - len(summary_rows)} runs of earlier rules.", ""]
     rows = summary_rows
-    lines += ["| scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
+    lines += ["| CPU | scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
               "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
               "median wall s | stopped % (max) | skipped | int8 ruled out | promoted | median feasible | LM median abs % error | confirm inside | "
               "ends chosen (incl. rescue) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for scenario in SCENARIOS:
-        random_hv = _median([float(r["hv30"]) for r in rows if r["scenario"] == scenario and r["sampler"] == "random"])
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    # One CPU at a time: latencies, budgets and what int8 pays differ per CPU, so runs of two CPUs never share a
+    # median, and TPE is compared with random on the same CPU.
+    for cpu, scenario in [(c, sc) for c in sorted({_cpu_label(r) for r in rows}) for sc in SCENARIOS]:
+        here = [r for r in rows if _cpu_label(r) == cpu and r["scenario"] == scenario]
+        random_hv = _median([float(r["hv30"]) for r in here if r["sampler"] == "random"])
         for sampler in SAMPLERS:
-            runs = [r for r in rows if r["scenario"] == scenario and r["sampler"] == sampler]
+            runs = [r for r in here if r["sampler"] == sampler]
             if not runs:
                 continue
             firsts = [float(r["first_feasible"]) for r in runs if r["first_feasible"]]
@@ -191,7 +204,7 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
             fmt = lambda v, d=3: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
             reachable = sum(r["reachable"] == "True" for r in runs)
             lines.append(
-                f"| {scenario} | {sampler} | {len(runs)} | {reachable}/{len(runs)} | "
+                f"| {cpu} | {scenario} | {sampler} | {len(runs)} | {reachable}/{len(runs)} | "
                 f"{sum(r['feasible_found'] == 'True' for r in runs)}/{len(runs)} | {fmt(_median(firsts), 1)} | "
                 f"{fmt(_median(best))} | {fmt(_median([float(r['budget_ms']) for r in runs]))} | {fmt(hv['hv10'])} | "
                 f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | {fmt(_median([float(r['wall_s']) for r in runs]), 0)} | "
@@ -202,9 +215,9 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                 f"{fmt(_median([float(r['lm_mdape_pct']) for r in runs if r['lm_mdape_pct']]), 1)} | "
                 f"{sum(r['confirmed_inside'] == 'True' for r in runs)}/{len(runs)} | "
                 f"{sum(r['chosen_feasible'] == 'True' for r in runs)}/{len(runs)} |")
-    lines += ["", "Per run:", "", "| " + " | ".join(FIELDS[:-2]) + " |", "|" + "---|" * (len(FIELDS) - 2)]
+    lines += ["", "Per run:", "", "| CPU | " + " | ".join(FIELDS[:-2]) + " |", "|" + "---|" * (len(FIELDS) - 1)]
     for r in rows_all:
-        lines.append("| " + " | ".join(str(r.get(f) or "") for f in FIELDS[:-2]) + " |")
+        lines.append(f"| {_cpu_label(r)} | " + " | ".join(str(r.get(f) or "") for f in FIELDS[:-2]) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -233,23 +246,24 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
     if not args.report_only:
-        if args.rerun:
-            planned = {(sc, sa, str(se)) for se in args.seeds for sc in args.scenarios for sa in args.samplers}
-            rows = [r for r in rows if (r["scenario"], r["sampler"], r["seed"]) not in planned]
+        cpu = detect_cpu()
+        here = _cpu_label({"cpu": cpu.model, "isa": cpu.isa})
+        if args.rerun:  # only this CPU's runs are replaced
+            planned = {(here, sc, sa, str(se)) for se in args.seeds for sc in args.scenarios for sa in args.samplers}
+            rows = [r for r in rows if _run_key(r) not in planned]
             with args.csv.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=FIELDS)
                 writer.writeheader()
                 writer.writerows(rows)
-            for scenario, sampler, seed in planned:
+            for _, scenario, sampler, seed in planned:
                 shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
         # A run of an earlier rule stays in the CSV (the per-run table) and is run again on the current rule.
-        done = {(r["scenario"], r["sampler"], r["seed"]) for r in rows
-                if _decides_as_now(r.get("code", ""), r["sampler"])}
-        print(f"CPU: {detect_cpu().model} ({detect_cpu().isa})", flush=True)
+        done = {_run_key(r) for r in rows if _decides_as_now(r.get("code", ""), r["sampler"])}
+        print(f"CPU: {here}", flush=True)
         # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
         plan = [(sc, sa, se) for se in args.seeds for sc in args.scenarios for sa in args.samplers]
         for scenario, sampler, seed in plan:
-                    if (scenario, sampler, str(seed)) in done:
+                    if (here, scenario, sampler, str(seed)) in done:
                         continue
                     # The study folder of an earlier run (another rule) would be resumed: start afresh.
                     shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
