@@ -5,7 +5,7 @@ caches, the other sessions it holds). The chosen model's promise is checked in a
 longer window, the teacher artifact timed side by side (its anchor first, then the candidate against it).
 
     python -m autocompress.measure.fresh CANDIDATE.onnx REFERENCE.onnx --shape 1,32,32 --threads 1 --batch-size 1 \\
-        --window 3.0 --runtime onnxruntime --mode none
+        --protocol '{"window_s": 3.0, "max_window_s": 7.5}' --runtime onnxruntime --mode none
 
 prints one JSON object ``{"candidate": Latency, "reference": Latency}``.
 """
@@ -39,8 +39,7 @@ def remeasure_fresh(candidate: Artifact, reference: Artifact, input_shape: Seque
     command = [sys.executable, "-m", "autocompress.measure.fresh", str(candidate.path), str(reference.path),
                "--runtime", candidate.runtime, "--mode", candidate.quant.mode, "--reference-mode", reference.quant.mode,
                "--shape", ",".join(str(int(v)) for v in input_shape), "--threads", str(threads),
-               "--batch-size", str(batch_size), "--window", str(protocol.window_s), "--max-window",
-               str(protocol.max_window_s), "--warmup", str(protocol.warmup), "--min-runs", str(protocol.min_runs)]
+               "--batch-size", str(batch_size), "--protocol", json.dumps(protocol.to_dict())]
     done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -59,14 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", required=True, help="input shape without the batch axis, e.g. 1,32,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--window", type=float, default=3.0)
-    parser.add_argument("--max-window", type=float, default=7.5)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--min-runs", type=int, default=30)
+    parser.add_argument("--protocol", default="{}",
+                        help="the Protocol's fields as JSON (Protocol.to_dict(); absent fields take their defaults)")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
-    protocol = Protocol(warmup=args.warmup, min_runs=args.min_runs, window_s=args.window,
-                        max_window_s=max(args.max_window, args.window))
+    protocol = Protocol(**json.loads(args.protocol))  # every field, so the fresh figure is taken as the search's was
     runtime = get_runtime(args.runtime)
     reference_artifact = Artifact(args.reference, QuantPolicy(mode=args.reference_mode), runtime=runtime.name)
     meter = LatencyMeter(runtime, reference_artifact, shape, threads=args.threads, batch_size=args.batch_size,
