@@ -11,11 +11,13 @@ this CPU can do within the accuracy limit?
 
 The acceptance figure is exported latency / sweep's fastest within the limit (<= 1.25 is the target).
 
-    python benchmarks/tight_budget.py            # → tight_budget.md
+    python benchmarks/tight_budget.py                          # → tight_budget.md
+    python benchmarks/tight_budget.py --output /tmp/tight.md   # another CPU's run, kept apart
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -43,6 +45,9 @@ LEVELS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=HERE / "tight_budget.md", help="the report to write")
+    args = parser.parse_args()
     cpu = detect_cpu()
     config = SearchConfig(latency_budget=parse_budget("0.02x"), trials=10, study_name="tight-0.02x",
                           output=HERE.parent / "results" / "_bench_tight")
@@ -117,8 +122,8 @@ def main() -> None:
     for level, name, lat, acc, drop in rows:
         out.append(f"| {level:.0%} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | {lat.noise} | "
                    f"{acc:.2%} | {drop:.2f} | {'yes' if drop <= config.max_accuracy_drop else 'no'} |")
-    (HERE / "tight_budget.md").write_text("\n".join(out) + "\n")
-    print(f"wrote {HERE / 'tight_budget.md'}")
+    args.output.write_text("\n".join(out) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
