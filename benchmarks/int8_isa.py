@@ -20,6 +20,7 @@ Needs the demo teacher (``python -m autocompress search`` trains and caches it).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -70,6 +71,9 @@ def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untype
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=HERE / "int8_isa.md", help="the report to write")
+    args = parser.parse_args()
     qemu = shutil.which("qemu-x86_64")
     workload = load_workload(SearchConfig())
     cpu = detect_cpu()
@@ -128,7 +132,7 @@ def main() -> None:
                      f"{r['test_native']:.2f} | {r['val_avx2_emulated'] if r['val_avx2_emulated'] != '' else '—'} | {drop} |")
     if not qemu:
         lines += ["", "qemu-x86_64 was not found, so the AVX2 columns are empty (`apt-get install -y qemu-user`)."]
-    (HERE / "int8_isa.md").write_text("\n".join(lines) + "\n")
+    args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(folder, ignore_errors=True)
 

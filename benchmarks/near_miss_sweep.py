@@ -16,6 +16,7 @@ scenario ends feasible within 20 trials (``search_quality.md``, first feasible t
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -42,6 +43,9 @@ BUDGET_RATIO = 0.25  # the near-miss scenario's --latency-budget 0.25x
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=HERE / "near_miss_sweep.md", help="the report to write")
+    args = parser.parse_args()
     cpu = detect_cpu()
     config = SearchConfig()
     workload = load_workload(config)
@@ -100,8 +104,8 @@ def main() -> None:
     for level, steps, name, lat, ratio, drop, ok in rows:
         out.append(f"| {level:.0%} | {steps} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | "
                    f"{ratio:.3f} | {lat.noise} | {drop:.2f} | {'yes' if ok else 'no'} |")
-    (HERE / "near_miss_sweep.md").write_text("\n".join(out) + "\n")
-    print(f"wrote {HERE / 'near_miss_sweep.md'}")
+    args.output.write_text("\n".join(out) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
