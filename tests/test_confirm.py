@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 from pathlib import Path
 
@@ -61,3 +62,27 @@ def test_a_clearly_over_budget_figure_passes_the_candidate_over_at_once(monkeypa
     assert calls == [1, 2]
     assert choice is not None and choice.record.number == 2 and choice.passed_over == (1,)
     assert any("not called chosen" in line for line in lines)
+
+
+def test_fresh_process_takes_the_figure_with_the_searchs_whole_protocol(tmp_path: Path) -> None:
+    # Two tiny ONNX files timed in a real new process; every Protocol field travels (here: 2-run blocks, no turns'
+    # re-warm run, a short window), and the figures come back as Latency objects with side-by-side fields.
+    import torch
+    from torch import nn
+
+    from autocompress.measure.fresh import remeasure_fresh
+    from autocompress.measure.latency import Protocol
+    from autocompress.runtimes import get_runtime
+
+    runtime = get_runtime("onnxruntime")
+    x = torch.zeros(1, 1, 8, 8)
+    small = runtime.build(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()).eval(), QuantPolicy(mode="none"),
+                          example_input=x, calibration=[], workdir=tmp_path / "small")
+    large = runtime.build(nn.Sequential(nn.Conv2d(1, 32, 3), nn.Conv2d(32, 32, 3), nn.Flatten()).eval(),
+                          QuantPolicy(mode="none"), example_input=x, calibration=[], workdir=tmp_path / "large")
+    protocol = Protocol(warmup=3, min_runs=10, block_runs=2, rewarm_runs=0, window_s=0.1, max_window_s=0.2)
+    assert Protocol(**json.loads(json.dumps(protocol.to_dict()))) == protocol
+    candidate, reference = remeasure_fresh(small, large, (1, 8, 8), threads=1, batch_size=1, protocol=protocol)
+    assert candidate.n >= 10 and candidate.n == 2 * candidate.blocks, "the protocol's 2-run blocks were used"
+    assert reference.median_ms > 0 and candidate.reference_ms is not None and candidate.ratio is not None
+    assert candidate.low <= candidate.median_ms <= candidate.high
