@@ -107,7 +107,6 @@ def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact],
         for name, path in paths.items():
             run = onnx_runner(path.path, shape, threads=1, batch_size=1)
             old, old_ratio, old_s, new, new_ratio, new_s, flagged, load = [], [], [], [], [], [], 0, []
-            figures_ratio = []  # new protocol: fastest block over the reference's fastest block (before paired turns)
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 figure = old_protocol(run)
@@ -119,7 +118,6 @@ def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact],
                 new_s.append(time.perf_counter() - t0)
                 new.append(lat.median_ms)
                 new_ratio.append(lat.ratio or float("nan"))
-                figures_ratio.append(lat.median_ms / (lat.reference_ms or float("nan")))
                 flagged += lat.noise != "quiet"
                 load.append(lat.load_cores)
             for protocol, figures, ratios, seconds, flags in (("old", old, old_ratio, old_s, None),
@@ -130,8 +128,7 @@ def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact],
                        "ratio_cv_pct": round(_cv(ratios), 2), "ratio_max_min": round(max(ratios) / min(ratios), 3),
                        "s_per_figure": round(statistics.mean(seconds), 2),
                        "flagged_pct": "" if flags is None else round(100 * flags / repeats, 1),
-                       "other_load_cores": "" if protocol == "old" else round(statistics.mean(load), 2),
-                       "figures_ratio_cv_pct": "" if protocol == "old" else round(_cv(figures_ratio), 2)}
+                       "other_load_cores": "" if protocol == "old" else round(statistics.mean(load), 2)}
                 rows.append(row)
                 print(row, flush=True)
     finally:
@@ -147,17 +144,14 @@ def write_report(rows: list[dict[str, object]], path: Path, cpu: str) -> None:
         "",
         f"CPU: **{cpu}**, 1 thread, batch 1, demo workload (DemoResNet, 32x32 digits). Written by "
         "`benchmarks/latency_noise.py`; `ratio` is the figure over the teacher's (new: measured side by side in one "
-        "window, the median over adjacent turns of the two fastest blocks; old: two figures one after the other); "
-        "`figures' ratio CV` is the new protocol's fastest block over the teacher's fastest block in the same window "
-        "(the ratio before paired turns). `flagged` = figures the new protocol marked `noisy` or `busy`.",
+        "window; old: two figures one after the other). `flagged` = figures the new protocol marked `noisy` or `busy`.",
         "",
-        "| condition | artifact | protocol | repeats | mean ms | CV % | max/min | ratio | ratio CV % | ratio max/min | figures' ratio CV % | s / figure | flagged % | other load (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| condition | artifact | protocol | repeats | mean ms | CV % | max/min | ratio | ratio CV % | ratio max/min | s / figure | flagged % | other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append("| " + " | ".join(str(r[k]) for k in ("condition", "artifact", "protocol", "repeats", "mean_ms", "cv_pct",
                                                           "max_min", "ratio_mean", "ratio_cv_pct", "ratio_max_min",
-                                                          "figures_ratio_cv_pct",
                                                           "s_per_figure", "flagged_pct", "other_load_cores")) + " |")
     path.write_text("\n".join(lines) + "\n")
 

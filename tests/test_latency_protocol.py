@@ -8,7 +8,6 @@ pooling of a second figure are checked as numbers. Whether the protocol holds on
 from __future__ import annotations
 
 import types
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,37 +124,6 @@ def test_side_by_side_ratio_and_canary_extends_a_slow_window(clock: FakeClock) -
     assert ref.median_ms == pytest.approx(2.0), "the window went on until the reference was back at its anchor"
     assert cand.median_ms == pytest.approx(0.5)
     assert PROTOCOL.window_s < cand.seconds <= PROTOCOL.max_window_s + 0.05
-
-
-def test_side_by_side_ratio_pairs_adjacent_turns_under_a_steady_load(clock: FakeClock) -> None:
-    # A steady neighbour: no undisturbed state. The machine's slowdown drifts from turn to turn (1.3x to 1.7x) and
-    # both artifacts see the turn's slowdown; the candidate is 0.2x the reference throughout. Once, a lucky 3-run
-    # block of the candidate ran at 1.0x (a gap in the neighbour's work) while the reference's luckiest block was
-    # 1.3x: the ratio of the two figures (fastest block each) reads 0.154, the paired ratio stays 0.2.
-    turn = {"n": 0, "who": ""}
-
-    def slowdown() -> float:
-        return 1.3 + 0.4 * ((turn["n"] * 7) % 11) / 10
-
-    def artifact(name: str, ms: float):  # type: ignore[no-untyped-def]
-        def duration(i: int) -> float:
-            if turn["who"] != name:
-                turn["who"] = name
-                turn["n"] += name == "cand"  # a new turn pair starts with the candidate
-            lucky = name == "cand" and turn["n"] == 4
-            return ms * (1.0 if lucky else slowdown())
-        return clock.runner(duration)
-
-    protocol = Protocol(warmup=0, min_runs=30, window_s=0.5, max_window_s=0.5, warmup_s=0.0, rewarm_runs=0)
-    cand, ref = measure_blocks([artifact("cand", 0.4), artifact("ref", 2.0)], protocol=protocol, threads=1,
-                               batch_size=1)
-    assert len(cand.turn_bests) == len(ref.turn_bests) >= 10, "one fastest block per turn, turns alternate"
-    assert cand.median_ms / ref.median_ms == pytest.approx(0.4 / 2.6, rel=1e-6), "figures: two unrelated extremes"
-    assert latency_module.paired_ratio(cand, ref) == pytest.approx(0.2)
-    assert latency_module._side_by_side(cand, ref, anchor_ms=None, protocol=protocol).ratio == pytest.approx(0.2)
-    assert "turn_bests" not in cand.to_dict() and Latency.from_dict(cand.to_dict()).turn_bests == ()
-    solo = Latency(median_ms=1.0, iqr_ms=0.0, p10_ms=1.0, p90_ms=1.0, n=1, threads=1, batch_size=1)
-    assert latency_module.paired_ratio(solo, replace(solo, median_ms=4.0)) == 0.25, "no turns: the figures' ratio"
 
 
 def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock: FakeClock, monkeypatch) -> None:

@@ -31,10 +31,6 @@ the minimum of five 20-run blocks cannot fix that; they all sit inside one regim
    ``canary_tolerance`` of the anchor was spent in a slow regime: it is extended up to ``max_window_s``, and if the
    reference still did not come back the figure is flagged ``noisy`` and its interval widened downwards.
 
-Side by side, the figure's ``ratio`` to the reference is the median over the window's turns of the two artifacts'
-fastest blocks in adjacent turns (:func:`paired_ratio`): under a steady neighbour load there is no undisturbed state
-for one fastest block per window to find, but adjacent 20 ms turns share the machine's state.
-
 Each figure carries ``noise``: ``quiet``, ``noisy`` (large spread, or the reference never came back) or ``busy``
 (other processes used a quarter of a core or more, or steal time was high).
 
@@ -77,7 +73,6 @@ __all__ = [
     "artifact_run",
     "fixed_input",
     "onnx_runner",
-    "paired_ratio",
     "structure_key",
     "torch_threads",
 ]
@@ -153,7 +148,7 @@ class Latency:
         steal: fraction of our vCPU time the hypervisor stole during the window.
         noise: ``quiet`` | ``noisy`` | ``busy``.
         reference_ms: the reference artifact's figure in the same window (when timed side by side).
-        ratio: the candidate's time over the reference's, from turns taken side by side (:func:`paired_ratio`).
+        ratio: ``median_ms / reference_ms`` (when timed side by side).
     """
 
     median_ms: float
@@ -175,7 +170,6 @@ class Latency:
     reference_ms: float | None = None
     ratio: float | None = None
     block_medians: tuple[float, ...] = field(default=(), compare=False, repr=False)
-    turn_bests: tuple[float, ...] = field(default=(), compare=False, repr=False)  # fastest block of each turn
 
     @property
     def low(self) -> float:
@@ -200,12 +194,11 @@ class Latency:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("block_medians")
-        data.pop("turn_bests")
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Latency:
-        known = {f.name for f in fields(cls)} - {"block_medians", "turn_bests"}
+        known = {f.name for f in fields(cls)} - {"block_medians"}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def __str__(self) -> str:
@@ -250,7 +243,7 @@ class _LoadMeter:
 
 # ---------------------------------------------------------------------------------------------------- the protocol
 def _summary(samples: Sequence[float], blocks: Sequence[float], *, threads: int, batch_size: int, seconds: float,
-             load: tuple[float, float], floor: float, turn_bests: Sequence[float] = ()) -> Latency:
+             load: tuple[float, float], floor: float) -> Latency:
     values = np.asarray(samples, dtype=np.float64)
     q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
     ordered = sorted(blocks)
@@ -265,7 +258,6 @@ def _summary(samples: Sequence[float], blocks: Sequence[float], *, threads: int,
         threads=threads, batch_size=batch_size, low_ms=float(figure * (1 - floor)), high_ms=float(third * (1 + floor)),
         typical_ms=typical, blocks=len(ordered), seconds=round(seconds, 4), spread=round(spread, 4),
         load_cores=round(load_cores, 3), steal=round(steal, 4), noise=noise, block_medians=tuple(float(b) for b in blocks),
-        turn_bests=tuple(float(b) for b in turn_bests),
     )
 
 
@@ -284,7 +276,6 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
             count += 1
     samples: list[list[float]] = [[] for _ in runs]
     blocks: list[list[float]] = [[] for _ in runs]
-    turn_bests: list[list[float]] = [[] for _ in runs]
     load = _LoadMeter()
     load.start()
     started = time.perf_counter()
@@ -293,7 +284,6 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
             for _ in range(protocol.rewarm_runs if len(runs) > 1 else 0):
                 run()  # the other artifact's runs evicted this one's weights from the caches: untimed
             stretch_end = time.perf_counter() + protocol.switch_s
-            turn_start = len(blocks[i])
             while True:
                 block: list[float] = []
                 block_end = time.perf_counter() + protocol.block_s
@@ -305,7 +295,6 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
                 blocks[i].append(float(statistics.median(block)))  # 3 runs: cheaper than np.median, same value
                 if time.perf_counter() >= stretch_end:
                     break
-            turn_bests[i].append(min(blocks[i][turn_start:]))
         elapsed = time.perf_counter() - started
         enough = elapsed >= protocol.window_s and min(len(s) for s in samples) >= protocol.min_runs
         if enough and (anchor_ms is None or min(blocks[-1]) <= anchor_ms * (1 + protocol.canary_tolerance)):
@@ -314,28 +303,13 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
             break
     seconds = time.perf_counter() - started
     machine = load.stop()
-    return [_summary(s, b, threads=threads, batch_size=batch_size, seconds=seconds, load=machine, floor=protocol.floor,
-                     turn_bests=t) for s, b, t in zip(samples, blocks, turn_bests)]
-
-
-def paired_ratio(candidate: Latency, reference: Latency) -> float:
-    """The candidate's speed relative to the reference, from turns taken side by side: the median, over the window's
-    turns, of (the candidate's fastest block in its turn) / (the reference's fastest block in the turn right after).
-
-    Why not the ratio of the two figures (fastest block of each over the whole window): under a steady neighbour load
-    there is no undisturbed state for a fastest block to find, so each figure is an extreme of its own draws and their
-    ratio carries both extremes' noise; adjacent turns (20 ms apart) share the machine's state, and a median over
-    tens of such pairs is robust to the turns a burst hit. Falls back to the figures' ratio without turn data.
-    """
-    pairs = [c / r for c, r in zip(candidate.turn_bests, reference.turn_bests) if r > 0]
-    if not pairs:
-        return candidate.median_ms / reference.median_ms
-    return float(statistics.median(pairs))
+    return [_summary(s, b, threads=threads, batch_size=batch_size, seconds=seconds, load=machine, floor=protocol.floor)
+            for s, b in zip(samples, blocks)]
 
 
 def _side_by_side(candidate: Latency, reference: Latency, *, anchor_ms: float | None, protocol: Protocol) -> Latency:
     """``candidate`` with the reference's figure, the ratio, and the canary's verdict folded into noise/interval."""
-    out = replace(candidate, reference_ms=reference.median_ms, ratio=paired_ratio(candidate, reference))
+    out = replace(candidate, reference_ms=reference.median_ms, ratio=candidate.median_ms / reference.median_ms)
     if anchor_ms is not None and reference.median_ms > anchor_ms * (1 + protocol.canary_tolerance):
         # The reference never came back to its undisturbed figure: the whole window may have been slow.
         slowdown = reference.median_ms / anchor_ms - 1.0
