@@ -49,7 +49,7 @@ from autocompress.explain import (
 )
 from autocompress.pareto import Choice, choose, hypervolume
 from autocompress.probe import Probe
-from autocompress.record import TrialRecord, read_records
+from autocompress.record import AFTER_SEARCH_ROLES, TrialRecord, read_records
 from autocompress.workload import Workload
 
 __all__ = ["Report", "open_study", "write_report", "build_report", "REPORT_FILE", "IMAGES_DIR", "BREAKDOWN_TABLE"]
@@ -293,7 +293,7 @@ def _pareto(page: _Page, records: Sequence[TrialRecord], choice: Choice | None, 
 
 
 def _hypervolume(page: _Page, records: Sequence[TrialRecord]) -> str:
-    sampled = [r for r in records if r.role != "rescue"]
+    sampled = [r for r in records if r.role not in AFTER_SEARCH_ROLES]
     if not sampled:
         return page.note("hypervolume", "No trial has finished yet.")
     values = [hypervolume(sampled[: k + 1]) for k in range(len(sampled))]

@@ -9,6 +9,9 @@
   last, 3x longer fine-tuning for the structure within the budget with the smallest drop (the only kind that can
   still become feasible) and for the fastest rescued structures that missed the accuracy limit only just. The
   structures are generated, not taken from what the sampler happened to propose.
+- :func:`refine_layers` (``quantize.refine_layers: true``): the int8 model the study would choose is deployed again
+  from its own fine-tuned weights with one layer in fp32 at a time, then with every layer that helped together; the
+  variants are trials like any other, so the choice moves only to one that beats it.
 - :func:`confirm_choice`: the chosen model is re-measured in a fresh process with a longer protocol; one that is
   then over the budget is not called chosen and the next candidate is tried.
 """
@@ -27,7 +30,7 @@ from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
 from autocompress.pareto import Choice, choose
 from autocompress.record import TrialRecord, read_records
-from autocompress.trial import LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR
+from autocompress.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
 if TYPE_CHECKING:
     from autocompress.config import SearchConfig
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from autocompress.trial import TrialRunner
 
 __all__ = ["NEAR_MISS_STEPS_SCALE", "RESCUE_ROUNDS", "RESCUE_PER_ROUND", "CONFIRM_CANDIDATES", "near_misses",
-           "promote_near_miss", "rescue", "confirm_choice"]
+           "promote_near_miss", "rescue", "refine_layers", "confirm_choice"]
 
 logger = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -228,6 +231,61 @@ def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
     from autocompress.study import _progress_line
 
     return _progress_line(trial, None, None, runner.budget_ms)
+
+
+# ---------------------------------------------------------------------------------------------------- layer refinement
+def _helped(variant: TrialRecord, source: TrialRecord) -> bool:
+    """A one-layer variant helped: within the budget and the accuracy limit, and faster with confidence (its whole
+    interval below the source's figure) at no lower accuracy, or more accurate at no higher latency interval."""
+    if not variant.feasible or variant.latency is None or source.latency is None:
+        return False
+    accuracy, base = variant.accuracy or 0.0, source.accuracy or 0.0
+    faster = variant.latency.high < source.latency.median_ms and accuracy >= base
+    better = accuracy > base and variant.latency.low <= source.latency.high
+    return faster or better
+
+
+def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
+    """Layer refinement of the model the study would choose (see the module docstring); returns the trials run.
+
+    Only an int8 choice is refined (an fp32 model has no int8 layer to leave in fp32). Tiny example, groups a, b, c:
+    variants "a fp32", "b fp32", "c fp32"; if "a" and "c" each helped, one more: "a, c fp32". At most one trial per
+    prunable group plus one, each a build and a measurement (no fine-tuning).
+    """
+    records = read_records(study)
+    choice = choose(records)
+    if choice is None or not choice.feasible or choice.record.policy is None:
+        return 0
+    source = choice.record
+    quant = source.policy.quant  # type: ignore[union-attr]
+    if quant.mode != "int8" or not runner.groups or source.role == "refined":  # one round: not a variant's variants
+        return 0
+    done = {r.label for r in records if r.role == "refined"}
+    params = dict(study.trials[source.number].params)
+
+    def run(layer_sets: list[tuple[str, ...]]) -> list[TrialRecord]:
+        todo = []
+        for layers in layer_sets:
+            label = f"refine of trial {source.number}: {', '.join(layers)} fp32"
+            if label in done:
+                continue
+            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "refined", LABEL_ATTR: label,
+                                                    WEIGHTS_FROM_ATTR: source.number, FP32_LAYERS_ATTR: list(layers)},
+                                skip_if_exists=False)
+            todo.append(label)
+        if todo:
+            study.optimize(runner, n_trials=len(todo), catch=(Exception,),
+                           callbacks=[lambda s, t: say(_rescue_line(t, runner))])
+        return [r for r in read_records(study) if r.role == "refined" and r.label in todo]
+
+    say(f"layer refinement of trial {source.number} ({source.policy.describe()}): each of its "  # type: ignore[union-attr]
+        f"{len(runner.groups)} prunable groups' root layer in fp32 alone, from its fine-tuned weights")
+    singles = [(g.name,) for g in runner.groups if g.name not in quant.fp32_layers]
+    measured = run(singles)
+    helped = sorted({layer for r in measured if _helped(r, source) and r.policy is not None
+                     for layer in r.policy.quant.fp32_layers if layer not in quant.fp32_layers})
+    extra = run([tuple(helped)]) if len(helped) > 1 else []
+    return len(measured) + len(extra)
 
 
 # ---------------------------------------------------------------------------------------------------- the choice

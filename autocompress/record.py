@@ -46,6 +46,7 @@ from autocompress.policy import Policy
 from autocompress.runtimes import Artifact
 
 __all__ = [
+    "AFTER_SEARCH_ROLES",
     "TrialRecord",
     "RECORD_KEY",
     "CONSTRAINT_NAMES",
@@ -63,6 +64,9 @@ RECORD_KEY = "record"
 ARTIFACTS_DIR = "artifacts"  # under the study folder: Optuna's artifact store (each trial's model.onnx, policy.json)
 CONSTRAINT_NAMES = ("latency", "accuracy")
 OUTCOMES = ("complete", "stopped", "skipped", "failed")
+# Trials run after the search, not proposed by it: the rescue (nothing was feasible) and the layer refinement of the
+# choice. They do not count towards --trials, nor towards the search's own figures (hypervolume per trial).
+AFTER_SEARCH_ROLES = ("rescue", "refined")
 _MIN_DROP_SCALE_PT = 0.1  # a max drop of 0 pt still needs a scale: 0.1 pt is one image in a thousand
 # Optuna < 5 and optuna-dashboard read feasibility from this system attribute (a list, in CONSTRAINT_NAMES order).
 _LEGACY_CONSTRAINTS_KEY = "constraints"
@@ -81,7 +85,8 @@ class TrialRecord:
         outcome: ``complete`` | ``stopped`` (over budget before fine-tuning) | ``failed``.
         policy: the compression recipe (``None`` only when the trial failed before sampling it).
         role: ``sampled`` by the sampler, or why it was enqueued: ``baseline``, ``seed`` (the probe structure nearest
-            the budget) or ``rescue`` (a stopped structure fine-tuned anyway because nothing was feasible).
+            the budget), ``rescue`` (a stopped structure fine-tuned anyway because nothing was feasible), ``promoted``
+            (a near miss fine-tuned longer) or ``refined`` (the choice deployed again with some layers in fp32).
         label: a human label for enqueued trials (``fp32 (uncompressed)``, ``rescue of trial 12``), else ``""``.
         budget_ms / max_drop_pt: the constraints this trial was judged against.
         accuracy: val top-1 of the artifact; ``None`` when it is not the policy's accuracy (stopped and pruned).

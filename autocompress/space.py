@@ -17,6 +17,7 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       calibration_samples: 64
       kernel: [auto]                        # int8 types: auto (chosen for this CPU) | u8s8 | u8s8_reduce | s8s8
       per_layer: false                      # true: int8 trials also choose, per prunable layer, to keep it fp32
+      refine_layers: false                  # true: after the search, the chosen int8 model tries layers in fp32
     distill:
       temperature: {low: 1.0, high: 8.0, log: true}
       alpha: {low: 0.3, high: 1.0}
@@ -40,6 +41,12 @@ global too), and the per-group ``offset`` keeps the freedom to prune insensitive
 ``quant.fp32.<layer>`` (keep that layer fp32 or not), mapped to ONNX Runtime's ``nodes_to_exclude`` / NNCF's
 ``ignored_scope``. int8 is a per-layer choice: it pays on wide layers and can cost more than it saves (quantize and
 dequantize steps) on thin, pruned ones. Fixed policies (baselines, probe, rescue) keep every layer int8.
+
+**Layer refinement** (``quantize.refine_layers: true``): the sampler's space stays as it is (no dimension per layer);
+after the search, the int8 model the study would choose is deployed again with one prunable group's root layer in
+fp32 at a time, from its own fine-tuned weights (no fine-tuning: precision does not change the weights), then with
+every layer whose fp32 variant was faster or more accurate together. Each variant is a trial (role ``refined``)
+measured and scored like any other, so the choice can only move to a variant that beats the model it came from.
 
 Distillation parameters are only sampled when the trial prunes something: fine-tuning an unpruned model toward
 itself would spend time for nothing, and conditional parameters keep the sampler's view honest.
@@ -81,7 +88,7 @@ FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer
 INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
-    "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer"},
+    "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer", "refine_layers"},
     "distill": {"temperature", "alpha", "lr", "steps", "epochs", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
@@ -122,6 +129,7 @@ class SearchSpace:
     calibration_samples: int = 64
     kernels: tuple[str, ...] = ("auto",)
     per_layer: bool = False
+    refine_layers: bool = False
     temperature: FloatRange = FloatRange(1.0, 8.0, log=True)
     alpha: FloatRange = FloatRange(0.3, 1.0)
     lr: FloatRange = FloatRange(3e-4, 3e-3, log=True)
@@ -384,6 +392,7 @@ class SearchSpace:
             calibration_samples=_positive_int(source, "quantize.calibration_samples", quant.get("calibration_samples", d.calibration_samples)),
             kernels=_choices(source, "quantize.kernel", quant.get("kernel"), d.kernels, ("auto", *INT8_KERNELS)),
             per_layer=_flag(source, "quantize.per_layer", quant.get("per_layer", d.per_layer)),
+            refine_layers=_flag(source, "quantize.refine_layers", quant.get("refine_layers", d.refine_layers)),
             temperature=_range(source, "distill.temperature", kd.get("temperature"), d.temperature, positive=True),
             alpha=_range(source, "distill.alpha", kd.get("alpha"), d.alpha, unit=True),
             lr=_range(source, "distill.lr", kd.get("lr"), d.lr, positive=True),

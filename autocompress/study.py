@@ -44,11 +44,11 @@ from autocompress.pareto import Choice, pareto_front
 from autocompress.policy import QuantPolicy
 from autocompress.preprocess_check import verify_preprocessing
 from autocompress.probe import Probe, run_probe
-from autocompress.record import RECORD_KEY, TrialRecord, read_record, read_records
+from autocompress.record import AFTER_SEARCH_ROLES, RECORD_KEY, TrialRecord, read_record, read_records
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
 from autocompress.space import SearchSpace
-from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, rescue as _rescue
+from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, refine_layers, rescue as _rescue
 from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 from autocompress.remote import MeasureQueue, RemoteMeter, serve
 from autocompress.workers import StorageLock, TrialSlots, core_guard, pid_alive, process_uuid
@@ -297,8 +297,8 @@ def _record_interrupted(study: optuna.Study, runner: TrialRunner) -> Callable[[o
 def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
     """The trials that count towards ``--trials``: those that were fully measured (fine-tuned where they prune) or
     failed. Not proposals skipped or stopped over the budget before fine-tuning (seconds, not a trial's worth of
-    work), not the rescue phase, not trials cut short by an interruption."""
-    return [r for r in records if r.role != "rescue" and (r.outcome == "complete" or (
+    work), not the rescue phase or the layer refinement, not trials cut short by an interruption."""
+    return [r for r in records if r.role not in AFTER_SEARCH_ROLES and (r.outcome == "complete" or (
         r.outcome == "failed" and not (r.fail_reason or "").startswith(INTERRUPTED)))]
 
 
@@ -447,6 +447,10 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
                 _wait_for_other_workers(study, runner, config=config, say=say, progress=progress)
                 records = read_records(study)
                 counted = len(_counted(records))
+                if space.refine_layers and not runner.stop_requested and study.user_attrs.get("refined_at") != counted:
+                    refine_layers(study, runner, say=say)
+                    study.set_user_attr("refined_at", counted)  # once per study (until more trials are asked for)
+                    records = read_records(study)
                 if not runner.stop_requested and not any(r.feasible for r in records) \
                         and study.user_attrs.get("rescued_at") != counted:
                     _rescue(study, runner, config=config, say=say)
@@ -507,7 +511,7 @@ def _serve(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
         _fail_stale(study)
         records = read_records(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        used = sum(1 for r in records if r.role != "rescue")
+        used = sum(1 for r in records if r.role not in AFTER_SEARCH_ROLES)
         return not running and (len(_counted(records)) >= total or used >= PROPOSALS_PER_TRIAL * total)
 
     say(f"measure worker: serving latency and accuracy for study {config.study_name!r}; start build hosts with "
@@ -613,7 +617,7 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
         done = len(_counted(records))
         if done >= total:
             break
-        used = sum(1 for r in records if r.role != "rescue")
+        used = sum(1 for r in records if r.role not in AFTER_SEARCH_ROLES)
         if own >= remaining_at_start and used >= PROPOSALS_PER_TRIAL * total:
             exhausted = True
             break

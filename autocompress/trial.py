@@ -44,12 +44,12 @@ from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.record import TrialRecord, artifact_store, write_record
 from autocompress.space import QUANT_RULED_OUT_ATTR, SearchSpace
 from autocompress.training import predict_logits
-from autocompress.weights import save_weights
+from autocompress.weights import load_weights, save_weights
 from autocompress.workers import core_guard, owner
 from autocompress.workload import Workload
 
 __all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
-           "MAX_REMEASURES", "MAX_SKIPS_IN_A_ROW"]
+           "WEIGHTS_FROM_ATTR", "FP32_LAYERS_ATTR", "MAX_REMEASURES", "MAX_SKIPS_IN_A_ROW"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 ROLE_ATTR = "role"
 LABEL_ATTR = "label"
 STEPS_SCALE_ATTR = "steps_scale"  # a promoted near miss: the same policy fine-tuned this many times longer
+WEIGHTS_FROM_ATTR = "weights_from"  # a refined trial: the fine-tuned weights of this trial, deployed again (no KD)
+FP32_LAYERS_ATTR = "fp32_layers"  # a refined trial: these groups' root layers stay fp32 (QuantPolicy.fp32_layers)
 WEIGHTS_FILE = "student_weights.npz"
 MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction
 MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped in a row, the next one is built anyway
@@ -105,7 +107,10 @@ class Objective:
         if self.stop_requested:
             raise StopRequested(f"interrupted: Ctrl-C after the {stage} stage; this policy is queued again for the resume")
 
-    def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
+    def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
+                 weights_from: int | None = None) -> TrialRecord:
+        """``policy`` built, measured and scored (``weights_from``: deploy that trial's fine-tuned weights instead of
+        fine-tuning; the structure is the same)."""
         raise NotImplementedError
 
     def sync_latency_model(self, records: Sequence[TrialRecord]) -> int:
@@ -145,13 +150,19 @@ class Objective:
             if scale > 1:
                 policy = dataclasses.replace(policy, distill=dataclasses.replace(policy.distill,
                                                                                  steps=policy.distill.steps * scale))
+            fp32_layers = trial.user_attrs.get(FP32_LAYERS_ATTR)
+            if fp32_layers is not None:  # a refined trial: the same policy with these layers in fp32
+                policy = dataclasses.replace(policy, quant=dataclasses.replace(
+                    policy.quant, fp32_layers=tuple(sorted(set(policy.quant.fp32_layers) | set(fp32_layers)))))
+            weights_from = trial.user_attrs.get(WEIGHTS_FROM_ATTR)
             skipped = self.skip_record(policy, number=trial.number, role=role, label=label)
             if skipped is not None and self.skips_in_a_row < MAX_SKIPS_IN_A_ROW:
                 self.skips_in_a_row += 1
                 write_record(trial, _noted(trial, skipped))
                 raise optuna.TrialPruned(skipped.stopped_reason)
             self.skips_in_a_row = 0
-            record = _noted(trial, self.evaluate(policy, number=trial.number, role=role, label=label))
+            record = _noted(trial, self.evaluate(policy, number=trial.number, role=role, label=label,
+                                                 **({} if weights_from is None else {"weights_from": int(weights_from)})))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -221,11 +232,15 @@ class TrialRunner(Objective):
         return self._teacher_logits
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
-    def build(self, policy: Policy, workdir: Path) -> tuple[nn.Module, Artifact]:
-        """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``."""
+    def build(self, policy: Policy, workdir: Path, *, weights_from: int | None = None) -> tuple[nn.Module, Artifact]:
+        """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``; with
+        ``weights_from``, the pruned structure carries that trial's fine-tuned weights (same structure: its policy's
+        pruning)."""
         x = self.workload.example_input()
         with self.cores.heavy():
             student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
+            if weights_from is not None:
+                load_weights(student, self.config.study_dir / "trials" / f"{weights_from:05d}" / WEIGHTS_FILE)
             artifact = self.runtime.build(student, policy.quant, example_input=x, calibration=self.workload.train,
                                           workdir=workdir, seed=self.config.seed)
         return student, artifact
@@ -343,7 +358,8 @@ class TrialRunner(Objective):
         return self.latency_model.quantized_ruled_out(self.space.quant_modes, self.macs.estimate(prune))
 
     # ------------------------------------------------------------------ one trial
-    def evaluate(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord:
+    def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
+                 weights_from: int | None = None) -> TrialRecord:
         cfg, wl = self.config, self.workload
         started = time.perf_counter()
         workdir = cfg.study_dir / "trials" / f"{number:05d}"
@@ -356,7 +372,7 @@ class TrialRunner(Objective):
 
         t = time.perf_counter()
         self.on_stage(f"trial {number}: prune + export ({policy.describe()})")
-        student, artifact = self.build(policy, workdir)
+        student, artifact = self.build(policy, workdir, weights_from=weights_from)
         macs, params = count_macs_params(student, wl.example_input())
         timings["build_s"] = time.perf_counter() - t
         self.check_stop("prune and deploy")
@@ -386,7 +402,9 @@ class TrialRunner(Objective):
         self.check_stop("latency gate")
         finetuned, kd_loss = False, None
         latency = gate
-        if policy.distill.steps > 0 and not policy.prune.is_identity:
+        if weights_from is not None:
+            finetuned = True  # the weights were fine-tuned in trial ``weights_from``; this one only deploys them again
+        elif policy.distill.steps > 0 and not policy.prune.is_identity:
             self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
             teacher_logits = self.teacher_logits
             with self.cores.heavy():
@@ -404,7 +422,7 @@ class TrialRunner(Objective):
                 artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(),
                                               calibration=wl.train, workdir=workdir, seed=cfg.seed)
             timings["deploy_s"] = time.perf_counter() - t
-        if finetuned or cache_hit:
+        if (finetuned and weights_from is None) or cache_hit:  # a refined trial's gate timed the file it ships
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
             # (before fine-tuning, or another trial's model of the same structure).
             t = time.perf_counter()

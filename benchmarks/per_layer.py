@@ -5,7 +5,10 @@ two searches of the demo workload at the default budget (0.25x the teacher on th
 
 - **all-or-nothing**: the default space (an int8 trial quantizes every layer);
 - **per-layer**: ``benchmarks/per_layer.yaml``, the default space with ``quantize.per_layer: true`` (an int8 trial also
-  chooses, for every prunable group's root layer, to keep it in fp32).
+  chooses, for every prunable group's root layer, to keep it in fp32);
+- **refine**: ``benchmarks/per_layer_refine.yaml``, the default space with ``quantize.refine_layers: true`` (the
+  sampler's space is the default one; after the search the int8 choice is deployed again from its fine-tuned weights
+  with one layer in fp32 at a time, then with the layers that helped together).
 
 Then both chosen artifacts of a runtime are timed **side by side in one process** with the study's protocol, next to
 the teacher's fp32 artifact on that runtime (:class:`~autocompress.measure.latency.LatencyMeter`), and scored on the
@@ -15,6 +18,7 @@ int8 trials, mixed ones, the fresh-process re-measurement) come from each study'
 
     python benchmarks/per_layer.py                          # → per_layer.md, per_layer.csv
     python benchmarks/per_layer.py --runtimes onnxruntime --trials 20
+    python benchmarks/per_layer.py --plans all-or-nothing refine --output /tmp/per_layer_zen4.md
 
 Run it on an otherwise idle machine: the searches measure latency.
 """
@@ -38,6 +42,7 @@ from autocompress.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
 from autocompress.pareto import hypervolume  # noqa: E402
+from autocompress.record import AFTER_SEARCH_ROLES  # noqa: E402
 from autocompress.policy import QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
@@ -45,8 +50,9 @@ from autocompress.study import run_study  # noqa: E402
 from autocompress.workload import load_workload  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_per_layer"
-PLANS = {"all-or-nothing": "default", "per-layer": str(HERE / "per_layer.yaml")}
-COLUMNS = ("runtime", "plan", "trials", "feasible", "int8 trials", "mixed int8 trials", "HV", "chosen",
+PLANS = {"all-or-nothing": "default", "per-layer": str(HERE / "per_layer.yaml"),
+         "refine": str(HERE / "per_layer_refine.yaml")}
+COLUMNS = ("runtime", "plan", "trials", "feasible", "int8 trials", "mixed int8 trials", "refined", "HV", "chosen",
            "val drop pt", "search ms", "fresh re-measure ms", "side-by-side ms", "interval", "vs teacher",
            "test top-1", "test drop (images)", "budget ms", "wall s")
 
@@ -59,12 +65,14 @@ def search(runtime: str, plan: str, *, trials: int, seed: int) -> dict[str, Any]
     started = time.perf_counter()
     result = run_study(workload, load_space(config.space), config, say=lambda _: None)
     wall = time.perf_counter() - started
-    counted = [r for r in result.records if r.role != "rescue" and r.outcome in ("complete", "failed")]
+    counted = [r for r in result.records if r.role not in AFTER_SEARCH_ROLES and r.outcome in ("complete", "failed")]
+    refined = [r for r in result.records if r.role == "refined"]
     int8 = [r for r in counted if r.policy is not None and r.policy.quant.mode == "int8"]
     choice = result.choice
     row: dict[str, Any] = {
         "runtime": runtime, "plan": plan, "trials": len(counted), "feasible": sum(r.feasible for r in counted),
         "int8 trials": len(int8), "mixed int8 trials": sum(bool(r.policy.quant.fp32_layers) for r in int8),  # type: ignore[union-attr]
+        "refined": f"{len(refined)} ({sum(r.feasible for r in refined)} feasible)" if refined else "",
         "HV": round(hypervolume(counted), 4), "budget ms": round(result.reference.budget_ms, 4), "wall s": round(wall),
         "chosen": "none", "_artifact": None, "_workload": workload,
     }
@@ -103,8 +111,8 @@ def side_by_side(rows: list[dict[str, Any]]) -> None:
                     "test top-1": f"{top1:.2%}", "test drop (images)": round((teacher_acc - top1) * len(workload.test))})
 
 
-def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int) -> None:
-    with (HERE / "per_layer.csv").open("w", newline="") as fh:
+def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int, output: Path) -> None:
+    with output.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -116,17 +124,19 @@ def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int) -> No
     lines = ["# Per-layer int8 vs all-or-nothing int8, per runtime", "", intro, "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
-    lines += ["", "Per-layer chosen / all-or-nothing chosen, side by side:", ""]
+    lines += ["", "Each plan's chosen / all-or-nothing chosen, side by side:", ""]
     for runtime in dict.fromkeys(r["runtime"] for r in rows):
         pair = {r["plan"]: r for r in rows if r["runtime"] == runtime}
-        a, b = pair.get("all-or-nothing", {}), pair.get("per-layer", {})
-        if a.get("side-by-side ms") and b.get("side-by-side ms"):
-            lines.append(f"- {runtime}: {b['side-by-side ms'] / a['side-by-side ms']:.2f}x the latency "
-                         f"({b['side-by-side ms']:.3f} vs {a['side-by-side ms']:.3f} ms), test drop "
-                         f"{b['test drop (images)']} vs {a['test drop (images)']} images")
-        else:
-            lines.append(f"- {runtime}: one of the searches chose nothing")
-    (HERE / "per_layer.md").write_text("\n".join(lines) + "\n")
+        a = pair.get("all-or-nothing", {})
+        for plan in [p for p in pair if p != "all-or-nothing"]:
+            b = pair[plan]
+            if a.get("side-by-side ms") and b.get("side-by-side ms"):
+                lines.append(f"- {runtime}, {plan}: {b['side-by-side ms'] / a['side-by-side ms']:.2f}x the latency "
+                             f"({b['side-by-side ms']:.3f} vs {a['side-by-side ms']:.3f} ms), test drop "
+                             f"{b['test drop (images)']} vs {a['test drop (images)']} images")
+            else:
+                lines.append(f"- {runtime}, {plan}: a search chose nothing (or all-or-nothing was not run)")
+    output.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -134,6 +144,8 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=["onnxruntime", "openvino"])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS))
+    parser.add_argument("--output", type=Path, default=HERE / "per_layer.md", help="the report (and .csv beside it)")
     args = parser.parse_args()
     logging.getLogger("optuna").setLevel(logging.WARNING)
     import optuna
@@ -146,13 +158,13 @@ def main() -> None:
     cpu_text = f"{cpu.model} ({cpu.isa}; flags {', '.join(sorted(cpu.flags))})"
     rows: list[dict[str, Any]] = []
     for runtime in args.runtimes:
-        pair = [search(runtime, plan, trials=args.trials, seed=args.seed) for plan in PLANS]
+        pair = [search(runtime, plan, trials=args.trials, seed=args.seed) for plan in args.plans]
         side_by_side(pair)
         rows += pair
         for row in pair:
             print(" · ".join(f"{c}={row.get(c, '')}" for c in COLUMNS), flush=True)
-        write(rows, cpu=cpu_text, trials=args.trials, seed=args.seed)
-    print(f"wrote {HERE / 'per_layer.md'}")
+        write(rows, cpu=cpu_text, trials=args.trials, seed=args.seed, output=args.output)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
