@@ -262,6 +262,7 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
         return 0
     done = {r.label for r in records if r.role == "refined"}
     params = dict(study.trials[source.number].params)
+    scale = int(study.trials[source.number].user_attrs.get(STEPS_SCALE_ATTR, 1))  # a promoted source: its longer KD
 
     def run(layer_sets: list[tuple[str, ...]]) -> list[TrialRecord]:
         todo = []
@@ -270,7 +271,8 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
             if label in done:
                 continue
             study.enqueue_trial(params, user_attrs={ROLE_ATTR: "refined", LABEL_ATTR: label,
-                                                    WEIGHTS_FROM_ATTR: source.number, FP32_LAYERS_ATTR: list(layers)},
+                                                    WEIGHTS_FROM_ATTR: source.number, FP32_LAYERS_ATTR: list(layers),
+                                                    STEPS_SCALE_ATTR: scale},  # the policy the weights were tuned by
                                 skip_if_exists=False)
             todo.append(label)
         if todo:

@@ -22,7 +22,7 @@ from autocompress.policy import Policy
 from autocompress.record import TrialRecord, read_records
 from autocompress.space import SearchSpace, load_space
 from autocompress.study import _counted, create_study, run_study
-from autocompress.trial import Objective
+from autocompress.trial import STEPS_SCALE_ATTR, Objective
 from autocompress.workload import Workload
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(4)]
@@ -65,7 +65,7 @@ def _study_with_an_int8_choice(tmp_path: Path, space: SearchSpace) -> tuple[optu
     objective.calls = []
     objective.train_size = 1000
     params = {**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8", GROUPS), **space.kd_params()}
-    study.enqueue_trial(params)
+    study.enqueue_trial(params, user_attrs={STEPS_SCALE_ATTR: 3})  # a promoted near miss: its policy has 3x the KD
     study.optimize(objective, n_trials=1)
     return study, objective
 
@@ -82,6 +82,7 @@ def test_each_layer_alone_then_the_layers_that_helped_together(tmp_path: Path) -
     assert [r.policy.quant.fp32_layers for r in refined] == [(g.name,) for g in GROUPS] + [("layer0.conv", "layer2.conv")]
     assert all(weights_from == 0 for role, weights_from, _ in objective.calls if role == "refined"), objective.calls
     assert all(r.policy.prune == read_records(study)[0].policy.prune for r in refined), "the same structure"
+    assert all(r.policy.distill == read_records(study)[0].policy.distill for r in refined), "the same KD recipe"
     combined = refined[-1]
     assert combined.latency_ms == pytest.approx(0.09) and combined.accuracy == pytest.approx(0.988)
     choice = choose(read_records(study))

@@ -112,6 +112,21 @@ def test_the_space_keeps_only_what_the_runtime_builds() -> None:
 
 
 @pytest.mark.parametrize(("node", "module"), [("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"), ("/fc/Gemm", "fc"),
-                                              ("/stem/stem.0/Conv", "stem.0"), ("Conv_3", "")])
+                                              ("/stem/stem.0/Conv", "stem.0"), ("Conv_3", ""),
+                                              ("/layer2/layer2.0/shortcut/shortcut.0/Conv", "layer2.0.shortcut.0")])
 def test_onnx_node_names_map_back_to_modules(node: str, module: str) -> None:
     assert onnx_node_module(node) == module
+
+
+def test_every_exported_compute_node_maps_to_a_module_of_the_model(demo_width_model, tmp_path: Path) -> None:
+    # The demo network (residual blocks with an nn.Sequential shortcut): every Conv/Gemm of the exported graph must
+    # name a real module, or a layer asked to stay fp32 (per-layer int8, layer refinement) silently runs int8.
+    import onnx
+
+    from autocompress.runtimes import export_onnx
+
+    path = export_onnx(demo_width_model.eval(), torch.zeros(1, 1, 32, 32), tmp_path / "m.onnx")
+    modules = dict(demo_width_model.named_modules())
+    nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert any("shortcut" in n for n in nodes), nodes
+    assert all(onnx_node_module(n) in modules for n in nodes), [(n, onnx_node_module(n)) for n in nodes]

@@ -164,13 +164,22 @@ def quantize_onnx(fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: 
 def onnx_node_module(node_name: str) -> str:
     """The PyTorch module a node of an exported graph came from, from the exporter's scope-path node name.
 
-    Tiny example: ``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1`` (each scope is the child's attribute name or
-    its full dotted name); ``/fc/Gemm`` → ``fc``.
+    Tiny example: ``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``; ``/fc/Gemm`` → ``fc``. Each scope is the
+    child's attribute name (``conv1``), its full dotted name, or, for a child of an ``nn.Sequential``, the Sequential's
+    attribute name and the index (``layer2.0``, ``shortcut.0``), relative to the Sequential's parent:
+    ``/layer2/layer2.0/shortcut/shortcut.0/Conv`` → ``layer2.0.shortcut.0`` (not ``layer2.0.shortcut.shortcut.0``:
+    measured, that name matched no module, so a shortcut layer asked to stay fp32 ran int8).
     """
     scopes = [s for s in node_name.strip("/").split("/")[:-1] if s]
     qualified = ""
     for scope in scopes:
-        qualified = scope if not qualified or scope.startswith(qualified + ".") else f"{qualified}.{scope}"
+        parent, _, last = qualified.rpartition(".")
+        if not qualified or scope.startswith(qualified + "."):
+            qualified = scope  # a full dotted name
+        elif scope.startswith(last + "."):
+            qualified = f"{parent}.{scope}" if parent else scope  # a Sequential's child, named in the Sequential's parent
+        else:
+            qualified = f"{qualified}.{scope}"
     return qualified
 
 
