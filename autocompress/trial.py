@@ -161,6 +161,7 @@ class Objective:
                 write_record(trial, _noted(trial, skipped))
                 raise optuna.TrialPruned(skipped.stopped_reason)
             self.skips_in_a_row = 0
+            # weights_from only when set: evaluators written before refinement (tests' synthetic ones) lack the keyword
             record = _noted(trial, self.evaluate(policy, number=trial.number, role=role, label=label,
                                                  **({} if weights_from is None else {"weights_from": int(weights_from)})))
         except optuna.TrialPruned:

@@ -145,7 +145,7 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
 def part_workers(workers: list[int], trials: int, output: Path) -> list[dict[str, Any]]:
     import optuna
 
-    from autocompress.record import read_records
+    from autocompress.record import AFTER_SEARCH_ROLES, read_records
 
     rows = []
     cache = HERE.parent / "results" / "_cache"
@@ -170,7 +170,7 @@ def part_workers(workers: list[int], trials: int, output: Path) -> list[dict[str
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir}/study.db")
         records = read_records(study)
-        counted = [r for r in records if r.role != "rescue" and r.outcome in ("complete", "failed")]
+        counted = [r for r in records if r.role not in AFTER_SEARCH_ROLES and r.outcome in ("complete", "failed")]
         distill_s = [r.timings["distill_s"] for r in records if "distill_s" in r.timings]
         metrics = json.loads(next((study_dir / d / "metrics.json").read_text() for d in ("chosen", "over_budget")
                                   if (study_dir / d / "metrics.json").exists()))

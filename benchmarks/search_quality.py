@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
 from autocompress.cpu import detect_cpu  # noqa: E402
 from autocompress.pareto import choose, hypervolume  # noqa: E402
+from autocompress.record import AFTER_SEARCH_ROLES  # noqa: E402
 from autocompress.space import load_space  # noqa: E402
 from autocompress.study import run_study  # noqa: E402
 from autocompress.workload import Workload, load_workload  # noqa: E402
@@ -82,7 +83,7 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
     started = time.perf_counter()
     result = run_study(workload, load_space(config.space), config, say=lambda _: None)
     wall = time.perf_counter() - started
-    searched = [r for r in result.records if r.role != "rescue"]  # the rescue phase is not part of the search
+    searched = [r for r in result.records if r.role not in AFTER_SEARCH_ROLES]  # rescue and refinement: after it
     counted = [r for r in searched if r.outcome in ("complete", "failed")]  # what --trials counts
     feasible = [r for r in counted if r.feasible]
     first = next((i + 1 for i, r in enumerate(counted) if r.feasible), None)
