@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, default=None, help="YAML file whose keys are these options (dashes or underscores); options given on the command line win")
     _add_config_options(s)
     s.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
+    s.add_argument("--no-explain", action="store_true",
+                   help="write report.html without the per-group sensitivity profile and the technique breakdown "
+                   "(they rebuild and time some 30 models: about a minute on the demo); `autocompress report` "
+                   "adds them later")
     s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     m = sub.add_parser(
@@ -92,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--config", type=Path, default=None, help="YAML file whose keys are the search options")
     _add_config_options(m)
+    m.add_argument("--no-explain", action="store_true",
+                   help="write report.html without the per-group sensitivity profile and the technique breakdown "
+                   "(they rebuild and time some 30 models: about a minute on the demo); `autocompress report` "
+                   "adds them later")
     m.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
     m.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     d = sub.add_parser(
@@ -304,10 +312,12 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     # Another process of the same study may be exporting into the same folder: one at a time.
     with StorageLock(result.study, "export", stale_s=GRACE_S,
                      on_wait=lambda line: say(f"{line}: another process is exporting this study")):
-        return _publish(result, config=config, workload=workload, console=console, say=say, started=started)
+        return _publish(result, config=config, workload=workload, console=console, say=say, started=started,
+                        explain=not args.no_explain)
 
 
-def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float) -> int:
+def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float,
+             explain: bool = True) -> int:
     """Tables, export, report and the closing line of a finished search."""
     from autocompress.export import export_chosen
     from autocompress.report import pareto_table, write_csv
@@ -357,7 +367,7 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
         from autocompress.html_report import build_report
 
         report = build_report(result.study, study_dir=config.study_dir, cache_dir=config.cache_dir, workload=workload,
-                              progress=say)
+                              explain=explain, progress=say)
         console.print(f"report: {report.html}", highlight=False, soft_wrap=True)
     except Exception as exc:  # pragma: no cover - reported, never fatal
         console.print(f"[yellow]report not written:[/] {type(exc).__name__}: {exc} (run `autocompress report` to retry)",

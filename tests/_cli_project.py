@@ -25,5 +25,6 @@ def tiny_cli_project(tmp_path: Path, teacher: torch.nn.Module, space: str) -> li
     """))
     (tmp_path / "space.yaml").write_text(space)
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    # --no-explain: these tests check the study, not the report's sensitivity profile (half of a tiny run's time).
     return [sys.executable, "-m", "autocompress", "search", "--model", "mymodels:tiny", "--weights", "teacher.pt",
-            "--data", "mydata:splits", "--space", "space.yaml"]
+            "--data", "mydata:splits", "--space", "space.yaml", "--no-explain"]

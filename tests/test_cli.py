@@ -95,7 +95,13 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path, repo_root: Path) -> N
     header = (tmp_path / "out" / "e2e" / "pareto.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "trial" and "policy" in header, header
 
-    again = run_cli(*[a if a != "4" else "5" for a in args], cwd=tmp_path)
+    report = (tmp_path / "out" / "e2e" / "report.html").read_text(encoding="utf-8")
+    assert (tmp_path / "out" / "e2e" / "report" / "sensitivity.png").is_file() and "Not computed" not in report
+
+    # The resume, with --no-explain: the report is rewritten without the models it would rebuild and time.
+    again = run_cli(*[a if a != "4" else "5" for a in args], "--no-explain", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "Not computed: skipped (--no-explain)." in (tmp_path / "out" / "e2e" / "report.html").read_text(encoding="utf-8")
+    assert not (tmp_path / "out" / "e2e" / "report" / "sensitivity.png").exists()
     assert "resuming study 'e2e': 4 of 5 trials already finished" in again.stdout
     assert "· 5/5]" in again.stdout and "· 6/5]" not in again.stdout

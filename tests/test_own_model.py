@@ -69,7 +69,8 @@ def test_torchvision_resnet18_on_image_folder(tmp_path: Path) -> None:
     result = run_cli("search", "--model", "torchvision:resnet18", "--weights", "ckpt.pt", "--small-input",
                      "--data", f"imagefolder:{folder}", "--input-size", "16", "--channels", "3", "--trials", "3",
                      "--space", "space.yaml", "--latency-budget", "0.9x", "--max-accuracy-drop", "100",
-                     "--output", "out", "--study-name", "rn18", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3", cwd=tmp_path)
+                     "--output", "out", "--study-name", "rn18", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3",
+                     "--no-explain", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     chosen = tmp_path / "out" / "rn18" / "chosen"
     metrics = json.loads((chosen / "metrics.json").read_text())
@@ -120,6 +121,8 @@ def test_factory_model_and_function_dataset_from_config_file(tmp_path: Path) -> 
         study-name: factory
         repeats: 10
         warmup: 3
+        latency-window: 0.3
+        no-explain: true           # a presentation flag is a config key too
     """))
     result = run_cli("search", "--config", "my.yaml", "--trials", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
