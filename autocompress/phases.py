@@ -11,7 +11,8 @@
   structures are generated, not taken from what the sampler happened to propose.
 - :func:`refine_layers` (``quantize.refine_layers: true``): the int8 model the study would choose is deployed again
   from its own fine-tuned weights with one layer in fp32 at a time, then with every layer that helped together; the
-  variants are trials like any other, so the choice moves only to one that beats it.
+  variants are trials like any other, and the choice moves only to one that helped its source
+  (:func:`autocompress.pareto.refinement_helped`: faster with confidence, or more accurate at no higher latency).
 - :func:`confirm_choice`: the chosen model is re-measured in a fresh process with a longer protocol; one that is
   then over the budget is not called chosen and the next candidate is tried.
 """
@@ -28,7 +29,7 @@ import optuna
 from autocompress.errors import AutocompressError
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
-from autocompress.pareto import Choice, choose
+from autocompress.pareto import Choice, choose, refinement_helped
 from autocompress.record import TrialRecord, read_records
 from autocompress.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
@@ -234,17 +235,6 @@ def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- layer refinement
-def _helped(variant: TrialRecord, source: TrialRecord) -> bool:
-    """A one-layer variant helped: within the budget and the accuracy limit, and faster with confidence (its whole
-    interval below the source's figure) at no lower accuracy, or more accurate at no higher latency interval."""
-    if not variant.feasible or variant.latency is None or source.latency is None:
-        return False
-    accuracy, base = variant.accuracy or 0.0, source.accuracy or 0.0
-    faster = variant.latency.high < source.latency.median_ms and accuracy >= base
-    better = accuracy > base and variant.latency.low <= source.latency.high
-    return faster or better
-
-
 def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
     """Layer refinement of the model the study would choose (see the module docstring); returns the trials run.
 
@@ -284,7 +274,7 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
         f"{len(runner.groups)} prunable groups' root layer in fp32 alone, from its fine-tuned weights")
     singles = [(g.name,) for g in runner.groups if g.name not in quant.fp32_layers]
     measured = run(singles)
-    helped = sorted({layer for r in measured if _helped(r, source) and r.policy is not None
+    helped = sorted({layer for r in measured if refinement_helped(r, source) and r.policy is not None
                      for layer in r.policy.quant.fp32_layers if layer not in quant.fp32_layers})
     extra = run([tuple(helped)]) if len(helped) > 1 else []
     return len(measured) + len(extra)

@@ -113,6 +113,8 @@ class TrialRecord:
         quant_ruled_out: why the sampler was not offered a quantized precision for this structure (the latency model
             predicted it no faster than fp32, :meth:`~autocompress.measure.model.LatencyModel.quantized_ruled_out`), so
             the trial is fp32; ``None`` when the precision was sampled or enqueued.
+        weights_from: a ``refined`` trial: the trial whose fine-tuned weights it deployed again (its *source*, against
+            which :func:`autocompress.pareto.refinement_helped` judges it); ``None`` otherwise.
     """
 
     number: int
@@ -145,6 +147,7 @@ class TrialRecord:
     precision: Mapping[str, int] | None = None
     stages: Mapping[str, Any] = field(default_factory=dict)
     quant_ruled_out: str | None = None
+    weights_from: int | None = None
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome

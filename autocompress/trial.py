@@ -79,9 +79,15 @@ def skip_reason(prediction: Prediction | None, budget_ms: float) -> str | None:
 
 
 def _noted(trial: optuna.Trial, record: TrialRecord) -> TrialRecord:
-    """``record`` with what sampling decided for it (why its precision was not sampled, when it was not)."""
+    """``record`` with what sampling and enqueuing decided for it: why its precision was not sampled, when it was
+    not, and the source trial of a refined one (whatever evaluator built it, so the choice can judge it)."""
     ruled_out = trial.user_attrs.get(QUANT_RULED_OUT_ATTR)
-    return dataclasses.replace(record, quant_ruled_out=str(ruled_out)) if ruled_out else record
+    if ruled_out:
+        record = dataclasses.replace(record, quant_ruled_out=str(ruled_out))
+    weights_from = trial.user_attrs.get(WEIGHTS_FROM_ATTR)
+    if weights_from is not None:
+        record = dataclasses.replace(record, weights_from=int(weights_from))
+    return record
 
 
 class Objective:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from autocompress.measure.latency import Latency
@@ -119,3 +121,34 @@ def test_rescue_finishes_first_the_structure_that_keeps_the_budget() -> None:
     # Once fine-tuned longer (rescue label) it is not picked again.
     retried = replace(rec(6, TEACHER - 0.02, 0.58), role="rescue", label=f"rescue: {_label(2)}")
     assert [r.number for r in _budget_side_misses([*records, retried])] == [1]
+
+
+def refined(n: int, acc: float, lat: float, low: float, high: float, *, source: int) -> TrialRecord:
+    latency = Latency(median_ms=lat, iqr_ms=0.01, p10_ms=lat, p90_ms=lat, n=10, threads=1, batch_size=1,
+                      low_ms=low, high_ms=high)
+    return TrialRecord(number=n, outcome="complete", policy=None, budget_ms=BUDGET, max_drop_pt=MAX_DROP,
+                       teacher_accuracy=TEACHER, accuracy=acc, latency=latency, finetuned=False, role="refined",
+                       weights_from=source)
+
+
+def test_a_refined_variant_is_chosen_only_where_it_helped_its_source() -> None:
+    source = replace(refined(0, 0.985, 0.173, 0.167, 0.178, source=0), role="sampled", weights_from=None)
+    # The OpenVINO run that exposed it: one val image more accurate, but slower with confidence than its source.
+    slower_but_more_accurate = refined(1, 0.988, 0.198, 0.191, 0.203, source=0)
+    choice = choose([source, slower_but_more_accurate])
+    assert choice is not None and choice.record.number == 0
+    # The same variant without its source in view is judged as any record (nothing to compare it with).
+    alone = choose([slower_but_more_accurate])
+    assert alone is not None and alone.record.number == 1
+    # More accurate at no higher latency (its interval reaches the source's): it helped, so it is chosen.
+    overlapping = refined(2, 0.988, 0.180, 0.176, 0.184, source=0)
+    choice = choose([source, slower_but_more_accurate, overlapping])
+    assert choice is not None and choice.record.number == 2
+    # Faster with confidence at the same accuracy: chosen over its source (accuracy ties go to the faster).
+    faster = refined(3, 0.985, 0.150, 0.146, 0.155, source=0)
+    choice = choose([source, slower_but_more_accurate, faster])
+    assert choice is not None and choice.record.number == 3
+    # Faster but less accurate: not a help, so the more accurate source stays chosen (as it would anyway).
+    faster_but_worse = refined(4, 0.982, 0.150, 0.146, 0.155, source=0)
+    choice = choose([source, faster_but_worse])
+    assert choice is not None and choice.record.number == 0

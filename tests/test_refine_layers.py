@@ -81,6 +81,7 @@ def test_each_layer_alone_then_the_layers_that_helped_together(tmp_path: Path) -
     assert ran == len(refined) == len(GROUPS) + 1
     assert [r.policy.quant.fp32_layers for r in refined] == [(g.name,) for g in GROUPS] + [("layer0.conv", "layer2.conv")]
     assert all(weights_from == 0 for role, weights_from, _ in objective.calls if role == "refined"), objective.calls
+    assert all(r.weights_from == 0 for r in refined), "each record names its source, whatever evaluator built it"
     assert all(r.policy.prune == read_records(study)[0].policy.prune for r in refined), "the same structure"
     assert all(r.policy.distill == read_records(study)[0].policy.distill for r in refined), "the same KD recipe"
     combined = refined[-1]
