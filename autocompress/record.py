@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 RECORD_KEY = "record"
+WEIGHTS_FROM_ATTR = "weights_from"  # a refined trial's user attribute: the trial whose fine-tuned weights it deploys again
 ARTIFACTS_DIR = "artifacts"  # under the study folder: Optuna's artifact store (each trial's model.onnx, policy.json)
 CONSTRAINT_NAMES = ("latency", "accuracy")
 OUTCOMES = ("complete", "stopped", "skipped", "failed")
@@ -281,7 +282,13 @@ def read_record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
     data = trial.user_attrs.get(RECORD_KEY)
     if not data:
         return None
-    return TrialRecord.from_dict(data).with_number(trial.number)
+    record = TrialRecord.from_dict(data).with_number(trial.number)
+    weights_from = trial.user_attrs.get(WEIGHTS_FROM_ATTR)
+    if record.weights_from is None and weights_from is not None:
+        # a refined trial of a study written before records carried ``weights_from``: its enqueue attribute says it,
+        # so a resumed old study still judges it against its source (pareto.refinement_helped)
+        record = replace(record, weights_from=int(weights_from))
+    return record
 
 
 def read_records(trials: Iterable[optuna.trial.FrozenTrial] | optuna.Study, *,

@@ -41,7 +41,7 @@ from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, 
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
 from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
-from autocompress.record import TrialRecord, artifact_store, write_record
+from autocompress.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
 from autocompress.space import QUANT_RULED_OUT_ATTR, SearchSpace
 from autocompress.training import predict_logits
 from autocompress.weights import load_weights, save_weights
@@ -57,7 +57,6 @@ logger = logging.getLogger(__name__)
 ROLE_ATTR = "role"
 LABEL_ATTR = "label"
 STEPS_SCALE_ATTR = "steps_scale"  # a promoted near miss: the same policy fine-tuned this many times longer
-WEIGHTS_FROM_ATTR = "weights_from"  # a refined trial: the fine-tuned weights of this trial, deployed again (no KD)
 FP32_LAYERS_ATTR = "fp32_layers"  # a refined trial: these groups' root layers stay fp32 (QuantPolicy.fp32_layers)
 WEIGHTS_FILE = "student_weights.npz"
 MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction

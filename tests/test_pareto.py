@@ -152,3 +152,26 @@ def test_a_refined_variant_is_chosen_only_where_it_helped_its_source() -> None:
     faster_but_worse = refined(4, 0.982, 0.150, 0.146, 0.155, source=0)
     choice = choose([source, faster_but_worse])
     assert choice is not None and choice.record.number == 0
+
+
+def test_a_refined_trial_of_a_study_written_before_weights_from_is_judged_against_its_source() -> None:
+    # Studies written before records carried ``weights_from`` hold it only as the enqueued trial's user attribute:
+    # read_record derives it, so the resumed study's choice still sees the variant as its source's refinement.
+    import optuna
+
+    from autocompress.record import RECORD_KEY, WEIGHTS_FROM_ATTR, read_records
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    source = replace(refined(0, 0.985, 0.173, 0.167, 0.178, source=0), role="sampled", weights_from=None)
+    old_variant = replace(refined(1, 0.988, 0.198, 0.191, 0.203, source=0), weights_from=None)
+    for record, attrs in ((source, {}), (old_variant, {WEIGHTS_FROM_ATTR: 0})):
+        data = record.to_dict()
+        data.pop("weights_from", None)  # as an old study wrote it
+        trial = optuna.trial.create_trial(values=[record.accuracy, record.latency.median_ms],
+                                          user_attrs={**attrs, RECORD_KEY: data})
+        study.add_trial(trial)
+    records = read_records(study)
+    assert [r.weights_from for r in records] == [None, 0]
+    choice = choose(records)
+    assert choice is not None and choice.record.number == 0, "slower with confidence than its source: not chosen"
