@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuInfo", "Int8Kernel", "detect_cpu", "int8_kernel_for", "machine_fingerprint", "cpu_from_fingerprint", "INT8_ISAS"]
+__all__ = ["CpuInfo", "Int8Kernel", "detect_cpu", "int8_kernel_for", "native_bf16", "machine_fingerprint", "cpu_from_fingerprint", "INT8_ISAS"]
 
 # From the most to the least capable for int8 matrix products; the first that matches names the CPU's ISA.
 INT8_ISAS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -98,6 +98,12 @@ def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     except OSError:
         pass
     return CpuInfo.from_flags(flags, model=model or "unknown", arch=platform.machine(), cores=os.cpu_count() or 1)
+
+
+def native_bf16(cpu: CpuInfo) -> bool:
+    """bf16 runs natively (not emulated) only with AVX512_BF16 or AMX-BF16: where it would be emulated, no runtime
+    offers it."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu.flags)
 
 
 @dataclass(frozen=True)

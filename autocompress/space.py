@@ -236,7 +236,7 @@ class SearchSpace:
             mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
         granularity, calibration = "per_channel", "minmax"
         activation_type, reduce_range = "uint8", False
-        if mode != "none":
+        if mode.startswith("int8"):  # bf16 has no scales and no kernel to choose: nothing more to sample
             granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
             kernel = self.kernels[0] if len(self.kernels) == 1 else trial.suggest_categorical("quant.kernel", list(self.kernels))
             if kernel == "auto":
@@ -282,7 +282,7 @@ class SearchSpace:
         if mode not in self.quant_modes:
             return {}
         params: dict[str, Any] = {"quant.mode": mode}
-        if mode != "none":
+        if mode.startswith("int8"):
             params["quant.granularity"] = "per_channel" if "per_channel" in self.granularities else self.granularities[0]
             if len(self.kernels) > 1:
                 params["quant.kernel"] = "auto" if "auto" in self.kernels else self.kernels[0]

@@ -96,8 +96,33 @@ def test_bf16_is_offered_only_where_the_cpu_runs_it_natively() -> None:
     plain = CpuInfo.from_flags(["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"])
     bf16 = CpuInfo.from_flags(["avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"])
     assert not native_bf16(plain) and native_bf16(bf16)
-    assert "bf16" not in get_runtime("openvino").modes(plain) and "bf16" in get_runtime("openvino").modes(bf16)
-    assert all("bf16" not in get_runtime(n).modes(bf16) for n in ("onnxruntime", "torch"))
+    for name in ("openvino", "torch"):
+        assert "bf16" not in get_runtime(name).modes(plain) and "bf16" in get_runtime(name).modes(bf16), name
+    assert "bf16" not in get_runtime("onnxruntime").modes(bf16), "the CPU execution provider has no bf16 convolutions"
+
+
+def test_torch_bf16_program_runs_bf16_takes_float32_and_keeps_the_caller_model_fp32(tiny_workload: Workload,
+                                                                                     tmp_path: Path) -> None:
+    # Built directly (the runtime offers bf16 only on CPUs with native bf16; PyTorch emulates it elsewhere, so the
+    # program's contract holds on any CPU): float32 in, float32 logits out, every compute layer read back as bf16.
+    runtime = get_runtime("torch")
+    wl = tiny_workload
+    artifact = runtime.build(wl.model, QuantPolicy(mode="bf16"), example_input=wl.example_input(),
+                             calibration=wl.train, workdir=tmp_path)
+    assert all(p.dtype == torch.float32 for p in wl.model.parameters()), "bf16 must convert a copy, not the student"
+    runner = runtime.runner(artifact, threads=1)
+    precision = runner.precision()
+    assert set(precision) == {"bf16"} and precision["bf16"] >= 2, precision
+    images = torch.stack([wl.val[i][0] for i in range(8)])
+    with runner.session():
+        got = runner.run(images.numpy())
+    assert got.dtype == np.float32
+    with torch.no_grad():
+        expected = wl.model.eval()(images).numpy()
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.75, "bf16 rounding may flip a close call, not most"
+    fp32 = runtime.runner(runtime.build(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(),
+                                        calibration=wl.train, workdir=tmp_path / "fp32"), threads=1)
+    assert abs(evaluate(runner, wl.val).top1 - evaluate(fp32, wl.val).top1) <= 0.1
 
 
 def test_the_space_keeps_only_what_the_runtime_builds() -> None:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.cpu import CpuInfo, Int8Kernel
+from autocompress.cpu import CpuInfo, Int8Kernel, native_bf16
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
 from autocompress.runtimes._onnx import calibration_images, export_onnx, node_in_modules
@@ -35,11 +35,6 @@ __all__ = ["OpenVinoRuntime", "native_bf16"]
 
 _COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution")
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
-
-
-def native_bf16(cpu: CpuInfo) -> bool:
-    """bf16 runs natively (not emulated) only with AVX512_BF16 or AMX-BF16."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu.flags)
 
 
 @contextlib.contextmanager
