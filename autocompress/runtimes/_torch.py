@@ -3,8 +3,8 @@
 Artifact: ``model.pt``, a frozen TorchScript trace of the pruned (and fine-tuned) module — the pruned program, loadable
 with ``torch.jit.load`` and no autocompress. Freezing (``torch.jit.freeze``) inlines the weights as constants and folds
 batch norms into the convolutions: measured side by side on the demo (``benchmarks/torch_program.md``, AMD EPYC Zen 4,
-1 thread) 0.94-0.98x the plain trace's latency on the teacher and 0.91x on a 70 %-pruned student, same predictions. TorchScript is deprecated in favour of ``torch.export`` (PyTorch 2.14 warns),
-but loading a ``.pt2`` may fall back to unrestricted unpickling, and nothing this tool reads back is ever unpickled;
+1 thread) 0.94-0.98x the plain trace's latency on the teacher and 0.91x on a 70 %-pruned student, same predictions.
+TorchScript is deprecated in favour of ``torch.export`` (PyTorch 2.14 warns), but loading a ``.pt2`` may fall back to unrestricted unpickling, and nothing this tool reads back is ever unpickled;
 the export folder carries the ``torch.export`` program (``model.pt2``) for users as well. The runner runs it under
 ``torch.inference_mode`` with ``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring
 pass, then restored.
