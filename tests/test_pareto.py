@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import optuna
 import pytest
 
 from autocompress.measure.latency import Latency
 from autocompress.pareto import choose, hypervolume, pareto_front
-from autocompress.record import TrialRecord
+from autocompress.record import RECORD_KEY, WEIGHTS_FROM_ATTR, TrialRecord, read_records
 
 BUDGET, MAX_DROP, TEACHER = 1.0, 1.0, 0.99
 
@@ -157,10 +158,6 @@ def test_a_refined_variant_is_chosen_only_where_it_helped_its_source() -> None:
 def test_a_refined_trial_of_a_study_written_before_weights_from_is_judged_against_its_source() -> None:
     # Studies written before records carried ``weights_from`` hold it only as the enqueued trial's user attribute:
     # read_record derives it, so the resumed study's choice still sees the variant as its source's refinement.
-    import optuna
-
-    from autocompress.record import RECORD_KEY, WEIGHTS_FROM_ATTR, read_records
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
     source = replace(refined(0, 0.985, 0.173, 0.167, 0.178, source=0), role="sampled", weights_from=None)
