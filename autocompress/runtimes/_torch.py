@@ -2,20 +2,20 @@
 
 Artifact: ``model.pt``, a frozen TorchScript trace of the pruned (and fine-tuned) module — the pruned program, loadable
 with ``torch.jit.load`` and no autocompress. Freezing (``torch.jit.freeze``) inlines the weights as constants and folds
-batch norms into the convolutions: measured side by side on the demo (``benchmarks/torch_program.md``, AMD EPYC Zen 4,
-1 thread) 0.94-0.98x the plain trace's latency on the teacher and 0.91x on a 70 %-pruned student, same predictions.
+batch norms into the convolutions: measured side by side on the demo (``benchmarks/torch_program.md``, AMD EPYC Zen 4, 1
+thread) 0.94-0.98x the plain trace's latency on the teacher and 0.91x on a 70 %-pruned student, same predictions.
 TorchScript is deprecated in favour of ``torch.export`` (PyTorch 2.14 warns), but loading a ``.pt2`` may fall back to
-unrestricted unpickling, and nothing this tool reads back is ever unpickled; the export folder carries the ``torch.export`` program (``model.pt2``) for users as well. The runner runs it under
-``torch.inference_mode`` with ``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring
-pass, then restored.
+unrestricted unpickling, and nothing this tool reads back is ever unpickled; the export folder carries the
+``torch.export`` program (``model.pt2``) for users as well. The runner runs it under ``torch.inference_mode`` with
+``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring pass, then restored.
 
 Precisions: fp32, and bf16 where the CPU runs it natively (AVX512_BF16 or AMX: :func:`~autocompress.cpu.native_bf16`;
 never offered where it would be emulated). A bf16 artifact holds bf16 weights and casts the float32 input to bf16 and
-the logits back to float32, so it is called exactly like the fp32 one. Whether bf16 pays is a per-structure question:
-on the demo (same benchmark) it ran the teacher in 0.58-0.62x the plain trace's time, 30-50 %-pruned students in
-0.87-0.94x, but a 70 %-pruned student in 1.61-1.72x — the search decides. The precision read back is the dtype of
-every convolution's and linear layer's weight in the loaded graph. PyTorch's int8 CPU path (``torch.ao.quantization``) is deprecated and PT2E moved to torchao, so int8 is the other
-runtimes' job.
+the logits back to float32, so it is called exactly like the fp32 one. Whether bf16 pays is a per-structure question: on
+the demo (same benchmark) it ran the teacher in 0.58-0.62x the plain trace's time, 30-50 %-pruned students in
+0.87-0.94x, but a 70 %-pruned student in 1.61-1.72x — the search decides. The precision read back is the dtype of every
+convolution's and linear layer's weight in the loaded graph. PyTorch's int8 CPU path (``torch.ao.quantization``) is
+deprecated and PT2E moved to torchao, so int8 is the other runtimes' job.
 
 ``torch.compile`` is not offered: a compiled module cannot be saved as a program that loads without unpickling
 (``torch.export.load`` falls back to ``torch.load(weights_only=False)``, and nothing this tool reads back is ever
