@@ -22,12 +22,12 @@ from torch.utils.data import Dataset
 
 from autocompress.config import LatencyBudget, SearchConfig, parse_budget
 from autocompress.errors import ConfigError, WorkloadError
-from autocompress.export import export_chosen
-from autocompress.pareto import Choice
-from autocompress.record import TrialRecord
-from autocompress.space import SearchSpace, load_space
-from autocompress.study import Reference, run_study
-from autocompress.workload import Workload
+from autocompress.report.export import export_chosen
+from autocompress.study.pareto import Choice
+from autocompress.study.record import TrialRecord
+from autocompress.study.space import SearchSpace, load_space
+from autocompress.study.session import Reference, run_study
+from autocompress.sources.workload import Workload
 
 __all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES", "CLI_ONLY_OPTIONS"]
 
@@ -48,7 +48,7 @@ class SearchOutcome:
 
     Attributes:
         pareto: the Pareto front (accuracy up, latency down) of the fully measured trials, fastest first.
-        records: every trial's :class:`~autocompress.record.TrialRecord` (complete, stopped over budget, failed).
+        records: every trial's :class:`~autocompress.study.record.TrialRecord` (complete, stopped over budget, failed).
         chosen: the most accurate feasible trial; when none is feasible, the fastest trial within the accuracy
             limit (over the budget: ``feasible`` is False); ``None`` when no trial keeps the accuracy limit.
         feasible: whether ``chosen`` meets the latency budget and the accuracy-drop limit.

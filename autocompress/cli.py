@@ -1,4 +1,4 @@
-"""Command line: argument parsing, config files and error mapping only — the work happens in :mod:`autocompress.study`."""
+"""Command line: argument parsing, config files and error mapping only — the work happens in :mod:`autocompress.study.session`."""
 
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def _check_storage(config: SearchConfig) -> None:
         return
     import optuna
 
-    from autocompress.study import _storage
+    from autocompress.study.session import _storage
 
     try:
         opened = _storage(config.storage)  # connects, and creates the tables if needed (two workers at once: retried)
@@ -255,9 +255,9 @@ def _check_storage(config: SearchConfig) -> None:
 def _search(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from autocompress.space import load_space
-    from autocompress.study import run_study
-    from autocompress.workload import load_workload
+    from autocompress.study.space import load_space
+    from autocompress.study.session import run_study
+    from autocompress.sources.workload import load_workload
 
     config = config_from_args(args)
     measure_worker = args.command == "measure-worker"
@@ -267,7 +267,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     space = load_space(config.space)
     _check_output(config)
     _check_storage(config)
-    from autocompress.study import check_existing_study
+    from autocompress.study.session import check_existing_study
 
     check_existing_study(config)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.debug else optuna.logging.ERROR)
@@ -293,7 +293,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     try:
         with _workers(config, args, say) as workers:
             if live:
-                from autocompress.progress import RichProgress
+                from autocompress.report.progress import RichProgress
 
                 with RichProgress(console, total=config.trials) as bar:
                     result = run_study(workload, space, config, say=say, progress=bar,
@@ -306,8 +306,8 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if created is not None and not (config.study_dir / "trials").exists():
             shutil.rmtree(created, ignore_errors=True)
         raise
-    from autocompress.study import GRACE_S
-    from autocompress.workers import StorageLock
+    from autocompress.study.session import GRACE_S
+    from autocompress.scale.workers import StorageLock
 
     # Another process of the same study may be exporting into the same folder: one at a time.
     with StorageLock(result.study, "export", stale_s=GRACE_S,
@@ -319,8 +319,8 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float,
              explain: bool = True) -> int:
     """Tables, export, report and the closing line of a finished search."""
-    from autocompress.export import export_chosen
-    from autocompress.report import pareto_table, write_csv
+    from autocompress.report.export import export_chosen
+    from autocompress.report.table import pareto_table, write_csv
 
     study_dir = config.study_dir
     write_csv(study_dir / "trials.csv", result.records, result.choice)
@@ -364,7 +364,7 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
     )
     console.print(f"{'chosen model' if feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
     try:  # the report explains the result; a failure to draw it must not lose the search
-        from autocompress.html_report import build_report
+        from autocompress.report.html import build_report
 
         report = build_report(result.study, study_dir=config.study_dir, cache_dir=config.cache_dir, workload=workload,
                               explain=explain, progress=say)
@@ -385,7 +385,7 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from autocompress.dashboard import serve
+    from autocompress.report.dashboard import serve
 
     try:
         serve(study_name=args.study, output=args.output, storage=args.storage, host=args.host, port=args.port,
@@ -396,7 +396,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from autocompress.html_report import write_report
+    from autocompress.report.html import write_report
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autocompress: interrupted; finished trials are saved — resume with: {_resume_command(argv)}", file=sys.stderr)
         return 130
     except Exception as exc:
-        from autocompress.study import SearchInterrupted
+        from autocompress.study.session import SearchInterrupted
 
         if not isinstance(exc, SearchInterrupted):
             raise

@@ -194,13 +194,13 @@ class SearchConfig:
     """Everything one ``autocompress search`` run needs.
 
     Attributes:
-        model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see :mod:`autocompress.workload`).
+        model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see :mod:`autocompress.sources.workload`).
         weights / num_classes / trust_checkpoint / small_input: how to build and load ``model``.
         input_size / download / max_samples: how to load ``data``.
         normalize: ``imagenet`` | ``none`` | ``MEAN/STD`` for image folders and torchvision datasets (see
             :func:`parse_normalize`); ``None`` keeps the default (ImageNet for 3 channels, 0.5/0.5 for 1 channel).
         allow_low_teacher_accuracy: search even when the teacher's val accuracy is near chance (see
-            :func:`autocompress.workload.check_teacher_accuracy`).
+            :func:`autocompress.sources.workload.check_teacher_accuracy`).
         trials: total number of finished trials the study should have (a rerun resumes up to this count).
         timeout: stop starting new trials after this many seconds (``None`` = no limit).
         latency_budget: see :class:`LatencyBudget`.
@@ -213,12 +213,12 @@ class SearchConfig:
             ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`). The budget is relative to the
             teacher on the same runtime.
         sampler: ``tpe`` | ``nsga2`` | ``gp`` | ``random``.
-        device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``: :mod:`autocompress.device`);
+        device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``: :mod:`autocompress.hardware.device`);
             latency is always measured on the target runtime on this CPU.
         workers: processes running trials on this study from one command (1 = this process only); any number of
-            plain ``search`` processes on one storage also share the study (:mod:`autocompress.workers`).
+            plain ``search`` processes on one storage also share the study (:mod:`autocompress.scale.workers`).
         build_only: this process builds trials and a measure worker on the target measures them
-            (:mod:`autocompress.remote`).
+            (:mod:`autocompress.scale.remote`).
         warmup / repeats / latency_window: latency protocol (:class:`autocompress.measure.latency.Protocol`):
             untimed warm-up runs, the least timed runs of one figure, and the seconds of blocks one figure takes
             (extended up to 2.5x on a noisy machine).
@@ -316,7 +316,7 @@ class SearchConfig:
         from autocompress.runtimes import get_runtime
 
         get_runtime(self.runtime)  # unknown: ConfigError listing the runtimes; not installed: the pip install to run
-        from autocompress.device import check_device
+        from autocompress.hardware.device import check_device
 
         check_device(self.device)  # --device cuda without CUDA: one line, before anything is written
         if not 1 <= self.workers <= 64:

@@ -83,7 +83,7 @@ class QuantPolicy:
         calibration_samples: training images used for calibration.
         activation_type: ``uint8`` (U8S8, what ONNX Runtime's x86 kernels are fastest at) or ``int8`` (S8S8).
         reduce_range: quantize weights to 7 bits. Needed on x86 CPUs without VNNI, where U8S8 products are summed in
-            a saturating int16 (see :mod:`autocompress.cpu`); the search sets it from the CPU it runs on.
+            a saturating int16 (see :mod:`autocompress.hardware.cpu`); the search sets it from the CPU it runs on.
         fp32_layers: module names (and their children) left in fp32 when the rest is int8: per-layer precision
             (ONNX Runtime ``nodes_to_exclude``, NNCF ``ignored_scope``).
     """

@@ -31,12 +31,12 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate_artifact  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
 from autocompress.policy import PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime, list_runtimes  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 
 def main() -> None:

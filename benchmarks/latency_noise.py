@@ -39,10 +39,10 @@ sys.path.insert(0, str(HERE.parent))
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.runtimes import Artifact, get_runtime  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu, int8_kernel_for  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, onnx_runner  # noqa: E402
 from autocompress.policy import PrunePolicy, QuantPolicy  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 

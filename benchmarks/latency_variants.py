@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 import latency_noise  # noqa: E402
 
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, Protocol  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
 

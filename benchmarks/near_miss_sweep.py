@@ -28,15 +28,15 @@ sys.path.insert(0, str(HERE.parent))
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
-from autocompress.phases import NEAR_MISS_STEPS_SCALE as PROMOTION  # noqa: E402
+from autocompress.study.phases import NEAR_MISS_STEPS_SCALE as PROMOTION  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.space import load_space  # noqa: E402
-from autocompress.training import predict_logits  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
+from autocompress.compress.training import predict_logits  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 LEVELS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 BUDGET_RATIO = 0.25  # the near-miss scenario's --latency-budget 0.25x

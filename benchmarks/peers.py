@@ -48,18 +48,18 @@ sys.path.insert(0, str(HERE.parent))
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate, evaluate_torch  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, measure_torch  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import Artifact, Runner, calibration_images, export_onnx, get_runtime  # noqa: E402
 from autocompress.runtimes._openvino import _OvRunner  # noqa: E402
 from autocompress.sources._tvmodels import _build_torchvision  # noqa: E402
-from autocompress.space import load_space  # noqa: E402
-from autocompress.study import run_study  # noqa: E402
-from autocompress.training import fit, predict_logits  # noqa: E402
-from autocompress.weights import load_weights, save_weights  # noqa: E402
-from autocompress.workload import Workload, load_digits_splits, load_workload  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.compress.training import fit, predict_logits  # noqa: E402
+from autocompress.sources.weights import load_weights, save_weights  # noqa: E402
+from autocompress.sources.workload import Workload, load_digits_splits, load_workload  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_peers"
 PRUNE_LEVELS = (0.3, 0.5, 0.7)

@@ -38,16 +38,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
-from autocompress.pareto import hypervolume  # noqa: E402
-from autocompress.record import AFTER_SEARCH_ROLES  # noqa: E402
+from autocompress.study.pareto import hypervolume  # noqa: E402
+from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
 from autocompress.policy import QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.space import load_space  # noqa: E402
-from autocompress.study import run_study  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_per_layer"
 PLANS = {"all-or-nothing": "default", "per-layer": str(HERE / "per_layer.yaml"),

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.latency import Protocol, artifact_run, measure_blocks  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
 from latency_noise import _BURNER, artifacts  # noqa: E402

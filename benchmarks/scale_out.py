@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 
 _NEIGHBOUR = """
 import sys, time
@@ -53,9 +53,9 @@ from autocompress.compress.distill import distill
 from autocompress.compress.prune import prunable_groups, prune_model
 from autocompress.config import SearchConfig
 from autocompress.policy import DistillPolicy, PrunePolicy
-from autocompress.training import predict_logits
-from autocompress.workers import core_guard
-from autocompress.workload import load_workload
+from autocompress.compress.training import predict_logits
+from autocompress.scale.workers import core_guard
+from autocompress.sources.workload import load_workload
 
 torch.set_num_threads(1)
 wl = load_workload(SearchConfig())
@@ -83,8 +83,8 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
     from autocompress.measure.latency import LatencyMeter
     from autocompress.policy import PrunePolicy, QuantPolicy
     from autocompress.runtimes import get_runtime
-    from autocompress.workers import CoreGuard
-    from autocompress.workload import load_workload
+    from autocompress.scale.workers import CoreGuard
+    from autocompress.sources.workload import load_workload
 
     runtime = get_runtime("onnxruntime")
     workload = load_workload(SearchConfig())
@@ -145,7 +145,7 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
 def part_workers(workers: list[int], trials: int, output: Path) -> list[dict[str, Any]]:
     import optuna
 
-    from autocompress.record import AFTER_SEARCH_ROLES, read_records
+    from autocompress.study.record import AFTER_SEARCH_ROLES, read_records
 
     rows = []
     cache = HERE.parent / "results" / "_cache"

@@ -42,12 +42,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
-from autocompress.cpu import detect_cpu  # noqa: E402
-from autocompress.pareto import choose, hypervolume  # noqa: E402
-from autocompress.record import AFTER_SEARCH_ROLES  # noqa: E402
-from autocompress.space import load_space  # noqa: E402
-from autocompress.study import run_study  # noqa: E402
-from autocompress.workload import Workload, load_workload  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu  # noqa: E402
+from autocompress.study.pareto import choose, hypervolume  # noqa: E402
+from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.sources.workload import Workload, load_workload  # noqa: E402
 
 SCENARIOS = {
     "default": {"space": "default", "budget": "0.25x"},
@@ -130,7 +130,7 @@ def _code_version() -> str:
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
 DECISIONS_SINCE = "237ecbc"  # int8 not offered where the latency model predicts it no faster than fp32
 # The last commit that changed how the samplers that read constraints (all but random) rank trials: the budget as
-# the hard constraint (autocompress.record.LATENCY_OVER_BUDGET_OFFSET). The random sampler ignores constraints.
+# the hard constraint (autocompress.study.record.LATENCY_OVER_BUDGET_OFFSET). The random sampler ignores constraints.
 CONSTRAINTS_SINCE = "43c4492"
 
 

@@ -30,14 +30,14 @@ from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
-from autocompress.cpu import detect_cpu, int8_kernel_for  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.accuracy import evaluate_onnx  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
-from autocompress.space import load_space  # noqa: E402
-from autocompress.study import run_study  # noqa: E402
-from autocompress.training import predict_logits  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.compress.training import predict_logits  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 

@@ -37,11 +37,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
-from autocompress.cpu import detect_cpu, native_bf16  # noqa: E402
+from autocompress.hardware.cpu import detect_cpu, native_bf16  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
 from autocompress.policy import PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import Artifact, get_runtime  # noqa: E402
-from autocompress.workload import load_workload  # noqa: E402
+from autocompress.sources.workload import load_workload  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_torch_program"
 COLUMNS = ("model", "program", "precision read back", "agree", "ms", "interval", "ratio to trace (3 runs)")

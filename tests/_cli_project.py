@@ -12,13 +12,13 @@ import torch
 
 def tiny_cli_project(tmp_path: Path, teacher: torch.nn.Module, space: str) -> list[str]:
     (tmp_path / "mymodels.py").write_text(textwrap.dedent("""\
-        from autocompress.models import build_demo_resnet
+        from autocompress.sources.demo_model import build_demo_resnet
 
         def tiny():
             return build_demo_resnet(width=8, seed=0)
     """))
     (tmp_path / "mydata.py").write_text(textwrap.dedent("""\
-        from autocompress.workload import load_digits_splits
+        from autocompress.sources.workload import load_digits_splits
 
         def splits():
             return load_digits_splits(size=16)

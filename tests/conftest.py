@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress.models import build_demo_resnet
-from autocompress.training import fit
-from autocompress.workload import Workload, load_digits_splits
+from autocompress.sources.demo_model import build_demo_resnet
+from autocompress.compress.training import fit
+from autocompress.sources.workload import Workload, load_digits_splits
 
 TINY_SIZE = 16
 

@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 
 from autocompress.cli import main
 from autocompress.errors import WorkloadError
-from autocompress.workload import Workload, check_teacher_accuracy, low_accuracy_threshold
+from autocompress.sources.workload import Workload, check_teacher_accuracy, low_accuracy_threshold
 
 MODULE = "bad_input_models"
 MODELS = """
@@ -331,7 +331,7 @@ def test_check_teacher_accuracy_uses_the_majority_class_and_names_the_preprocess
     assert "--normalize imagenet (the default for 3-channel images; preprocessing: resize shorter side to 8" in message
     assert message.endswith("or pass --allow-low-teacher-accuracy to search anyway")
     check_teacher_accuracy(0.71, skewed, allow_low=False)  # above the line: no error
-    with caplog.at_level(logging.WARNING, logger="autocompress.workload"):
+    with caplog.at_level(logging.WARNING, logger="autocompress.sources.workload"):
         check_teacher_accuracy(0.30, skewed, allow_low=True)
     assert "searching anyway (--allow-low-teacher-accuracy)" in caplog.text
     api = _workload([0, 1] * 50, 2)  # no normalize in info (Python API datasets)

@@ -14,7 +14,7 @@ import torch
 
 from autocompress.cli import main
 from autocompress.measure.accuracy import evaluate_onnx
-from autocompress.workload import DEMO_TEACHER_FILE, load_digits_splits
+from autocompress.sources.workload import DEMO_TEACHER_FILE, load_digits_splits
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:

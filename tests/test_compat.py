@@ -28,8 +28,8 @@ from autocompress.compress.prune import (
 )
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.policy import PrunePolicy
-from autocompress.training import predict_logits
-from autocompress.workload import Workload
+from autocompress.compress.training import predict_logits
+from autocompress.sources.workload import Workload
 
 
 def _load_matrix() -> ModuleType:

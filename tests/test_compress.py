@@ -23,8 +23,8 @@ from autocompress.runtimes import get_runtime
 
 deploy = get_runtime("onnxruntime").build
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
-from autocompress.training import predict_logits
-from autocompress.workload import Workload
+from autocompress.compress.training import predict_logits
+from autocompress.sources.workload import Workload
 
 QUICK = Protocol(window_s=0.3, max_window_s=0.3)  # the tests check soundness, not speed
 
@@ -139,8 +139,8 @@ def test_dynamic_int8_on_a_linear_heavy_mlp_is_small_and_accurate(tmp_path: Path
     table measured 2.9x faster than fp32 on the project's VNNI CPU): benchmarks report it, this test does not."""
     from torch import nn
 
-    from autocompress.training import fit
-    from autocompress.workload import load_digits_splits
+    from autocompress.compress.training import fit
+    from autocompress.sources.workload import load_digits_splits
 
     train, val, _ = load_digits_splits(size=8)
     torch.manual_seed(0)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import autocompress.phases as phases
+import autocompress.study.phases as phases
 from autocompress.config import SearchConfig
 from autocompress.measure.latency import Latency
 from autocompress.policy import Policy, QuantPolicy
-from autocompress.record import TrialRecord
+from autocompress.study.record import TrialRecord
 from autocompress.runtimes import Artifact
 
 BUDGET = 1.0

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from autocompress.runtimes import get_runtime
 
 deploy = get_runtime("onnxruntime").build
-from autocompress.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
+from autocompress.hardware.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
 from autocompress.policy import QuantPolicy
-from autocompress.workload import Workload
+from autocompress.sources.workload import Workload
 
 ZEN2 = ["fpu", "sse4_2", "avx", "avx2", "fma", "sha_ni"]
 ZEN4 = [*ZEN2, "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"]

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from _cli_project import tiny_cli_project
-from autocompress.record import read_record, read_records
-from autocompress.workload import Workload
+from autocompress.study.record import read_record, read_records
+from autocompress.sources.workload import Workload
 
 TRIALS = 5
 SPACE = """\
@@ -110,9 +110,9 @@ def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tin
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Trials of other hosts cannot be checked by pid: the RDB heartbeat fails them after the grace period and
     Optuna's RetryHeartbeatStaleTrialCallback queues their parameters again."""
-    import autocompress.study as study_module
+    import autocompress.study.session as study_module
     from autocompress.config import SearchConfig, parse_budget
-    from autocompress.space import SearchSpace
+    from autocompress.study.space import SearchSpace
 
     monkeypatch.setattr(study_module, "HEARTBEAT_S", 1)
     monkeypatch.setattr(study_module, "GRACE_S", 2)

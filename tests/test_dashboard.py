@@ -27,13 +27,13 @@ from PIL import Image, ImageStat  # a dependency of torchvision, so always there
 pytest.importorskip("optuna_dashboard", reason='optuna-dashboard is not installed: pip install "autocompress[dashboard]"')
 
 from autocompress.cli import main  # noqa: E402
-from autocompress.dashboard import (  # noqa: E402
+from autocompress.report.dashboard import (  # noqa: E402
     Dashboard, StudyNotFoundError, chosen_record, make_server, open_dashboard, study_note,
 )
 from autocompress.errors import ConfigError, MissingDependencyError  # noqa: E402
 from autocompress.measure.latency import Latency  # noqa: E402
 from autocompress.policy import Policy, PrunePolicy, QuantPolicy  # noqa: E402
-from autocompress.record import TrialRecord, artifact_store, read_records, write_record  # noqa: E402
+from autocompress.study.record import TrialRecord, artifact_store, read_records, write_record  # noqa: E402
 
 STUDY = "tiny"
 BUDGET_MS = 1.0

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from autocompress.compress.distill import distill
-from autocompress.device import resolve_device
+from autocompress.hardware.device import resolve_device
 from autocompress.errors import ConfigError
 from autocompress.policy import DistillPolicy
-from autocompress.training import predict_logits
-from autocompress.workload import Workload
+from autocompress.compress.training import predict_logits
+from autocompress.sources.workload import Workload
 
 
 def test_auto_says_where_fine_tuning_runs() -> None:

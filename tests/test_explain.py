@@ -1,4 +1,4 @@
-"""Sensitivity profile and technique breakdown (autocompress.explain) on a tiny real study of the digits model."""
+"""Sensitivity profile and technique breakdown (autocompress.report.explain) on a tiny real study of the digits model."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from autocompress import explain
+from autocompress.report import explain
 from autocompress.config import SearchConfig, parse_budget
-from autocompress.explain import (
+from autocompress.report.explain import (
     MeasureSettings,
     rebuild_workload,
     sensitivity_key,
     sensitivity_profile,
     technique_breakdown,
 )
-from autocompress.record import TrialRecord
-from autocompress.space import SearchSpace
-from autocompress.study import SearchResult, run_study
-from autocompress.workload import Workload
+from autocompress.study.record import TrialRecord
+from autocompress.study.space import SearchSpace
+from autocompress.study.session import SearchResult, run_study
+from autocompress.sources.workload import Workload
 
 # Uniform 0 / 25 / 50 % with 10 KD steps: the three baselines (fp32, int8 only, 50 % + KD + int8) and one sampled trial.
 SPACE = SearchSpace.from_dict({

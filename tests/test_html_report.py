@@ -12,15 +12,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from autocompress import explain
+from autocompress.report import explain
 from autocompress.cli import main
 from autocompress.config import SearchConfig, parse_budget
-from autocompress.html_report import BREAKDOWN_TABLE, IMAGES_DIR, REPORT_FILE, Report, write_report
-from autocompress.models import build_demo_resnet
-from autocompress.pareto import choose
-from autocompress.space import SearchSpace
-from autocompress.study import SearchResult, run_study
-from autocompress.workload import Workload
+from autocompress.report.html import BREAKDOWN_TABLE, IMAGES_DIR, REPORT_FILE, Report, write_report
+from autocompress.sources.demo_model import build_demo_resnet
+from autocompress.study.pareto import choose
+from autocompress.study.space import SearchSpace
+from autocompress.study.session import SearchResult, run_study
+from autocompress.sources.workload import Workload
 
 SPACE = SearchSpace.from_dict({
     "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},

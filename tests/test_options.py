@@ -12,7 +12,7 @@ import pytest
 from autocompress import api
 from autocompress.cli import _NOT_IN_CONFIG, _search_parser, build_parser, load_config_file
 from autocompress.config import SearchConfig, parse_budget
-from autocompress.resume import _NOT_IDENTITY
+from autocompress.study.resume import _NOT_IDENTITY
 
 FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 DEFAULTS = SearchConfig()

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from autocompress.measure.latency import Latency
-from autocompress.pareto import choose, hypervolume, pareto_front
-from autocompress.record import RECORD_KEY, WEIGHTS_FROM_ATTR, TrialRecord, read_records
+from autocompress.study.pareto import choose, hypervolume, pareto_front
+from autocompress.study.record import RECORD_KEY, WEIGHTS_FROM_ATTR, TrialRecord, read_records
 
 BUDGET, MAX_DROP, TEACHER = 1.0, 1.0, 0.99
 
@@ -75,7 +75,7 @@ def test_hypervolume_on_normalised_axes() -> None:
 def test_rescue_bracket_counts_a_failure_only_at_the_longest_fine_tuning() -> None:
     from dataclasses import replace
 
-    from autocompress.phases import _bracket
+    from autocompress.study.phases import _bracket
     from autocompress.policy import DistillPolicy, Policy, PrunePolicy
 
     def done(n: int, level: float, acc: float, steps: int) -> TrialRecord:
@@ -108,7 +108,7 @@ def test_choice_prefers_a_confident_record_and_passes_over_excluded_ones() -> No
 def test_rescue_finishes_first_the_structure_that_keeps_the_budget() -> None:
     from dataclasses import replace
 
-    from autocompress.phases import _budget_side_misses, _label
+    from autocompress.study.phases import _budget_side_misses, _label
 
     # Budget 1.0 ms, limit 1 pt. Fine-tuning changes accuracy, never latency: only structures within the budget can
     # still become feasible, however far over the accuracy limit they are; the closest one first.

@@ -28,7 +28,7 @@ from torch.utils.data import TensorDataset
 
 from autocompress.config import SearchConfig
 from autocompress.errors import WorkloadError
-from autocompress.preprocess_check import (
+from autocompress.sources.preprocess_check import (
     MAX_IMAGES,
     NormalizationScore,
     PreprocessCheck,
@@ -37,7 +37,7 @@ from autocompress.preprocess_check import (
     suggest,
     verify_preprocessing,
 )
-from autocompress.workload import Workload, load_digits_splits, load_workload
+from autocompress.sources.workload import Workload, load_digits_splits, load_workload
 
 MODULE = "preprocess_check_models"
 MODELS = """
@@ -321,12 +321,12 @@ def test_a_good_teacher_costs_one_val_pass(tiny_workload: Workload, demo_width_m
 
 
 def _wired() -> bool:
-    import autocompress.study
+    import autocompress.study.session
 
-    return "verify_preprocessing(" in inspect.getsource(autocompress.study)
+    return "verify_preprocessing(" in inspect.getsource(autocompress.study.session)
 
 
-@pytest.mark.skipif(not _wired(), reason="autocompress/study.py does not call verify_preprocessing yet")
+@pytest.mark.skipif(not _wired(), reason="autocompress/study/session.py does not call verify_preprocessing yet")
 @pytest.mark.parametrize("allow_low", [False, True], ids=["default", "allow_low_does_not_silence_it"])
 def test_cli_refuses_it_with_one_line_naming_the_flag(in_home: Assets, tmp_path: Path, allow_low: bool,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 
 from autocompress.measure.latency import Latency
-from autocompress.progress import RichProgress
-from autocompress.record import TrialRecord
+from autocompress.report.progress import RichProgress
+from autocompress.study.record import TrialRecord
 
 
 def test_bar_shows_count_best_and_stage() -> None:

@@ -16,14 +16,14 @@ import pytest
 from autocompress.compress.prune import PrunableGroup
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.measure.latency import Latency
-from autocompress.pareto import choose
-from autocompress.phases import refine_layers
+from autocompress.study.pareto import choose
+from autocompress.study.phases import refine_layers
 from autocompress.policy import Policy
-from autocompress.record import TrialRecord, read_records
-from autocompress.space import SearchSpace, load_space
-from autocompress.study import _counted, create_study, run_study
-from autocompress.trial import STEPS_SCALE_ATTR, Objective
-from autocompress.workload import Workload
+from autocompress.study.record import TrialRecord, read_records
+from autocompress.study.space import SearchSpace, load_space
+from autocompress.study.session import _counted, create_study, run_study
+from autocompress.study.trial import STEPS_SCALE_ATTR, Objective
+from autocompress.sources.workload import Workload
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(4)]
 TEACHER_ACC, BUDGET_MS = 0.99, 0.2

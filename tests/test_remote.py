@@ -1,4 +1,4 @@
-"""The request queue between a build host and the measure worker on the target (:mod:`autocompress.remote`), on a
+"""The request queue between a build host and the measure worker on the target (:mod:`autocompress.scale.remote`), on a
 real SQLite storage: requests are answered once, a missing or altered artifact and an unknown request fail with a
 reason, a request nobody serves times out with the command to start, and the auxiliary study stays out of listings."""
 
@@ -12,9 +12,9 @@ import pytest
 
 from autocompress.measure.latency import measure_callable
 from autocompress.policy import QuantPolicy
-from autocompress.remote import MeasureError, MeasureQueue, RemoteMeter, artifact_from_request, artifact_request, serve
+from autocompress.scale.remote import MeasureError, MeasureQueue, RemoteMeter, artifact_from_request, artifact_request, serve
 from autocompress.runtimes import Artifact
-from autocompress.workers import is_lock
+from autocompress.scale.workers import is_lock
 
 
 @pytest.fixture()

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from autocompress.compress.prune import prunable_groups
-from autocompress.cpu import CpuInfo, detect_cpu
+from autocompress.hardware.cpu import CpuInfo, detect_cpu
 from autocompress.errors import ConfigError, MissingDependencyError
 from autocompress.measure.accuracy import evaluate, evaluate_torch
 from autocompress.measure.latency import LatencyMeter, Protocol
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import OpenVinoRuntime, Runtime, get_runtime, list_runtimes, native_bf16, onnx_node_module
-from autocompress.space import load_space
-from autocompress.workload import Workload
+from autocompress.study.space import load_space
+from autocompress.sources.workload import Workload
 
 QUICK = Protocol(warmup=3, min_runs=5, window_s=0.1, max_window_s=0.2, warmup_s=0.0)
 RUNTIMES = list_runtimes()

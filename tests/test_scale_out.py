@@ -19,8 +19,8 @@ import sqlalchemy.exc
 import torch
 
 from _cli_project import tiny_cli_project
-from autocompress.record import TrialRecord, read_records
-from autocompress.workload import Workload
+from autocompress.study.record import TrialRecord, read_records
+from autocompress.sources.workload import Workload
 
 TRIALS = 6
 # Everything is within a 10x budget and a 50 pt limit: every trial fine-tunes and counts, so the count is exact
@@ -173,11 +173,11 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
     alone; the scores agree exactly and the latency figures agree within noise."""
     from autocompress.compress.prune import prunable_groups
     from autocompress.config import SearchConfig, parse_budget
-    from autocompress.cpu import detect_cpu, machine_fingerprint
+    from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
     from autocompress.runtimes import Artifact, get_runtime
-    from autocompress.space import load_space
-    from autocompress.study import measure_reference
-    from autocompress.trial import TrialRunner
+    from autocompress.study.space import load_space
+    from autocompress.study.session import measure_reference
+    from autocompress.study.trial import TrialRunner
 
     config = SearchConfig(trials=1, output=tmp_path, study_name="seam", latency_budget=parse_budget("10x"),
                           warmup=3, repeats=10, latency_window=0.3)
@@ -224,8 +224,8 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
 
     monkeypatch.setattr(LatencyMeter, "measure", boom)
     monkeypatch.setattr(LatencyMeter, "calibrate", boom)
-    monkeypatch.setattr("autocompress.study.measure_torch", boom)
-    monkeypatch.setattr("autocompress.trial.evaluate", boom)
+    monkeypatch.setattr("autocompress.study.session.measure_torch", boom)
+    monkeypatch.setattr("autocompress.study.trial.evaluate", boom)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AUTOCOMPRESS_CORE_LOCK", str(tmp_path / "cores.lock"))

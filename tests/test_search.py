@@ -10,11 +10,11 @@ import pytest
 
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
-from autocompress.export import export_chosen
-from autocompress.record import read_records
-from autocompress.space import SearchSpace
-from autocompress.study import _counted, run_study
-from autocompress.workload import Workload
+from autocompress.report.export import export_chosen
+from autocompress.study.record import read_records
+from autocompress.study.space import SearchSpace
+from autocompress.study.session import _counted, run_study
+from autocompress.sources.workload import Workload
 
 FAST_SPACE = SearchSpace.from_dict({
     "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.6, "step": 0.1}},

@@ -17,13 +17,13 @@ from autocompress.compress.prune import PrunableGroup
 from autocompress.config import SearchConfig
 from autocompress.measure.latency import Latency
 from autocompress.policy import Policy, PrunePolicy
-from autocompress.record import LATENCY_OVER_BUDGET_OFFSET, TrialRecord, read_records
-from autocompress.space import SearchSpace, load_space
-from autocompress.study import create_study
+from autocompress.study.record import LATENCY_OVER_BUDGET_OFFSET, TrialRecord, read_records
+from autocompress.study.space import SearchSpace, load_space
+from autocompress.study.session import create_study
 from autocompress.measure.model import LatencyModel, precision_key
-from autocompress.phases import near_misses
-from autocompress.study import PROPOSALS_PER_TRIAL, SearchProgress, _counted, _optimize
-from autocompress.trial import LABEL_ATTR, ROLE_ATTR, Objective, skip_reason
+from autocompress.study.phases import near_misses
+from autocompress.study.session import PROPOSALS_PER_TRIAL, SearchProgress, _counted, _optimize
+from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, Objective, skip_reason
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(9)]
 TEACHER_ACC, TEACHER_MS, BUDGET_MS, MAX_DROP = 0.99, 1.0, 0.12, 1.0

@@ -7,7 +7,7 @@ import pytest
 
 from autocompress.compress.prune import PrunableGroup
 from autocompress.errors import ConfigError
-from autocompress.space import SearchSpace, list_spaces, load_space
+from autocompress.study.space import SearchSpace, list_spaces, load_space
 
 GROUPS = [
     PrunableGroup("stem.0", 8, ("stem.0",)),
@@ -86,7 +86,7 @@ def test_baselines_are_enqueued_exactly() -> None:
      ("encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_0"), ("conv", "conv")],
 )
 def test_stage_of(layer: str, stage: str) -> None:
-    from autocompress.space import stage_of
+    from autocompress.study.space import stage_of
 
     assert stage_of(layer) == stage
 
@@ -129,7 +129,7 @@ def test_level_schema_errors_name_the_key(prune: dict, message: str) -> None:
 
 
 def test_int8_kernel_auto_follows_the_cpu_and_explicit_kernels_are_searched() -> None:
-    from autocompress.cpu import CpuInfo, int8_kernel_for
+    from autocompress.hardware.cpu import CpuInfo, int8_kernel_for
 
     avx2 = int8_kernel_for(CpuInfo.from_flags(["avx2"]))
     vnni = int8_kernel_for(CpuInfo.from_flags(["avx2", "avx512bw", "avx512_vnni"]))

@@ -17,10 +17,10 @@ from torch import nn
 from autocompress.cli import main
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError, UnsupportedModelError, WorkloadError
-from autocompress.export import export_chosen
-from autocompress.space import SearchSpace
-from autocompress.study import create_study, run_study
-from autocompress.workload import Workload
+from autocompress.report.export import export_chosen
+from autocompress.study.space import SearchSpace
+from autocompress.study.session import create_study, run_study
+from autocompress.sources.workload import Workload
 
 SPACE = SearchSpace.from_dict({
     "prune": {"per": "uniform", "level": {"low": 0.0, "high": 0.4, "step": 0.2}, "ratio": {"low": 0.0, "high": 0.5}},

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from autocompress.errors import WorkloadError
-from autocompress.models import build_demo_resnet
-from autocompress.weights import load_weights, save_weights
+from autocompress.sources.demo_model import build_demo_resnet
+from autocompress.sources.weights import load_weights, save_weights
 
 PWNED = Path("/tmp/autocompress-pwned-marker")
 

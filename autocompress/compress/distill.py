@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from autocompress.policy import DistillPolicy
-from autocompress.training import fit
+from autocompress.compress.training import fit
 
 __all__ = ["DistillResult", "kd_loss", "distill"]
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.cpu import CpuInfo, Int8Kernel, int8_kernel_for
+from autocompress.hardware.cpu import CpuInfo, Int8Kernel, int8_kernel_for
 from autocompress.errors import ConfigError, MissingDependencyError
 from autocompress.policy import QuantPolicy
 

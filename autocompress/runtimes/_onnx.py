@@ -141,7 +141,7 @@ def quantize_onnx(fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: 
             }[quant.calibration]
             reader = _CalibrationReader(calibration_images(calibration, count=quant.calibration_samples, seed=seed))
             # uint8 activations with int8 weights (U8S8) is the combination ORT's x86 int8 kernels are fastest at;
-            # reduce_range (7-bit weights) keeps it accurate on CPUs without VNNI (autocompress.cpu).
+            # reduce_range (7-bit weights) keeps it accurate on CPUs without VNNI (autocompress.hardware.cpu).
             quantize_static(
                 str(prepared),
                 str(out),

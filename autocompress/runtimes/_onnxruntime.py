@@ -2,7 +2,7 @@
 
 Artifact: ``model_fp32.onnx`` or, for int8, ``model_int8.onnx`` (static QDQ or dynamic, ONNX Runtime's quantizer).
 int8 kernels: ONNX Runtime's x86 kernels multiply uint8 activations by int8 weights (U8S8); without VNNI the weights
-need 7 bits (``reduce_range``) to stay accurate (:mod:`autocompress.cpu`), so the space's ``kernel: auto`` resolves
+need 7 bits (``reduce_range``) to stay accurate (:mod:`autocompress.hardware.cpu`), so the space's ``kernel: auto`` resolves
 to the CPU's own setting. bf16 is not offered: the CPU execution provider has no bf16 convolution kernels.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.cpu import CpuInfo
+from autocompress.hardware.cpu import CpuInfo
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
 from autocompress.runtimes._onnx import export_onnx, node_in_modules, quantize_onnx

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.cpu import CpuInfo, Int8Kernel, native_bf16
+from autocompress.hardware.cpu import CpuInfo, Int8Kernel, native_bf16
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
 from autocompress.runtimes._onnx import calibration_images, export_onnx, node_in_modules

@@ -9,7 +9,7 @@ unrestricted unpickling, and nothing this tool reads back is ever unpickled; the
 ``torch.export`` program (``model.pt2``) for users as well. The runner runs it under ``torch.inference_mode`` with
 ``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring pass, then restored.
 
-Precisions: fp32, and bf16 where the CPU runs it natively (AVX512_BF16 or AMX: :func:`~autocompress.cpu.native_bf16`;
+Precisions: fp32, and bf16 where the CPU runs it natively (AVX512_BF16 or AMX: :func:`~autocompress.hardware.cpu.native_bf16`;
 never offered where it would be emulated). A bf16 artifact holds bf16 weights and casts the float32 input to bf16 and
 the logits back to float32, so it is called exactly like the fp32 one. Whether bf16 pays is a per-structure question: on
 the demo (same benchmark) it ran the teacher in 0.58-0.62x the plain trace's time, 30-50 %-pruned students in
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.cpu import CpuInfo, native_bf16
+from autocompress.hardware.cpu import CpuInfo, native_bf16
 from autocompress.errors import ConfigError
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime

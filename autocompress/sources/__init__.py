@@ -4,7 +4,7 @@ Model specs: ``torchvision:NAME``, ``package.module:factory`` (plus ``--weights`
 for torchvision's pretrained weights, whose preprocessing :func:`weights_transform` returns for
 ``load_data(..., preprocess=...)``); see :mod:`autocompress.sources.models`. Data specs: ``imagefolder:PATH``, ``torchvision:NAME:ROOT``, ``package.module:fn``;
 see :mod:`autocompress.sources.data`. The built-in ``demo`` model and ``digits`` data live in
-:mod:`autocompress.workload`.
+:mod:`autocompress.sources.workload`.
 """
 
 from __future__ import annotations

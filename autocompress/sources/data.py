@@ -1,6 +1,6 @@
 """Bring-your-own data: train / val / test splits from a ``--data`` spec.
 
-Spec forms handled here (``digits`` is built by :mod:`autocompress.workload`):
+Spec forms handled here (``digits`` is built by :mod:`autocompress.sources.workload`):
 
 * ``imagefolder:PATH``: one folder per class (``PATH/CLASS/IMAGE.png``). With ``PATH/train`` and ``PATH/val``
   (optional ``PATH/test``) those are the splits, and without ``test/`` val is halved (stratified) into val and test;
@@ -95,7 +95,7 @@ def load_data(
     if max_samples is not None and max_samples < 1:
         raise WorkloadError(f"--max-samples {max_samples} : expected a positive cap on the images per split")
     if spec == "digits":
-        raise WorkloadError("--data digits : the digits data is built by autocompress.workload, not by sources.load_data")
+        raise WorkloadError("--data digits : the digits data is built by autocompress.sources.workload, not by sources.load_data")
     if preprocess is not None and not callable(preprocess):
         raise WorkloadError(
             f"preprocess={preprocess!r} : expected a callable mapping a PIL image to a float tensor C x H x W, got a "

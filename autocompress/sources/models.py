@@ -1,6 +1,6 @@
 """Bring-your-own model: build a classifier from a ``--model`` spec and load its ``--weights``.
 
-Spec forms handled here (``demo`` is built by :mod:`autocompress.workload`):
+Spec forms handled here (``demo`` is built by :mod:`autocompress.sources.workload`):
 
 * ``torchvision:NAME``: any torchvision classification model, e.g. ``torchvision:resnet18``. It is built with
   ``weights=None`` (nothing is downloaded); trained weights come from ``--weights``: a checkpoint file, or
@@ -99,7 +99,7 @@ def load_model(
     if spec.startswith("torchvision:"):
         model = _build_torchvision(spec, num_classes=num_classes, small_input=small_input)
     elif spec == "demo":
-        raise WorkloadError("--model demo : the demo model is built by autocompress.workload, not by sources.load_model")
+        raise WorkloadError("--model demo : the demo model is built by autocompress.sources.workload, not by sources.load_model")
     elif _MODULE_SPEC.match(spec):
         model = _build_from_factory(spec, num_classes=num_classes)
         if small_input:

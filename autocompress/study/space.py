@@ -65,7 +65,7 @@ from typing import Any
 import optuna
 
 from autocompress.compress.prune import PrunableGroup, stage_of
-from autocompress.cpu import Int8Kernel
+from autocompress.hardware.cpu import Int8Kernel
 from autocompress.config import read_yaml
 from autocompress.errors import ConfigError
 from autocompress.policy import (
@@ -84,7 +84,7 @@ __all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of",
 PRUNE_MODES = ("group", "stage", "uniform", "none")
 QUANT_RULED_OUT_ATTR = "quant_ruled_out"  # trial user attribute: why quant.* was not sampled (the trial is fp32)
 FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer fp32 in an int8 trial
-# Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.cpu.int8_kernel_for).
+# Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.hardware.cpu.int8_kernel_for).
 INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
@@ -215,7 +215,7 @@ class SearchSpace:
                 quantize_unless: Callable[[PrunePolicy], str | None] | None = None) -> Policy:
         """Sample one :class:`Policy` from this space for ``trial``.
 
-        ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings, :func:`autocompress.cpu.int8_kernel_for`);
+        ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings, :func:`autocompress.hardware.cpu.int8_kernel_for`);
         without it ``auto`` means full-range U8S8. ``train_size`` turns ``distill.epochs`` into steps.
         ``quantize_unless`` is asked with the sampled structure before the precision is sampled: a reason (the latency
         model predicts every quantized mode no faster than fp32 there) makes the trial fp32 without sampling

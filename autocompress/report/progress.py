@@ -19,8 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from autocompress.record import TrialRecord
-from autocompress.study import SearchProgress
+from autocompress.study.record import TrialRecord
+from autocompress.study.session import SearchProgress
 
 __all__ = ["RichProgress"]
 

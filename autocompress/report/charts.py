@@ -1,7 +1,7 @@
 """The report's charts, drawn from typed values (records, probe, profile, breakdown) into matplotlib figures.
 
 Each function returns a :class:`matplotlib.figure.Figure` bound to the Agg canvas: no pyplot, no global backend, so
-drawing never touches the state of a program that imports autocompress. :mod:`autocompress.html_report` saves them as
+drawing never touches the state of a program that imports autocompress. :mod:`autocompress.report.html` saves them as
 PNGs and embeds them; they take no study and read nothing from storage.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from autocompress.explain import Breakdown, Sensitivity
-from autocompress.pareto import Choice, pareto_front
-from autocompress.probe import Probe
-from autocompress.record import TrialRecord
+from autocompress.report.explain import Breakdown, Sensitivity
+from autocompress.study.pareto import Choice, pareto_front
+from autocompress.study.probe import Probe
+from autocompress.study.record import TrialRecord
 
 __all__ = ["new_figure", "pareto_chart", "hypervolume_chart", "importance_chart", "probe_chart", "sensitivity_chart",
            "breakdown_chart"]

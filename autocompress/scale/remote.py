@@ -34,7 +34,7 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.latency import Latency, NoiseTally
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact
-from autocompress.workers import QUEUE_INFIX, StorageLock, owner
+from autocompress.scale.workers import QUEUE_INFIX, StorageLock, owner
 
 __all__ = ["RemoteMeter", "MeasureQueue", "MeasureError", "artifact_request", "artifact_from_request",
            "QUEUE_PURPOSE"]

@@ -4,20 +4,20 @@ Written to ``<output>/<study>/report.html`` with the PNGs (and the breakdown as 
 ``<output>/<study>/report/``; the HTML embeds the same PNGs as ``data:`` URIs and carries its own CSS, so it opens
 offline and can be mailed as one file. Sections:
 
-1. summary: budget, teacher, the chosen trial (:func:`autocompress.pareto.choose`, the rule the export uses);
+1. summary: budget, teacher, the chosen trial (:func:`autocompress.study.pareto.choose`, the rule the export uses);
 2. the Pareto front: complete trials (feasible filled, infeasible crossed), trials stopped over the budget on a strip
    of their own (they were never fine-tuned, so they have a latency but no accuracy), the budget, the baselines and
    the chosen model labelled;
-3. hypervolume after each trial (:func:`autocompress.pareto.hypervolume`, rescue trials left out);
+3. hypervolume after each trial (:func:`autocompress.study.pareto.hypervolume`, rescue trials left out);
 4. parameter importance per objective (Optuna's fANOVA on the complete trials);
 5. the reachable-range probe: latency per uniform prune level and quantization mode, against the budget;
 6. the per-group sensitivity profile next to the chosen ratios, and the technique breakdown of the chosen policy
-   (:mod:`autocompress.explain`) — only when the study's model can be rebuilt, or is passed in;
+   (:mod:`autocompress.report.explain`) — only when the study's model can be rebuilt, or is passed in;
 7. every trial (latency with its interval), how far to trust the latencies (machine noise, the latency model's
    held-out error, the chosen model's fresh re-measurement), the CPU fingerprint and the search options.
 
-The study is read only through :func:`autocompress.record.read_records` and its user attributes. Charts are drawn on
-matplotlib ``Figure`` objects with the Agg canvas (:mod:`autocompress.charts`), so no global backend or pyplot
+The study is read only through :func:`autocompress.study.record.read_records` and its user attributes. Charts are drawn on
+matplotlib ``Figure`` objects with the Agg canvas (:mod:`autocompress.report.charts`), so no global backend or pyplot
 state is touched.
 """
 
@@ -35,10 +35,10 @@ from typing import Any
 import optuna
 from matplotlib.figure import Figure
 
-from autocompress import charts
-from autocompress.cpu import detect_cpu
+from autocompress.report import charts
+from autocompress.hardware.cpu import detect_cpu
 from autocompress.errors import AutocompressError
-from autocompress.explain import (
+from autocompress.report.explain import (
     DEFAULT_RATIOS,
     Breakdown,
     MeasureSettings,
@@ -47,10 +47,10 @@ from autocompress.explain import (
     sensitivity_profile,
     technique_breakdown,
 )
-from autocompress.pareto import Choice, choose, hypervolume
-from autocompress.probe import Probe
-from autocompress.record import AFTER_SEARCH_ROLES, TrialRecord, read_records
-from autocompress.workload import Workload
+from autocompress.study.pareto import Choice, choose, hypervolume
+from autocompress.study.probe import Probe
+from autocompress.study.record import AFTER_SEARCH_ROLES, TrialRecord, read_records
+from autocompress.sources.workload import Workload
 
 __all__ = ["Report", "open_study", "write_report", "build_report", "REPORT_FILE", "IMAGES_DIR", "BREAKDOWN_TABLE"]
 
@@ -125,7 +125,7 @@ def open_study(*, study_name: str | None = None, output: Path = Path("results"),
     creates a database or a study (an unknown name lists the studies there)."""
     # The dashboard's helpers are the one place that knows how a study is found without creating anything.
     from autocompress.config import SearchConfig
-    from autocompress.dashboard import _SQLITE_PREFIX, _load_study, _raise_missing_default, _storage
+    from autocompress.report.dashboard import _SQLITE_PREFIX, _load_study, _raise_missing_default, _storage
 
     if storage is None:
         config = SearchConfig(study_name=study_name or SearchConfig().study_name, output=output)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autocompress.measure.latency import Latency
-from autocompress.pareto import suggested_budget_ms
+from autocompress.study.pareto import suggested_budget_ms
 
 if TYPE_CHECKING:
-    from autocompress.trial import TrialRunner
+    from autocompress.study.trial import TrialRunner
 
 __all__ = ["ProbePoint", "Probe", "probe_levels", "run_probe", "PROBE_LEVELS"]
 

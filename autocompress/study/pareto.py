@@ -1,11 +1,11 @@
-"""Pareto set, hypervolume and the final choice, on :class:`~autocompress.record.TrialRecord` values.
+"""Pareto set, hypervolume and the final choice, on :class:`~autocompress.study.record.TrialRecord` values.
 
 Objectives: accuracy (higher is better) and latency (lower is better). A record is *feasible* when it was fully
 measured (``complete``), is within the latency budget and its accuracy drop is within the limit.
 
 **The choice is a promise.** The chosen model is the most accurate feasible one (ties: one whose whole latency
 interval is within the budget, then the faster). Before it is called chosen, it is measured again in a fresh process
-with a longer protocol (:func:`autocompress.study.confirm_choice`); one that is then over the budget is passed over
+with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed over
 (``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model whose measured accuracy drop
 keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would make it feasible. A model
 whose measured drop breaks the limit is never chosen. A layer-refined variant (``weights_from`` set: its source's
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autocompress.measure.latency import Latency
-from autocompress.record import TrialRecord
+from autocompress.study.record import TrialRecord
 
 __all__ = ["Choice", "pareto_front", "choose", "refinement_helped", "hypervolume", "dominates", "suggested_budget_ms"]
 

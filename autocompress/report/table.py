@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.pareto import Choice
-from autocompress.record import TrialRecord
+from autocompress.study.pareto import Choice
+from autocompress.study.record import TrialRecord
 
 __all__ = ["pareto_table", "write_csv"]
 

@@ -41,10 +41,10 @@ from autocompress.measure.accuracy import evaluate_artifact
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol
 from autocompress.policy import PrunePolicy, QuantPolicy
-from autocompress.record import TrialRecord
-from autocompress.trial import WEIGHTS_FILE
-from autocompress.weights import load_weights
-from autocompress.workload import Workload
+from autocompress.study.record import TrialRecord
+from autocompress.study.trial import WEIGHTS_FILE
+from autocompress.sources.weights import load_weights
+from autocompress.sources.workload import Workload
 
 __all__ = [
     "MeasureSettings",
@@ -459,8 +459,8 @@ def rebuild_workload(config: Mapping[str, Any] | None, reference: Mapping[str, A
         return None, "the study has no stored config, so its model cannot be rebuilt"
     if config.get("model") == "python-api":
         return None, ("the study was made through the Python API: its model and data live in the caller's program; "
-                      "call autocompress.html_report.write_report(..., workload=...) to include them")
-    from autocompress.workload import load_workload
+                      "call autocompress.report.html.write_report(..., workload=...) to include them")
+    from autocompress.sources.workload import load_workload
 
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     values = {k: v for k, v in config.items() if k in fields and k not in ("storage", "output")}

@@ -1,18 +1,18 @@
 """The study: create or resume it, verify the teacher, probe the reachable latency range, run the trials, rescue
 when nothing is feasible, and confirm the choice.
 
-The objective itself (one trial → one :class:`~autocompress.record.TrialRecord`) lives in :mod:`autocompress.trial`
-and the phases around the sampler (near-miss promotion, rescue, confirmed choice) in :mod:`autocompress.phases`;
+The objective itself (one trial → one :class:`~autocompress.study.record.TrialRecord`) lives in :mod:`autocompress.study.trial`
+and the phases around the sampler (near-miss promotion, rescue, confirmed choice) in :mod:`autocompress.study.phases`;
 this module wires them into an Optuna study:
 
-1. verify the teacher's preprocessing (:mod:`autocompress.preprocess_check`), then measure it: PyTorch and fp32 ONNX
+1. verify the teacher's preprocessing (:mod:`autocompress.sources.preprocess_check`), then measure it: PyTorch and fp32 ONNX
    Runtime latency (the :class:`~autocompress.measure.latency.LatencyMeter`'s anchor), val accuracy → the budget;
-2. probe the space's reachable range (:mod:`autocompress.probe`), which also gives the latency model its first points,
+2. probe the space's reachable range (:mod:`autocompress.study.probe`), which also gives the latency model its first points,
    and say at once when the budget is below it;
 3. enqueue the baselines and the probed structure nearest the budget, then let the sampler run until ``--trials``
    trials count (skipped and stopped proposals do not; near misses are promoted as they appear);
-4. if no trial is feasible, rescue (:func:`autocompress.phases.rescue`);
-5. confirm the choice in a fresh process (:func:`autocompress.phases.confirm_choice`).
+4. if no trial is feasible, rescue (:func:`autocompress.study.phases.rescue`);
+5. confirm the choice in a fresh process (:func:`autocompress.study.phases.confirm_choice`).
 """
 
 from __future__ import annotations
@@ -35,25 +35,25 @@ import optuna
 
 from autocompress.compress.prune import count_macs_params, prunable_groups
 from autocompress.config import SearchConfig
-from autocompress.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
+from autocompress.hardware.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.measure.accuracy import evaluate_artifact
 from autocompress.measure.latency import Latency, LatencyMeter, Meter, measure_torch
 from autocompress.measure.model import LatencyModel
-from autocompress.pareto import Choice, pareto_front
+from autocompress.study.pareto import Choice, pareto_front
 from autocompress.policy import QuantPolicy
-from autocompress.preprocess_check import verify_preprocessing
-from autocompress.probe import Probe, run_probe
-from autocompress.record import AFTER_SEARCH_ROLES, RECORD_KEY, TrialRecord, read_record, read_records
+from autocompress.sources.preprocess_check import verify_preprocessing
+from autocompress.study.probe import Probe, run_probe
+from autocompress.study.record import AFTER_SEARCH_ROLES, RECORD_KEY, TrialRecord, read_record, read_records
 from autocompress.runtimes import Artifact, Runtime, get_runtime
-from autocompress.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
-from autocompress.space import SearchSpace
-from autocompress.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, refine_layers, rescue as _rescue
-from autocompress.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
-from autocompress.remote import MeasureQueue, RemoteMeter, serve
-from autocompress.workers import StorageLock, TrialSlots, core_guard, pid_alive, process_uuid
-from autocompress.workload import Workload, check_teacher_accuracy
-from autocompress.device import resolve_device
+from autocompress.study.resume import IDENTITY_ATTR, INTERRUPTED, check_identity, recover_interrupted, study_identity
+from autocompress.study.space import SearchSpace
+from autocompress.study.phases import NEAR_MISS_STEPS_SCALE, confirm_choice, promote_near_miss, refine_layers, rescue as _rescue
+from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
+from autocompress.scale.remote import MeasureQueue, RemoteMeter, serve
+from autocompress.scale.workers import StorageLock, TrialSlots, core_guard, pid_alive, process_uuid
+from autocompress.sources.workload import Workload, check_teacher_accuracy
+from autocompress.hardware.device import resolve_device
 
 __all__ = ["check_existing_study", "Reference", "SearchResult", "SearchInterrupted", "SearchProgress", "create_study", "measure_reference", "run_study", "PROPOSALS_PER_TRIAL"]
 
@@ -209,7 +209,7 @@ _OPEN_ATTEMPTS = 5  # opening a storage another process is creating at the same 
 def _storage(url: str) -> optuna.storages.BaseStorage | str:
     """An RDB storage with heartbeats, so a trial whose process died on *another* host is failed and retried by
     Optuna (``RetryHeartbeatStaleTrialCallback``); a dead process on this host is caught before the next trial
-    (:func:`autocompress.resume.recover_interrupted`). SQLite waits up to a minute for another process's write
+    (:func:`autocompress.study.resume.recover_interrupted`). SQLite waits up to a minute for another process's write
     instead of failing with "database is locked" (several workers on one file). Other URLs (journal, gRPC) are passed
     to Optuna as they are."""
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
@@ -355,10 +355,10 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
 
     Several processes may run this on one storage (``--workers``, or plain ``search`` commands): the set-up (probe,
     baselines, seed, the stored budget) happens once under a storage lock, every trial takes a slot so that the count
-    is exact across processes, and the rescue runs once (:mod:`autocompress.workers`). ``finish=False`` (a worker
+    is exact across processes, and the rescue runs once (:mod:`autocompress.scale.workers`). ``finish=False`` (a worker
     started by ``--workers``) runs trials only: no rescue, no choice.
 
-    Build here, measure on the target (:mod:`autocompress.remote`): ``serve_measurements=True`` (``autocompress
+    Build here, measure on the target (:mod:`autocompress.scale.remote`): ``serve_measurements=True`` (``autocompress
     measure-worker``, on the target) sets the study up and finishes it like any process, but instead of running trials
     it times and scores what build hosts ask for; ``config.build_only`` (``search --build-only``) waits for that
     set-up, builds for the target's CPU (the stored fingerprint: its int8 kernel and precisions) and asks the target
@@ -574,7 +574,7 @@ def _optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig,
     """Run trials until ``config.trials`` of them count (see :func:`_counted`) across every process on the study, at
     most :data:`PROPOSALS_PER_TRIAL` proposals per counted trial in all; near misses are promoted as they appear.
 
-    One trial at a time, each in a slot reserved in the storage (:class:`autocompress.workers.TrialSlots`): counted
+    One trial at a time, each in a slot reserved in the storage (:class:`autocompress.scale.workers.TrialSlots`): counted
     trials plus trials in flight never exceed ``--trials``, so N processes end with exactly that many.
     """
     total = config.trials

@@ -7,7 +7,7 @@ At start the study gets a markdown note (the dashboard's "Note" panel): the budg
 the CPU/ISA fingerprint and the config, read from the study's user attributes and :class:`TrialRecord` s, so a
 study that misses some of them (older, or still running) still opens.
 
-Feasibility shows because :func:`autocompress.record.write_record` also writes the ``constraints`` list that
+Feasibility shows because :func:`autocompress.study.record.write_record` also writes the ``constraints`` list that
 optuna-dashboard 0.21 reads (it ignores Optuna 5's ``constraints:<name>`` keys).
 
 Example:
@@ -30,8 +30,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 
 from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError
-from autocompress.record import ARTIFACTS_DIR, TrialRecord, read_records
-from autocompress.workers import is_lock
+from autocompress.study.record import ARTIFACTS_DIR, TrialRecord, read_records
+from autocompress.scale.workers import is_lock
 
 __all__ = ["Dashboard", "StudyNotFoundError", "open_dashboard", "make_server", "serve", "study_note", "chosen_record", "DEFAULT_PORT"]
 
@@ -133,10 +133,10 @@ def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: 
 
 # ---------------------------------------------------------------------------------------------------- the note
 def chosen_record(records: Sequence[TrialRecord], *, passed_over: Sequence[int] = ()) -> TrialRecord | None:
-    """The trial the search chooses (:func:`autocompress.pareto.choose`, the one rule) once the trials in
+    """The trial the search chooses (:func:`autocompress.study.pareto.choose`, the one rule) once the trials in
     ``passed_over`` (over the budget when re-measured in a fresh process; the study's ``choice`` attribute) are left
     out; ``None`` when nothing is feasible yet."""
-    from autocompress.pareto import choose
+    from autocompress.study.pareto import choose
 
     choice = choose(records, exclude=passed_over)
     return choice.record if choice is not None and choice.feasible else None

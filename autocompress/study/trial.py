@@ -35,18 +35,18 @@ from autocompress.compress.prune import (
     weight_sparsity,
 )
 from autocompress.config import SearchConfig
-from autocompress.cpu import Int8Kernel
+from autocompress.hardware.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate
 from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
 from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
-from autocompress.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
-from autocompress.space import QUANT_RULED_OUT_ATTR, SearchSpace
-from autocompress.training import predict_logits
-from autocompress.weights import load_weights, save_weights
-from autocompress.workers import core_guard, owner
-from autocompress.workload import Workload
+from autocompress.study.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
+from autocompress.study.space import QUANT_RULED_OUT_ATTR, SearchSpace
+from autocompress.compress.training import predict_logits
+from autocompress.sources.weights import load_weights, save_weights
+from autocompress.scale.workers import core_guard, owner
+from autocompress.sources.workload import Workload
 
 __all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
            "WEIGHTS_FROM_ATTR", "FP32_LAYERS_ATTR", "MAX_REMEASURES", "MAX_SKIPS_IN_A_ROW"]
@@ -140,7 +140,7 @@ class Objective:
         return None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        from autocompress.resume import OWNER_ATTR, owner_attrs
+        from autocompress.study.resume import OWNER_ATTR, owner_attrs
 
         trial.set_user_attr(OWNER_ATTR, owner_attrs())  # so a resume can tell a killed trial from a running one
         self.on_trial_start(trial)
@@ -218,7 +218,7 @@ class TrialRunner(Objective):
         self.teacher_accuracy = teacher_accuracy
         self.fingerprint = dict(fingerprint)
         self.meter = meter
-        self.scorer = scorer  # a build host's: the target scores (autocompress.remote); None: scored here
+        self.scorer = scorer  # a build host's: the target scores (autocompress.scale.remote); None: scored here
         self.runtime = runtime or get_runtime(config.runtime)
         self.target = dict(target or {"runtime": self.runtime.name, "version": self.runtime.version()})
         self.cache = cache or LatencyCache()

@@ -12,7 +12,7 @@
 - :func:`refine_layers` (``quantize.refine_layers: true``): the int8 model the study would choose is deployed again
   from its own fine-tuned weights with one layer in fp32 at a time, then with every layer that helped together; the
   variants are trials like any other, and the choice moves only to one that helped its source
-  (:func:`autocompress.pareto.refinement_helped`: faster with confidence, or more accurate at no higher latency).
+  (:func:`autocompress.study.pareto.refinement_helped`: faster with confidence, or more accurate at no higher latency).
 - :func:`confirm_choice`: the chosen model is re-measured in a fresh process with a longer protocol; one that is
   then over the budget is not called chosen and the next candidate is tried.
 """
@@ -29,15 +29,15 @@ import optuna
 from autocompress.errors import AutocompressError
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
-from autocompress.pareto import Choice, choose, refinement_helped
-from autocompress.record import TrialRecord, read_records
-from autocompress.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
+from autocompress.study.pareto import Choice, choose, refinement_helped
+from autocompress.study.record import TrialRecord, read_records
+from autocompress.study.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
 if TYPE_CHECKING:
     from autocompress.config import SearchConfig
-    from autocompress.space import SearchSpace
-    from autocompress.study import Reference
-    from autocompress.trial import TrialRunner
+    from autocompress.study.space import SearchSpace
+    from autocompress.study.session import Reference
+    from autocompress.study.trial import TrialRunner
 
 __all__ = ["NEAR_MISS_STEPS_SCALE", "RESCUE_ROUNDS", "RESCUE_PER_ROUND", "CONFIRM_CANDIDATES", "near_misses",
            "promote_near_miss", "rescue", "refine_layers", "confirm_choice"]
@@ -229,7 +229,7 @@ def _rescue_near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
-    from autocompress.study import _progress_line
+    from autocompress.study.session import _progress_line
 
     return _progress_line(trial, None, None, runner.budget_ms)
 
@@ -283,7 +283,7 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
 # ---------------------------------------------------------------------------------------------------- the choice
 def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, config: SearchConfig,
                    input_shape: Sequence[int], say: Say) -> Choice | None:
-    """:func:`autocompress.pareto.choose`, confirmed by a fresh-process re-measurement (longer protocol).
+    """:func:`autocompress.study.pareto.choose`, confirmed by a fresh-process re-measurement (longer protocol).
 
     A feasible candidate whose re-measured figure is over the budget (after a second fresh process when the first
     was noisy or its interval crossed the budget) is passed over for the next (at most :data:`CONFIRM_CANDIDATES`);

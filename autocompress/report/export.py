@@ -12,7 +12,7 @@ when nothing did and this is the fastest model within the accuracy limit (``metr
     metrics.json    val + test accuracy of the artifact, latency median/interval, speed-ups, params, MACs, size, machine
 
 Nothing is unpickled: the trial's weights are a plain-array ``.npz`` loaded into the structure rebuilt from the policy
-(:mod:`autocompress.weights`). An existing destination is replaced only when it is an export this tool wrote.
+(:mod:`autocompress.sources.weights`). An existing destination is replaced only when it is an export this tool wrote.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ import torch
 
 from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
-from autocompress.cpu import machine_fingerprint
+from autocompress.hardware.cpu import machine_fingerprint
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch
 from autocompress.runtimes import Artifact, get_runtime
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import measure_torch
-from autocompress.pareto import Choice, suggested_budget_ms
-from autocompress.study import Reference
-from autocompress.trial import WEIGHTS_FILE
-from autocompress.weights import load_weights
-from autocompress.workload import Workload
+from autocompress.study.pareto import Choice, suggested_budget_ms
+from autocompress.study.session import Reference
+from autocompress.study.trial import WEIGHTS_FILE
+from autocompress.sources.weights import load_weights
+from autocompress.sources.workload import Workload
 
 __all__ = ["export_chosen", "machine_fingerprint", "EXPORT_FILES"]
 

@@ -22,10 +22,10 @@ from torch.utils.data import Dataset, TensorDataset
 
 from autocompress.config import SearchConfig
 from autocompress.errors import WorkloadError
-from autocompress.models import build_demo_resnet
+from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources._splits import _labels_of
-from autocompress.training import fit, predict_logits
-from autocompress.weights import load_weights, save_weights
+from autocompress.compress.training import fit, predict_logits
+from autocompress.sources.weights import load_weights, save_weights
 
 __all__ = [
     "Workload",
@@ -108,7 +108,7 @@ def _accuracy(model: nn.Module, dataset: TensorDataset) -> float:
 def load_demo_workload(
     cache_dir: Path, *, epochs: int = 20, progress: Callable[[str], None] | None = None
 ) -> Workload:
-    """The embedded demo: :class:`~autocompress.models.DemoResNet` trained on digits, cached in ``cache_dir``.
+    """The embedded demo: :class:`~autocompress.sources.demo_model.DemoResNet` trained on digits, cached in ``cache_dir``.
 
     The first call trains the teacher (about a minute on 2 cores) and saves its weights; later calls load them.
     """
@@ -247,7 +247,7 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
     on — most often another normalisation (e.g. trained on plain ``ToTensor()`` pixels, searched with ImageNet
     mean/std) — and compressing it would only reproduce noise. The line is :func:`low_accuracy_threshold`. A teacher
     fed another normalisation can still score above it (27.5 % vs 95.0 % for a linear model on digits); that is
-    :func:`autocompress.preprocess_check.verify_preprocessing`'s job, which runs first: this stays the last line of
+    :func:`autocompress.sources.preprocess_check.verify_preprocessing`'s job, which runs first: this stays the last line of
     defence, e.g. for data whose normalisation the tool does not know.
 
     Args:

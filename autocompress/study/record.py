@@ -107,7 +107,7 @@ class TrialRecord:
             prediction (they are pooled into ``latency``).
         macs_estimate: the MACs the latency model used as its feature (estimated from the policy, not counted).
         target: where the latency was measured: runtime, its version, threads, batch size, CPU model and int8 ISA
-            (:func:`autocompress.study.study_target`). The Pareto set and the choice never mix targets.
+            (:func:`autocompress.study.session.study_target`). The Pareto set and the choice never mix targets.
         precision: the precision each compute layer ran in, read back from the runtime (``{"int8": 14, "fp32": 1}``).
         stages: where each stage ran: ``finetune`` (``cpu`` or ``cuda:0``), ``measure`` (the target CPU) and ``worker``
             (the process: host, pid, uuid); the seconds each took are in ``timings``.
@@ -115,7 +115,7 @@ class TrialRecord:
             predicted it no faster than fp32, :meth:`~autocompress.measure.model.LatencyModel.quantized_ruled_out`), so
             the trial is fp32; ``None`` when the precision was sampled or enqueued.
         weights_from: a ``refined`` trial: the trial whose fine-tuned weights it deployed again (its *source*, against
-            which :func:`autocompress.pareto.refinement_helped` judges it); ``None`` otherwise.
+            which :func:`autocompress.study.pareto.refinement_helped` judges it); ``None`` otherwise.
     """
 
     number: int

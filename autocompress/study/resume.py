@@ -8,7 +8,7 @@ weights (not its file name), the data by its split sizes and a hash of labels an
 ``--normalize`` or ``--max-samples`` shows), the space by a hash of its content (an edited file with the same name).
 
 **Killed processes.** A trial whose process was killed (SIGKILL, power loss) stays RUNNING in the storage forever.
-Every trial records its owner (host, host id, pid and process uuid: :func:`autocompress.workers.owner`) when it
+Every trial records its owner (host, host id, pid and process uuid: :func:`autocompress.scale.workers.owner`) when it
 starts; before each trial a RUNNING trial whose owner process on this host id is gone is marked FAIL with the reason,
 and its parameters are enqueued again so the study still ends with the requested number of finished trials. Trials
 owned by other hosts (or other containers with the same host name) are left to the storage's heartbeat (RDB storages
@@ -29,9 +29,9 @@ from torch.utils.data import Dataset
 
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError
-from autocompress.space import SearchSpace
-from autocompress.workers import owner, owner_is_dead_here
-from autocompress.workload import Workload
+from autocompress.study.space import SearchSpace
+from autocompress.scale.workers import owner, owner_is_dead_here
+from autocompress.sources.workload import Workload
 
 __all__ = ["study_identity", "check_identity", "recover_interrupted", "owner_attrs", "INTERRUPTED",
            "OWNER_ATTR", "IDENTITY_ATTR"]
@@ -103,7 +103,7 @@ def check_identity(stored: Mapping[str, Any], current: Mapping[str, Any], *, stu
 
 
 def owner_attrs() -> dict[str, Any]:
-    """Who runs a trial (written when the trial starts): :func:`autocompress.workers.owner`."""
+    """Who runs a trial (written when the trial starts): :func:`autocompress.scale.workers.owner`."""
     return owner()
 
 

@@ -43,7 +43,7 @@ __all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLoc
 _UUIDS: dict[int, str] = {}
 SLOT_PREFIX = "slot:"
 LOCK_INFIX = ".lock."  # a lock is a study named <study>.lock.<purpose> (listings leave them out)
-QUEUE_INFIX = ".queue."  # a request queue (autocompress.remote) is a study named <study>.queue.<purpose>
+QUEUE_INFIX = ".queue."  # a request queue (autocompress.scale.remote) is a study named <study>.queue.<purpose>
 _UNBOUND_SLOT_S = 120.0  # a slot reserved but never bound to a trial (its process died in between) frees after this
 
 
