@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from autocompress.config import LatencyBudget, SearchConfig, parse_budget, read_yaml
+from autocompress.config import LatencyBudget, SearchConfig, first_missing, parse_budget, read_yaml
 from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError, WorkloadError
 
 __all__ = ["main", "build_parser", "load_config_file"]
@@ -138,6 +138,9 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, A
     values: dict[str, Any] = {}
     for key, value in data.items():
         dest = str(key).replace("-", "_")
+        if dest in values:  # e.g. study-name and study_name: one option given twice
+            given = next(k for k in data if str(k).replace("-", "_") == dest)
+            raise ConfigError(f"--config {path}: {given!r} and {key!r} are the same option; keep one of them")
         if dest not in actions:
             raise ConfigError(f"{path}: unknown key {key!r}; valid keys are the search options: {', '.join(sorted(k.replace('_', '-') for k in actions))}")
         action = actions[dest]
@@ -181,25 +184,6 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(**values)
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The topmost folder of ``path`` that does not exist yet (what creating ``path`` would add), or ``None``."""
-    missing = None
-    while not path.exists() and path != path.parent:
-        missing, path = path, path.parent
-    return missing
-
-
-def _check_output(config: SearchConfig) -> None:
-    """The study folder can be created: its nearest existing ancestor is a folder this process may write into."""
-    missing = _first_missing(config.study_dir)
-    existing = missing.parent if missing is not None else config.study_dir
-    if not existing.is_dir():
-        raise ConfigError(f"--output {config.output}: {existing} is a file, not a folder, so {config.study_dir} cannot "
-                          "be created there; pass another --output (or --study-name)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {config.output}: no permission to write into {existing}; pass a writable --output")
-
-
 # The module SQLAlchemy imports for a storage URL → what to pip install for it.
 _DB_DRIVERS = {"psycopg": "\"psycopg[binary]\"", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
                "pymysql": "PyMySQL", "pg8000": "pg8000", "asyncpg": "asyncpg", "mysql": "mysql-connector-python",
@@ -210,7 +194,7 @@ def _check_storage(config: SearchConfig) -> None:
     """Reach a ``--storage`` database before anything is loaded or written: a bad URL, a missing driver or an
     unreachable server is one line, not a traceback after the teacher was measured."""
     if config.storage is None:
-        return  # SQLite in the study folder: _check_output covers it
+        return  # SQLite in the study folder: SearchConfig checked that the folder can be made (config.check_output)
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
@@ -264,8 +248,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     if measure_worker and (config.build_only or config.workers > 1):
         raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
                           "worker times one artifact at a time on this machine")
-    space = load_space(config.space)
-    _check_output(config)
+    space = load_space(config.space)  # SearchConfig checked --output and --storage's URL (config.check_output)
     _check_storage(config)
     from autocompress.study.session import check_existing_study
 
@@ -277,7 +260,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
-    created = _first_missing(config.study_dir)
+    created = first_missing(config.study_dir)
     workload = load_workload(config, progress=say)
     if config.workers > 1:
         import torch

@@ -27,43 +27,122 @@ __all__ = [
     "parse_normalize",
     "read_yaml",
     "option",
+    "first_missing",
+    "check_output",
+    "check_storage_url",
+    "MIN_CLASSES",
+    "MIN_INPUT_SIZE",
+    "MIN_MAX_SAMPLES",
+    "MAX_STUDY_NAME",
 ]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+# Limits every entry point shares (CLI, config file, Python API, sources.load_model / load_data): one number each.
+MIN_CLASSES = 2  # a classifier needs two classes to tell apart
+MIN_INPUT_SIZE = 8  # pixels per side: the demo digits are 8x8; smaller images leave no room for a conv stem
+MIN_MAX_SAMPLES = 10  # images per split: fewer make one image worth more than 10 points of accuracy
+MAX_STUDY_NAME = 100  # characters: the study name is a folder name, well under the usual 255-byte limit
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping giving the same key twice is an error (PyYAML keeps the last one
+    silently: ``trials: 5`` and further down ``trials: 50`` would run 50 trials, unsaid)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: PyYAML's own error says so below
+                continue
+            if first != line:
+                raise _DuplicateKey(key, first, line)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path, *, option: str) -> Any:
-    """Parse the YAML file ``path`` given with ``option``; a missing or malformed file is a one-line ConfigError."""
+    """Parse the YAML file ``path`` given with ``option``; a missing, malformed or ambiguous file (one key given twice
+    in a mapping) is a one-line ConfigError."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {str(path)!r} is a folder; a YAML file is expected (e.g. {option} "
+                          f"{(path / 'config.yaml').as_posix() if option == '--config' else 'my_space.yaml'})")
     if not path.is_file():
         raise ConfigError(f"{option}: file {str(path)!r} does not exist")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 YAML") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{option} {path}: key {exc.key!r} is given twice (lines {exc.first} and {exc.again}); "
+                          "keep one of them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise ConfigError(f"{option}: cannot read {str(path)!r} ({exc.strerror or exc})") from None
 
 
-def _check_writable_folder(path: Path) -> None:
-    """``--output`` must be a folder this process can create (or already has, writable): checked before anything runs,
-    by creating and removing a scratch folder in the nearest existing ancestor (permission bits do not tell root's
-    story, nor a read-only or virtual file system's).
+def first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (what creating ``path`` would add), or ``None``.
+
+    Tiny example: with ``results/`` present, ``first_missing(Path("results/demo/chosen"))`` is ``results/demo``.
+    """
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def check_output(output: Path, study_name: str) -> None:
+    """The study folder ``output/study_name`` exists as a folder or can be created: checked before anything runs, by
+    creating and removing a scratch folder in its nearest existing ancestor (permission bits do not tell root's story,
+    nor a read-only or virtual file system's).
 
     Tiny example: ``--output /etc/passwd/results`` → the nearest existing ancestor is a file, not a folder.
     """
-    ancestor = path.absolute()
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    study_dir = (Path(output) / study_name).absolute()
+    missing = first_missing(study_dir)
+    ancestor = missing.parent if missing is not None else study_dir
     if not ancestor.is_dir():
-        raise ConfigError(f"--output {str(path)!r}: {str(ancestor)!r} is a file, not a folder; pass another --output")
+        raise ConfigError(f"--output {str(output)!r}: {str(ancestor)!r} is a file, not a folder, so the study folder "
+                          f"cannot be made there; pass another --output (or --study-name)")
     try:
         tempfile.TemporaryDirectory(dir=ancestor, prefix=".autocompress-write-check-").cleanup()
     except OSError as exc:
-        raise ConfigError(f"--output {str(path)!r} cannot be created in {str(ancestor)!r} ({exc.strerror or exc}); "
-                          "pass another --output, a folder you can write to") from None
+        if missing is None:
+            problem = f"--output {str(output)!r}: cannot write into the study folder {str(study_dir)!r}"
+        elif missing == study_dir:
+            problem = (f"--output {str(output)!r}: the study folder {study_name!r} cannot be created in "
+                       f"{str(ancestor)!r}")
+        else:
+            problem = f"--output {str(output)!r} cannot be created in {str(ancestor)!r}"
+        raise ConfigError(f"{problem} ({exc.strerror or exc}); pass another --output, a folder you can write "
+                          "to") from None
+
+
+def check_storage_url(storage: str) -> None:
+    """``--storage`` is a URL of a database that outlives the process: an in-memory SQLite database (``sqlite://``,
+    ``sqlite:///``, ``sqlite:///:memory:``) would lose every trial when the search ends, with no resume, so it is
+    refused. Whether the database can be reached is checked when it is opened."""
+    if "://" not in storage:
+        raise ConfigError(f"--storage must be an SQLAlchemy URL such as sqlite:///path/study.db, got {storage!r}")
+    scheme, rest = storage.split("://", 1)
+    if scheme.split("+", 1)[0].lower() != "sqlite":
+        return
+    database, _, query = rest.partition("?")
+    database = database.removeprefix("/")
+    if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in query:
+        raise ConfigError(f"--storage {storage}: an in-memory SQLite database keeps nothing once the search ends (no "
+                          "results, no resume); give a file path such as sqlite:///results/study.db, or omit --storage "
+                          "to keep the study in --output")
 
 
 @dataclass(frozen=True)
@@ -89,7 +168,10 @@ def parse_budget(text: str | float) -> LatencyBudget:
         value = float(number)
     except ValueError:
         raise ConfigError(f"--latency-budget: expected milliseconds like 2.5 or a fraction of the teacher like 0.5x, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise ConfigError(f"--latency-budget must be a finite number: milliseconds like 2.5 or a fraction of the "
+                          f"teacher like 0.5x, got {text!r}")
+    if value <= 0:
         raise ConfigError(f"--latency-budget must be positive, got {text!r}")
     return LatencyBudget(value, relative)
 
@@ -288,17 +370,21 @@ class SearchConfig:
                               "host (same --storage, --study-name and --output folder); this host never times")
 
     def __post_init__(self) -> None:
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"--num-classes must be at least 2, got {self.num_classes}")
-        if self.input_size is not None and self.input_size < 8:
-            raise ConfigError(f"--input-size must be at least 8 pixels, got {self.input_size}")
+        if self.num_classes is not None and self.num_classes < MIN_CLASSES:
+            raise ConfigError(f"--num-classes must be at least {MIN_CLASSES}, got {self.num_classes}")
+        if self.input_size is not None and self.input_size < MIN_INPUT_SIZE:
+            raise ConfigError(f"--input-size must be at least {MIN_INPUT_SIZE} pixels, got {self.input_size}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
-        if self.max_samples is not None and self.max_samples < 10:
-            raise ConfigError(f"--max-samples must be at least 10, got {self.max_samples}")
+        if self.max_samples is not None and self.max_samples < MIN_MAX_SAMPLES:
+            raise ConfigError(f"--max-samples must be at least {MIN_MAX_SAMPLES}, got {self.max_samples}")
         if self.normalize is not None:
             parse_normalize(self.normalize)
         pretrained = self.weights is not None and str(self.weights).startswith("torchvision:")
+        if self.weights is not None and not pretrained and Path(self.weights).is_dir():
+            raise ConfigError(f"--weights {str(self.weights)!r} is a folder; a file is expected: the saved "
+                              "state_dict or checkpoint (.pt) inside it, or torchvision:DEFAULT for pretrained "
+                              "torchvision weights")
         if self.weights is not None and not pretrained and not Path(self.weights).is_file():
             raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint, or torchvision:DEFAULT for pretrained torchvision weights")
         if self.trials < 1:
@@ -307,6 +393,9 @@ class SearchConfig:
             raise ConfigError(f"--timeout must be positive seconds, got {self.timeout}")
         if not (0 <= self.max_accuracy_drop <= 100):
             raise ConfigError(f"--max-accuracy-drop is in percentage points and must lie in [0, 100], got {self.max_accuracy_drop}")
+        if len(self.study_name) > MAX_STUDY_NAME:
+            raise ConfigError(f"--study-name is {len(self.study_name)} characters long; it names a folder, so at most "
+                              f"{MAX_STUDY_NAME} are allowed: pass a shorter name")
         if not _STUDY_NAME.match(self.study_name):
             raise ConfigError(f"--study-name must be letters, digits, '.', '_' or '-' (it names a folder), got {self.study_name!r}")
         if self.threads < 1:
@@ -327,9 +416,9 @@ class SearchConfig:
             raise ConfigError(f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}")
         if not (math.isfinite(self.latency_window) and 0.05 <= self.latency_window <= 30):
             raise ConfigError(f"--latency-window is in seconds and must lie in [0.05, 30], got {self.latency_window}")
-        _check_writable_folder(Path(self.output))
-        if self.storage is not None and "://" not in self.storage:
-            raise ConfigError(f"--storage must be an SQLAlchemy URL such as sqlite:///path/study.db, got {self.storage!r}")
+        check_output(Path(self.output), self.study_name)
+        if self.storage is not None:
+            check_storage_url(self.storage)
 
     @property
     def protocol(self) -> Any:

@@ -246,10 +246,54 @@ CATALOGUE: dict[str, tuple[Setup, tuple[str, ...]]] = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def _folder_as(option: str) -> Setup:
+    def setup(a: Assets, tmp: Path) -> list[str]:
+        (tmp / "a_folder").mkdir()
+        return [option, str(tmp / "a_folder")]
+    return setup
+
+
+def _study_folder_is_a_file(a: Assets, tmp: Path) -> list[str]:
+    (tmp / "results").mkdir()
+    (tmp / "results" / "mine").write_text("a file where the study folder should go\n")
+    return ["--study-name", "mine"]
+
+
+# Inputs that used to be accepted silently (and lose work) or refused with a message naming the wrong problem: the
+# same contract as the catalogue. They join CATALOGUE once the README's "Bad input" table lists them.
+VALIDATION: dict[str, tuple[Setup, tuple[str, ...]]] = {
+    **{f"storage_in_memory[{url}]": (_args("--storage", url),
+                                     (f"--storage {url}: an in-memory SQLite database keeps nothing",
+                                      "no resume", "give a file path such as sqlite:///results/study.db, or omit "
+                                      "--storage"))
+       for url in ("sqlite:///", "sqlite://", "sqlite:///:memory:", "sqlite+pysqlite:///:memory:",
+                   "sqlite:///file::memory:?cache=shared")},
+    "config_duplicate_key": (_file("config.yaml", "trials: 3\nseed: 1\ntrials: 50\n"),
+                             ("config.yaml: key 'trials' is given twice (lines 1 and 3); keep one of them",)),
+    "config_same_option_spelled_twice": (_file("config.yaml", "study-name: a\nstudy_name: b\n"),
+                                         ("'study-name' and 'study_name' are the same option; keep one of them",)),
+    "space_duplicate_key": (_file("space.yaml", "prune:\n  per: uniform\n  per: group\n"),
+                            ("space.yaml: key 'per' is given twice (lines 2 and 3)",)),
+    "config_is_a_folder": (_folder_as("--config"), ("a_folder' is a folder; a YAML file is expected",)),
+    "weights_is_a_folder": (_folder_as("--weights"), ("a_folder' is a folder; a file is expected",
+                                                      "state_dict or checkpoint (.pt) inside it")),
+    "latency_budget_inf": (_args("--latency-budget", "inf"), ("--latency-budget must be a finite number",
+                                                              "got 'inf'")),
+    "latency_budget_nan_x": (_args("--latency-budget", "nanx"), ("--latency-budget must be a finite number",
+                                                                 "got 'nanx'")),
+    "study_name_too_long": (_args("--study-name", "a" * 300),
+                            ("--study-name is 300 characters long", "at most 100", "pass a shorter name")),
+    "study_folder_is_a_file": (_study_folder_is_a_file, ("mine' is a file, not a folder", "pass another --output")),
+    "num_classes_below_limit": (_args("--num-classes", "1"), ("--num-classes must be at least 2, got 1",)),
+    "input_size_below_limit": (_args("--input-size", "7"), ("--input-size must be at least 8 pixels, got 7",)),
+    "max_samples_below_limit": (_args("--max-samples", "9"), ("--max-samples must be at least 10, got 9",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE) + sorted(VALIDATION))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, in_home: Assets, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    setup, fragments = CATALOGUE[case]
+    setup, fragments = CATALOGUE[case] if case in CATALOGUE else VALIDATION[case]
     out = tmp_path / "results"
     args = setup(in_home, tmp_path)
     code = main(["search", "--output", str(out), *args])
@@ -261,7 +305,50 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, in_home: Ass
     for fragment in fragments:
         assert fragment in err, f"{case}: {fragment!r} missing from {err!r}"
     leftovers = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
+    if case == "study_folder_is_a_file":  # --output existed before: only the file the case put there is in it
+        assert leftovers == ["mine"], f"{case}: left {leftovers} under --output"
+        return
     assert not out.exists(), f"{case}: left {leftovers or 'an empty folder'} under --output"
+
+
+def test_limits_are_one_rule_for_the_cli_and_the_python_api(tmp_path: Path) -> None:
+    """The least --num-classes, --input-size and --max-samples are the same numbers in SearchConfig and in
+    sources.load_model / load_data (one constant each in autocompress.config): just under each, both refuse; at it,
+    SearchConfig accepts."""
+    from autocompress.config import MIN_CLASSES, MIN_INPUT_SIZE, MIN_MAX_SAMPLES, SearchConfig
+    from autocompress.errors import ConfigError
+    from autocompress.sources import load_data, load_model
+
+    assert (MIN_CLASSES, MIN_INPUT_SIZE, MIN_MAX_SAMPLES) == (2, 8, 10)
+    out = tmp_path / "results"
+    for field, least in (("num_classes", MIN_CLASSES), ("input_size", MIN_INPUT_SIZE),
+                         ("max_samples", MIN_MAX_SAMPLES)):
+        with pytest.raises(ConfigError, match=f"at least {least}"):
+            SearchConfig(output=out, **{field: least - 1})
+        SearchConfig(output=out, **{field: least})
+    with pytest.raises(WorkloadError, match=f"--num-classes {MIN_CLASSES - 1} : expected at least {MIN_CLASSES}"):
+        load_model("torchvision:resnet18", num_classes=MIN_CLASSES - 1)
+    folder = write_digits(tmp_path / "digits", classes=(0, 1), per_class=3)
+    with pytest.raises(WorkloadError, match=f"--input-size {MIN_INPUT_SIZE - 1} : expected at least {MIN_INPUT_SIZE}"):
+        load_data(f"imagefolder:{folder}", input_size=MIN_INPUT_SIZE - 1)
+    with pytest.raises(WorkloadError, match=f"--max-samples {MIN_MAX_SAMPLES - 1} : expected a cap of at least "
+                                            f"{MIN_MAX_SAMPLES}"):
+        load_data(f"imagefolder:{folder}", input_size=8, max_samples=MIN_MAX_SAMPLES - 1)
+    assert not out.exists()
+
+
+def test_a_file_storage_url_and_unique_config_keys_still_pass(tmp_path: Path) -> None:
+    """What the new refusals must not catch: SQLite files (relative, absolute, with a driver), other databases, and a
+    config whose nested mappings reuse a key name at different levels."""
+    from autocompress.config import check_storage_url, read_yaml
+
+    for url in ("sqlite:///results/x.db", f"sqlite:///{tmp_path}/x.db", "sqlite+pysqlite:///x.db",
+                "sqlite:///memory.db", "postgresql://u@h/db"):
+        check_storage_url(url)
+    path = tmp_path / "space.yaml"
+    path.write_text("prune:\n  ratio: {low: 0.1, high: 0.5}\ndistill:\n  ratio: 2\n  epochs: {low: 1, high: 2}\n")
+    assert read_yaml(path, option="--space") == {"prune": {"ratio": {"low": 0.1, "high": 0.5}},
+                                                 "distill": {"ratio": 2, "epochs": {"low": 1, "high": 2}}}
 
 
 def test_catalogue_has_every_case_the_readme_lists(repo_root: Path) -> None:

@@ -146,10 +146,10 @@ def test_imagefolder_train_val_test_layout_uses_the_folders(tmp_path: Path) -> N
 
 
 def test_imagefolder_max_samples_caps_each_split_stratified(tmp_path: Path) -> None:
-    root = _write_folder(tmp_path / "digits")
-    splits = load_data(f"imagefolder:{root}", input_size=16, max_samples=6)
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 6, 6)
-    assert sorted(_labels(splits.train)) == [0, 0, 1, 1, 2, 2]
+    root = _write_folder(tmp_path / "digits", per_class=30)  # 54/18/18 images; the least cap is 10 (MIN_MAX_SAMPLES)
+    splits = load_data(f"imagefolder:{root}", input_size=16, max_samples=10)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 10, 10)
+    assert sorted(_labels(splits.train)) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
 def test_imagefolder_class_mismatch_names_the_folders(tmp_path: Path) -> None:
@@ -223,8 +223,8 @@ def test_torchvision_mnist_from_local_files(tmp_path: Path) -> None:
     assert (len(splits.train), len(splits.val), len(splits.test)) == (54, 6, 20), "official train → 90/10 train/val"
     assert sorted(_labels(splits.val)) == [0, 0, 1, 1, 2, 2]
     assert splits.num_classes == 10, "MNIST declares 10 classes even if the files hold fewer"
-    resized = load_data(f"torchvision:MNIST:{tmp_path}", input_size=32, channels=3, max_samples=9)
-    assert resized.input_shape == (3, 32, 32) and resized.train.tensors[0].shape == (9, 3, 32, 32)
+    resized = load_data(f"torchvision:MNIST:{tmp_path}", input_size=32, channels=3, max_samples=10)
+    assert resized.input_shape == (3, 32, 32) and resized.train.tensors[0].shape == (10, 3, 32, 32)
 
 
 def test_torchvision_cifar10_from_local_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -589,8 +589,9 @@ def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, u
 
     transform = weights_transform("torchvision:mobilenet_v3_small", "torchvision:DEFAULT")
     _write_fake_mnist(tmp_path, train=30, test=6)
-    splits = load_data(f"torchvision:MNIST:{tmp_path}", preprocess=transform, max_samples=3)
-    assert splits.input_shape == (3, 224, 224) and splits.test.tensors[0].shape == (3, 3, 224, 224)
+    splits = load_data(f"torchvision:MNIST:{tmp_path}", preprocess=transform, max_samples=10)
+    assert splits.input_shape == (3, 224, 224) and splits.train.tensors[0].shape == (10, 3, 224, 224)
+    assert splits.test.tensors[0].shape == (6, 3, 224, 224), "a split under the cap is kept whole"
     assert splits.info["preprocess"].startswith("ImageClassification(crop_size=[224]") and splits.info["channels"] == 3
 
     name = user_module("user_data_preprocess", """

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from autocompress.config import Normalization, parse_normalize
+from autocompress.config import MIN_INPUT_SIZE, MIN_MAX_SAMPLES, Normalization, parse_normalize
 from autocompress.errors import WorkloadError
 from autocompress.sources._function import _load_from_function
 from autocompress.sources._imagefolder import _load_imagefolder
@@ -90,10 +90,11 @@ def load_data(
     """
     if channels not in (None, 1, 3):
         raise WorkloadError(f"--channels {channels} : expected 1 (grayscale) or 3 (RGB)")
-    if input_size is not None and input_size < 1:
-        raise WorkloadError(f"--input-size {input_size} : expected a positive image size in pixels, e.g. 224")
-    if max_samples is not None and max_samples < 1:
-        raise WorkloadError(f"--max-samples {max_samples} : expected a positive cap on the images per split")
+    if input_size is not None and input_size < MIN_INPUT_SIZE:
+        raise WorkloadError(f"--input-size {input_size} : expected at least {MIN_INPUT_SIZE} pixels, e.g. 224")
+    if max_samples is not None and max_samples < MIN_MAX_SAMPLES:
+        raise WorkloadError(f"--max-samples {max_samples} : expected a cap of at least {MIN_MAX_SAMPLES} images per "
+                            "split")
     if spec == "digits":
         raise WorkloadError("--data digits : the digits data is built by autocompress.sources.workload, not by sources.load_data")
     if preprocess is not None and not callable(preprocess):

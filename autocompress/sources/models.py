@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.config import MIN_CLASSES
 from autocompress.errors import WorkloadError
 from autocompress.sources._checkpoints import _load_weights
 from autocompress.sources._pretrained import (
@@ -87,9 +88,9 @@ def load_model(
         WorkloadError: unknown spec, model name, import failure, a checkpoint that does not fit the model, unknown
             torchvision weights, or torchvision weights that cannot be downloaded.
     """
-    if num_classes is not None and num_classes < 1:
+    if num_classes is not None and num_classes < MIN_CLASSES:
         raise WorkloadError(
-            f"--num-classes {num_classes} : expected a positive number of classes; "
+            f"--num-classes {num_classes} : expected at least {MIN_CLASSES} classes; "
             "pass e.g. --num-classes 10"
         )
     enum = _weights_enum(spec, weights)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from autocompress.config import SearchConfig
+from autocompress.config import MIN_CLASSES, SearchConfig
 from autocompress.errors import WorkloadError
 from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources._splits import _labels_of
@@ -193,10 +193,10 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
         splits = load_data(config.data, input_size=config.input_size, channels=config.channels, seed=_SPLIT_SEED,
                            download=config.download, max_samples=config.max_samples,
                            preprocess=weights_transform(config.model, config.weights), normalize=config.normalize)
-    if splits.num_classes < 2:
+    if splits.num_classes < MIN_CLASSES:
         raise WorkloadError(
-            f"--data {config.data} : the data has {splits.num_classes} class; a classifier needs at least 2 classes "
-            "(labels 0 .. N-1 with N >= 2)"
+            f"--data {config.data} : the data has {splits.num_classes} class; a classifier needs at least "
+            f"{MIN_CLASSES} classes (labels 0 .. N-1 with N >= {MIN_CLASSES})"
         )
     model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
                        trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
