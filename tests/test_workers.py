@@ -62,14 +62,20 @@ def test_a_lock_whose_holder_died_on_this_host_is_taken_over(tmp_path: Path) -> 
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.timeout(60)  # the failure mode is waiting forever for the silent holder
 def test_a_lock_whose_holder_stopped_beating_is_taken_over(tmp_path: Path) -> None:
     study = _study(tmp_path)
-    storage = study._storage
-    ghost = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s.lock.setup")
-    storage.set_study_user_attr(ghost, "holder", {"host": "elsewhere", "host_id": "other:1", "pid": 1, "uuid": "x"})
-    storage.set_study_user_attr(ghost, "beat", time.time() - 100)
+    url = f"sqlite:///{tmp_path}/s.db"
+    ghost = optuna.create_study(study_name="s.lock.setup", storage=url)  # a holder on another host, silent 100 s
+    ghost.set_user_attr("holder", {"host": "elsewhere", "host_id": "other:1", "pid": 1, "uuid": "x"})
+    ghost.set_user_attr("beat", time.time() - 100)
+    started = time.monotonic()
     with StorageLock(study, "setup", stale_s=30, poll_s=0.05):
-        pass
+        took = time.monotonic() - started
+        holders = {s.study_name: s.user_attrs.get("holder", {}) for s in optuna.get_all_study_summaries(url)}
+    assert took < 10, f"the stale lock was taken over after {took:.1f} s, not at once"
+    assert holders["s.lock.setup"]["uuid"] == owner()["uuid"], f"this process holds the lock now: {holders}"
+    assert "s.lock.setup" not in optuna.get_all_study_names(url), "released on leaving the block"
 
 
 def test_slots_cap_counted_plus_in_flight_at_the_total(tmp_path: Path) -> None:
