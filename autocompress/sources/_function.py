@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from autocompress.errors import WorkloadError
-from autocompress.sources._resolve import _accepts, _resolve_object
+from autocompress.sources._base import DataOptions, DataSource
+from autocompress.sources._resolve import _MODULE_SPEC, _accepts, _resolve_object
 from autocompress.sources._splits import (
     _describe_preprocess,
     _labels_of,
@@ -26,7 +27,7 @@ from autocompress.sources._splits import (
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = ["_as_dataset", "_item_shape", "_load_from_function"]
+__all__ = ["FunctionData", "_as_dataset", "_item_shape", "_load_from_function"]
 
 # Records keep the name of the public module they were logged from before the split (the CLI prints it).
 logger = logging.getLogger("autocompress.sources.data")
@@ -115,3 +116,30 @@ def _item_shape(dataset: Dataset, role: str, spec: str) -> tuple[int, int, int]:
             "add transforms.ToTensor() (or unsqueeze(0) for H x W images) to the dataset"
         )
     return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
+
+
+class FunctionData(DataSource):
+    """``package.module:fn``: the function gets ``seed``, ``input_size``, ``channels`` and ``preprocess`` when it takes
+    them; ``--normalize`` does not apply (it returns finished tensors)."""
+
+    name = "function"
+    form = "package.module:fn"
+    example = "mydata.cifar:load"
+    help = "a function importable from the working directory or PYTHONPATH that returns the splits"
+    settings = ("--input-size", "--channels", "--max-samples")
+    generic = True
+
+    @classmethod
+    def matches(cls, spec: str) -> bool:
+        return bool(_MODULE_SPEC.match(spec))
+
+    def check(self, spec: str, options: DataOptions) -> None:
+        if options.normalize is not None:
+            raise WorkloadError(
+                f"--normalize {options.normalize} : --data {spec} returns finished tensors, so --normalize does not "
+                "apply; normalise inside the function (or drop --normalize)"
+            )
+
+    def load(self, spec: str, options: DataOptions) -> DataSplits:
+        return _load_from_function(spec, input_size=options.input_size, channels=options.channels, seed=options.seed,
+                                   max_samples=options.max_samples, preprocess=options.preprocess)

@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 
 from autocompress.config import Normalization
 from autocompress.errors import WorkloadError
+from autocompress.sources._base import DataOptions, DataSource
 from autocompress.sources._splits import (
     _GRAY_MODES,
     _check_memory,
@@ -31,13 +32,64 @@ from autocompress.sources._splits import (
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = ["_check_same_classes", "_decode_images", "_image_mode", "_load_imagefolder", "_open_image", "_scan_folder"]
+__all__ = [
+    "ImageFolderData",
+    "_check_same_classes",
+    "_decode_images",
+    "_image_mode",
+    "_load_imagefolder",
+    "_open_image",
+    "_scan_folder",
+]
+
+_DEFAULT_FOLDER_SIZE = 224  # without --input-size (and without a preprocess that decides)
+_Samples = list[tuple[str, int]]  # (image path, label) pairs of one split
 
 
 def _load_imagefolder(
     spec: str, *, size: int | None, channels: int | None, seed: int, max_samples: int | None,
     preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
 ) -> DataSplits:
+    root = _folder_of(spec)
+    classes, (train_s, val_s, test_s), layout = _split_samples(root, spec, seed)
+    sources = {"train": len(train_s), "val": len(val_s), "test": len(test_s)}
+    train_s, val_s, test_s = (
+        [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
+        for s in (train_s, val_s, test_s)
+    )
+    if channels is None and preprocess is not None:
+        channels = 3
+    elif channels is None:
+        channels = 1 if _image_mode(train_s[0][0], spec) in _GRAY_MODES else 3
+    if preprocess is None and normalization is not None:
+        normalization.for_channels(channels)  # wrong per-channel count: fail before decoding anything
+    if preprocess is not None:
+        first_path = train_s[0][0]
+        shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
+                                where=first_path).shape
+        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    else:
+        assert size is not None  # ImageFolderData supplies the default size when there is no preprocess
+        shape = (channels, size, size)
+    _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
+    # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
+    # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
+    # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
+    # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
+    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
+              for s in (train_s, val_s, test_s)]
+    return DataSplits(
+        *splits, input_shape=shape, num_classes=len(classes),
+        info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
+              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
+              "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
+              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
+              "source_sizes": sources, **_sizes(*splits)},
+    )
+
+
+def _folder_of(spec: str) -> Path:
+    """The existing folder ``PATH`` of ``imagefolder:PATH``."""
     root = Path(spec.split(":", 1)[1]).expanduser()
     if not str(root) or not root.exists():
         raise WorkloadError(
@@ -46,6 +98,11 @@ def _load_imagefolder(
         )
     if not root.is_dir():
         raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders PATH/CLASS/IMAGE.png")
+    return root
+
+
+def _split_samples(root: Path, spec: str, seed: int) -> tuple[list[str], tuple[_Samples, _Samples, _Samples], str]:
+    """The class names, the (path, label) samples of train / val / test, and a description of the layout found."""
     has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
     if has_train != has_val:
         raise WorkloadError(
@@ -79,39 +136,7 @@ def _load_imagefolder(
             f"--data {spec} : too few images for train/val/test ({sources}); "
             "put at least 3 images per class (5 or more per class to measure accuracy meaningfully)"
         )
-    train_s, val_s, test_s = (
-        [s[i] for i in _stratified_cap(np.array([lab for _, lab in s]), max_samples, seed)]
-        for s in (train_s, val_s, test_s)
-    )
-    if channels is None and preprocess is not None:
-        channels = 3
-    elif channels is None:
-        channels = 1 if _image_mode(train_s[0][0], spec) in _GRAY_MODES else 3
-    if preprocess is None and normalization is not None:
-        normalization.for_channels(channels)  # wrong per-channel count: fail before decoding anything
-    if preprocess is not None:
-        first_path = train_s[0][0]
-        shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
-                                where=first_path).shape
-        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-    else:
-        assert size is not None  # load_data supplies the default size when there is no preprocess
-        shape = (channels, size, size)
-    _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
-    # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
-    # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
-    # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
-    # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
-    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
-              for s in (train_s, val_s, test_s)]
-    return DataSplits(
-        *splits, input_shape=shape, num_classes=len(classes),
-        info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
-              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
-              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
-              "source_sizes": sources, **_sizes(*splits)},
-    )
+    return classes, (train_s, val_s, test_s), layout
 
 
 def _scan_folder(folder: Path, spec: str) -> tuple[list[str], list[tuple[str, int]]]:
@@ -193,3 +218,19 @@ def _decode_images(
                                  normalization=normalization)[0]
         labels[i] = label
     return TensorDataset(images, labels)
+
+
+class ImageFolderData(DataSource):
+    """``imagefolder:PATH``: 224x224 images unless ``--input-size`` (or a ``preprocess``) says otherwise."""
+
+    name = "imagefolder"
+    form = "imagefolder:PATH"
+    example = "imagefolder:./flowers"
+    help = "one folder of images per class (PATH/CLASS/IMAGE.png), optionally under train/ val/ test/"
+    settings = ("--input-size", "--channels", "--max-samples", "--normalize")
+
+    def load(self, spec: str, options: DataOptions) -> DataSplits:
+        size = options.input_size or (None if options.preprocess else _DEFAULT_FOLDER_SIZE)
+        return _load_imagefolder(spec, size=size, channels=options.channels, seed=options.seed,
+                                 max_samples=options.max_samples, preprocess=options.preprocess,
+                                 normalization=options.normalize)

@@ -26,6 +26,7 @@ __all__ = [
     "_cached_weights_path",
     "_fetch_weights",
     "_names_weights_enum",
+    "_refuse_pretrained",
     "_weights_enum",
 ]
 
@@ -43,15 +44,21 @@ def _names_weights_enum(weights: str | Path | None) -> bool:
     return not Path(weights).is_file()
 
 
-def _weights_enum(spec: str, weights: str | Path | None) -> Any:
-    """The ``WeightsEnum`` member named by ``weights="torchvision:ENUM"`` for ``spec``, or ``None`` for a file/none."""
-    if not _names_weights_enum(weights):
-        return None
-    if not spec.startswith("torchvision:"):
+def _refuse_pretrained(spec: str, weights: str | Path | None) -> None:
+    """A one-line error when ``weights`` names torchvision's pretrained weights but ``spec`` is no torchvision model
+    (every model source but ``torchvision:NAME`` reads ``--weights`` as a checkpoint file)."""
+    if _names_weights_enum(weights) and not spec.startswith("torchvision:"):
         raise WorkloadError(
             f"--weights {weights} : torchvision's pretrained weights need --model torchvision:NAME, got --model "
             f"{spec}; pass --weights PATH with a checkpoint of your model instead"
         )
+
+
+def _weights_enum(spec: str, weights: str | Path | None) -> Any:
+    """The ``WeightsEnum`` member named by ``weights="torchvision:ENUM"`` for ``spec``, or ``None`` for a file/none."""
+    _refuse_pretrained(spec, weights)
+    if not _names_weights_enum(weights):
+        return None
     import torchvision
 
     name = _torchvision_name(spec)

@@ -18,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from autocompress.config import Normalization
 from autocompress.errors import WorkloadError
+from autocompress.sources._base import DataOptions, DataSource
 from autocompress.sources._splits import (
     _GRAY_MODES,
     _check_memory,
@@ -34,7 +35,7 @@ from autocompress.sources._splits import (
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = ["_load_torchvision", "_pil_image", "_pil_pixels", "_prepare_split", "_uint8_array"]
+__all__ = ["TorchvisionData", "_load_torchvision", "_pil_image", "_pil_pixels", "_prepare_split", "_uint8_array"]
 
 _SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets whose split= names are not train/test
 
@@ -43,52 +44,8 @@ def _load_torchvision(
     spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
     preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
 ) -> DataSplits:
-    import torchvision.datasets as tvd
-
-    parts = spec.split(":", 2)  # the root may itself contain ':'
-    if len(parts) != 3 or not parts[1] or not parts[2]:
-        raise WorkloadError(f"--data {spec} : expected torchvision:NAME:ROOT, e.g. torchvision:CIFAR10:./data")
-    _, name, root = parts
-    available = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and issubclass(v, tvd.VisionDataset)
-                       and v is not tvd.VisionDataset)
-    canonical = {n.lower(): n for n in available}.get(name.lower())
-    if canonical is None:
-        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-        raise WorkloadError(
-            f"--data {spec} : no torchvision dataset named {name!r}; "
-            f"{'close matches: ' + ', '.join(close) if close else 'e.g. CIFAR10, CIFAR100, MNIST, FashionMNIST, SVHN'}"
-        )
-    cls = getattr(tvd, canonical)
-    params = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {"download": download} if "download" in params else {}
-    if "train" in params:
-        make: Callable[[bool], Any] = lambda train: cls(root, train=train, **kwargs)  # noqa: E731
-    elif "split" in params:
-        names = _SPLIT_NAMES.get(canonical, ("train", "test"))
-        make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)  # noqa: E731
-    else:
-        raise WorkloadError(
-            f"--data {spec} : {canonical} has neither a train= nor a split= argument; "
-            "load it with a package.module:fn spec"
-        )
-    try:
-        official_train, official_test = make(True), make(False)
-    except (TypeError, ValueError) as exc:  # e.g. EMNIST's split= takes "balanced", "digits", ..., not "train"
-        raise WorkloadError(
-            f"--data {spec} : {canonical} needs constructor arguments besides train/split ({_one_line(exc)}); "
-            "load it with a package.module:fn spec"
-        ) from exc
-    except (RuntimeError, OSError) as exc:
-        if download:
-            raise WorkloadError(
-                f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); "
-                f"check the network or put the files under {root}"
-            ) from exc
-        where = f" ({root}/{cls.base_folder}/)" if isinstance(getattr(cls, "base_folder", None), str) else ""
-        raise WorkloadError(
-            f"--data {spec} : {canonical} files not found under {root}{where}; "
-            f"pass --download to fetch them, or put the files under {root}"
-        ) from exc
+    canonical, cls, root = _dataset_class(spec)
+    official_train, official_test = _official_splits(spec, canonical, cls, root, download=download)
     arrays = {"train": _uint8_array(official_train), "test": _uint8_array(official_test)}
     train_y, test_y = _labels_of(official_train), _labels_of(official_test)
     native = arrays["train"][0] if arrays["train"] is not None else _pil_pixels(official_train, 0)[0]
@@ -124,6 +81,61 @@ def _load_torchvision(
               **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
               "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
     )
+
+
+def _dataset_class(spec: str) -> tuple[str, Any, str]:
+    """The canonical name and class of the dataset of ``torchvision:NAME:ROOT`` (matched case-insensitively), and
+    ``ROOT``."""
+    import torchvision.datasets as tvd
+
+    parts = spec.split(":", 2)  # the root may itself contain ':'
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise WorkloadError(f"--data {spec} : expected torchvision:NAME:ROOT, e.g. torchvision:CIFAR10:./data")
+    _, name, root = parts
+    available = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and issubclass(v, tvd.VisionDataset)
+                       and v is not tvd.VisionDataset)
+    canonical = {n.lower(): n for n in available}.get(name.lower())
+    if canonical is None:
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+        raise WorkloadError(
+            f"--data {spec} : no torchvision dataset named {name!r}; "
+            f"{'close matches: ' + ', '.join(close) if close else 'e.g. CIFAR10, CIFAR100, MNIST, FashionMNIST, SVHN'}"
+        )
+    return canonical, getattr(tvd, canonical), root
+
+
+def _official_splits(spec: str, canonical: str, cls: Any, root: str, *, download: bool) -> tuple[Any, Any]:
+    """The dataset's official train and test splits, built from the files under ``root`` (or downloaded there)."""
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"download": download} if "download" in params else {}
+    if "train" in params:
+        make: Callable[[bool], Any] = lambda train: cls(root, train=train, **kwargs)
+    elif "split" in params:
+        names = _SPLIT_NAMES.get(canonical, ("train", "test"))
+        make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)
+    else:
+        raise WorkloadError(
+            f"--data {spec} : {canonical} has neither a train= nor a split= argument; "
+            "load it with a package.module:fn spec"
+        )
+    try:
+        return make(True), make(False)
+    except (TypeError, ValueError) as exc:  # e.g. EMNIST's split= takes "balanced", "digits", ..., not "train"
+        raise WorkloadError(
+            f"--data {spec} : {canonical} needs constructor arguments besides train/split ({_one_line(exc)}); "
+            "load it with a package.module:fn spec"
+        ) from exc
+    except (RuntimeError, OSError) as exc:
+        if download:
+            raise WorkloadError(
+                f"--data {spec} : downloading {canonical} into {root} failed ({_one_line(exc)}); "
+                f"check the network or put the files under {root}"
+            ) from exc
+        where = f" ({root}/{cls.base_folder}/)" if isinstance(getattr(cls, "base_folder", None), str) else ""
+        raise WorkloadError(
+            f"--data {spec} : {canonical} files not found under {root}{where}; "
+            f"pass --download to fetch them, or put the files under {root}"
+        ) from exc
 
 
 def _uint8_array(dataset: Any) -> torch.Tensor | None:
@@ -172,3 +184,18 @@ def _prepare_split(
         pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
         out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels, normalization=normalization)
     return out
+
+
+class TorchvisionData(DataSource):
+    """``torchvision:NAME:ROOT``: the native image size unless ``--input-size``; ``--download`` lets it fetch."""
+
+    name = "torchvision"
+    form = "torchvision:NAME:ROOT"
+    example = "torchvision:CIFAR10:./data"
+    help = "a torchvision dataset on disk under ROOT: official train split 90/10 into train/val, test split as test"
+    settings = ("--input-size", "--channels", "--max-samples", "--normalize", "--download")
+
+    def load(self, spec: str, options: DataOptions) -> DataSplits:
+        return _load_torchvision(spec, size=options.input_size, channels=options.channels, seed=options.seed,
+                                 download=options.download, max_samples=options.max_samples,
+                                 preprocess=options.preprocess, normalization=options.normalize)

@@ -1,7 +1,10 @@
 """Bring-your-own data: train / val / test splits from a ``--data`` spec.
 
-Spec forms handled here (``digits`` is built by :mod:`autocompress.sources.workload`):
+A spec names a registered :class:`~autocompress.sources.DataSource` (:func:`~autocompress.sources.list_data_sources`);
+the built-ins:
 
+* ``digits``: scikit-learn's handwritten digits, shipped (:mod:`autocompress.sources._data_digits`): 10 classes,
+  upsampled to ``input_size`` (32 by default), standardised with the set's own mean and std, a fixed 60/20/20 split.
 * ``imagefolder:PATH``: one folder per class (``PATH/CLASS/IMAGE.png``). With ``PATH/train`` and ``PATH/val``
   (optional ``PATH/test``) those are the splits, and without ``test/`` val is halved (stratified) into val and test;
   otherwise the images are split 60/20/20, stratified.
@@ -11,10 +14,12 @@ Spec forms handled here (``digits`` is built by :mod:`autocompress.sources.workl
 * ``package.module:fn``: a function returning a :class:`DataSplits`, ``(train, val[, test])`` or
   ``{"train": ..., "val": ...[, "test": ...]}`` of map-style datasets or DataLoaders.
 
-Images become float tensors ``C x H x W``: pixels scaled to [0, 1], then normalised with ``normalize`` (``imagenet``,
-``none`` or ``MEAN/STD``; by default the ImageNet mean/std for 3 channels and 0.5/0.5 for 1 channel; recorded in
-``info["normalize"]``), unless a ``preprocess`` callable is given (e.g. the transforms of torchvision's pretrained weights, see
-:func:`autocompress.sources.weights_transform`): then it maps each PIL image to the tensor. Every split is deterministic for a given ``seed``: keep it fixed so held-out data stays held out across studies.
+Images of image folders and torchvision datasets become float tensors ``C x H x W``: pixels scaled to [0, 1], then
+normalised with ``normalize`` (``imagenet``, ``none`` or ``MEAN/STD``; by default the ImageNet mean/std for 3
+channels and 0.5/0.5 for 1 channel; recorded in ``info["normalize"]``), unless a ``preprocess`` callable is given
+(e.g. the transforms of torchvision's pretrained weights, see :func:`autocompress.sources.weights_transform`): then
+it maps each PIL image to the tensor. Every split is deterministic for a given ``seed``: keep it fixed so held-out
+data stays held out across studies.
 
 Example:
     >>> splits = load_data("imagefolder:./flowers", input_size=64, max_samples=2000)
@@ -28,24 +33,30 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from autocompress.config import MIN_INPUT_SIZE, MIN_MAX_SAMPLES, Normalization, parse_normalize
+from autocompress.config import (
+    MIN_INPUT_SIZE,
+    MIN_MAX_SAMPLES,
+    Normalization,
+    parse_normalize,
+)
 from autocompress.errors import WorkloadError
-from autocompress.sources._function import _load_from_function
-from autocompress.sources._imagefolder import _load_imagefolder
-from autocompress.sources._resolve import _MODULE_SPEC
+from autocompress.sources._base import DataOptions, data_spec_forms, match_data_source
 from autocompress.sources._splits import _describe_preprocess
-from autocompress.sources._tvdatasets import _load_torchvision
 from autocompress.sources._types import DataSplits
 
-__all__ = ["DATA_SPEC_FORMS", "DataSplits", "load_data"]
+__all__ = ["DataSplits", "load_data"]
 
-DATA_SPEC_FORMS = "digits, imagefolder:PATH, torchvision:NAME:ROOT, package.module:fn"
-_DEFAULT_FOLDER_SIZE = 224
+
+def __getattr__(name: str) -> Any:
+    # The old constant DATA_SPEC_FORMS, kept for callers: now data_spec_forms(), read from the registry when asked for
+    # (the registry loads its built-in sources on first use, not at import).
+    if name == "DATA_SPEC_FORMS":
+        return data_spec_forms()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_data(
@@ -62,9 +73,11 @@ def load_data(
     """Load the splits named by ``spec`` (see the module docstring for the forms).
 
     Args:
-        spec: ``imagefolder:PATH``, ``torchvision:NAME:ROOT`` or ``package.module:fn``.
+        spec: the spec of a registered data source: ``digits``, ``imagefolder:PATH``, ``torchvision:NAME:ROOT`` or
+            ``package.module:fn`` (see the module docstring).
         input_size: images are resized (shorter side) and centre-cropped to this square size; ``None`` means 224
-            for image folders and the native size for torchvision datasets. Not applied to ``package.module:fn``.
+            for image folders, 32 for digits and the native size for torchvision datasets. Not applied to
+            ``package.module:fn``.
             With ``preprocess``, ``None`` keeps the size ``preprocess`` returns (224 for most torchvision weights),
             and a given size resizes its output to ``input_size x input_size`` (the crop's framing is kept).
         channels: 1 (grayscale) or 3 (RGB); ``None`` keeps the data's own (an image folder's first image decides),
@@ -81,13 +94,26 @@ def load_data(
             [0, 1]: ``"imagenet"``, ``"none"`` (plain ``ToTensor()`` pixels), ``"MEAN/STD"`` (one number or 3
             comma-separated per side, e.g. ``"0.5/0.25"``) or a :class:`~autocompress.config.Normalization`;
             ``None`` is ImageNet mean/std for 3 channels and 0.5/0.5 for 1 channel. It must match what the model
-            was trained on. Not combinable with ``preprocess`` (which normalises itself) nor with
-            ``package.module:fn`` data (whose function returns finished tensors).
+            was trained on. Not combinable with ``preprocess`` (which normalises itself), ``digits`` (standardised
+            already) nor ``package.module:fn`` data (whose function returns finished tensors).
 
     Raises:
-        WorkloadError: unknown spec, missing or empty folders, mismatched classes, missing dataset files.
+        WorkloadError: unknown spec (the message lists the registered forms), options that do not apply to it,
+            missing or empty folders, mismatched classes, missing dataset files.
         ConfigError: a malformed ``normalize`` or one whose per-channel values do not fit ``channels``.
     """
+    options = _validated(input_size=input_size, channels=channels, seed=seed, download=download,
+                         max_samples=max_samples, preprocess=preprocess, normalize=normalize)
+    source = match_data_source(spec)
+    source.check(spec, options)
+    return source.load(spec, options)
+
+
+def _validated(
+    *, input_size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None, normalize: str | Normalization | None,
+) -> DataOptions:
+    """The options of :func:`load_data` checked (one-line errors) and ``normalize`` parsed; what every source gets."""
     if channels not in (None, 1, 3):
         raise WorkloadError(f"--channels {channels} : expected 1 (grayscale) or 3 (RGB)")
     if input_size is not None and input_size < MIN_INPUT_SIZE:
@@ -95,8 +121,6 @@ def load_data(
     if max_samples is not None and max_samples < MIN_MAX_SAMPLES:
         raise WorkloadError(f"--max-samples {max_samples} : expected a cap of at least {MIN_MAX_SAMPLES} images per "
                             "split")
-    if spec == "digits":
-        raise WorkloadError("--data digits : the digits data is built by autocompress.sources.workload, not by sources.load_data")
     if preprocess is not None and not callable(preprocess):
         raise WorkloadError(
             f"preprocess={preprocess!r} : expected a callable mapping a PIL image to a float tensor C x H x W, got a "
@@ -110,20 +134,5 @@ def load_data(
         )
     if normalization is not None and channels is not None:
         normalization.for_channels(channels)  # a per-channel list for the wrong channel count fails before any decoding
-    if spec.startswith("imagefolder:"):
-        size = input_size or (None if preprocess else _DEFAULT_FOLDER_SIZE)
-        return _load_imagefolder(spec, size=size, channels=channels, seed=seed, max_samples=max_samples,
-                                 preprocess=preprocess, normalization=normalization)
-    if spec.startswith("torchvision:"):
-        return _load_torchvision(spec, size=input_size, channels=channels, seed=seed, download=download,
-                                 max_samples=max_samples, preprocess=preprocess, normalization=normalization)
-    if _MODULE_SPEC.match(spec) and normalization is not None:
-        raise WorkloadError(
-            f"--normalize {normalization} : --data {spec} returns finished tensors, so --normalize does not apply; "
-            "normalise inside the function (or drop --normalize)"
-        )
-    if _MODULE_SPEC.match(spec):
-        return _load_from_function(spec, input_size=input_size, channels=channels, seed=seed, max_samples=max_samples,
-                                   preprocess=preprocess)
-    hint = f"; did you mean imagefolder:{spec}?" if spec and Path(spec).expanduser().is_dir() else ""
-    raise WorkloadError(f"--data {spec} : unknown data spec; expected one of {DATA_SPEC_FORMS}{hint}")
+    return DataOptions(input_size=input_size, channels=channels, seed=seed, download=download,
+                       max_samples=max_samples, preprocess=preprocess, normalize=normalization)

@@ -1,7 +1,10 @@
 """Bring-your-own model: build a classifier from a ``--model`` spec and load its ``--weights``.
 
-Spec forms handled here (``demo`` is built by :mod:`autocompress.sources.workload`):
+A spec names a registered :class:`~autocompress.sources.ModelSource` (:func:`~autocompress.sources.list_model_sources`);
+the built-ins:
 
+* ``demo``: the embedded demo teacher (:mod:`autocompress.sources._model_demo`); in a search it comes with its own
+  data (``--data digits``) and cached trained weights, here it is the untrained architecture.
 * ``torchvision:NAME``: any torchvision classification model, e.g. ``torchvision:resnet18``. It is built with
   ``weights=None`` (nothing is downloaded); trained weights come from ``--weights``: a checkpoint file, or
   ``torchvision:ENUM`` (e.g. ``torchvision:DEFAULT``, ``torchvision:IMAGENET1K_V1``) for torchvision's own pretrained
@@ -29,18 +32,12 @@ from torch import nn
 
 from autocompress.config import MIN_CLASSES
 from autocompress.errors import WorkloadError
-from autocompress.sources._checkpoints import _load_weights
-from autocompress.sources._pretrained import (
-    TORCHVISION_WEIGHTS_PREFIX,
-    _build_pretrained,
-    _weights_enum,
-)
-from autocompress.sources._resolve import _MODULE_SPEC, _accepts, _resolve_object
+from autocompress.sources._base import match_model_source, model_spec_forms
+from autocompress.sources._pretrained import TORCHVISION_WEIGHTS_PREFIX
 from autocompress.sources._text import _one_line
-from autocompress.sources._tvmodels import _build_torchvision, list_torchvision_models
+from autocompress.sources._tvmodels import list_torchvision_models
 
 __all__ = [
-    "MODEL_SPEC_FORMS",
     "TORCHVISION_WEIGHTS_PREFIX",
     "check_num_classes",
     "list_torchvision_models",
@@ -50,7 +47,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODEL_SPEC_FORMS = "demo, torchvision:NAME, package.module:factory"
+
+def __getattr__(name: str) -> Any:
+    # The old constant MODEL_SPEC_FORMS, kept for callers: now model_spec_forms(), read from the registry when asked
+    # for (the registry loads its built-in sources on first use, not at import).
+    if name == "MODEL_SPEC_FORMS":
+        return model_spec_forms()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(
@@ -64,7 +67,8 @@ def load_model(
     """Build the model named by ``spec`` and optionally load a checkpoint into it.
 
     Args:
-        spec: ``torchvision:NAME`` or ``package.module:factory`` (see the module docstring).
+        spec: the spec of a registered model source: ``demo``, ``torchvision:NAME``, ``package.module:factory``
+            (see the module docstring).
         num_classes: width of the classification head; ``None`` keeps the factory's default (1000 for torchvision).
         weights: a checkpoint written by ``torch.save``: a state_dict, or a dict holding one under ``state_dict``,
             ``model``, ``model_state_dict`` or ``net``. ``module.`` and ``_orig_mod.`` key prefixes are removed.
@@ -79,13 +83,13 @@ def load_model(
         small_input: adapt a torchvision model's stem to small images such as 32x32. ResNet-family models get a
             3x3 stride-1 ``conv1`` and no max-pool (the usual CIFAR ResNet stem); other convolutional models get
             stride 1 in their first convolution; transformers (ViT, Swin, MaxViT) are left unchanged because their
-            patch embedding defines the model. Ignored for ``package.module:factory`` models.
+            patch embedding defines the model. Ignored for ``demo`` and ``package.module:factory`` models.
 
     Returns:
         The model in eval mode.
 
     Raises:
-        WorkloadError: unknown spec, model name, import failure, a checkpoint that does not fit the model, unknown
+        WorkloadError: unknown spec (the message lists the registered forms), model name, import failure, a checkpoint that does not fit the model, unknown
             torchvision weights, or torchvision weights that cannot be downloaded.
     """
     if num_classes is not None and num_classes < MIN_CLASSES:
@@ -93,23 +97,9 @@ def load_model(
             f"--num-classes {num_classes} : expected at least {MIN_CLASSES} classes; "
             "pass e.g. --num-classes 10"
         )
-    enum = _weights_enum(spec, weights)
-    if enum is not None:
-        model = _build_pretrained(spec, enum, given=str(weights), num_classes=num_classes, small_input=small_input)
-        return model.eval()
-    if spec.startswith("torchvision:"):
-        model = _build_torchvision(spec, num_classes=num_classes, small_input=small_input)
-    elif spec == "demo":
-        raise WorkloadError("--model demo : the demo model is built by autocompress.sources.workload, not by sources.load_model")
-    elif _MODULE_SPEC.match(spec):
-        model = _build_from_factory(spec, num_classes=num_classes)
-        if small_input:
-            logger.warning("--small-input is ignored for %s: adapt the stem inside your factory instead", spec)
-    else:
-        raise WorkloadError(f"--model {spec} : unknown model spec; expected one of {MODEL_SPEC_FORMS}")
-    if weights is not None:
-        model = _load_weights(model, spec, Path(weights), trust_checkpoint=trust_checkpoint)
-    return model.eval()
+    source = match_model_source(spec)
+    return source.load(spec, num_classes=num_classes, weights=weights, trust_checkpoint=trust_checkpoint,
+                       small_input=small_input)
 
 
 def weights_transform(spec: str, weights: str | Path | None) -> Callable[[Any], torch.Tensor] | None:
@@ -125,10 +115,10 @@ def weights_transform(spec: str, weights: str | Path | None) -> Callable[[Any], 
         for a checkpoint file or no weights, whose preprocessing only the user knows. Nothing is downloaded.
 
     Raises:
-        WorkloadError: unknown model or weights name, or ``torchvision:ENUM`` weights with a non-torchvision model.
+        WorkloadError: unknown spec, model or weights name, or ``torchvision:ENUM`` weights with a non-torchvision
+            model.
     """
-    enum = _weights_enum(spec, weights)
-    return None if enum is None else enum.transforms()
+    return match_model_source(spec).preprocess(spec, weights)
 
 
 def check_num_classes(
@@ -179,38 +169,6 @@ def check_num_classes(
             f"model outputs {width} classes but the data has {num_classes}{names}; "
             f"pass --num-classes {num_classes} (and --weights trained for {num_classes} classes)"
         )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# building
-
-
-def _build_from_factory(spec: str, *, num_classes: int | None) -> nn.Module:
-    target = _resolve_object(spec, option="--model")
-    if isinstance(target, nn.Module):  # an instance: calling it would run forward()
-        return target
-    if not callable(target):
-        raise WorkloadError(
-            f"--model {spec} : {spec.split(':', 1)[1]} is a {type(target).__name__}, expected a function or "
-            "nn.Module class returning the model"
-        )
-    kwargs: dict[str, Any] = {}
-    if num_classes is not None:
-        if _accepts(target, "num_classes"):
-            kwargs["num_classes"] = num_classes
-        else:
-            logger.info("%s takes no num_classes argument; --num-classes is only checked against its output", spec)
-    call = f"{spec.split(':', 1)[1]}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-    try:
-        model = target(**kwargs)
-    except Exception as exc:  # user code: report it on one line, the traceback stays chained for --debug
-        raise WorkloadError(f"--model {spec} : calling {call} raised {type(exc).__name__}: {_one_line(exc)}") from exc
-    if not isinstance(model, nn.Module):
-        raise WorkloadError(
-            f"--model {spec} : {call} returned {type(model).__name__}, expected a torch.nn.Module; "
-            "return the model instance"
-        )
-    return model
 
 
 # ---------------------------------------------------------------------------------------------------------------

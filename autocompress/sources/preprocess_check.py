@@ -34,10 +34,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
+from autocompress.compress.training import _logits
 from autocompress.config import Normalization, parse_normalize
 from autocompress.errors import WorkloadError
 from autocompress.sources._splits import _labels_of, _stratified_cap
-from autocompress.compress.training import _logits
 from autocompress.sources.workload import Workload, chance_accuracy, low_accuracy_threshold
 
 __all__ = [

@@ -17,7 +17,7 @@ from torch import nn
 
 from autocompress.errors import WorkloadError
 
-__all__ = ["save_weights", "load_weights"]
+__all__ = ["load_weights", "save_weights"]
 
 
 def save_weights(model: nn.Module, path: Path) -> Path:
