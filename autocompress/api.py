@@ -22,11 +22,12 @@ from torch.utils.data import Dataset
 
 from autocompress.config import LatencyBudget, SearchConfig, parse_budget
 from autocompress.errors import ConfigError, WorkloadError
-from autocompress.report.export import export_chosen
+from autocompress.report.publish import publish
 from autocompress.study.pareto import Choice
 from autocompress.study.record import TrialRecord
 from autocompress.study.space import SearchSpace, load_space
-from autocompress.study.session import Reference, run_study
+from autocompress.study.reference import Reference
+from autocompress.study.session import SearchResult, run_study
 from autocompress.sources.workload import Workload
 
 __all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES", "CLI_ONLY_OPTIONS"]
@@ -65,14 +66,20 @@ class SearchOutcome:
     _choice: Choice | None
     _workload: Workload
     _config: SearchConfig
+    _result: SearchResult
 
-    def export(self, path: str | Path) -> Path:
-        """Write ``model.onnx``, ``model.pt2``, ``policy.json`` and ``metrics.json`` of ``chosen`` into ``path``."""
+    def export(self, path: str | Path, *, report: bool = True, explain: bool = False) -> Path:
+        """Export ``chosen`` into ``path`` (its runtime artifact, ``model.pt2``, ``policy.json``, ``metrics.json``),
+        measured again on the test split, with the study's CSVs and ``report.html`` beside the study — the same
+        post-search step as ``autocompress search`` (:func:`autocompress.report.publish.publish`). ``explain`` adds
+        the report's sensitivity profile and technique breakdown (they rebuild and time some 30 models)."""
         if self._choice is None:
             raise WorkloadError("no trial keeps the accuracy limit, so there is no model to export; run more trials "
                                 "or allow a larger max_accuracy_drop")
-        return export_chosen(self._choice, workload=self._workload, reference=self.reference, config=self._config,
-                             destination=Path(path))
+        published = publish(self._result, config=self._config, workload=self._workload, destination=Path(path),
+                            report=report, explain=explain)
+        assert published.folder is not None  # a choice was exported
+        return published.folder
 
 
 def search(
@@ -134,6 +141,39 @@ def search(
         raise ConfigError("give either latency_budget_ms or latency_budget, not both")
     budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None
                                          else (latency_budget or str(_D.latency_budget)))
+    model, input_shape, num_classes = _prepare_model(model, train, num_classes=num_classes)
+    config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
+                          max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
+                          study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
+                          batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
+                          latency_window=latency_window, device=device, build_only=build_only,
+                          allow_low_teacher_accuracy=allow_low_teacher_accuracy)
+    workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
+                        input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
+                        info={"model": type(model).__name__, "data": "python datasets",
+                              "test_split": "test" if test is not None else "val (no test split given)"})
+    result = _run_quietly(workload, space if isinstance(space, SearchSpace) else load_space(space), config,
+                          progress=progress)
+    return SearchOutcome(pareto=result.front, records=result.records,
+                         chosen=result.choice.record if result.choice else None,
+                         feasible=bool(result.choice and result.choice.feasible), reference=result.reference,
+                         study=result.study, _choice=result.choice, _workload=workload, _config=config,
+                         _result=result)
+
+
+def _run_quietly(workload: Workload, space: SearchSpace, config: SearchConfig, *,
+                 progress: Callable[[str], None] | None) -> SearchResult:
+    """Run the study; Optuna's per-trial INFO lines would duplicate ``progress``: the caller's verbosity is restored."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return run_study(workload, space, config, say=progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _prepare_model(model: nn.Module, train: Dataset, *, num_classes: int | None) -> tuple[nn.Module, tuple[int, ...], int]:
+    """A deep copy of ``model`` in eval mode, the input shape of ``train``'s items and the number of classes."""
     sample = train[0]  # type: ignore[index]
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
         raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")
@@ -147,25 +187,5 @@ def search(
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(sample[0].unsqueeze(0)).shape[1])
-    config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
-                          max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
-                          study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
-                          batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
-                          latency_window=latency_window, device=device, build_only=build_only,
-                          allow_low_teacher_accuracy=allow_low_teacher_accuracy)
-    workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
-                        input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
-                        info={"model": type(model).__name__, "data": "python datasets",
-                              "test_split": "test" if test is not None else "val (no test split given)"})
-    resolved = space if isinstance(space, SearchSpace) else load_space(space)
-    # Optuna's per-trial INFO lines would duplicate ``progress``; restore the caller's verbosity afterwards.
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        result = run_study(workload, resolved, config, say=progress)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return SearchOutcome(pareto=result.front, records=result.records,
-                         chosen=result.choice.record if result.choice else None,
-                         feasible=bool(result.choice and result.choice.feasible), reference=result.reference,
-                         study=result.study, _choice=result.choice, _workload=workload, _config=config)
+    return model, input_shape, num_classes
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from autocompress.config import LatencyBudget, SearchConfig, first_missing, parse_budget, read_yaml
-from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError, WorkloadError
+from autocompress.errors import AutocompressError, ConfigError, WorkloadError
 
 __all__ = ["main", "build_parser", "load_config_file"]
 
@@ -185,63 +184,13 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 # The module SQLAlchemy imports for a storage URL → what to pip install for it.
-_DB_DRIVERS = {"psycopg": "\"psycopg[binary]\"", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-               "pymysql": "PyMySQL", "pg8000": "pg8000", "asyncpg": "asyncpg", "mysql": "mysql-connector-python",
-               "oracledb": "oracledb", "pyodbc": "pyodbc"}
-
-
-def _check_storage(config: SearchConfig) -> None:
-    """Reach a ``--storage`` database before anything is loaded or written: a bad URL, a missing driver or an
-    unreachable server is one line, not a traceback after the teacher was measured."""
-    if config.storage is None:
-        return  # SQLite in the study folder: SearchConfig checked that the folder can be made (config.check_output)
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(config.storage)
-    except sqlalchemy.exc.ArgumentError as exc:
-        raise ConfigError(f"--storage: not a valid database URL ({exc}); expected e.g. sqlite:///path/study.db or "
-                          "postgresql://user:password@host:5432/db") from None
-    shown = url.render_as_string(hide_password=True)
-    if url.get_backend_name() == "sqlite":
-        folder = Path(url.database).expanduser().parent if url.database not in (None, "", ":memory:") else None
-        if folder is not None and not folder.is_dir() and folder.resolve() != config.study_dir.resolve():
-            raise ConfigError(f"--storage {shown}: folder {folder} does not exist; create it or drop --storage to keep "
-                              "the study in --output")
-        return
-    import optuna
-
-    from autocompress.study.session import _storage
-
-    try:
-        opened = _storage(config.storage)  # connects, and creates the tables if needed (two workers at once: retried)
-        if isinstance(opened, str):  # a URL _storage leaves to Optuna: let SQLAlchemy say what it is
-            opened = optuna.storages.RDBStorage(config.storage)
-        opened.engine.dispose()
-    except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as ImportError
-        cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
-        module = (getattr(cause, "name", None) or "").split(".")[0]
-        package = _DB_DRIVERS.get(module, module or "the database driver")
-        raise MissingDependencyError(f"--storage {shown}: the database driver {module or '?'} is not installed; "
-                                     f"pip install {package}") from None
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise ConfigError(f"--storage {shown}: SQLAlchemy knows no database {url.drivername!r}; expected e.g. "
-                          "sqlite:///path/study.db, postgresql://user@host/db or mysql+pymysql://user@host/db") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise ConfigError(f"--storage {shown}: cannot use the database ({type(exc).__name__}: "
-                          f"{reason[0] if reason else '?'}); check that the server is running and reachable and that "
-                          "user, host, port and database in the URL are right, or drop --storage to use SQLite in "
-                          "--output") from None
-
-
 def _search(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from autocompress.study.space import load_space
-    from autocompress.study.session import run_study
+    from autocompress.scale.storage import check_connection, check_existing_study
     from autocompress.sources.workload import load_workload
+    from autocompress.study.session import Mode, run_study
+    from autocompress.study.space import load_space
 
     config = config_from_args(args)
     measure_worker = args.command == "measure-worker"
@@ -249,9 +198,7 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
                           "worker times one artifact at a time on this machine")
     space = load_space(config.space)  # SearchConfig checked --output and --storage's URL (config.check_output)
-    _check_storage(config)
-    from autocompress.study.session import check_existing_study
-
+    check_connection(config)
     check_existing_study(config)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.debug else optuna.logging.ERROR)
     started = time.perf_counter()
@@ -267,8 +214,9 @@ def _search(args: argparse.Namespace, console: Console) -> int:
 
         # N processes share the cores for fine-tuning (timing is serialised by the core guard).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
-    if getattr(args, "worker_only", False) or config.build_only:
-        result = run_study(workload, space, config, say=say, finish=False)
+    mode = Mode.of(config, worker=getattr(args, "worker_only", False), measure_worker=measure_worker)
+    if not mode.finishes:
+        result = run_study(workload, space, config, say=say, mode=mode)
         say(f"worker done: {sum(1 for r in result.records if r.stages.get('worker', {}).get('pid') == os.getpid())} "
             f"trials of study {config.study_name!r} ran in this process")
         return 0
@@ -279,51 +227,53 @@ def _search(args: argparse.Namespace, console: Console) -> int:
                 from autocompress.report.progress import RichProgress
 
                 with RichProgress(console, total=config.trials) as bar:
-                    result = run_study(workload, space, config, say=say, progress=bar,
-                                       serve_measurements=measure_worker)
+                    result = run_study(workload, space, config, say=say, progress=bar, mode=mode)
             else:
-                result = run_study(workload, space, config, say=say, serve_measurements=measure_worker)
+                result = run_study(workload, space, config, say=say, mode=mode)
             workers.join()
     except (ConfigError, WorkloadError):
         # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
         if created is not None and not (config.study_dir / "trials").exists():
             shutil.rmtree(created, ignore_errors=True)
         raise
-    from autocompress.study.session import GRACE_S
-    from autocompress.scale.workers import StorageLock
-
-    # Another process of the same study may be exporting into the same folder: one at a time.
-    with StorageLock(result.study, "export", stale_s=GRACE_S,
-                     on_wait=lambda line: say(f"{line}: another process is exporting this study")):
-        return _publish(result, config=config, workload=workload, console=console, say=say, started=started,
-                        explain=not args.no_explain)
+    return _publish(result, config=config, workload=workload, console=console, say=say, started=started,
+                    explain=not args.no_explain)
 
 
 def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float,
              explain: bool = True) -> int:
-    """Tables, export, report and the closing line of a finished search."""
-    from autocompress.report.export import export_chosen
-    from autocompress.report.table import pareto_table, write_csv
+    """The post-search step (:func:`autocompress.report.publish.publish`: CSVs, export, report), told in the
+    terminal: the Pareto table, the chosen model's line and the study's counts."""
+    from autocompress.report.publish import publish
+    from autocompress.report.table import pareto_table
 
-    study_dir = config.study_dir
-    write_csv(study_dir / "trials.csv", result.records, result.choice)
-    write_csv(study_dir / "pareto.csv", result.front, result.choice)
     pareto_table(result.front, result.choice, budget_ms=result.reference.budget_ms,
                  teacher_torch_ms=result.reference.torch_latency.median_ms, console=console)
-    if result.choice is None:
-        console.print(f"no trial keeps the accuracy limit of {config.max_accuracy_drop:g} pt, so nothing is exported; "
-                      "run more --trials or allow a larger --max-accuracy-drop", highlight=False, soft_wrap=True)
-        return 1
     choice = result.choice
-    if not choice.feasible:
+    if choice is not None and not choice.feasible:
         assert choice.suggested_budget_ms is not None
         ratio = choice.suggested_budget_ms / result.reference.runtime_latency.median_ms
         console.print(f"[bold yellow]infeasible:[/] {choice.reason}; exporting it as over_budget/, not as chosen/; "
                       f"it meets --latency-budget {choice.suggested_budget_ms:g}ms ({ratio:.2f}x)", highlight=False,
                       soft_wrap=True)
-    say("exporting the model and measuring it on the test split")
-    folder = export_chosen(choice, workload=workload, reference=result.reference, config=config)
-    m = json.loads((folder / "metrics.json").read_text())
+    published = publish(result, config=config, workload=workload, report=choice is not None, explain=explain,
+                        say=say)
+    if published.folder is None or published.metrics is None:
+        console.print(f"no trial keeps the accuracy limit of {config.max_accuracy_drop:g} pt, so nothing is exported; "
+                      "run more --trials or allow a larger --max-accuracy-drop", highlight=False, soft_wrap=True)
+        return 1
+    _print_chosen(published.metrics, published.folder, choice=choice, config=config, console=console)
+    if published.report is not None:
+        console.print(f"report: {published.report}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[yellow]report not written:[/] {published.report_error} (run `autocompress report` to retry)",
+                      highlight=False, soft_wrap=True)
+    _print_counts(result, config=config, console=console, started=started)
+    return 0
+
+
+def _print_chosen(m: dict[str, Any], folder: Path, *, choice: Any, config: SearchConfig, console: Console) -> None:
+    """The closing line on the exported model, from its metrics.json."""
     drop = m["accuracy"]["test_drop_pt"]
     if drop > 0.005:
         drop_text = f"drop {drop:.2f} pt"
@@ -346,15 +296,9 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
         soft_wrap=True,
     )
     console.print(f"{'chosen model' if feasible else 'over-budget model'}: {folder}", highlight=False, soft_wrap=True)
-    try:  # the report explains the result; a failure to draw it must not lose the search
-        from autocompress.report.html import build_report
 
-        report = build_report(result.study, study_dir=config.study_dir, cache_dir=config.cache_dir, workload=workload,
-                              explain=explain, progress=say)
-        console.print(f"report: {report.html}", highlight=False, soft_wrap=True)
-    except Exception as exc:  # pragma: no cover - reported, never fatal
-        console.print(f"[yellow]report not written:[/] {type(exc).__name__}: {exc} (run `autocompress report` to retry)",
-                      highlight=False, soft_wrap=True)
+
+def _print_counts(result: Any, *, config: SearchConfig, console: Console, started: float) -> None:
     counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "skipped", "failed")}
     noise = result.noise
     console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
@@ -364,7 +308,6 @@ def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Conso
                   f"{noise.get('figures', 0)} · latency model median abs error "
                   f"{result.latency_model.get('median_abs_pct_error', '—')} % · {time.perf_counter() - started:.0f} s",
                   highlight=False, soft_wrap=True)
-    return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -21,6 +22,8 @@ __all__ = [
     "SearchConfig",
     "LatencyBudget",
     "Normalization",
+    "RUNTIMES",
+    "RegisteredNames",
     "SAMPLERS",
     "default_normalization",
     "parse_budget",
@@ -36,7 +39,39 @@ __all__ = [
     "MAX_STUDY_NAME",
 ]
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
+class RegisteredNames:
+    """argparse ``choices`` read from a registry when first needed, so the registry stays the one source of the
+    names and ``--help`` imports no engine until it prints them (argparse only tests ``in`` and iterates)."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._names()))
+
+
+def _sampler_names() -> list[str]:
+    from autocompress.study.samplers import list_samplers
+
+    return list_samplers()
+
+
+def _runtime_names() -> list[str]:
+    from autocompress.runtimes import list_runtimes
+
+    return list_runtimes(installed_only=False)
+
+
+SAMPLERS = RegisteredNames(_sampler_names)  # --sampler: autocompress.study.samplers
+RUNTIMES = RegisteredNames(_runtime_names)  # --runtime: autocompress.runtimes
 
 # Limits every entry point shares (CLI, config file, Python API, sources.load_model / load_data): one number each.
 MIN_CLASSES = 2  # a classifier needs two classes to tell apart
@@ -352,7 +387,7 @@ class SearchConfig:
     output: Path = option(Path("results"), "storage and output", "results folder", type=Path)
     runtime: str = option("onnxruntime", "measurement", "inference engine artifacts are built for, timed on and "
                           "exported to (openvino needs pip install 'autocompress[openvino]'); the budget is relative to "
-                          "the teacher on it", choices=("onnxruntime", "openvino", "torch"))
+                          "the teacher on it", choices=RUNTIMES)
     threads: int = option(1, "measurement", "intra-op threads latency is measured with", type=int)
     batch_size: int = option(1, "measurement", "batch size latency is measured at", type=int)
     repeats: int = option(30, "measurement", "least timed runs per latency figure (after warm-up)", type=int)
@@ -410,8 +445,9 @@ class SearchConfig:
         check_device(self.device)  # --device cuda without CUDA: one line, before anything is written
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"--workers must lie in [1, 64], got {self.workers}")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        from autocompress.study.samplers import get_sampler
+
+        get_sampler(self.sampler)  # unknown: ConfigError listing the registered samplers
         if self.warmup < 0 or self.repeats < 5:
             raise ConfigError(f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}")
         if not (math.isfinite(self.latency_window) and 0.05 <= self.latency_window <= 30):

@@ -8,6 +8,7 @@ was given and the fix.
 from __future__ import annotations
 
 __all__ = [
+    "StudyNotFoundError",
     "AutocompressError",
     "ConfigError",
     "WorkloadError",
@@ -34,3 +35,7 @@ class UnsupportedModelError(AutocompressError):
 
 class MissingDependencyError(AutocompressError):
     """An optional dependency is not installed; the message carries the exact ``pip install``."""
+
+
+class StudyNotFoundError(AutocompressError):
+    """The storage holds no study of that name (the message lists the ones it holds)."""

@@ -37,7 +37,7 @@ import latency_noise  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.latency import artifact_run  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.scale.workers import core_guard  # noqa: E402
+from autocompress.measure.guard import core_guard  # noqa: E402
 
 SLICE_S = 0.002
 BLOCKS: tuple[tuple[str, int | None, float], ...] = (("3 runs", 3, 0.0), ("6 runs", 6, 0.0), ("20 ms", None, 0.02))

@@ -54,7 +54,7 @@ from autocompress.compress.prune import prunable_groups, prune_model
 from autocompress.config import SearchConfig
 from autocompress.policy import DistillPolicy, PrunePolicy
 from autocompress.compress.training import predict_logits
-from autocompress.scale.workers import core_guard
+from autocompress.measure.guard import core_guard
 from autocompress.sources.workload import load_workload
 
 torch.set_num_threads(1)
@@ -83,7 +83,7 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
     from autocompress.measure.latency import LatencyMeter
     from autocompress.policy import PrunePolicy, QuantPolicy
     from autocompress.runtimes import get_runtime
-    from autocompress.scale.workers import CoreGuard
+    from autocompress.measure.guard import CoreGuard
     from autocompress.sources.workload import load_workload
 
     runtime = get_runtime("onnxruntime")

@@ -110,22 +110,23 @@ def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tin
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Trials of other hosts cannot be checked by pid: the RDB heartbeat fails them after the grace period and
     Optuna's RetryHeartbeatStaleTrialCallback queues their parameters again."""
-    import autocompress.study.session as study_module
+    import autocompress.scale.storage as storage_module
     from autocompress.config import SearchConfig, parse_budget
+    from autocompress.study.session import create_study, run_study
     from autocompress.study.space import SearchSpace
 
-    monkeypatch.setattr(study_module, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(study_module, "GRACE_S", 2)
+    monkeypatch.setattr(storage_module, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(storage_module, "GRACE_S", 2)
     space = SearchSpace.from_dict({"prune": {"per": "none"}, "quantize": {"mode": ["none", "int8"], "calibration_samples": 8}},
                                   source="hb")
     config = SearchConfig(trials=3, study_name="hb", output=tmp_path, latency_budget=parse_budget("10x"),
                           max_accuracy_drop=50.0, warmup=2, repeats=5, latency_window=0.2)
-    study = study_module.create_study(config)
+    study = create_study(config)
     ghost = study.ask({"quant.mode": optuna.distributions.CategoricalDistribution(["none", "int8"])})
     ghost.set_user_attr("owner", {"host": "another-host", "pid": 1})
-    study._storage.record_heartbeat(ghost._trial_id)  # it ran, then its host went away
+    storage_module.storage_of(study).record_heartbeat(storage_module.trial_id(ghost))  # it ran, then its host went away
     time.sleep(3)
-    result = study_module.run_study(tiny_workload, space, config)
+    result = run_study(tiny_workload, space, config)
     trials = result.study.trials
     assert trials[ghost.number].state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == ghost.number]

@@ -21,7 +21,8 @@ from autocompress.study.phases import refine_layers
 from autocompress.policy import Policy
 from autocompress.study.record import TrialRecord, read_records
 from autocompress.study.space import SearchSpace, load_space
-from autocompress.study.session import _counted, create_study, run_study
+from autocompress.study.record import counted as _counted
+from autocompress.study.session import create_study, run_study
 from autocompress.study.trial import STEPS_SCALE_ATTR, Objective
 from autocompress.sources.workload import Workload
 

@@ -14,7 +14,7 @@ from autocompress.measure.latency import measure_callable
 from autocompress.policy import QuantPolicy
 from autocompress.scale.remote import MeasureError, MeasureQueue, RemoteMeter, artifact_from_request, artifact_request, serve
 from autocompress.runtimes import Artifact
-from autocompress.scale.workers import is_lock
+from autocompress.scale.storage import is_lock
 
 
 @pytest.fixture()

@@ -42,6 +42,12 @@ def test_fp32_artifact_matches_pytorch_and_reads_back_fp32(name: str, tiny_workl
     artifact = runtime.build(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(),
                              calibration=wl.train, workdir=tmp_path)
     assert artifact.runtime == name and all(p.is_file() for p in artifact.all_files) and artifact.size_mb > 0
+    # The export folder names each of the artifact's files: one name per file, none shared with another runtime.
+    names = runtime.export_names
+    assert len(names) == len(artifact.all_files) and len(set(names)) == len(names), (name, names, artifact.all_files)
+    others = {n for other in list_runtimes(installed_only=False) if other != name
+              for n in get_runtime(other).export_names}
+    assert not set(names) & others, f"{name}: export file names {names} collide with another runtime's"
     scorer = runtime.runner(artifact, threads=1)
     images = torch.stack([wl.val[i][0] for i in range(5)])
     with torch.no_grad():
@@ -155,3 +161,33 @@ def test_every_exported_compute_node_maps_to_a_module_of_the_model(demo_width_mo
     nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     assert any("shortcut" in n for n in nodes), nodes
     assert all(onnx_node_module(n) in modules for n in nodes), [(n, onnx_node_module(n)) for n in nodes]
+
+
+def test_a_runtime_subclass_is_a_runtime_option_at_once(tmp_path: Path) -> None:
+    from autocompress.config import RUNTIMES as CHOICES
+    from autocompress.config import SearchConfig
+
+    class _ToyRuntime(Runtime):
+        """What a contributor's runtime module defines: a Runtime subclass (it registers itself by name)."""
+
+        name = "toy-test"
+        package = "torch"
+        distribution = "torch"
+        export_names = ("model.toy",)
+
+        def build(self, model, quant, *, example_input, calibration, workdir, seed=0):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def runner(self, artifact, *, threads, batch_size=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+    try:
+        assert "toy-test" in list_runtimes() and "toy-test" in CHOICES, "registered by subclassing"
+        assert isinstance(get_runtime("toy-test"), _ToyRuntime)
+        assert SearchConfig(runtime="toy-test", output=tmp_path).runtime == "toy-test"
+        from autocompress.report.export import export_files
+
+        assert "model.toy" in export_files(), "its export file names come from the runtime"
+    finally:
+        Runtime.registry.pop("toy-test", None)
+    assert "toy-test" not in list_runtimes()

@@ -176,7 +176,7 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
     from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
     from autocompress.runtimes import Artifact, get_runtime
     from autocompress.study.space import load_space
-    from autocompress.study.session import measure_reference
+    from autocompress.study.reference import measure_reference
     from autocompress.study.trial import TrialRunner
 
     config = SearchConfig(trials=1, output=tmp_path, study_name="seam", latency_budget=parse_budget("10x"),
@@ -224,7 +224,7 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
 
     monkeypatch.setattr(LatencyMeter, "measure", boom)
     monkeypatch.setattr(LatencyMeter, "calibrate", boom)
-    monkeypatch.setattr("autocompress.study.session.measure_torch", boom)
+    monkeypatch.setattr("autocompress.study.reference.measure_torch", boom)
     monkeypatch.setattr("autocompress.study.trial.evaluate", boom)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

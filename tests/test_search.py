@@ -13,7 +13,8 @@ from autocompress.errors import ConfigError
 from autocompress.report.export import export_chosen
 from autocompress.study.record import read_records
 from autocompress.study.space import SearchSpace
-from autocompress.study.session import _counted, run_study
+from autocompress.study.record import counted as _counted
+from autocompress.study.session import run_study
 from autocompress.sources.workload import Workload
 
 FAST_SPACE = SearchSpace.from_dict({

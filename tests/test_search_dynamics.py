@@ -22,7 +22,10 @@ from autocompress.study.space import SearchSpace, load_space
 from autocompress.study.session import create_study
 from autocompress.measure.model import LatencyModel, precision_key
 from autocompress.study.phases import near_misses
-from autocompress.study.session import PROPOSALS_PER_TRIAL, SearchProgress, _counted, _optimize
+from autocompress.study.events import SearchProgress
+from autocompress.study.loop import PROPOSALS_PER_TRIAL
+from autocompress.study.loop import optimize as _optimize
+from autocompress.study.record import counted as _counted
 from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, Objective, skip_reason
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(9)]

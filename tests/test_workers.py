@@ -14,7 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autocompress.scale.workers import CoreGuard, StorageLock, TrialSlots, host_id, owner, owner_is_dead_here
+from autocompress.measure.guard import CoreGuard
+from autocompress.scale.workers import StorageLock, TrialSlots, host_id, owner, owner_is_dead_here
 
 
 def _study(tmp_path: Path, name: str = "s") -> optuna.Study:
@@ -158,7 +159,7 @@ def test_timing_inside_heavy_work_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_guard_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    import autocompress.scale.workers as workers
+    import autocompress.measure.guard as workers
 
     monkeypatch.setenv("AUTOCOMPRESS_CORE_LOCK", "off")
     assert workers._default_guard_path() is None
@@ -170,17 +171,17 @@ def test_the_guard_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 _OPEN_AT = """
 import sys, time
-from autocompress.study.session import _storage
+from autocompress.scale.storage import open_storage
 start = float(sys.argv[2])
 while time.time() < start:
     pass
-_storage(sys.argv[1])
+open_storage(sys.argv[1])
 """
 
 
 def test_processes_opening_a_new_database_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
     """Several workers started together on a study whose SQLite file does not exist yet: each creates the tables and
-    stamps the schema version; without the retry in ``autocompress.study.session._storage`` every one but the first could fail
+    stamps the schema version; without the retry in ``autocompress.scale.storage.open_storage`` every one but the first could fail
     with ``UNIQUE constraint failed: alembic_version.version_num`` (seen in the suite, 2026-12-02)."""
     for round_ in range(2):
         url = f"sqlite:///{tmp_path}/race{round_}.db"

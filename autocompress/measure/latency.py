@@ -387,7 +387,7 @@ def measure_torch(model: nn.Module, input_shape: tuple[int, ...], *, threads: in
     """Eager-mode PyTorch fp32 latency of ``model`` (eval, no grad) with the same protocol as ONNX."""
     model.eval()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32))
-    from autocompress.scale.workers import core_guard
+    from autocompress.measure.guard import core_guard
 
     with core_guard().timing(), torch_threads(threads), torch.inference_mode():
         return measure_callable(lambda: model(x), warmup=warmup, repeats=repeats, threads=threads,
@@ -451,7 +451,7 @@ class LatencyMeter:
         self.anchor_ms: float | None = None
         self.measured_by: dict[str, Any] | None = None  # timed here (a Meter)
         self.tally = NoiseTally()
-        from autocompress.scale.workers import core_guard
+        from autocompress.measure.guard import core_guard
 
         self.cores = core_guard()  # no other autocompress process on this host fine-tunes while we time
 

@@ -29,9 +29,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
 
-from autocompress.errors import AutocompressError, ConfigError, MissingDependencyError
+from autocompress.config import SearchConfig
+from autocompress.errors import ConfigError, MissingDependencyError, StudyNotFoundError
+from autocompress.scale.storage import open_existing_study
 from autocompress.study.record import ARTIFACTS_DIR, TrialRecord, read_records
-from autocompress.scale.workers import is_lock
 
 __all__ = ["Dashboard", "StudyNotFoundError", "open_dashboard", "make_server", "serve", "study_note", "chosen_record", "DEFAULT_PORT"]
 
@@ -41,11 +42,6 @@ DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
 _INSTALL = 'pip install "autocompress[dashboard]"'
 _METRIC_NAMES = ["accuracy", "latency_ms"]
-_SQLITE_PREFIX = "sqlite:///"
-
-
-class StudyNotFoundError(AutocompressError):
-    """The storage holds no study of that name (the message lists the ones it holds)."""
 
 
 def _import_dashboard() -> Any:
@@ -78,57 +74,6 @@ class Dashboard:
         """The study's page; a wildcard bind address is shown as ``127.0.0.1`` (the one a browser here can open)."""
         shown = "127.0.0.1" if host in ("", "0.0.0.0") else f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/dashboard/studies/{self.study_id}"
-
-
-# ---------------------------------------------------------------------------------------------------- storage
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    """Open ``url`` read-mostly: never create a database or journal that is not there."""
-    if url.startswith(_SQLITE_PREFIX):
-        path = Path(url[len(_SQLITE_PREFIX):])
-        if not path.is_file():
-            raise ConfigError(f"no study database at {path}; run `autocompress search` first, or point --output / "
-                              "--storage at the folder or URL the search used")
-    elif "://" not in url:  # a JournalFileBackend log file, as optuna-dashboard accepts it
-        path = Path(url)
-        if not path.is_file():
-            raise ConfigError(f"no journal file at {path}; pass the journal the search wrote, or an RDB URL "
-                              "such as sqlite:///results/demo/study.db")
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        # Like optuna-dashboard's own CLI: no table creation (a wrong URL must not grow an empty study database).
-        return optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
-    except Exception as exc:  # SQLAlchemy raises many types (bad URL, no driver, connection refused)
-        raise ConfigError(f"--storage {url!r} cannot be opened: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-
-
-def _raise_missing_default(name: str, output: Path, db_file: str) -> None:
-    """No ``<output>/<name>/<db_file>``: list the studies ``output`` does hold (one database per study folder), or
-    say how to make one."""
-    others = sorted(p.parent.name for p in output.glob(f"*/{db_file}"))
-    if others:
-        raise StudyNotFoundError(f"no study named {name!r} in {output}; studies there: {', '.join(others)} "
-                                 "(pick one with --study NAME)")
-    raise ConfigError(f"no study database at {output / name / db_file}; run `autocompress search` first, or point "
-                      "--output / --storage at the folder or URL the search used")
-
-
-def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: str) -> optuna.Study:
-    try:
-        names = [s.study_name for s in storage.get_all_studies() if not is_lock(s.study_name)]
-    except Exception as exc:  # e.g. an SQLite file that is not an Optuna database
-        raise ConfigError(f"{url} is not an Optuna storage: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if name is None:
-        if len(names) != 1:
-            listed = ", ".join(sorted(names)) or "none"
-            raise StudyNotFoundError(f"{url} holds {len(names)} studies ({listed}); pick one with --study NAME")
-        name = names[0]
-    if name not in names:
-        listed = ", ".join(sorted(names)) or "none"
-        raise StudyNotFoundError(f"no study named {name!r} in {url}; studies there: {listed}")
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 # ---------------------------------------------------------------------------------------------------- the note
@@ -239,20 +184,10 @@ def open_dashboard(*, study_name: str | None = None, output: Path | None = None,
         ConfigError: the storage file is missing or is not an Optuna storage.
         StudyNotFoundError: no study of that name (the message lists the studies in the storage).
     """
-    from autocompress.config import SearchConfig
-
     dashboard = _import_dashboard()
-    defaults = SearchConfig()
-    output = Path(output) if output is not None else defaults.output
-    if storage is None:
-        config = SearchConfig(study_name=study_name or defaults.study_name, output=output)
-        url = config.storage_url
-        if url.startswith(_SQLITE_PREFIX) and not Path(url[len(_SQLITE_PREFIX):]).is_file():
-            _raise_missing_default(config.study_name, output, Path(url[len(_SQLITE_PREFIX):]).name)
-    else:
-        url = storage
-    opened = _storage(url)
-    study = _load_study(opened, study_name, url=url)
+    output = Path(output) if output is not None else SearchConfig().output
+    existing = open_existing_study(study_name=study_name, output=output, storage=storage)
+    study, url, opened = existing.study, existing.url, existing.storage
     if study.metric_names is None and len(study.directions) == len(_METRIC_NAMES) and read_records(study):
         with warnings.catch_warnings():  # older autocompress studies did not name their objectives
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -32,22 +32,27 @@ from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import machine_fingerprint
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch
-from autocompress.runtimes import Artifact, get_runtime
+from autocompress.runtimes import Artifact, Runtime, get_runtime, list_runtimes
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import measure_torch
 from autocompress.study.pareto import Choice, suggested_budget_ms
-from autocompress.study.session import Reference
+from autocompress.study.reference import Reference
 from autocompress.study.trial import WEIGHTS_FILE
 from autocompress.sources.weights import load_weights
 from autocompress.sources.workload import Workload
 
-__all__ = ["export_chosen", "machine_fingerprint", "EXPORT_FILES"]
+__all__ = ["export_chosen", "machine_fingerprint", "export_files"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FILES = ("model.onnx", "model.xml", "model.bin", "model.pt", "model.pt2", "policy.json", "metrics.json")
+_OWN_FILES = ("model.pt2", "policy.json", "metrics.json")  # written for every runtime
 # The artifact's files in the export folder, per runtime (the file the study measured, under a fixed name).
-_EXPORT_NAMES = {"onnxruntime": ("model.onnx",), "openvino": ("model.xml", "model.bin"), "torch": ("model.pt",)}
+
+
+def export_files() -> tuple[str, ...]:
+    """Every file name an export folder may hold: each runtime's artifact names and our own files."""
+    names = [n for runtime in list_runtimes(installed_only=False) for n in Runtime.registry[runtime].export_names]
+    return (*names, *_OWN_FILES)
 _MARKER = "autocompress_export"
 
 
@@ -70,7 +75,7 @@ def _export_program(model: torch.nn.Module, example_input: torch.Tensor, path: P
 def _is_our_export(folder: Path) -> bool:
     """True when ``folder`` holds only files an export writes and its metrics.json carries our marker."""
     names = {p.name for p in folder.iterdir()}
-    if not names <= set(EXPORT_FILES) or "metrics.json" not in names:
+    if not names <= set(export_files()) or "metrics.json" not in names:
         return False
     try:
         return bool(json.loads((folder / "metrics.json").read_text()).get(_MARKER))
@@ -126,7 +131,7 @@ def export_chosen(choice: Choice, *, workload: Workload, reference: Reference, c
     tmp.mkdir()
     try:
         # An IR's .xml finds its weights by its own stem: .xml and .bin renamed together stay a pair.
-        names = _EXPORT_NAMES.get(artifact.runtime, (artifact.path.name,))
+        names = get_runtime(artifact.runtime).export_names
         for source, name in zip(artifact.all_files, names):
             shutil.copyfile(source, tmp / name)
         program_note = _export_program(student, x, tmp / "model.pt2")

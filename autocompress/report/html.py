@@ -123,19 +123,9 @@ def open_study(*, study_name: str | None = None, output: Path = Path("results"),
                storage: str | None = None) -> optuna.Study:
     """Load an existing study from ``--study/--output/--storage`` exactly as ``autocompress dashboard`` does; never
     creates a database or a study (an unknown name lists the studies there)."""
-    # The dashboard's helpers are the one place that knows how a study is found without creating anything.
-    from autocompress.config import SearchConfig
-    from autocompress.report.dashboard import _SQLITE_PREFIX, _load_study, _raise_missing_default, _storage
+    from autocompress.scale.storage import open_existing_study
 
-    if storage is None:
-        config = SearchConfig(study_name=study_name or SearchConfig().study_name, output=output)
-        url = config.storage_url
-        db = Path(url[len(_SQLITE_PREFIX):])
-        if not db.is_file():
-            _raise_missing_default(config.study_name, output, db.name)
-    else:
-        url = storage
-    return _load_study(_storage(url), study_name, url=url)
+    return open_existing_study(study_name=study_name, output=output, storage=storage).study
 
 
 def write_report(*, study_name: str | None = None, output: Path = Path("results"), storage: str | None = None,

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from autocompress.study.record import TrialRecord
-from autocompress.study.session import SearchProgress
+from autocompress.study.events import SearchProgress
 
 __all__ = ["RichProgress"]
 

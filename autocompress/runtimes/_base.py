@@ -21,7 +21,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import logging
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -106,6 +109,9 @@ class Runtime(ABC):
     package: ClassVar[str]  # the import name whose presence means the runtime is installed
     distribution: ClassVar[str]  # the pip distribution whose version is recorded
     extra: ClassVar[str | None] = None  # ``pip install autocompress[extra]``; None = a core dependency
+    # The artifact's files in an export folder, in the order of :attr:`Artifact.all_files` (the measured files under
+    # fixed names, so a user finds ``model.onnx`` or ``model.xml``/``model.bin`` whatever the trial called them).
+    export_names: ClassVar[tuple[str, ...]]
     registry: ClassVar[dict[str, type[Runtime]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -167,6 +173,23 @@ def get_runtime(name: str) -> Runtime:
     return cls()
 
 
+ENTRY_POINT_GROUP = "autocompress.runtimes"
+_loaded = False
+
+
 def _load_builtin() -> None:
-    # Importing the modules registers their classes; each imports its engine lazily, so this costs nothing.
-    from autocompress.runtimes import _onnxruntime, _openvino, _torch  # noqa: F401
+    """Import every runtime module of this package, and the entry-point plugins, once: importing a module registers
+    its class (each imports its engine lazily, so this costs nothing). Adding a runtime is one module here."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    package = importlib.import_module(__name__.rsplit(".", 1)[0])
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in ("_base", "_onnx"):  # the base and the shared ONNX export helpers define no runtime
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # a broken plugin must not break the built-in runtimes
+            logging.getLogger(__name__).warning("runtime plugin %s could not be loaded: %s", point.value, exc)

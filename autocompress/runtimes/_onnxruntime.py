@@ -70,6 +70,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     package = "onnxruntime"
+    export_names = ("model.onnx",)
     distribution = "onnxruntime"
     extra = None
 

@@ -90,6 +90,7 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
     package = "openvino"
+    export_names = ("model.xml", "model.bin")
     distribution = "openvino"
     extra = "openvino"
 

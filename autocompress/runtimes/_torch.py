@@ -99,6 +99,7 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     package = "torch"
+    export_names = ("model.pt",)
     distribution = "torch"
     extra = None
 

@@ -34,7 +34,10 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.latency import Latency, NoiseTally
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact
-from autocompress.scale.workers import QUEUE_INFIX, StorageLock, owner
+from autocompress.scale.storage import storage_of
+from autocompress.scale.storage import trial_id as storage_trial_id
+from autocompress.scale.storage import QUEUE_INFIX
+from autocompress.scale.workers import StorageLock, owner
 
 __all__ = ["RemoteMeter", "MeasureQueue", "MeasureError", "artifact_request", "artifact_from_request",
            "QUEUE_PURPOSE"]
@@ -80,7 +83,7 @@ class MeasureQueue:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self.storage = study._storage
+        self.storage = storage_of(study)
         self.name = f"{study.study_name}{QUEUE_INFIX}{QUEUE_PURPOSE}"
         try:
             self.queue_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)
@@ -126,10 +129,10 @@ class MeasureQueue:
     def claim(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Claim one request (under the queue's storage lock, so two measure workers never take the same one)."""
         with StorageLock(self.study, "measure-claim", stale_s=60.0, poll_s=0.05):
-            fresh = self.storage.get_trial(trial._trial_id)
+            fresh = self.storage.get_trial(storage_trial_id(trial))
             if fresh.state != optuna.trial.TrialState.RUNNING or "claimed" in fresh.user_attrs:
                 return False
-            self.storage.set_trial_user_attr(trial._trial_id, "claimed", owner())
+            self.storage.set_trial_user_attr(storage_trial_id(trial), "claimed", owner())
         return True
 
     def answer(self, trial_id: int, result: Mapping[str, Any] | None = None, *, error: str | None = None) -> None:
@@ -191,10 +194,10 @@ def serve(queue: MeasureQueue, *, measure: Callable[[Artifact], Latency],
             else:
                 raise MeasureError(f"unknown request kind {request['kind']!r} (a newer build host?)")
         except Exception as exc:  # the requester's trial fails with this reason; the worker goes on
-            queue.answer(trial._trial_id, error=f"{type(exc).__name__}: {exc}")
+            queue.answer(storage_trial_id(trial), error=f"{type(exc).__name__}: {exc}")
             say(f"request {trial.number} ({request.get('kind')}) failed: {exc}")
             continue
-        queue.answer(trial._trial_id, {**result, "by": owner()})
+        queue.answer(storage_trial_id(trial), {**result, "by": owner()})
         answered += 1
     return answered
 

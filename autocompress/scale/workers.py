@@ -1,5 +1,5 @@
 """Several processes on one study: who owns a trial, a lock every process on the storage sees, trial slots counted
-in the storage, and a host-level guard that keeps latency timing away from heavy work.
+in the storage.
 
 **Owner.** A trial records the process that runs it (:func:`owner`): host name, a host id (the machine id and the
 pid namespace, so two containers that share a host name and both run as pid 1 are told apart), pid and a per-process
@@ -16,34 +16,30 @@ after its latency gate (a stopped or skipped proposal does not). A worker theref
 before it starts a trial: ``counted + slots in flight < N``, else it waits for a slot to free (a proposal that ended
 not counting) or for the study to be done. N workers thus end with exactly N counted trials.
 
-**Core guard** (:class:`CoreGuard`). Fine-tuning, calibration and scoring next to a latency measurement corrupt it.
-Every autocompress process on a host takes a file lock: heavy work takes it shared, timing exclusive (writer
-preference through a turnstile, so timing is not starved by overlapping fine-tunings).
+The host-level guard that keeps latency timing away from heavy work is :mod:`autocompress.measure.guard`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-__all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLock", "TrialSlots", "CoreGuard",
-           "core_guard", "pid_alive", "is_lock", "SLOT_PREFIX", "QUEUE_INFIX"]
+from autocompress.scale.storage import LOCK_INFIX, storage_of
+
+__all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLock", "TrialSlots", "pid_alive",
+           "SLOT_PREFIX"]
 
 _UUIDS: dict[int, str] = {}
 SLOT_PREFIX = "slot:"
-LOCK_INFIX = ".lock."  # a lock is a study named <study>.lock.<purpose> (listings leave them out)
-QUEUE_INFIX = ".queue."  # a request queue (autocompress.scale.remote) is a study named <study>.queue.<purpose>
 _UNBOUND_SLOT_S = 120.0  # a slot reserved but never bound to a trial (its process died in between) frees after this
 
 
@@ -99,11 +95,6 @@ def owner_is_dead_here(who: dict[str, Any]) -> bool:
     return pid == os.getpid() or not pid_alive(pid)
 
 
-def is_lock(study_name: str) -> bool:
-    """Whether a study of this name is one of our auxiliary studies (a lock or a request queue), not a user's."""
-    return LOCK_INFIX in study_name or QUEUE_INFIX in study_name
-
-
 class StorageLock:
     """Mutual exclusion among every process on one Optuna storage (module docstring).
 
@@ -126,22 +117,22 @@ class StorageLock:
         self._beat: threading.Thread | None = None
 
     @property
-    def _storage(self) -> optuna.storages.BaseStorage:
-        return self.study._storage
+    def _store(self) -> optuna.storages.BaseStorage:
+        return storage_of(self.study)
 
     def _try_create(self) -> bool:
         try:
-            self._id = self._storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)
+            self._id = self._store.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)
         except optuna.exceptions.DuplicatedStudyError:
             return False
-        self._storage.set_study_user_attr(self._id, "holder", {**owner(), "since": time.time()})
-        self._storage.set_study_user_attr(self._id, "beat", time.time())
+        self._store.set_study_user_attr(self._id, "holder", {**owner(), "since": time.time()})
+        self._store.set_study_user_attr(self._id, "beat", time.time())
         return True
 
     def _holder(self) -> tuple[int, dict[str, Any], float] | None:
         try:
-            lock_id = self._storage.get_study_id_from_name(self.name)
-            attrs = self._storage.get_study_user_attrs(lock_id)
+            lock_id = self._store.get_study_id_from_name(self.name)
+            attrs = self._store.get_study_user_attrs(lock_id)
         except KeyError:
             return None
         holder = attrs.get("holder") or {}
@@ -156,7 +147,7 @@ class StorageLock:
             lock_id, holder, beat = seen
             if holder and (owner_is_dead_here(holder) or time.time() - beat > self.stale_s):
                 with contextlib.suppress(KeyError):  # another waiter took it over first
-                    self._storage.delete_study(lock_id)
+                    self._store.delete_study(lock_id)
                 continue
             if not told and self.on_wait is not None:
                 self.on_wait(f"waiting for {holder.get('host', '?')} pid {holder.get('pid', '?')} "
@@ -171,7 +162,7 @@ class StorageLock:
         while not self._stop.wait(self.beat_s):
             with contextlib.suppress(Exception):  # a failed beat only shortens the time until a takeover
                 if self._id is not None:
-                    self._storage.set_study_user_attr(self._id, "beat", time.time())
+                    self._store.set_study_user_attr(self._id, "beat", time.time())
 
     def release(self) -> None:
         self._stop.set()
@@ -179,7 +170,7 @@ class StorageLock:
             self._beat.join()
         if self._id is not None:
             with contextlib.suppress(KeyError):
-                self._storage.delete_study(self._id)
+                self._store.delete_study(self._id)
         self._id = None
 
     def __enter__(self) -> StorageLock:
@@ -228,97 +219,3 @@ class TrialSlots:
     def release(self, token: str) -> None:
         slot = dict(self.study.user_attrs.get(token) or {})
         self.study.set_user_attr(token, {**slot, "done": True})
-
-
-class CoreGuard:
-    """Heavy work shared, timing exclusive, among every autocompress process on this host (module docstring).
-
-    ``path`` is the lock file (``<tmp>/autocompress-<uid>.cores.lock`` by default; ``AUTOCOMPRESS_CORE_LOCK`` moves
-    it, ``off`` disables the guard). Nested heavy work is one hold; timing inside heavy work is a programming error.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._local = threading.local()
-        self.waited_s = 0.0  # time spent waiting for other processes (reported with the study's noise)
-
-    def _depth(self) -> int:
-        return getattr(self._local, "depth", 0)
-
-    @contextlib.contextmanager
-    def _files(self) -> Iterator[tuple[int, int]]:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        turnstile = os.open(str(self.path) + ".turnstile", os.O_RDWR | os.O_CREAT, 0o666)
-        data = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            yield turnstile, data
-        finally:
-            os.close(data)
-            os.close(turnstile)
-
-    @contextlib.contextmanager
-    def heavy(self) -> Iterator[None]:
-        """Fine-tuning, building, calibrating, scoring: many may run at once, never beside a timing."""
-        if self.path is None or self._depth() > 0:
-            self._local.depth = self._depth() + 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
-            return
-        with self._files() as (turnstile, data):
-            started = time.perf_counter()
-            fcntl.flock(turnstile, fcntl.LOCK_EX)  # waits while a timing holds the turnstile (writer preference)
-            fcntl.flock(turnstile, fcntl.LOCK_UN)
-            fcntl.flock(data, fcntl.LOCK_SH)
-            self.waited_s += time.perf_counter() - started
-            self._local.depth = 1
-            try:
-                yield
-            finally:
-                self._local.depth = 0
-                fcntl.flock(data, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def timing(self) -> Iterator[None]:
-        """A latency measurement: alone among autocompress processes on this host."""
-        if self._depth() > 0:
-            raise RuntimeError("a latency measurement inside heavy work would time the work too")
-        if self.path is None or getattr(self._local, "timing", False):
-            yield
-            return
-        with self._files() as (turnstile, data):
-            started = time.perf_counter()
-            fcntl.flock(turnstile, fcntl.LOCK_EX)
-            try:
-                fcntl.flock(data, fcntl.LOCK_EX)
-                self.waited_s += time.perf_counter() - started
-                self._local.timing = True
-                try:
-                    yield
-                finally:
-                    self._local.timing = False
-                    fcntl.flock(data, fcntl.LOCK_UN)
-            finally:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
-
-
-def _default_guard_path() -> Path | None:
-    value = os.environ.get("AUTOCOMPRESS_CORE_LOCK", "")
-    if value.lower() == "off":
-        return None
-    if value:
-        return Path(value)
-    return Path(tempfile.gettempdir()) / f"autocompress-{os.getuid()}.cores.lock"
-
-
-_GUARD: CoreGuard | None = None
-
-
-def core_guard() -> CoreGuard:
-    """This process's :class:`CoreGuard` (one per process: the lock file is per host)."""
-    global _GUARD
-    if _GUARD is None:
-        _GUARD = CoreGuard(_default_guard_path())
-    return _GUARD

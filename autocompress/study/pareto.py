@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autocompress.measure.latency import Latency
+from autocompress.scale.storage import hypervolume_2d
 from autocompress.study.record import TrialRecord
 
 __all__ = ["Choice", "pareto_front", "choose", "refinement_helped", "hypervolume", "dominates", "suggested_budget_ms"]
@@ -135,9 +136,6 @@ def hypervolume(records: Sequence[TrialRecord]) -> float:
     ``(1, 1)`` — the budget and the accuracy limit. 0 when nothing is feasible; 1 would be a model with no drop and
     no latency. Comparable across samplers and seeds of the same scenario (same budget and limit).
     """
-    from optuna._hypervolume import compute_hypervolume
-    import numpy as np
-
     points = []
     for r in records:
         if not r.feasible:
@@ -145,6 +143,4 @@ def hypervolume(records: Sequence[TrialRecord]) -> float:
         assert r.latency_ms is not None and r.accuracy_drop_pt is not None
         drop_scale = max(r.max_drop_pt, 0.1)
         points.append((r.latency_ms / r.budget_ms, max(r.accuracy_drop_pt, 0.0) / drop_scale))
-    if not points:
-        return 0.0
-    return float(compute_hypervolume(np.asarray(points, dtype=float), np.array([1.0, 1.0]), assume_pareto=False))
+    return hypervolume_2d(points, (1.0, 1.0))

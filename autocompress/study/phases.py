@@ -30,13 +30,14 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
 from autocompress.study.pareto import Choice, choose, refinement_helped
+from autocompress.study.events import trial_line
 from autocompress.study.record import TrialRecord, read_records
 from autocompress.study.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
 if TYPE_CHECKING:
     from autocompress.config import SearchConfig
     from autocompress.study.space import SearchSpace
-    from autocompress.study.session import Reference
+    from autocompress.study.reference import Reference
     from autocompress.study.trial import TrialRunner
 
 __all__ = ["NEAR_MISS_STEPS_SCALE", "RESCUE_ROUNDS", "RESCUE_PER_ROUND", "CONFIRM_CANDIDATES", "near_misses",
@@ -56,16 +57,21 @@ def _label(number: int) -> str:
     return f"near miss of trial {number}: {NEAR_MISS_STEPS_SCALE}x fine-tuning"
 
 
+def _just_over_the_limit(record: TrialRecord) -> bool:
+    """The near-miss rule, the one place it is written: a drop over the limit by at most ``max(limit, 0.5 pt)``."""
+    drop = record.accuracy_drop_pt
+    limit = record.max_drop_pt
+    return drop is not None and limit < drop <= limit + max(limit, _NEAR_MISS_MARGIN_PT)
+
+
 def near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Fine-tuned trials within the budget whose drop is over the limit by at most ``max(limit, 0.5 pt)``, not yet
     promoted, smallest drop first. Tiny example, limit 1.0 pt: drops 1.1 and 1.9 are near misses, 2.1 is not."""
     promoted = {r.label for r in records if r.role == "promoted"}
     out = []
     for r in records:
-        drop = r.accuracy_drop_pt
         if (r.outcome == "complete" and r.finetuned and r.role in ("sampled", "seed", "rescue") and r.within_budget
-                and drop is not None and r.max_drop_pt < drop <= r.max_drop_pt + max(r.max_drop_pt, _NEAR_MISS_MARGIN_PT)
-                and _label(r.number) not in promoted):
+                and _just_over_the_limit(r) and _label(r.number) not in promoted):
             out.append(r)
     return sorted(out, key=lambda r: (r.accuracy_drop_pt, r.number))
 
@@ -220,18 +226,14 @@ def _rescue_near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     done = {r.label for r in records if r.role == "rescue"}
     out = []
     for r in records:
-        drop = r.accuracy_drop_pt
-        if (r.role == "rescue" and r.outcome == "complete" and r.finetuned and drop is not None and r.latency_ms
-                and r.max_drop_pt < drop <= r.max_drop_pt + max(r.max_drop_pt, _NEAR_MISS_MARGIN_PT)
+        if (r.role == "rescue" and r.outcome == "complete" and r.finetuned and _just_over_the_limit(r) and r.latency_ms
                 and r.latency_ms < best and f"rescue: {_label(r.number)}" not in done):
             out.append(r)
     return sorted(out, key=lambda r: (r.latency_ms or 0.0, r.number))
 
 
 def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
-    from autocompress.study.session import _progress_line
-
-    return _progress_line(trial, None, None, runner.budget_ms)
+    return trial_line(trial, None, None, runner.budget_ms)
 
 
 # ---------------------------------------------------------------------------------------------------- layer refinement

@@ -44,6 +44,7 @@ import optuna
 from autocompress.measure.latency import Latency
 from autocompress.policy import Policy
 from autocompress.runtimes import Artifact
+from autocompress.scale.storage import set_live_trial_system_attr, set_trial_user_attr
 
 __all__ = [
     "AFTER_SEARCH_ROLES",
@@ -52,6 +53,9 @@ __all__ = [
     "CONSTRAINT_NAMES",
     "OUTCOMES",
     "write_record",
+    "write_failed_record",
+    "counted",
+    "INTERRUPTED",
     "read_record",
     "read_records",
     "constraint_values",
@@ -68,6 +72,8 @@ OUTCOMES = ("complete", "stopped", "skipped", "failed")
 # Trials run after the search, not proposed by it: the rescue (nothing was feasible) and the layer refinement of the
 # choice. They do not count towards --trials, nor towards the search's own figures (hypervolume per trial).
 AFTER_SEARCH_ROLES = ("rescue", "refined")
+# A failed record's reason starts with this when its process ended mid-trial (it is queued again, and not counted).
+INTERRUPTED = "interrupted"
 _MIN_DROP_SCALE_PT = 0.1  # a max drop of 0 pt still needs a scale: 0.1 pt is one image in a thousand
 # Optuna < 5 and optuna-dashboard read feasibility from this system attribute (a list, in CONSTRAINT_NAMES order).
 _LEGACY_CONSTRAINTS_KEY = "constraints"
@@ -107,7 +113,7 @@ class TrialRecord:
             prediction (they are pooled into ``latency``).
         macs_estimate: the MACs the latency model used as its feature (estimated from the policy, not counted).
         target: where the latency was measured: runtime, its version, threads, batch size, CPU model and int8 ISA
-            (:func:`autocompress.study.session.study_target`). The Pareto set and the choice never mix targets.
+            (:func:`autocompress.study.reference.study_target`). The Pareto set and the choice never mix targets.
         precision: the precision each compute layer ran in, read back from the runtime (``{"int8": 14, "fp32": 1}``).
         stages: where each stage ran: ``finetune`` (``cpu`` or ``cuda:0``), ``measure`` (the target CPU) and ``worker``
             (the process: host, pid, uuid); the seconds each took are in ``timings``.
@@ -274,7 +280,22 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
     if record.outcome == "failed":
         return
     values = constraint_values(record)
-    trial.storage.set_trial_system_attr(trial._trial_id, _LEGACY_CONSTRAINTS_KEY, [values[n] for n in CONSTRAINT_NAMES])
+    set_live_trial_system_attr(trial, _LEGACY_CONSTRAINTS_KEY, [values[n] for n in CONSTRAINT_NAMES])
+
+
+def write_failed_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, record: TrialRecord) -> None:
+    """Store the failed ``record`` of a trial another process left RUNNING (its process died): it is written before
+    the trial is marked failed, while its attributes can still change."""
+    assert record.outcome == "failed", record.outcome
+    set_trial_user_attr(study, trial, RECORD_KEY, json.loads(json.dumps(record.to_dict())))
+
+
+def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The trials that count towards ``--trials``: those that were fully measured (fine-tuned where they prune) or
+    failed. Not proposals skipped or stopped over the budget before fine-tuning (seconds, not a trial's worth of
+    work), not the rescue phase or the layer refinement, not trials cut short by an interruption."""
+    return [r for r in records if r.role not in AFTER_SEARCH_ROLES and (r.outcome == "complete" or (
+        r.outcome == "failed" and not (r.fail_reason or "").startswith(INTERRUPTED)))]
 
 
 def read_record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:

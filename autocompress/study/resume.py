@@ -30,7 +30,9 @@ from torch.utils.data import Dataset
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError
 from autocompress.study.space import SearchSpace
+from autocompress.scale.storage import fail_trial
 from autocompress.scale.workers import owner, owner_is_dead_here
+from autocompress.study.record import INTERRUPTED
 from autocompress.sources.workload import Workload
 
 __all__ = ["study_identity", "check_identity", "recover_interrupted", "owner_attrs", "INTERRUPTED",
@@ -38,7 +40,6 @@ __all__ = ["study_identity", "check_identity", "recover_interrupted", "owner_att
 
 IDENTITY_ATTR = "identity"
 OWNER_ATTR = "owner"
-INTERRUPTED = "interrupted"
 # Options that do not change what a trial means: how many trials, how long, where, and which sampler proposes next.
 _NOT_IDENTITY = {"trials", "timeout", "study_name", "storage", "output", "seed", "sampler", "download",
                  "trust_checkpoint", "allow_low_teacher_accuracy", "weights", "device", "workers", "build_only"}
@@ -122,7 +123,7 @@ def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.tria
                   "was queued again")
         try:
             on_failed(trial, reason)  # while the trial is still RUNNING: a finished trial's attributes are frozen
-            study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+            fail_trial(study, trial)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         retry_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("role", "label")}

@@ -45,7 +45,8 @@ from autocompress.study.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_s
 from autocompress.study.space import QUANT_RULED_OUT_ATTR, SearchSpace
 from autocompress.compress.training import predict_logits
 from autocompress.sources.weights import load_weights, save_weights
-from autocompress.scale.workers import core_guard, owner
+from autocompress.measure.guard import core_guard
+from autocompress.scale.workers import owner
 from autocompress.sources.workload import Workload
 
 __all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
@@ -364,6 +365,29 @@ class TrialRunner(Objective):
         return self.latency_model.quantized_ruled_out(self.space.quant_modes, self.macs.estimate(prune))
 
     # ------------------------------------------------------------------ one trial
+    def _finetune(self, student: nn.Module, policy: Policy, *, number: int, workdir: Path,
+                  timings: dict[str, float]) -> tuple[nn.Module, Artifact, tuple[float, float]]:
+        """Distil ``student`` from the teacher's logits (on the fine-tuning device), re-apply the policy's sparsity,
+        and build its artifact again; returns the student, the artifact and the KD loss (first, last)."""
+        cfg, wl = self.config, self.workload
+        self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
+        teacher_logits = self.teacher_logits
+        with self.cores.heavy():
+            result = distill(student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number,
+                             device=self.device)
+        timings["distill_s"] = result.seconds
+        self.check_stop("fine-tuning")
+        if policy.prune.sparsity > 0:
+            # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model has
+            # exactly the sparsity the policy asked for (prune → fine-tune → prune).
+            student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
+        t = time.perf_counter()
+        with self.cores.heavy():
+            artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(),
+                                          calibration=wl.train, workdir=workdir, seed=cfg.seed)
+        timings["deploy_s"] = time.perf_counter() - t
+        return student, artifact, (result.first_loss, result.last_loss)
+
     def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
                  weights_from: int | None = None) -> TrialRecord:
         cfg, wl = self.config, self.workload
@@ -411,23 +435,9 @@ class TrialRunner(Objective):
         if weights_from is not None:
             finetuned = True  # the weights were fine-tuned in trial ``weights_from``; this one only deploys them again
         elif policy.distill.steps > 0 and not policy.prune.is_identity:
-            self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
-            teacher_logits = self.teacher_logits
-            with self.cores.heavy():
-                result = distill(student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number,
-                                 device=self.device)
-            timings["distill_s"] = result.seconds
-            finetuned, kd_loss = True, (result.first_loss, result.last_loss)
-            self.check_stop("fine-tuning")
-            if policy.prune.sparsity > 0:
-                # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model has
-                # exactly the sparsity the policy asked for (prune → fine-tune → prune).
-                student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
-            t = time.perf_counter()
-            with self.cores.heavy():
-                artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(),
-                                              calibration=wl.train, workdir=workdir, seed=cfg.seed)
-            timings["deploy_s"] = time.perf_counter() - t
+            student, artifact, kd_loss = self._finetune(student, policy, number=number, workdir=workdir,
+                                                        timings=timings)
+            finetuned = True
         if (finetuned and weights_from is None) or cache_hit:  # a refined trial's gate timed the file it ships
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
             # (before fine-tuning, or another trial's model of the same structure).
