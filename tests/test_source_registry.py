@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+import autocompress.sources
 from autocompress.cli import config_from_args, parse_args
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, WorkloadError
@@ -59,8 +60,8 @@ def _check_contract(kind: Kind, cls: type) -> None:
     assert cls.generic or cls.form == cls.name or cls.form.startswith(cls.name + ":"), (
         f"{label}: form {cls.form!r} must be {cls.name!r} or start with {cls.name + ':'!r} (or the source generic)")
     assert cls.matches(cls.example), f"{label}: does not match its own example {cls.example!r}"
-    assert type(match(cls.example)) is cls, (
-        f"{label}: example {cls.example!r} resolves to {type(match(cls.example)).__qualname__}: another source claims it")
+    claimed = type(match(cls.example))
+    assert claimed is cls, f"{label}: example {cls.example!r} resolves to {claimed.__qualname__}, which claims it"
     assert type(get(cls.name)) is cls, f"{label}: get_*_source({cls.name!r}) returns another source"
     flags = [s.removeprefix("--").replace("-", "_") for s in cls.settings]
     assert all(s.startswith("--") for s in cls.settings) and set(flags) <= _OPTIONS, (
@@ -77,9 +78,19 @@ def test_every_registered_source_keeps_the_contract(kind: Kind, name: str) -> No
     _check_contract(kind, type(get_model_source(name) if kind is ModelSource else get_data_source(name)))
 
 
-def test_built_in_sources_are_listed_in_the_order_specs_are_tried() -> None:
+def test_built_in_sources_are_listed_in_a_fixed_order() -> None:
     assert list_model_sources() == ["demo", "torchvision", "factory"]
     assert list_data_sources() == ["digits", "imagefolder", "torchvision", "function"]
+
+
+def test_each_source_module_of_the_package_is_found_by_its_name() -> None:
+    """_model_<name>.py / _data_<name>.py files are imported on first use: a new one needs no edit elsewhere."""
+    package = Path(autocompress.sources.__file__).parent
+    files = {p.stem for p in package.glob("_model_*.py")} | {p.stem for p in package.glob("_data_*.py")}
+    registered = {(kind, cls.__module__.rsplit(".", 1)[1]) for kind in (ModelSource, DataSource)
+                  for cls in kind.registry.values() if cls.__module__.startswith("autocompress.sources.")}
+    assert {module for _, module in registered} == files, "every source module registers, every source has one"
+    assert all(module.startswith("_model_" if kind is ModelSource else "_data_") for kind, module in registered)
 
 
 def test_prefixed_sources_win_over_the_generic_module_pattern() -> None:
@@ -182,8 +193,8 @@ def _register_toys() -> tuple[type[ModelSource], type[DataSource]]:
 
 def test_a_new_source_is_one_class_usable_through_model_and_data(fresh_registries: None, tmp_path: Path) -> None:
     toy_model, toy_data = _register_toys()
-    assert list_model_sources() == ["demo", "torchvision", "toy", "factory"], "prefixed before generic"
-    assert list_data_sources() == ["digits", "imagefolder", "torchvision", "toy", "function"]
+    assert list_model_sources() == ["demo", "torchvision", "factory", "toy"], "listed after the built-ins"
+    assert list_data_sources() == ["digits", "imagefolder", "torchvision", "function", "toy"]
     _check_contract(ModelSource, toy_model)
     _check_contract(DataSource, toy_data)
     # "toy:small" also reads as package.module:attr (a module toy); the registered prefix wins
@@ -192,9 +203,11 @@ def test_a_new_source_is_one_class_usable_through_model_and_data(fresh_registrie
     assert (workload.name, workload.input_shape, workload.num_classes) == ("toy:6", (1, 10, 10), 3)
     assert workload.model[-1].out_features == 3, "the head is built for the data's class count"
     assert workload.info["source"] == "toy" and len(workload.train) == 36
-    with pytest.raises(WorkloadError, match=r"expected one of demo, torchvision:NAME, toy:WIDTH, package\.module"):
+    # appended: every message that listed the built-ins still starts the same way
+    with pytest.raises(WorkloadError, match=r"expected one of demo, torchvision:NAME, package\.module:factory, "
+                                            r"toy:WIDTH$"):
         load_model("mystery")
-    with pytest.raises(WorkloadError, match=r"expected one of digits, .*, toy:SIZE, package\.module:fn"):
+    with pytest.raises(WorkloadError, match=r"expected one of digits, .*, package\.module:fn, toy:SIZE$"):
         load_data("cifar")
 
 

@@ -8,7 +8,8 @@ that carries its name, form, help line and the options it reads; :func:`list_mod
 Data specs: ``digits``, ``imagefolder:PATH``, ``torchvision:NAME:ROOT``, ``package.module:fn``; see
 :mod:`autocompress.sources.data`. :mod:`autocompress.sources.workload` puts a model and its data together.
 
-Adding a source is one module with one subclass (it registers itself when imported), e.g.::
+Adding a source is one module with one subclass, which registers itself when imported; a module of this package
+named ``_model_<name>.py`` or ``_data_<name>.py`` is imported on first use. E.g. ``_data_npz.py``::
 
     class NpzData(DataSource):
         name, form, example = "npz", "npz:FILE", "npz:./digits.npz"

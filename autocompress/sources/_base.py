@@ -18,8 +18,9 @@ reads besides the spec). A spec goes to the first source whose :meth:`~ModelSour
 sources first, then *generic* ones that match a pattern (``package.module:factory``), so ``torchvision:resnet18``
 is never taken for a module ``torchvision`` with a factory ``resnet18``.
 
-Adding a source is one module that defines a subclass; the built-in modules listed in ``_BUILTIN_MODULES`` are
-imported on first use (with :mod:`importlib`, so this module never imports a module that imports it back).
+Adding a source is one module of this package named ``_model_<name>.py`` or ``_data_<name>.py`` that defines a
+subclass: such modules are found by name and imported on first use (with :mod:`importlib`, so this module never
+imports a module that imports it back). A source defined elsewhere registers when its module is imported.
 
 Example:
     >>> list_model_sources()
@@ -31,7 +32,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-import logging
+import pkgutil
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,18 +63,19 @@ __all__ = [
     "model_spec_forms",
 ]
 
-logger = logging.getLogger(__name__)
-
-# Imported on first use, in this order: it is the order specs are tried in and forms are listed in errors.
-_BUILTIN_MODULES = (
-    "autocompress.sources._model_demo",
-    "autocompress.sources._model_torchvision",
-    "autocompress.sources._model_factory",
-    "autocompress.sources._data_digits",
-    "autocompress.sources._imagefolder",
-    "autocompress.sources._tvdatasets",
-    "autocompress.sources._function",
+# Every module of this package named _model_*.py or _data_*.py holds sources; they are imported on first use.
+_SOURCE_MODULE = re.compile(r"^_(model|data)_\w+$")
+# The original sources are listed first, in this order, so the unknown-spec messages keep their wording; others follow.
+_LISTED_FIRST = (
+    "_model_demo",
+    "_model_torchvision",
+    "_model_factory",
+    "_data_digits",
+    "_data_imagefolder",
+    "_data_torchvision",
+    "_data_function",
 )
+_loaded = False
 
 
 class _Source(ABC):
@@ -204,13 +207,13 @@ _S = TypeVar("_S", bound=_Source)
 
 
 def list_model_sources() -> list[str]:
-    """Names of the registered model sources, in the order specs are tried."""
-    return [cls.name for cls in _ordered(ModelSource)]
+    """Names of the registered model sources: the built-ins first, then in the order they registered."""
+    return [cls.name for cls in _listed(ModelSource)]
 
 
 def list_data_sources() -> list[str]:
-    """Names of the registered data sources, in the order specs are tried."""
-    return [cls.name for cls in _ordered(DataSource)]
+    """Names of the registered data sources: the built-ins first, then in the order they registered."""
+    return [cls.name for cls in _listed(DataSource)]
 
 
 def get_model_source(name: str) -> ModelSource:
@@ -243,37 +246,46 @@ def match_data_source(spec: str) -> DataSource:
 
 def model_spec_forms() -> str:
     """``demo, torchvision:NAME, package.module:factory`` (and the forms of sources registered since)."""
-    return ", ".join(cls.form for cls in _ordered(ModelSource))
+    return ", ".join(cls.form for cls in _listed(ModelSource))
 
 
 def data_spec_forms() -> str:
     """``digits, imagefolder:PATH, torchvision:NAME:ROOT, package.module:fn`` (and those registered since)."""
-    return ", ".join(cls.form for cls in _ordered(DataSource))
+    return ", ".join(cls.form for cls in _listed(DataSource))
 
 
-def _ordered(kind: type[_S]) -> list[type[_S]]:
-    """The sources of ``kind``: prefixed before generic; built-ins in ``_BUILTIN_MODULES`` order, then the others in
-    the order they registered (a stable sort keeps it)."""
+def _listed(kind: type[_S]) -> list[type[_S]]:
+    """The sources of ``kind`` in listing order: the built-ins of ``_LISTED_FIRST``, then the others in the order
+    they registered (a stable sort keeps it). Appending keeps every earlier message a prefix of the new one."""
     _load_builtin()
-    rank = {module: i for i, module in enumerate(_BUILTIN_MODULES)}
-    return sorted(kind.registry.values(), key=lambda cls: (cls.generic, rank.get(cls.__module__, len(rank))))
+    rank = {f"{__package__}.{module}": i for i, module in enumerate(_LISTED_FIRST)}
+    return sorted(kind.registry.values(), key=lambda cls: rank.get(cls.__module__, len(rank)))
 
 
 def _get(kind: type[_S], name: str) -> _S:
     _load_builtin()
     cls = kind.registry.get(name)
     if cls is None:
-        valid = ", ".join(c.name for c in _ordered(kind))
+        valid = ", ".join(c.name for c in _listed(kind))
         raise ConfigError(f"{kind._kind} source {name!r}: expected one of {valid}")
     return cls()
 
 
 def _match(kind: type[_S], spec: str) -> _S | None:
-    return next((cls() for cls in _ordered(kind) if cls.matches(spec)), None)
+    """The first source that accepts ``spec``, prefixed sources before generic ones (``torchvision:resnet18`` is
+    also a valid ``package.module:factory``)."""
+    tried = sorted(_listed(kind), key=lambda cls: cls.generic)
+    return next((cls() for cls in tried if cls.matches(spec)), None)
 
 
 def _load_builtin() -> None:
-    # The built-in sources register when their modules are imported. importlib, not an import statement: those
-    # modules import this one, and the package's import graph stays free of cycles.
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    # The sources register when their modules are imported. importlib, not an import statement: those modules import
+    # this one, and the package's import graph stays free of cycles. Found by name, so a new source is one new file.
+    global _loaded
+    if _loaded:
+        return
+    found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if _SOURCE_MODULE.match(m.name))
+    first = [m for m in _LISTED_FIRST if m in found]
+    for module in first + [m for m in found if m not in first]:
+        importlib.import_module(f"{__package__}.{module}")
+    _loaded = True

@@ -67,8 +67,9 @@ class DigitsData(DataSource):
 
     def load(self, spec: str, options: DataOptions) -> DataSplits:
         train, val, test = load_digits_splits(size=options.input_size or DIGITS_SIZE)
+        shape = (int(train[0][0].shape[0]), int(train[0][0].shape[1]), int(train[0][0].shape[2]))
         return DataSplits(
-            train=train, val=val, test=test, input_shape=tuple(train[0][0].shape), num_classes=10,  # type: ignore[arg-type]
+            train=train, val=val, test=test, input_shape=shape, num_classes=10,
             info={"data": "digits (sklearn load_digits)", "preprocess": DIGITS_PREPROCESS, "train_size": len(train),
                   "val_size": len(val), "test_size": len(test)},
         )

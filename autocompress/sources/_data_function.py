@@ -39,7 +39,9 @@ def _load_from_function(
 ) -> DataSplits:
     fn, name = _resolve_object(spec, option="--data"), spec.split(":", 1)[1]
     if not callable(fn):
-        raise WorkloadError(f"--data {spec} : {name} is a {type(fn).__name__}, expected a function returning the datasets")
+        raise WorkloadError(
+            f"--data {spec} : {name} is a {type(fn).__name__}, expected a function returning the datasets"
+        )
     offered = {"seed": seed, "input_size": input_size, "channels": channels, "preprocess": preprocess}
     kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
     if preprocess is not None and "preprocess" not in kwargs:
@@ -63,7 +65,9 @@ def _load_from_function(
     # Check the item format before reading labels: a dataset of PIL images would fail there less clearly.
     shapes = {role: _item_shape(ds, role, spec) for role, ds in given.items()}
     if len(set(shapes.values())) != 1:
-        raise WorkloadError(f"--data {spec} : the splits have different image shapes {shapes}; resize them to one shape")
+        raise WorkloadError(
+            f"--data {spec} : the splits have different image shapes {shapes}; resize them to one shape"
+        )
     labels = {role: _labels_of(ds) for role, ds in given.items()}
     layout = "train, val, test from the function"
     if "test" not in given:
@@ -81,13 +85,16 @@ def _load_from_function(
     top = max(int(lab.max()) for lab in labels.values() if len(lab))
     if min(int(lab.min()) for lab in labels.values() if len(lab)) < 0 or (classes and top >= len(classes)):
         low = min(int(lab.min()) for lab in labels.values() if len(lab))
-        raise WorkloadError(f"--data {spec} : labels run from {low} to {top}, expected 0 .. {len(classes or []) or 'N'} - 1")
+        raise WorkloadError(
+            f"--data {spec} : labels run from {low} to {top}, expected 0 .. {len(classes or []) or 'N'} - 1"
+        )
     return DataSplits(
         given["train"], given["val"], given["test"], input_shape=shapes["train"],
         num_classes=len(classes) if classes else top + 1,
         info={"data": spec, "source": "function", "layout": layout, "classes": classes, "seed": seed,
               "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, None) if "preprocess" in kwargs else f"by {name}()", "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
+              "preprocess": _describe_preprocess(preprocess, None) if "preprocess" in kwargs else f"by {name}()",
+              "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
     )
 
 

@@ -97,7 +97,9 @@ def _folder_of(spec: str) -> Path:
             "pass imagefolder:PATH with PATH/CLASS/IMAGE.png files"
         )
     if not root.is_dir():
-        raise WorkloadError(f"--data {spec} : {root} is a file, expected a folder of class subfolders PATH/CLASS/IMAGE.png")
+        raise WorkloadError(
+            f"--data {spec} : {root} is a file, expected a folder of class subfolders PATH/CLASS/IMAGE.png"
+        )
     return root
 
 

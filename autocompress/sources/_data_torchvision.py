@@ -68,7 +68,8 @@ def _load_torchvision(
     splits = [
         TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
         for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
-                                     (official_train, "train", train_y, val_idx), (official_test, "test", test_y, test_idx))
+                                     (official_train, "train", train_y, val_idx),
+                                     (official_test, "test", test_y, test_idx))
     ]
     classes = [str(c) for c in getattr(official_train, "classes", [])]
     num_classes = len(classes) or int(max(train_y.max(), test_y.max())) + 1
@@ -175,7 +176,8 @@ def _prepare_split(
     if preprocess is not None:  # a user transform takes one PIL image at a time
         for i, index in enumerate(indices.tolist()):
             image = _pil_image(dataset, array, index, shape[0])
-            out[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=f"{name} image {index}", shape=shape)
+            out[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=f"{name} image {index}",
+                                     shape=shape)
         return out
     channels, size = shape[0], shape[1]
     step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time

@@ -1,4 +1,5 @@
-"""Resolving ``package.module:attr`` specs, shared by ``--model package.module:factory`` and ``--data package.module:fn``.
+"""Resolving ``package.module:attr`` specs, shared by ``--model package.module:factory`` and
+``--data package.module:fn``.
 
 Holds the spec pattern, the import of the user's module (from the working directory or ``PYTHONPATH``) with
 one-line errors, and the check whether a user function takes a given keyword argument.

@@ -52,7 +52,9 @@ def _build_torchvision(spec: str, *, num_classes: int | None, small_input: bool)
     try:
         model = torchvision.models.get_model(canonical, weights=None, num_classes=classes)
     except (TypeError, ValueError) as exc:
-        raise WorkloadError(f"--model {spec} : building it with num_classes={classes} failed: {_one_line(exc)}") from exc
+        raise WorkloadError(
+            f"--model {spec} : building it with num_classes={classes} failed: {_one_line(exc)}"
+        ) from exc
     if small_input:
         _adapt_small_input(model, spec)
     return model

@@ -89,8 +89,9 @@ def load_model(
         The model in eval mode.
 
     Raises:
-        WorkloadError: unknown spec (the message lists the registered forms), model name, import failure, a checkpoint that does not fit the model, unknown
-            torchvision weights, or torchvision weights that cannot be downloaded.
+        WorkloadError: unknown spec (the message lists the registered forms), model name, import failure, a
+            checkpoint that does not fit the model, unknown torchvision weights, or torchvision weights that cannot
+            be downloaded.
     """
     if num_classes is not None and num_classes < MIN_CLASSES:
         raise WorkloadError(

@@ -2,10 +2,10 @@
 
 A wrong normalisation can leave a teacher far above chance: a 784 → 10 linear classifier trained on plain [0, 1]
 digit pixels scores 95.0 % val with ``--normalize none`` and 27.5 % under the default 1-channel 0.5/0.5, over the
-chance line (16.7 % on those 80 val images) of :func:`autocompress.sources.workload.check_teacher_accuracy`. So, before the
-search, the teacher is scored on (at most :data:`MAX_IMAGES`) val images under the normalisation in use and the
-usual alternatives — ``none``, ``0.5/0.5``, ``imagenet`` (3-channel data only) and the train split's own per-channel
-mean/std — and a far better alternative stops the search with one line naming the ``--normalize`` to pass.
+chance line (16.7 % on those 80 val images) of :func:`autocompress.sources.workload.check_teacher_accuracy`. So,
+before the search, the teacher is scored on (at most :data:`MAX_IMAGES`) val images under the normalisation in use
+and the usual alternatives — ``none``, ``0.5/0.5``, ``imagenet`` (3-channel data only) and the train split's own
+per-channel mean/std — and a far better alternative stops the search with one line naming the ``--normalize`` to pass.
 
 The workload's tensors are already normalised, so nothing is decoded again: ``x * std + mean`` (the normalisation
 in use, per channel) gives back the [0, 1] pixels, and each alternative normalises those. That needs to know the
@@ -182,8 +182,8 @@ def far_better(candidate: float, in_use: float, count: int, *, chance: float = 0
       another training normalisation. A wrong normalisation breaks a teacher: 15.5 % vs 94.5 % (ratio 15);
     - the gain is at least 3 standard errors (:data:`MIN_Z`), ``SE = sqrt((a(1-a) + u(1-u)) / count)`` (unpaired, so
       on the safe side for two scores on the same images): on a few dozen val images large gaps are noise;
-    - the candidate clears :func:`~autocompress.sources.workload.low_accuracy_threshold` of ``chance``: switching to another
-      normalisation must give a real classifier.
+    - the candidate clears :func:`~autocompress.sources.workload.low_accuracy_threshold` of ``chance``: switching to
+      another normalisation must give a real classifier.
 
     Examples (10 balanced classes): 15.5 % → 94.5 % on 200 images: yes. 85 % → 95 % on 1,000: yes. 60 % → 75 % on
     1,000 (errors 40 % → 25 %): no. 50 % → 80 % on 30 images (30 points < 3 SE = 35): no; on 100 images: yes.
@@ -274,8 +274,8 @@ def check_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, bat
 def verify_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, every: bool = False) -> PreprocessCheck:
     """:func:`check_preprocessing`, then refuse a teacher that a far better normalisation exists for.
 
-    Call it before the chance check (:func:`~autocompress.sources.workload.check_teacher_accuracy`), which stays the last
-    line of defence for what this cannot check. ``--allow-low-teacher-accuracy`` does not silence it: a teacher
+    Call it before the chance check (:func:`~autocompress.sources.workload.check_teacher_accuracy`), which stays the
+    last line of defence for what this cannot check. ``--allow-low-teacher-accuracy`` does not silence it: a teacher
     that scores far higher under another normalisation is fed the wrong pixels, and the fix (pass that
     ``--normalize``) costs nothing. An explicit ``--normalize`` is checked too: it may be the wrong one.
 

@@ -42,7 +42,9 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         with np.load(path, allow_pickle=False) as data:
             state = {name: torch.from_numpy(np.array(data[name])) for name in data.files}
     except FileNotFoundError:
-        raise WorkloadError(f"weights file {str(path)!r} does not exist; the trial folder is incomplete — rerun the trial") from None
+        raise WorkloadError(
+            f"weights file {str(path)!r} does not exist; the trial folder is incomplete — rerun the trial"
+        ) from None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise WorkloadError(f"weights file {str(path)!r} is not a plain-array .npz ({exc}); it was not written by "
                             "autocompress and is refused (nothing from results/ is ever unpickled)") from None

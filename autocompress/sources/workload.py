@@ -104,9 +104,9 @@ def low_accuracy_threshold(chance: float, count: int) -> float:
 
     ``chance + margin`` with ``margin = min(max(0.5 * chance, 2 * SE), 0.1, (1 - chance) / 2)``, where ``SE`` is the
     standard error of a guesser that is right with probability ``chance`` on ``count`` images. So, on balanced data:
-    10 classes → 15 % (1.5 / num_classes); 2 classes → 60 %; 1000 classes on 5,000 images → 0.19 %. The 2 SE term keeps
-    a lucky guesser on a small val split below the line; the 0.1 cap keeps a weak but real binary model above it;
-    the half-headroom cap keeps the line reachable on skewed data (95 % majority → 97.5 %).
+    10 classes → 15 % (1.5 / num_classes); 2 classes → 60 %; 1000 classes on 5,000 images → 0.19 %. The 2 SE term
+    keeps a lucky guesser on a small val split below the line; the 0.1 cap keeps a weak but real binary model above
+    it; the half-headroom cap keeps the line reachable on skewed data (95 % majority → 97.5 %).
     """
     se = math.sqrt(chance * (1.0 - chance) / count) if count else 0.0
     return chance + min(max(0.5 * chance, 2.0 * se), 0.1, (1.0 - chance) / 2.0)
@@ -119,8 +119,8 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
     on — most often another normalisation (e.g. trained on plain ``ToTensor()`` pixels, searched with ImageNet
     mean/std) — and compressing it would only reproduce noise. The line is :func:`low_accuracy_threshold`. A teacher
     fed another normalisation can still score above it (27.5 % vs 95.0 % for a linear model on digits); that is
-    :func:`autocompress.sources.preprocess_check.verify_preprocessing`'s job, which runs first: this stays the last line of
-    defence, e.g. for data whose normalisation the tool does not know.
+    :func:`autocompress.sources.preprocess_check.verify_preprocessing`'s job, which runs first: this stays the last line
+    of defence, e.g. for data whose normalisation the tool does not know.
 
     Args:
         val_accuracy: the teacher's top-1 on ``workload.val`` (a fraction in [0, 1]).
@@ -144,9 +144,9 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
     preprocess = str(info.get("preprocess") or "as the datasets return the images").removeprefix("default: ")
     if "normalize" in info:
         cause = (f"the images were normalised with --normalize {info['normalize']} "
-                 f"({info.get('normalize_source', 'given with --normalize')}; preprocessing: {preprocess}), probably not "
-                 "what the model was trained on; pass its normalisation: --normalize none for plain ToTensor() pixels "
-                 "in [0, 1], --normalize imagenet, or --normalize MEAN/STD (e.g. 0.5/0.25 or "
+                 f"({info.get('normalize_source', 'given with --normalize')}; preprocessing: {preprocess}), probably "
+                 "not what the model was trained on; pass its normalisation: --normalize none for plain ToTensor() "
+                 "pixels in [0, 1], --normalize imagenet, or --normalize MEAN/STD (e.g. 0.5/0.25 or "
                  "0.485,0.456,0.406/0.229,0.224,0.225)")
     else:
         cause = (f"the data is probably preprocessed unlike the model's training data (preprocessing: {preprocess}); "
