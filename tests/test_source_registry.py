@@ -8,8 +8,9 @@ back afterwards, so no other test sees them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from autocompress.sources import (
     DataSource,
     DataSplits,
     ModelSource,
+    _base,
     get_data_source,
     get_model_source,
     list_data_sources,
@@ -220,3 +222,26 @@ def test_two_sources_cannot_share_a_name(fresh_registries: None) -> None:
             def build(self, spec: str, *, num_classes: int | None, small_input: bool) -> nn.Module:
                 return nn.Identity()
     assert type(get_model_source("demo")).__qualname__ == "DemoModel"
+
+
+class _FakeEntryPoint:
+    """What ``importlib.metadata.entry_points(group="autocompress.sources")`` yields: ``load()`` imports the module."""
+
+    def __init__(self, value: str, load: Callable[[], object]) -> None:
+        self.value, self.load = value, load
+
+
+def test_an_installed_plugin_registers_through_the_entry_point_group(
+    fresh_registries: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> object:
+        raise ImportError("No module named 'torch_hub_sources'")
+
+    plugins = [_FakeEntryPoint("toy_sources", _register_toys), _FakeEntryPoint("torch_hub_sources", broken)]
+    monkeypatch.setattr(_base.metadata, "entry_points", lambda group: plugins if group == "autocompress.sources" else [])
+    monkeypatch.setattr(_base, "_loaded", False)
+    with caplog.at_level(logging.WARNING, logger="autocompress.sources._base"):
+        assert list_model_sources()[-1] == "toy" and list_data_sources()[-1] == "toy"
+    assert "source plugin torch_hub_sources could not be loaded: No module named" in caplog.text, (
+        "a broken plugin is a warning, the others still load")
+    assert match_model_source("toy:4").name == "toy"

@@ -20,7 +20,8 @@ is never taken for a module ``torchvision`` with a factory ``resnet18``.
 
 Adding a source is one module of this package named ``_model_<name>.py`` or ``_data_<name>.py`` that defines a
 subclass: such modules are found by name and imported on first use (with :mod:`importlib`, so this module never
-imports a module that imports it back). A source defined elsewhere registers when its module is imported.
+imports a module that imports it back). A source defined elsewhere registers when its module is imported; an
+installed distribution can name that module in the ``autocompress.sources`` entry-point group.
 
 Example:
     >>> list_model_sources()
@@ -32,11 +33,13 @@ Example:
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -63,6 +66,9 @@ __all__ = [
     "model_spec_forms",
 ]
 
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "autocompress.sources"  # plugins: a module that defines ModelSource / DataSource subclasses
 # Every module of this package named _model_*.py or _data_*.py holds sources; they are imported on first use.
 _SOURCE_MODULE = re.compile(r"^_(model|data)_\w+$")
 # The original sources are listed first, in this order, so the unknown-spec messages keep their wording; others follow.
@@ -279,13 +285,22 @@ def _match(kind: type[_S], spec: str) -> _S | None:
 
 
 def _load_builtin() -> None:
-    # The sources register when their modules are imported. importlib, not an import statement: those modules import
-    # this one, and the package's import graph stays free of cycles. Found by name, so a new source is one new file.
+    """Import the source modules of this package and the entry-point plugins once: importing registers them.
+
+    The package's modules are found by name (``_model_*``, ``_data_*``), so a new source is one new file; a
+    distribution can add sources through the ``autocompress.sources`` entry-point group. importlib, not import
+    statements: those modules import this one, and the package's import graph stays free of cycles.
+    """
     global _loaded
     if _loaded:
         return
+    _loaded = True
     found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if _SOURCE_MODULE.match(m.name))
     first = [m for m in _LISTED_FIRST if m in found]
     for module in first + [m for m in found if m not in first]:
         importlib.import_module(f"{__package__}.{module}")
-    _loaded = True
+    for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # a broken plugin must not break the built-in sources
+            logger.warning("source plugin %s could not be loaded: %s", point.value, exc)
