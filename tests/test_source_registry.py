@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+import autocompress.plugins as plugins_module
 import autocompress.sources
 from autocompress.cli import config_from_args, parse_args
 from autocompress.config import SearchConfig
@@ -240,10 +241,11 @@ def test_an_installed_plugin_registers_through_the_entry_point_group(
         raise ImportError("No module named 'torch_hub_sources'")
 
     plugins = [_FakeEntryPoint("toy_sources", _register_toys), _FakeEntryPoint("torch_hub_sources", broken)]
-    monkeypatch.setattr(_base.metadata, "entry_points", lambda group: plugins if group == "autocompress.sources" else [])
+    monkeypatch.setattr(plugins_module.metadata, "entry_points",
+                        lambda group: plugins if group == "autocompress.sources" else [])
     monkeypatch.setattr(_base, "_loaded", False)
-    with caplog.at_level(logging.WARNING, logger="autocompress.sources._base"):
+    with caplog.at_level(logging.WARNING, logger="autocompress.plugins"):
         assert list_model_sources()[-1] == "toy" and list_data_sources()[-1] == "toy"
-    assert "source plugin torch_hub_sources could not be loaded: No module named" in caplog.text, (
+    assert "autocompress.sources plugin torch_hub_sources could not be loaded: No module named" in caplog.text, (
         "a broken plugin is a warning, the others still load")
     assert match_model_source("toy:4").name == "toy"

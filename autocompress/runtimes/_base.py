@@ -21,10 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
-import logging
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +36,7 @@ from torch.utils.data import Dataset
 
 from autocompress.hardware.cpu import CpuInfo, Int8Kernel, int8_kernel_for
 from autocompress.errors import ConfigError, MissingDependencyError
+from autocompress.plugins import load_plugins
 from autocompress.policy import QuantPolicy
 
 __all__ = ["Artifact", "Runner", "Runtime", "get_runtime", "list_runtimes", "DEFAULT_RUNTIME"]
@@ -184,12 +182,5 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in ("_base", "_onnx"):  # the base and the shared ONNX export helpers define no runtime
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()
-        except Exception as exc:  # a broken plugin must not break the built-in runtimes
-            logging.getLogger(__name__).warning("runtime plugin %s could not be loaded: %s", point.value, exc)
+    # the base and the shared ONNX export helpers define no runtime
+    load_plugins(__name__.rsplit(".", 1)[0], group=ENTRY_POINT_GROUP, skip=("_base", "_onnx"))

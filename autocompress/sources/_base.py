@@ -32,14 +32,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -48,6 +45,7 @@ from torch import nn
 
 from autocompress.config import Normalization, SearchConfig
 from autocompress.errors import ConfigError, WorkloadError
+from autocompress.plugins import load_plugins, package_modules
 from autocompress.sources._checkpoints import _load_weights
 from autocompress.sources._pretrained import _refuse_pretrained
 from autocompress.sources._types import DataSplits, Workload
@@ -295,12 +293,6 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if _SOURCE_MODULE.match(m.name))
+    found = [m for m in package_modules(__package__) if _SOURCE_MODULE.match(m)]
     first = [m for m in _LISTED_FIRST if m in found]
-    for module in first + [m for m in found if m not in first]:
-        importlib.import_module(f"{__package__}.{module}")
-    for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()
-        except Exception as exc:  # a broken plugin must not break the built-in sources
-            logger.warning("source plugin %s could not be loaded: %s", point.value, exc)
+    load_plugins(__package__, group=ENTRY_POINT_GROUP, modules=first + [m for m in found if m not in first])

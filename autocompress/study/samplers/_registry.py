@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 import optuna
 
 from autocompress.errors import ConfigError
+from autocompress.plugins import load_plugins
 
 __all__ = ["DEFAULT_SAMPLER", "SamplerEntry", "SamplerFactory", "get_sampler", "list_samplers", "make_sampler",
            "register_sampler"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER = "tpe"
 ENTRY_POINT_GROUP = "autocompress.samplers"
@@ -66,15 +61,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "_registry":
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()
-        except Exception as exc:  # a broken plugin must not break the built-in samplers
-            logger.warning("sampler plugin %s could not be loaded: %s", point.value, exc)
+    load_plugins(__name__.rsplit(".", 1)[0], group=ENTRY_POINT_GROUP, skip=("_registry",))
 
 
 def list_samplers() -> list[str]:
