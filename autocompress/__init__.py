@@ -1,4 +1,4 @@
-"""autocompress: search the best pruning + distillation + int8 policy for a PyTorch classifier under a latency budget."""
+"""autocompress: find the best pruning + distillation + int8 policy for a PyTorch classifier under a latency budget."""
 
 from __future__ import annotations
 

@@ -23,12 +23,12 @@ from torch.utils.data import Dataset
 from autocompress.config import LatencyBudget, SearchConfig, parse_budget
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.report.publish import publish
+from autocompress.sources.workload import Workload
 from autocompress.study.pareto import Choice
 from autocompress.study.record import TrialRecord
-from autocompress.study.space import SearchSpace, load_space
 from autocompress.study.reference import Reference
 from autocompress.study.session import SearchResult, run_study
-from autocompress.sources.workload import Workload
+from autocompress.study.space import SearchSpace, load_space
 
 __all__ = ["SearchOutcome", "search", "API_STUDY_NAME", "API_ONLY_SOURCES", "CLI_ONLY_OPTIONS"]
 
@@ -36,8 +36,21 @@ _D = SearchConfig()  # every default below is SearchConfig's: one source of opti
 # The one default the API does not share: a Python study lives beside the CLI's demo study, not inside it.
 API_STUDY_NAME = "api"
 # Options that say where the CLI loads model and data from; the API takes the model and datasets themselves.
-API_ONLY_SOURCES = frozenset({"model", "data", "weights", "trust_checkpoint", "small_input", "input_size", "channels",
-                              "download", "max_samples", "normalize", "latency_budget"})
+API_ONLY_SOURCES = frozenset(
+    {
+        "model",
+        "data",
+        "weights",
+        "trust_checkpoint",
+        "small_input",
+        "input_size",
+        "channels",
+        "download",
+        "max_samples",
+        "normalize",
+        "latency_budget",
+    }
+)
 # ``--workers N`` starts N processes of the same command; the API runs in its caller's process, whose model object
 # another process cannot share. Call search() in several processes on one ``storage`` instead: each is a worker.
 CLI_ONLY_OPTIONS = frozenset({"workers"})
@@ -74,10 +87,18 @@ class SearchOutcome:
         post-search step as ``autocompress search`` (:func:`autocompress.report.publish.publish`). ``explain`` adds
         the report's sensitivity profile and technique breakdown (they rebuild and time some 30 models)."""
         if self._choice is None:
-            raise WorkloadError("no trial keeps the accuracy limit, so there is no model to export; run more trials "
-                                "or allow a larger max_accuracy_drop")
-        published = publish(self._result, config=self._config, workload=self._workload, destination=Path(path),
-                            report=report, explain=explain)
+            raise WorkloadError(
+                "no trial keeps the accuracy limit, so there is no model to export; run more trials "
+                "or allow a larger max_accuracy_drop"
+            )
+        published = publish(
+            self._result,
+            config=self._config,
+            workload=self._workload,
+            destination=Path(path),
+            report=report,
+            explain=explain,
+        )
         assert published.folder is not None  # a choice was exported
         return published.folder
 
@@ -137,32 +158,93 @@ def search(
             study (set-up once, exactly ``trials`` trials in all).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
+    budget = _resolve_budget(latency_budget_ms=latency_budget_ms, latency_budget=latency_budget)
+    model, input_shape, classes = _prepare_model(model, train, num_classes=num_classes)
+    config = SearchConfig(
+        model="python-api",
+        data="python-api",
+        trials=trials,
+        timeout=timeout,
+        latency_budget=budget,
+        max_accuracy_drop=max_accuracy_drop,
+        space=space if isinstance(space, str) else space.source,
+        study_name=study_name,
+        storage=storage,
+        output=Path(output),
+        seed=seed,
+        threads=threads,
+        batch_size=batch_size,
+        runtime=runtime,
+        sampler=sampler,
+        warmup=warmup,
+        repeats=repeats,
+        latency_window=latency_window,
+        device=device,
+        build_only=build_only,
+        allow_low_teacher_accuracy=allow_low_teacher_accuracy,
+    )
+    workload = _api_workload(model, train=train, val=val, test=test, input_shape=input_shape, num_classes=classes)
+    result = _run_quietly(
+        workload, space if isinstance(space, SearchSpace) else load_space(space), config, progress=progress
+    )
+    return _outcome(result, workload=workload, config=config)
+
+
+def _resolve_budget(*, latency_budget_ms: float | None, latency_budget: str | None) -> LatencyBudget:
+    """The one budget the caller gave (milliseconds or a fraction like ``"0.5x"``); neither: SearchConfig's default."""
     if latency_budget_ms is not None and latency_budget is not None:
         raise ConfigError("give either latency_budget_ms or latency_budget, not both")
-    budget: LatencyBudget = parse_budget(latency_budget_ms if latency_budget_ms is not None
-                                         else (latency_budget or str(_D.latency_budget)))
-    model, input_shape, num_classes = _prepare_model(model, train, num_classes=num_classes)
-    config = SearchConfig(model="python-api", data="python-api", trials=trials, timeout=timeout, latency_budget=budget,
-                          max_accuracy_drop=max_accuracy_drop, space=space if isinstance(space, str) else space.source,
-                          study_name=study_name, storage=storage, output=Path(output), seed=seed, threads=threads,
-                          batch_size=batch_size, runtime=runtime, sampler=sampler, warmup=warmup, repeats=repeats,
-                          latency_window=latency_window, device=device, build_only=build_only,
-                          allow_low_teacher_accuracy=allow_low_teacher_accuracy)
-    workload = Workload(name="python-api", model=model, train=train, val=val, test=test if test is not None else val,
-                        input_shape=input_shape, num_classes=num_classes,  # type: ignore[arg-type]
-                        info={"model": type(model).__name__, "data": "python datasets",
-                              "test_split": "test" if test is not None else "val (no test split given)"})
-    result = _run_quietly(workload, space if isinstance(space, SearchSpace) else load_space(space), config,
-                          progress=progress)
-    return SearchOutcome(pareto=result.front, records=result.records,
-                         chosen=result.choice.record if result.choice else None,
-                         feasible=bool(result.choice and result.choice.feasible), reference=result.reference,
-                         study=result.study, _choice=result.choice, _workload=workload, _config=config,
-                         _result=result)
+    return parse_budget(
+        latency_budget_ms if latency_budget_ms is not None else (latency_budget or str(_D.latency_budget))
+    )
 
 
-def _run_quietly(workload: Workload, space: SearchSpace, config: SearchConfig, *,
-                 progress: Callable[[str], None] | None) -> SearchResult:
+def _api_workload(
+    model: nn.Module,
+    *,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset | None,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+) -> Workload:
+    """The caller's prepared model and datasets as a :class:`Workload`; without ``test``, ``val`` stands in for it
+    and ``info`` says so (``metrics.json`` shows it)."""
+    return Workload(
+        name="python-api",
+        model=model,
+        train=train,
+        val=val,
+        test=test if test is not None else val,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        info={
+            "model": type(model).__name__,
+            "data": "python datasets",
+            "test_split": "test" if test is not None else "val (no test split given)",
+        },
+    )
+
+
+def _outcome(result: SearchResult, *, workload: Workload, config: SearchConfig) -> SearchOutcome:
+    """The public view of a finished study, keeping what :meth:`SearchOutcome.export` needs to publish the choice."""
+    return SearchOutcome(
+        pareto=result.front,
+        records=result.records,
+        chosen=result.choice.record if result.choice else None,
+        feasible=bool(result.choice and result.choice.feasible),
+        reference=result.reference,
+        study=result.study,
+        _choice=result.choice,
+        _workload=workload,
+        _config=config,
+        _result=result,
+    )
+
+
+def _run_quietly(
+    workload: Workload, space: SearchSpace, config: SearchConfig, *, progress: Callable[[str], None] | None
+) -> SearchResult:
     """Run the study; Optuna's per-trial INFO lines would duplicate ``progress``: the caller's verbosity is restored."""
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,20 +254,25 @@ def _run_quietly(workload: Workload, space: SearchSpace, config: SearchConfig, *
         optuna.logging.set_verbosity(verbosity)
 
 
-def _prepare_model(model: nn.Module, train: Dataset, *, num_classes: int | None) -> tuple[nn.Module, tuple[int, ...], int]:
+def _prepare_model(
+    model: nn.Module, train: Dataset, *, num_classes: int | None
+) -> tuple[nn.Module, tuple[int, ...], int]:
     """A deep copy of ``model`` in eval mode, the input shape of ``train``'s items and the number of classes."""
     sample = train[0]  # type: ignore[index]
     if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
-        raise WorkloadError("train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()")
+        raise WorkloadError(
+            "train: items must be (image tensor CxHxW, label) pairs, like torchvision datasets with ToTensor()"
+        )
     input_shape = tuple(sample[0].shape)
     try:
         model = copy.deepcopy(model).eval()  # the caller's model keeps its mode, weights and BN statistics
     except Exception as exc:  # user objects: say what failed on one line, the traceback stays chained
         reason = (str(exc).strip().splitlines() or ["-"])[0]
-        raise WorkloadError(f"model: copy.deepcopy failed ({type(exc).__name__}: {reason}); the search works on a copy "
-                            "so that your model is not modified: make it deep-copyable") from exc
+        raise WorkloadError(
+            f"model: copy.deepcopy failed ({type(exc).__name__}: {reason}); the search works on a copy "
+            "so that your model is not modified: make it deep-copyable"
+        ) from exc
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(sample[0].unsqueeze(0)).shape[1])
     return model, input_shape, num_classes
-

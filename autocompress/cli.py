@@ -1,4 +1,7 @@
-"""Command line: argument parsing, config files and error mapping only — the work happens in :mod:`autocompress.study.session`."""
+"""Command line: argument parsing, config files and error mapping only.
+
+The work happens in :mod:`autocompress.study.session`.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +39,12 @@ class _Parser(argparse.ArgumentParser):
 def _add_study_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
     """``--study``, ``--output`` and ``--storage``: which existing study a command reads (dashboard, report)."""
     parser.add_argument("--study", default=None, help="study name (default: demo, or the only study in --storage)")
-    parser.add_argument("--output", type=Path, default=_DEFAULTS.output,
-                        help=f"results folder of the search; {output_help} (default: {_DEFAULTS.output})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=_DEFAULTS.output,
+        help=f"results folder of the search; {output_help} (default: {_DEFAULTS.output})",
+    )
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
 
 
@@ -60,28 +67,56 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``autocompress`` parser: one subcommand each for search, measure-worker, dashboard and report."""
     parser = _Parser(
         prog="autocompress",
-        description="Find the best pruning + distillation + int8 policy for a PyTorch image classifier under a CPU latency budget.",
+        description="Find the best pruning + distillation + int8 policy for a PyTorch image classifier "
+        "under a CPU latency budget.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_search_parser(sub)
+    _add_measure_worker_parser(sub)
+    _add_dashboard_parser(sub)
+    _add_report_parser(sub)
+    return parser
+
+
+def _add_run_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-explain``, ``--quiet`` and ``--debug`` of the commands that run a study (search, measure-worker)."""
+    parser.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="write report.html without the per-group sensitivity profile and the technique breakdown "
+        "(they rebuild and time some 30 models: about a minute on the demo); `autocompress report` "
+        "adds them later",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+
+
+def _add_search_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``autocompress search``: every SearchConfig option, a config file, and the output switches."""
     s = sub.add_parser(
         "search",
         help="run (or resume) a compression-policy search",
         description="Run an Optuna study: every trial prunes, fine-tunes with distillation, builds the artifact for "
-        "--runtime (int8 where it pays) and measures the artifact's latency and accuracy. With no options it compresses the embedded demo "
-        "(a small ResNet trained on scikit-learn digits).",
+        "--runtime (int8 where it pays) and measures the artifact's latency and accuracy. With no options it "
+        "compresses the embedded demo (a small ResNet trained on scikit-learn digits).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--config", type=Path, default=None, help="YAML file whose keys are these options (dashes or underscores); options given on the command line win")
+    s.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file whose keys are these options (dashes or underscores); options given on the command line win",
+    )
     _add_config_options(s)
     s.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
-    s.add_argument("--no-explain", action="store_true",
-                   help="write report.html without the per-group sensitivity profile and the technique breakdown "
-                   "(they rebuild and time some 30 models: about a minute on the demo); `autocompress report` "
-                   "adds them later")
-    s.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
-    s.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    _add_run_output_options(s)
+
+
+def _add_measure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``autocompress measure-worker``: the search's options, run on the deploy target for --build-only hosts."""
     m = sub.add_parser(
         "measure-worker",
         help="on the deploy target: set a study up, time and score what --build-only hosts build, finish it",
@@ -95,23 +130,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--config", type=Path, default=None, help="YAML file whose keys are the search options")
     _add_config_options(m)
-    m.add_argument("--no-explain", action="store_true",
-                   help="write report.html without the per-group sensitivity profile and the technique breakdown "
-                   "(they rebuild and time some 30 models: about a minute on the demo); `autocompress report` "
-                   "adds them later")
-    m.add_argument("--quiet", action="store_true", help="print only the final table and the chosen model's path")
-    m.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    _add_run_output_options(m)
+
+
+def _add_dashboard_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``autocompress dashboard``: which study to serve, and where."""
     d = sub.add_parser(
         "dashboard",
         help="inspect a study in optuna-dashboard",
-        description="Serve a study with optuna-dashboard: trials, Pareto front, feasibility, each trial's ONNX model and "
-        "policy.json to download, and a note with the config, CPU, budget and chosen trial. Needs "
+        description="Serve a study with optuna-dashboard: trials, Pareto front, feasibility, each trial's ONNX model "
+        "and policy.json to download, and a note with the config, CPU, budget and chosen trial. Needs "
         'pip install "autocompress[dashboard]".',
     )
     _add_study_options(d, output_help="the study and its artifacts are in OUTPUT/STUDY/")
-    d.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens the study to the network (default: 127.0.0.1)")
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 opens the study to the network (default: 127.0.0.1)",
+    )
     d.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     d.add_argument("--debug", action="store_true", help="show tracebacks and every request")
+
+
+def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``autocompress report``: which study to explain, and whether to rebuild models for the explanation."""
     r = sub.add_parser(
         "report",
         help="write report.html and PNGs that explain a study",
@@ -120,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sensitivity and what each technique (pruning, KD, int8) gave the chosen model, measured on this machine.",
     )
     _add_study_options(r, output_help="the report is written to OUTPUT/STUDY/")
-    r.add_argument("--no-explain", action="store_true",
-                   help="skip the sensitivity profile and the technique breakdown (they rebuild and measure models)")
+    r.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="skip the sensitivity profile and the technique breakdown (they rebuild and measure models)",
+    )
     r.add_argument("--quiet", action="store_true", help="print only the report's path")
     r.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    return parser
 
 
 def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -141,13 +185,18 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, A
             given = next(k for k in data if str(k).replace("-", "_") == dest)
             raise ConfigError(f"--config {path}: {given!r} and {key!r} are the same option; keep one of them")
         if dest not in actions:
-            raise ConfigError(f"{path}: unknown key {key!r}; valid keys are the search options: {', '.join(sorted(k.replace('_', '-') for k in actions))}")
+            raise ConfigError(
+                f"{path}: unknown key {key!r}; valid keys are the search options: "
+                f"{', '.join(sorted(k.replace('_', '-') for k in actions))}"
+            )
         action = actions[dest]
         if value is not None and action.type is not None and not isinstance(action, argparse._StoreTrueAction):
             try:
                 value = action.type(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{path}: {key}: expected {getattr(action.type, '__name__', action.type)}, got {value!r}") from None
+                raise ConfigError(
+                    f"{path}: {key}: expected {getattr(action.type, '__name__', action.type)}, got {value!r}"
+                ) from None
         if value is not None and action.choices is not None and value not in action.choices:
             raise ConfigError(f"{path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
         if isinstance(action, argparse._StoreTrueAction) and not isinstance(value, bool):
@@ -195,8 +244,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     config = config_from_args(args)
     measure_worker = args.command == "measure-worker"
     if measure_worker and (config.build_only or config.workers > 1):
-        raise ConfigError("measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
-                          "worker times one artifact at a time on this machine")
+        raise ConfigError(
+            "measure-worker: --build-only and --workers are for build hosts (`search`); the measure "
+            "worker times one artifact at a time on this machine"
+        )
     space = load_space(config.space)  # SearchConfig checked --output and --storage's URL (config.check_output)
     check_connection(config)
     check_existing_study(config)
@@ -217,8 +268,10 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     mode = Mode.of(config, worker=getattr(args, "worker_only", False), measure_worker=measure_worker)
     if not mode.finishes:
         result = run_study(workload, space, config, say=say, mode=mode)
-        say(f"worker done: {sum(1 for r in result.records if r.stages.get('worker', {}).get('pid') == os.getpid())} "
-            f"trials of study {config.study_name!r} ran in this process")
+        say(
+            f"worker done: {sum(1 for r in result.records if r.stages.get('worker', {}).get('pid') == os.getpid())} "
+            f"trials of study {config.study_name!r} ran in this process"
+        )
         return 0
     live = console.is_terminal and not args.quiet  # in logs and pipes the per-trial lines are the progress
     try:
@@ -236,38 +289,61 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if created is not None and not (config.study_dir / "trials").exists():
             shutil.rmtree(created, ignore_errors=True)
         raise
-    return _publish(result, config=config, workload=workload, console=console, say=say, started=started,
-                    explain=not args.no_explain)
+    return _publish(
+        result, config=config, workload=workload, console=console, say=say, started=started, explain=not args.no_explain
+    )
 
 
-def _publish(result: Any, *, config: SearchConfig, workload: Any, console: Console, say: Any, started: float,
-             explain: bool = True) -> int:
+def _publish(
+    result: Any,
+    *,
+    config: SearchConfig,
+    workload: Any,
+    console: Console,
+    say: Any,
+    started: float,
+    explain: bool = True,
+) -> int:
     """The post-search step (:func:`autocompress.report.publish.publish`: CSVs, export, report), told in the
     terminal: the Pareto table, the chosen model's line and the study's counts."""
     from autocompress.report.publish import publish
     from autocompress.report.table import pareto_table
 
-    pareto_table(result.front, result.choice, budget_ms=result.reference.budget_ms,
-                 teacher_torch_ms=result.reference.torch_latency.median_ms, console=console)
+    pareto_table(
+        result.front,
+        result.choice,
+        budget_ms=result.reference.budget_ms,
+        teacher_torch_ms=result.reference.torch_latency.median_ms,
+        console=console,
+    )
     choice = result.choice
     if choice is not None and not choice.feasible:
         assert choice.suggested_budget_ms is not None
         ratio = choice.suggested_budget_ms / result.reference.runtime_latency.median_ms
-        console.print(f"[bold yellow]infeasible:[/] {choice.reason}; exporting it as over_budget/, not as chosen/; "
-                      f"it meets --latency-budget {choice.suggested_budget_ms:g}ms ({ratio:.2f}x)", highlight=False,
-                      soft_wrap=True)
-    published = publish(result, config=config, workload=workload, report=choice is not None, explain=explain,
-                        say=say)
+        console.print(
+            f"[bold yellow]infeasible:[/] {choice.reason}; exporting it as over_budget/, not as chosen/; "
+            f"it meets --latency-budget {choice.suggested_budget_ms:g}ms ({ratio:.2f}x)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    published = publish(result, config=config, workload=workload, report=choice is not None, explain=explain, say=say)
     if published.folder is None or published.metrics is None:
-        console.print(f"no trial keeps the accuracy limit of {config.max_accuracy_drop:g} pt, so nothing is exported; "
-                      "run more --trials or allow a larger --max-accuracy-drop", highlight=False, soft_wrap=True)
+        console.print(
+            f"no trial keeps the accuracy limit of {config.max_accuracy_drop:g} pt, so nothing is exported; "
+            "run more --trials or allow a larger --max-accuracy-drop",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     _print_chosen(published.metrics, published.folder, choice=choice, config=config, console=console)
     if published.report is not None:
         console.print(f"report: {published.report}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"[yellow]report not written:[/] {published.report_error} (run `autocompress report` to retry)",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]report not written:[/] {published.report_error} (run `autocompress report` to retry)",
+            highlight=False,
+            soft_wrap=True,
+        )
     _print_counts(result, config=config, console=console, started=started)
     return 0
 
@@ -301,21 +377,30 @@ def _print_chosen(m: dict[str, Any], folder: Path, *, choice: Any, config: Searc
 def _print_counts(result: Any, *, config: SearchConfig, console: Console, started: float) -> None:
     counts = {o: sum(1 for r in result.records if r.outcome == o) for o in ("complete", "stopped", "skipped", "failed")}
     noise = result.noise
-    console.print(f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
-                  f"before fine-tuning, {counts['skipped']} skipped as predicted over budget (never built), "
-                  f"{counts['failed']} failed, {sum(bool(r.quant_ruled_out) for r in result.records)} built fp32 "
-                  f"where int8 was predicted no faster · latency figures not quiet: {noise.get('not_quiet', 0)} of "
-                  f"{noise.get('figures', 0)} · latency model median abs error "
-                  f"{result.latency_model.get('median_abs_pct_error', '—')} % · {time.perf_counter() - started:.0f} s",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"study: {config.storage_url} · {counts['complete']} complete, {counts['stopped']} stopped over budget "
+        f"before fine-tuning, {counts['skipped']} skipped as predicted over budget (never built), "
+        f"{counts['failed']} failed, {sum(bool(r.quant_ruled_out) for r in result.records)} built fp32 "
+        f"where int8 was predicted no faster · latency figures not quiet: {noise.get('not_quiet', 0)} of "
+        f"{noise.get('figures', 0)} · latency model median abs error "
+        f"{result.latency_model.get('median_abs_pct_error', '—')} % · {time.perf_counter() - started:.0f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _dashboard(args: argparse.Namespace) -> int:
     from autocompress.report.dashboard import serve
 
     try:
-        serve(study_name=args.study, output=args.output, storage=args.storage, host=args.host, port=args.port,
-              say=lambda message: print(message, flush=True))
+        serve(
+            study_name=args.study,
+            output=args.output,
+            storage=args.storage,
+            host=args.host,
+            port=args.port,
+            say=lambda message: print(message, flush=True),
+        )
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
     return 0
@@ -328,12 +413,16 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
-    report = write_report(study_name=args.study, output=args.output, storage=args.storage,
-                          explain=not args.no_explain, progress=say)
+    report = write_report(
+        study_name=args.study, output=args.output, storage=args.storage, explain=not args.no_explain, progress=say
+    )
     for note in report.notes:
         say(f"note: {note}")
-    console.print(f"report: {report.html} ({len(report.images)} charts in {report.html.parent / 'report'})",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"report: {report.html} ({len(report.images)} charts in {report.html.parent / 'report'})",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -351,12 +440,19 @@ class _Workers:
         for k in range(1, config.workers):
             log = folder / f"worker-{k}.log"
             with log.open("wb") as fh:
-                self.procs.append(subprocess.Popen([sys.executable, "-m", "autocompress", *argv, "--worker-only"],
-                                                   stdout=fh, stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "autocompress", *argv, "--worker-only"],
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             self.logs.append(log)
         if self.procs:
-            say(f"started {len(self.procs)} more worker process(es) on this study (pids "
-                f"{', '.join(str(p.pid) for p in self.procs)}; logs in {folder})")
+            say(
+                f"started {len(self.procs)} more worker process(es) on this study (pids "
+                f"{', '.join(str(p.pid) for p in self.procs)}; logs in {folder})"
+            )
 
     def join(self) -> None:
         for proc, log in zip(self.procs, self.logs):
@@ -399,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         # Wide enough for the Pareto table when output goes to a file or CI log (rich assumes 80 columns there).
         console = Console(width=None if sys.stdout.isatty() else 160)
-        logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
         if args.command == "report":
             return _report(args, console)
         return _dashboard(args) if args.command == "dashboard" else _search(args, console)  # search, measure-worker
@@ -409,15 +507,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autocompress: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"autocompress: interrupted; finished trials are saved — resume with: {_resume_command(argv)}", file=sys.stderr)
+        print(
+            f"autocompress: interrupted; finished trials are saved — resume with: {_resume_command(argv)}",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:
         from autocompress.study.session import SearchInterrupted
 
         if not isinstance(exc, SearchInterrupted):
             raise
-        print(f"autocompress: {exc}; the trial in progress is queued again — resume with: {_resume_command(argv)}",
-              file=sys.stderr)
+        print(
+            f"autocompress: {exc}; the trial in progress is queued again — resume with: {_resume_command(argv)}",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -9,9 +9,9 @@ import dataclasses
 import math
 import re
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -38,7 +38,6 @@ __all__ = [
     "MIN_MAX_SAMPLES",
     "MAX_STUDY_NAME",
 ]
-
 
 
 class RegisteredNames:
@@ -108,17 +107,22 @@ def read_yaml(path: Path, *, option: str) -> Any:
     """Parse the YAML file ``path`` given with ``option``; a missing, malformed or ambiguous file (one key given twice
     in a mapping) is a one-line ConfigError."""
     if path.is_dir():
-        raise ConfigError(f"{option} {str(path)!r} is a folder; a YAML file is expected (e.g. {option} "
-                          f"{(path / 'config.yaml').as_posix() if option == '--config' else 'my_space.yaml'})")
+        raise ConfigError(
+            f"{option} {str(path)!r} is a folder; a YAML file is expected (e.g. {option} "
+            f"{(path / 'config.yaml').as_posix() if option == '--config' else 'my_space.yaml'})"
+        )
     if not path.is_file():
         raise ConfigError(f"{option}: file {str(path)!r} does not exist")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 YAML") from None
+        raise ConfigError(
+            f"{option} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 YAML"
+        ) from None
     except _DuplicateKey as exc:
-        raise ConfigError(f"{option} {path}: key {exc.key!r} is given twice (lines {exc.first} and {exc.again}); "
-                          "keep one of them") from None
+        raise ConfigError(
+            f"{option} {path}: key {exc.key!r} is given twice (lines {exc.first} and {exc.again}); keep one of them"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
@@ -147,20 +151,24 @@ def check_output(output: Path, study_name: str) -> None:
     missing = first_missing(study_dir)
     ancestor = missing.parent if missing is not None else study_dir
     if not ancestor.is_dir():
-        raise ConfigError(f"--output {str(output)!r}: {str(ancestor)!r} is a file, not a folder, so the study folder "
-                          f"cannot be made there; pass another --output (or --study-name)")
+        raise ConfigError(
+            f"--output {str(output)!r}: {str(ancestor)!r} is a file, not a folder, so the study folder "
+            f"cannot be made there; pass another --output (or --study-name)"
+        )
     try:
         tempfile.TemporaryDirectory(dir=ancestor, prefix=".autocompress-write-check-").cleanup()
     except OSError as exc:
         if missing is None:
             problem = f"--output {str(output)!r}: cannot write into the study folder {str(study_dir)!r}"
         elif missing == study_dir:
-            problem = (f"--output {str(output)!r}: the study folder {study_name!r} cannot be created in "
-                       f"{str(ancestor)!r}")
+            problem = (
+                f"--output {str(output)!r}: the study folder {study_name!r} cannot be created in {str(ancestor)!r}"
+            )
         else:
             problem = f"--output {str(output)!r} cannot be created in {str(ancestor)!r}"
-        raise ConfigError(f"{problem} ({exc.strerror or exc}); pass another --output, a folder you can write "
-                          "to") from None
+        raise ConfigError(
+            f"{problem} ({exc.strerror or exc}); pass another --output, a folder you can write to"
+        ) from None
 
 
 def check_storage_url(storage: str) -> None:
@@ -175,9 +183,11 @@ def check_storage_url(storage: str) -> None:
     database, _, query = rest.partition("?")
     database = database.removeprefix("/")
     if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in query:
-        raise ConfigError(f"--storage {storage}: an in-memory SQLite database keeps nothing once the search ends (no "
-                          "results, no resume); give a file path such as sqlite:///results/study.db, or omit --storage "
-                          "to keep the study in --output")
+        raise ConfigError(
+            f"--storage {storage}: an in-memory SQLite database keeps nothing once the search ends (no "
+            "results, no resume); give a file path such as sqlite:///results/study.db, or omit --storage "
+            "to keep the study in --output"
+        )
 
 
 @dataclass(frozen=True)
@@ -202,17 +212,23 @@ def parse_budget(text: str | float) -> LatencyBudget:
     try:
         value = float(number)
     except ValueError:
-        raise ConfigError(f"--latency-budget: expected milliseconds like 2.5 or a fraction of the teacher like 0.5x, got {text!r}") from None
+        raise ConfigError(
+            f"--latency-budget: expected milliseconds like 2.5 or a fraction of the teacher like 0.5x, got {text!r}"
+        ) from None
     if not math.isfinite(value):
-        raise ConfigError(f"--latency-budget must be a finite number: milliseconds like 2.5 or a fraction of the "
-                          f"teacher like 0.5x, got {text!r}")
+        raise ConfigError(
+            f"--latency-budget must be a finite number: milliseconds like 2.5 or a fraction of the "
+            f"teacher like 0.5x, got {text!r}"
+        )
     if value <= 0:
         raise ConfigError(f"--latency-budget must be positive, got {text!r}")
     return LatencyBudget(value, relative)
 
 
-_NORMALIZE_FORMS = ("imagenet, none, or MEAN/STD in units of pixels scaled to [0, 1] with one number or 3 comma-separated "
-                    "per-channel numbers on each side (e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)")
+_NORMALIZE_FORMS = (
+    "imagenet, none, or MEAN/STD in units of pixels scaled to [0, 1] with one number or 3 comma-separated "
+    "per-channel numbers on each side (e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)"
+)
 
 
 @dataclass(frozen=True)
@@ -242,8 +258,10 @@ class Normalization:
                     f"channel{'s' if channels > 1 else ''}; pass --channels {len(values)}, or one value per channel "
                     f"such as --normalize {'0.5/0.5' if channels == 1 else '0.5,0.5,0.5/0.25,0.25,0.25'}"
                 )
-        return (self.mean * channels if len(self.mean) == 1 else self.mean,
-                self.std * channels if len(self.std) == 1 else self.std)
+        return (
+            self.mean * channels if len(self.mean) == 1 else self.mean,
+            self.std * channels if len(self.std) == 1 else self.std,
+        )
 
     def __str__(self) -> str:
         """The ``--normalize`` value that reproduces this normalisation."""
@@ -271,7 +289,10 @@ def default_normalization(channels: int) -> Normalization:
 
 
 def parse_normalize(text: str | Normalization) -> Normalization:
-    """Parse ``--normalize``: ``imagenet``, ``none``, ``MEAN/STD`` (each one number or 3 comma-separated), or ``M,S``."""
+    """Parse ``--normalize``.
+
+    Accepted: ``imagenet``, ``none``, ``MEAN/STD`` (each one number or 3 comma-separated), or ``M,S``.
+    """
     if isinstance(text, Normalization):
         return text
     raw = str(text).strip().lower()
@@ -290,8 +311,9 @@ def parse_normalize(text: str | Normalization) -> Normalization:
     if not mean or len(mean) not in (1, 3) or len(std) not in (1, 3):
         raise ConfigError(f"--normalize: expected {_NORMALIZE_FORMS}, got {text!r}")
     if not all(math.isfinite(v) for v in (*mean, *std)) or min(std) <= 0:
-        raise ConfigError(f"--normalize {text}: every mean must be a finite number and every std a positive one, "
-                          "e.g. 0.5/0.25")
+        raise ConfigError(
+            f"--normalize {text}: every mean must be a finite number and every std a positive one, e.g. 0.5/0.25"
+        )
     if max(abs(v) for v in mean) > 1:
         raise ConfigError(
             f"--normalize {text}: mean and std are in units of pixels scaled to [0, 1] (as after ToTensor()); "
@@ -311,7 +333,8 @@ class SearchConfig:
     """Everything one ``autocompress search`` run needs.
 
     Attributes:
-        model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see :mod:`autocompress.sources.workload`).
+        model / data: workload sources (``demo`` / ``digits`` for the embedded demo; see
+            :mod:`autocompress.sources.workload`).
         weights / num_classes / trust_checkpoint / small_input: how to build and load ``model``.
         input_size / download / max_samples: how to load ``data``.
         normalize: ``imagenet`` | ``none`` | ``MEAN/STD`` for image folders and torchvision datasets (see
@@ -344,65 +367,125 @@ class SearchConfig:
     # Each field is its own CLI option (--field-name), config-file key and API keyword: :func:`option` holds its help
     # and CLI group; autocompress.cli builds the parser from these fields, so the four cannot drift apart.
     model: str = option("demo", "model and data", "model to compress: demo | torchvision:NAME | package.module:factory")
-    data: str = option("digits", "model and data",
-                       "dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn")
+    data: str = option(
+        "digits", "model and data", "dataset: digits | imagefolder:PATH | torchvision:NAME:ROOT | package.module:fn"
+    )
     weights: Path | None = option(
-        None, "model and data", "state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True); "
-        "or torchvision:DEFAULT / torchvision:IMAGENET1K_V1 for torchvision's pretrained weights (their preprocessing is "
-        "then applied to the data)", type=Path)
-    num_classes: int | None = option(None, "model and data", "classes of the model's head (default: taken from the data)",
-                                     type=int)
-    trust_checkpoint: bool = option(False, "model and data", "allow --weights to be a whole pickled model (unpickling "
-                                    "runs code from the file: only for files you trust)")
-    small_input: bool = option(False, "model and data", "adapt a torchvision model's stem to small images (e.g. 32x32): "
-                               "3x3 stride-1 first conv, no max-pool")
-    input_size: int | None = option(None, "model and data", "image side in pixels for imagefolder/torchvision data "
-                                    "(default: 224 for folders, native for torchvision datasets)", type=int)
-    channels: int | None = option(None, "model and data", "convert images to 1 (grayscale) or 3 (RGB) channels "
-                                  "(default: as the data is)", type=int, choices=(1, 3))
+        None,
+        "model and data",
+        "state_dict or checkpoint (.pt) for --model, loaded with torch.load(weights_only=True); "
+        "or torchvision:DEFAULT / torchvision:IMAGENET1K_V1 for torchvision's pretrained weights (their preprocessing "
+        "is then applied to the data)",
+        type=Path,
+    )
+    num_classes: int | None = option(
+        None, "model and data", "classes of the model's head (default: taken from the data)", type=int
+    )
+    trust_checkpoint: bool = option(
+        False,
+        "model and data",
+        "allow --weights to be a whole pickled model (unpickling runs code from the file: only for files you trust)",
+    )
+    small_input: bool = option(
+        False,
+        "model and data",
+        "adapt a torchvision model's stem to small images (e.g. 32x32): 3x3 stride-1 first conv, no max-pool",
+    )
+    input_size: int | None = option(
+        None,
+        "model and data",
+        "image side in pixels for imagefolder/torchvision data "
+        "(default: 224 for folders, native for torchvision datasets)",
+        type=int,
+    )
+    channels: int | None = option(
+        None,
+        "model and data",
+        "convert images to 1 (grayscale) or 3 (RGB) channels (default: as the data is)",
+        type=int,
+        choices=(1, 3),
+    )
     download: bool = option(False, "model and data", "let torchvision datasets download into ROOT (needs internet)")
-    max_samples: int | None = option(None, "model and data", "cap every split at this many images (stratified), for "
-                                     "large datasets", type=int)
+    max_samples: int | None = option(
+        None, "model and data", "cap every split at this many images (stratified), for large datasets", type=int
+    )
     normalize: str | None = option(
-        None, "model and data", "normalisation of imagefolder/torchvision images after scaling pixels to [0, 1]: "
-        "imagenet, none (plain ToTensor() pixels), or MEAN/STD with one number or 3 comma-separated per side (0.5/0.25, "
-        "0.485,0.456,0.406/0.229,0.224,0.225); use what the model was trained with (default: imagenet for 3 channels, "
-        "0.5/0.5 for 1)", type=str, metavar="imagenet|none|MEAN/STD")
-    allow_low_teacher_accuracy: bool = option(False, "model and data", "search even when the teacher's val accuracy is "
-                                              "near chance (usually a preprocessing mismatch)")
-    trials: int = option(20, "search", "total finished trials the study should have; a rerun resumes up to this number",
-                         type=int)
+        None,
+        "model and data",
+        "normalisation of imagefolder/torchvision images after scaling pixels to [0, 1]: "
+        "imagenet, none (plain ToTensor() pixels), or MEAN/STD with one number or 3 comma-separated per side "
+        "(0.5/0.25, 0.485,0.456,0.406/0.229,0.224,0.225); use what the model was trained with (default: imagenet for 3 "
+        "channels, 0.5/0.5 for 1)",
+        type=str,
+        metavar="imagenet|none|MEAN/STD",
+    )
+    allow_low_teacher_accuracy: bool = option(
+        False,
+        "model and data",
+        "search even when the teacher's val accuracy is near chance (usually a preprocessing mismatch)",
+    )
+    trials: int = option(
+        20, "search", "total finished trials the study should have; a rerun resumes up to this number", type=int
+    )
     timeout: float | None = option(None, "search", "stop starting new trials after this many seconds", type=float)
     latency_budget: LatencyBudget = option(
-        LatencyBudget(0.25, True), "search", "latency limit: milliseconds (2.5 or 2.5ms) or a fraction of the "
-        "teacher's fp32 latency on --runtime (0.5x)", type=str)
-    max_accuracy_drop: float = option(1.0, "search", "allowed top-1 drop on the validation split, in percentage points",
-                                      type=float)
+        LatencyBudget(0.25, True),
+        "search",
+        "latency limit: milliseconds (2.5 or 2.5ms) or a fraction of the teacher's fp32 latency on --runtime (0.5x)",
+        type=str,
+    )
+    max_accuracy_drop: float = option(
+        1.0, "search", "allowed top-1 drop on the validation split, in percentage points", type=float
+    )
     space: str = option("default", "search", "search space: a name in search_spaces/ or a path to a YAML file")
     sampler: str = option("tpe", "search", "Optuna sampler", choices=SAMPLERS)
     seed: int = option(0, "search", "seed of the sampler, calibration and fine-tuning", type=int)
     study_name: str = option("demo", "storage and output", "study name; also the folder under --output")
-    storage: str | None = option(None, "storage and output",
-                                 "Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)")
+    storage: str | None = option(
+        None, "storage and output", "Optuna storage URL (default: sqlite:///OUTPUT/STUDY/study.db)"
+    )
     output: Path = option(Path("results"), "storage and output", "results folder", type=Path)
-    runtime: str = option("onnxruntime", "measurement", "inference engine artifacts are built for, timed on and "
-                          "exported to (openvino needs pip install 'autocompress[openvino]'); the budget is relative to "
-                          "the teacher on it", choices=RUNTIMES)
+    runtime: str = option(
+        "onnxruntime",
+        "measurement",
+        "inference engine artifacts are built for, timed on and "
+        "exported to (openvino needs pip install 'autocompress[openvino]'); the budget is relative to "
+        "the teacher on it",
+        choices=RUNTIMES,
+    )
     threads: int = option(1, "measurement", "intra-op threads latency is measured with", type=int)
     batch_size: int = option(1, "measurement", "batch size latency is measured at", type=int)
     repeats: int = option(30, "measurement", "least timed runs per latency figure (after warm-up)", type=int)
-    latency_window: float = option(1.2, "measurement", "seconds of timed blocks per latency figure, alternating with "
-                                   "the teacher; extended up to 2.5x while the machine is in a slow phase", type=float)
+    latency_window: float = option(
+        1.2,
+        "measurement",
+        "seconds of timed blocks per latency figure, alternating with "
+        "the teacher; extended up to 2.5x while the machine is in a slow phase",
+        type=float,
+    )
     warmup: int = option(20, "measurement", "untimed warm-up runs per latency measurement", type=int)
-    device: str = option("cpu", "scale out", "where fine-tuning runs (teacher logits and distillation); latency is "
-                         "always measured on --runtime on this CPU; auto uses CUDA when present and says so",
-                         metavar="cpu|cuda|cuda:N|auto")
-    workers: int = option(1, "scale out", "processes running this study's trials (set-up once, exactly --trials "
-                          "trials, timing never beside another worker's fine-tuning); more plain search processes on "
-                          "one --storage also join", type=int)
-    build_only: bool = option(False, "scale out", "build trials here (prune, fine-tune on --device, export) and "
-                              "leave every latency and accuracy figure to `autocompress measure-worker` on the target "
-                              "host (same --storage, --study-name and --output folder); this host never times")
+    device: str = option(
+        "cpu",
+        "scale out",
+        "where fine-tuning runs (teacher logits and distillation); latency is "
+        "always measured on --runtime on this CPU; auto uses CUDA when present and says so",
+        metavar="cpu|cuda|cuda:N|auto",
+    )
+    workers: int = option(
+        1,
+        "scale out",
+        "processes running this study's trials (set-up once, exactly --trials "
+        "trials, timing never beside another worker's fine-tuning); more plain search processes on "
+        "one --storage also join",
+        type=int,
+    )
+    build_only: bool = option(
+        False,
+        "scale out",
+        "build trials here (prune, fine-tune on --device, export) and "
+        "leave every latency and accuracy figure to `autocompress measure-worker` on the target "
+        "host (same --storage, --study-name and --output folder); this host never times",
+    )
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes < MIN_CLASSES:
@@ -417,22 +500,33 @@ class SearchConfig:
             parse_normalize(self.normalize)
         pretrained = self.weights is not None and str(self.weights).startswith("torchvision:")
         if self.weights is not None and not pretrained and Path(self.weights).is_dir():
-            raise ConfigError(f"--weights {str(self.weights)!r} is a folder; a file is expected: the saved "
-                              "state_dict or checkpoint (.pt) inside it, or torchvision:DEFAULT for pretrained "
-                              "torchvision weights")
+            raise ConfigError(
+                f"--weights {str(self.weights)!r} is a folder; a file is expected: the saved "
+                "state_dict or checkpoint (.pt) inside it, or torchvision:DEFAULT for pretrained "
+                "torchvision weights"
+            )
         if self.weights is not None and not pretrained and not Path(self.weights).is_file():
-            raise ConfigError(f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or checkpoint, or torchvision:DEFAULT for pretrained torchvision weights")
+            raise ConfigError(
+                f"--weights: file {str(self.weights)!r} does not exist; give the path of a saved state_dict or "
+                "checkpoint, or torchvision:DEFAULT for pretrained torchvision weights"
+            )
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be positive seconds, got {self.timeout}")
         if not (0 <= self.max_accuracy_drop <= 100):
-            raise ConfigError(f"--max-accuracy-drop is in percentage points and must lie in [0, 100], got {self.max_accuracy_drop}")
+            raise ConfigError(
+                f"--max-accuracy-drop is in percentage points and must lie in [0, 100], got {self.max_accuracy_drop}"
+            )
         if len(self.study_name) > MAX_STUDY_NAME:
-            raise ConfigError(f"--study-name is {len(self.study_name)} characters long; it names a folder, so at most "
-                              f"{MAX_STUDY_NAME} are allowed: pass a shorter name")
+            raise ConfigError(
+                f"--study-name is {len(self.study_name)} characters long; it names a folder, so at most "
+                f"{MAX_STUDY_NAME} are allowed: pass a shorter name"
+            )
         if not _STUDY_NAME.match(self.study_name):
-            raise ConfigError(f"--study-name must be letters, digits, '.', '_' or '-' (it names a folder), got {self.study_name!r}")
+            raise ConfigError(
+                f"--study-name must be letters, digits, '.', '_' or '-' (it names a folder), got {self.study_name!r}"
+            )
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < 1:
@@ -449,7 +543,9 @@ class SearchConfig:
 
         get_sampler(self.sampler)  # unknown: ConfigError listing the registered samplers
         if self.warmup < 0 or self.repeats < 5:
-            raise ConfigError(f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}")
+            raise ConfigError(
+                f"latency protocol needs warmup >= 0 and repeats >= 5, got warmup={self.warmup} repeats={self.repeats}"
+            )
         if not (math.isfinite(self.latency_window) and 0.05 <= self.latency_window <= 30):
             raise ConfigError(f"--latency-window is in seconds and must lie in [0.05, 30], got {self.latency_window}")
         check_output(Path(self.output), self.study_name)

@@ -154,7 +154,9 @@ class Policy:
                 distill=DistillPolicy(**data.get("distill", {})),
             )
         except TypeError as exc:
-            raise ConfigError(f"policy: unexpected field ({exc}); expected the keys written by Policy.to_dict()") from None
+            raise ConfigError(
+                f"policy: unexpected field ({exc}); expected the keys written by Policy.to_dict()"
+            ) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -37,10 +37,9 @@ import torchvision
 from torch.utils.data import TensorDataset
 
 from autocompress.compress.prune import count_macs_params, prunable_groups, prune_model
-from autocompress.runtimes import get_runtime
 from autocompress.measure.latency import Latency, Protocol, measure_onnx
-from autocompress.runtimes import ort_session
 from autocompress.policy import PrunePolicy, QuantPolicy
+from autocompress.runtimes import get_runtime, ort_session
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
@@ -237,8 +236,17 @@ def check_architecture(
         timings: dict[Path, list[Latency]] = {fp32.path: [], pruned_fp32.path: [], int8.path: []}
         for _ in range(rounds):
             for path, runs in timings.items():
-                runs.append(measure_onnx(path, shape, threads=1, batch_size=1, warmup=warmup, repeats=repeats,
-                                         protocol=Protocol(window_s=window_s, max_window_s=window_s)))
+                runs.append(
+                    measure_onnx(
+                        path,
+                        shape,
+                        threads=1,
+                        batch_size=1,
+                        warmup=warmup,
+                        repeats=repeats,
+                        protocol=Protocol(window_s=window_s, max_window_s=window_s),
+                    )
+                )
         best = {path: min(runs, key=lambda lat: lat.median_ms) for path, runs in timings.items()}
         result.fp32_ms, result.fp32_iqr_ms = best[fp32.path].median_ms, best[fp32.path].iqr_ms
         result.pruned_fp32_ms = best[pruned_fp32.path].median_ms
@@ -355,13 +363,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for arch in args.arch or list(ARCHITECTURES):
         with tempfile.TemporaryDirectory(prefix=f"compat_{arch}_") as tmp:
             r = check_architecture(
-                arch, input_size=args.input_size, ratio=args.ratio, round_to=args.round_to,
-                workdir=Path(tmp), repeats=args.repeats, rounds=args.rounds,
+                arch,
+                input_size=args.input_size,
+                ratio=args.ratio,
+                round_to=args.round_to,
+                workdir=Path(tmp),
+                repeats=args.repeats,
+                rounds=args.rounds,
             )
         results.append(r)
         status = f"{_ms(r.fp32_ms)} → {_ms(r.pruned_int8_ms)} ms" if r.works else f"FAILED at {r.stage}: {r.error}"
-        print(f"{arch:20s} {_millions(r.params_before)} → {_millions(r.params_after)} params, {status} "
-              f"({r.seconds:.0f} s)", flush=True)
+        print(
+            f"{arch:20s} {_millions(r.params_before)} → {_millions(r.params_after)} params, {status} "
+            f"({r.seconds:.0f} s)",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         to_markdown(results, input_size=args.input_size, ratio=args.ratio, round_to=args.round_to, rounds=args.rounds)

@@ -26,12 +26,34 @@ HERE = Path(__file__).resolve().parent
 def run_once(output: Path, *, sampler: str, seed: int, trials: int, extra: list[str]) -> dict[str, object]:
     name = f"demo-{sampler}-s{seed}"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "autocompress", "search", "--output", str(output), "--study-name", name,
-                           "--sampler", sampler, "--seed", str(seed), "--trials", str(trials), *extra],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autocompress",
+            "search",
+            "--output",
+            str(output),
+            "--study-name",
+            name,
+            "--sampler",
+            sampler,
+            "--seed",
+            str(seed),
+            "--trials",
+            str(trials),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        return {"sampler": sampler, "seed": seed, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+        return {
+            "sampler": sampler,
+            "seed": seed,
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
+        }
     m = json.loads((output / name / "chosen" / "metrics.json").read_text())
     study_rows = list(csv.DictReader((output / name / "trials.csv").open()))
     stopped = sum(1 for r in study_rows if r["finetuned"] == "False" and r["policy"].startswith("prune"))
@@ -78,8 +100,23 @@ def main() -> None:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    cols = ["sampler", "seed", "trials", "wall_s", "chosen_policy", "test_acc", "teacher_test_acc", "test_drop_pt",
-            "latency_ms", "latency_iqr_ms", "budget_ms", "teacher_torch_ms", "speedup_vs_torch", "speedup_vs_ort", "stopped_before_finetune"]
+    cols = [
+        "sampler",
+        "seed",
+        "trials",
+        "wall_s",
+        "chosen_policy",
+        "test_acc",
+        "teacher_test_acc",
+        "test_drop_pt",
+        "latency_ms",
+        "latency_iqr_ms",
+        "budget_ms",
+        "teacher_torch_ms",
+        "speedup_vs_torch",
+        "speedup_vs_ort",
+        "stopped_before_finetune",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, r.get("error", ""))) for c in cols) + " |" for r in rows]
     cpu = rows[0].get("cpu", "?") if rows else "?"
@@ -87,7 +124,9 @@ def main() -> None:
         f"# Demo search benchmark\n\nCPU: {cpu}; 1 thread, batch 1; `python benchmarks/demo_search.py "
         f"--samplers {' '.join(args.samplers)} --seeds {' '.join(map(str, args.seeds))} --trials {args.trials}`; "
         "wall time includes teacher training for the first run only when its cache is empty (fresh folder: always).\n\n"
-        + "\n".join(lines) + "\n")
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.latency import measure_onnx  # noqa: E402
 from autocompress.policy import QuantPolicy  # noqa: E402
+from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
@@ -47,7 +47,7 @@ KERNELS = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("i
 EMULATED_CPU = "Haswell"  # AVX2 + FMA, no AVX-512, no VNNI
 
 # Runs inside the emulator: only numpy and onnxruntime, no torch (fast to start under TCG).
-_EVALUATOR = r'''
+_EVALUATOR = r"""
 import json, sys
 import numpy as np, onnxruntime as ort
 folder = sys.argv[1]
@@ -62,7 +62,7 @@ for name in names:
         pred = np.concatenate([s.run(None, {"input": x[i:i + 64]})[0].argmax(1) for i in range(0, len(x), 64)])
         out[f"{name}/{split}"] = float((pred == y).mean())
 print(json.dumps(out))
-'''
+"""
 
 
 def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
@@ -85,51 +85,76 @@ def main() -> None:
     models = {"fp32": QuantPolicy(mode="none")}
     for kernel, (act, reduce) in KERNELS.items():
         for gran in ("per_channel", "per_tensor"):
-            models[f"{kernel}_{gran}"] = QuantPolicy(mode="int8", granularity=gran, activation_type=act, reduce_range=reduce)
+            models[f"{kernel}_{gran}"] = QuantPolicy(
+                mode="int8", granularity=gran, activation_type=act, reduce_range=reduce
+            )
     latency = {}
     for name, quant in models.items():
-        artifact = deploy(workload.model, quant, example_input=workload.example_input(), calibration=workload.train,
-                          workdir=folder / name)
+        artifact = deploy(
+            workload.model,
+            quant,
+            example_input=workload.example_input(),
+            calibration=workload.train,
+            workdir=folder / name,
+        )
         shutil.copyfile(artifact.path, folder / f"{name}.onnx")
         latency[name] = measure_onnx(folder / f"{name}.onnx", workload.input_shape, threads=1, warmup=50, repeats=200)
     (folder / "models.json").write_text(json.dumps(list(models)))
     (folder / "evaluate.py").write_text(_EVALUATOR)
-    native = json.loads(subprocess.run([sys.executable, str(folder / "evaluate.py"), str(folder)], check=True,
-                                       capture_output=True, text=True).stdout)
+    native = json.loads(
+        subprocess.run(
+            [sys.executable, str(folder / "evaluate.py"), str(folder)], check=True, capture_output=True, text=True
+        ).stdout
+    )
     emulated: dict[str, float] = {}
     if qemu:
         # Emulation is slow (TCG): only the int8 per-channel artifacts, on the val split. fp32 accuracy does not
         # depend on the int8 kernels, so the native fp32 figure is the reference.
         wanted = ",".join(f"{k}_per_channel" for k in KERNELS)
-        proc = subprocess.run([qemu, "-cpu", EMULATED_CPU, sys.executable, str(folder / "evaluate.py"), str(folder),
-                               wanted, "val"], capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [qemu, "-cpu", EMULATED_CPU, sys.executable, str(folder / "evaluate.py"), str(folder), wanted, "val"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         emulated = json.loads(proc.stdout)
     rows = []
     for name in models:
-        rows.append({
-            "model": name, "latency_ms": round(latency[name].median_ms, 4), "latency_iqr_ms": round(latency[name].iqr_ms, 4),
-            "val_native": round(native[f"{name}/val"] * 100, 2), "test_native": round(native[f"{name}/test"] * 100, 2),
-            "val_avx2_emulated": round(emulated[f"{name}/val"] * 100, 2) if f"{name}/val" in emulated else "",
-        })
+        rows.append(
+            {
+                "model": name,
+                "latency_ms": round(latency[name].median_ms, 4),
+                "latency_iqr_ms": round(latency[name].iqr_ms, 4),
+                "val_native": round(native[f"{name}/val"] * 100, 2),
+                "test_native": round(native[f"{name}/test"] * 100, 2),
+                "val_avx2_emulated": round(emulated[f"{name}/val"] * 100, 2) if f"{name}/val" in emulated else "",
+            }
+        )
     with (HERE / "int8_isa.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     base_val = native["fp32/val"] * 100
     lines = [
-        "# int8 kernel settings: accuracy on this CPU and on the AVX2-only code path", "",
-        f"Generated by `python benchmarks/int8_isa.py`. Demo teacher (DemoResNet, 32x32 digits), int8-only (no pruning), "
-        f"ONNX Runtime static QDQ, 64 calibration images. Native CPU: **{cpu.model}**, int8 ISA `{cpu.isa}` → "
+        "# int8 kernel settings: accuracy on this CPU and on the AVX2-only code path",
+        "",
+        f"Generated by `python benchmarks/int8_isa.py`. Demo teacher (DemoResNet, 32x32 digits), int8-only "
+        f"(no pruning), ONNX Runtime static QDQ, 64 calibration images. Native CPU: **{cpu.model}**, "
+        f"int8 ISA `{cpu.isa}` → "
         f"autocompress picks `{int8_kernel_for(cpu).name}` here. The AVX2 columns run the same files under "
         f"`qemu-x86_64 -cpu {EMULATED_CPU}` (AVX2, no AVX-512, no VNNI), where ONNX Runtime takes its AVX2 U8S8 "
-        "kernel; autocompress picks `u8s8_reduce` on such a CPU. Latency: native, 1 thread, batch 1, median of 200.", "",
-        "| model | native latency ms (IQR) | val % native | test % native | val % AVX2 (emulated) | val drop AVX2 vs native fp32 (pt) |",
+        "kernel; autocompress picks `u8s8_reduce` on such a CPU. Latency: native, 1 thread, batch 1, median of 200.",
+        "",
+        "| model | native latency ms (IQR) | val % native | test % native | val % AVX2 (emulated) | "
+        "val drop AVX2 vs native fp32 (pt) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         drop = f"{base_val - float(r['val_avx2_emulated']):+.2f}" if r["val_avx2_emulated"] != "" else "—"
-        lines.append(f"| {r['model']} | {r['latency_ms']:.3f} ({r['latency_iqr_ms']:.3f}) | {r['val_native']:.2f} | "
-                     f"{r['test_native']:.2f} | {r['val_avx2_emulated'] if r['val_avx2_emulated'] != '' else '—'} | {drop} |")
+        lines.append(
+            f"| {r['model']} | {r['latency_ms']:.3f} ({r['latency_iqr_ms']:.3f}) | {r['val_native']:.2f} | "
+            f"{r['test_native']:.2f} | {r['val_avx2_emulated'] if r['val_avx2_emulated'] != '' else '—'} | {drop} |"
+        )
     if not qemu:
         lines += ["", "qemu-x86_64 was not found, so the AVX2 columns are empty (`apt-get install -y qemu-user`)."]
     args.output.write_text("\n".join(lines) + "\n")

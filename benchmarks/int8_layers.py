@@ -49,40 +49,61 @@ def main() -> None:
     workload = load_workload(SearchConfig())
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes)
-    pruned = prune_model(workload.model, PrunePolicy(ratios={g.name: args.prune for g in groups}, round_to=4), x,
-                         num_classes=workload.num_classes)
+    pruned = prune_model(
+        workload.model,
+        PrunePolicy(ratios={g.name: args.prune for g in groups}, round_to=4),
+        x,
+        num_classes=workload.num_classes,
+    )
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = ["# On which layers does int8 pay? One layer left in fp32 at a time", "",
-             f"CPU: **{cpu.model}, {cpu.isa}** (flags {', '.join(sorted(cpu.flags))}), {cpu.logical_cores} cores; 1 "
-             f"thread, batch 1; demo teacher (DemoResNet, 32x32 digits) and its uniform {args.prune:.0%} prune (not "
-             f"fine-tuned: latency only). Written by `benchmarks/int8_layers.py`, {started}. Each artifact timed side "
-             "by side with the runtime's fp32 teacher (the study's protocol); `vs all-int8` = its figure over the "
-             "all-int8 artifact's (> 1: int8 pays on that layer). Val accuracy for the teacher's variants (359 images).",
-             ""]
+    lines = [
+        "# On which layers does int8 pay? One layer left in fp32 at a time",
+        "",
+        f"CPU: **{cpu.model}, {cpu.isa}** (flags {', '.join(sorted(cpu.flags))}), {cpu.logical_cores} cores; 1 "
+        f"thread, batch 1; demo teacher (DemoResNet, 32x32 digits) and its uniform {args.prune:.0%} prune (not "
+        f"fine-tuned: latency only). Written by `benchmarks/int8_layers.py`, {started}. Each artifact timed side "
+        "by side with the runtime's fp32 teacher (the study's protocol); `vs all-int8` = its figure over the "
+        "all-int8 artifact's (> 1: int8 pays on that layer). Val accuracy for the teacher's variants (359 images).",
+        "",
+    ]
     for name in args.runtimes:
         if name not in list_runtimes():
             print(f"skipping {name}: not installed", flush=True)
             continue
         runtime = get_runtime(name)
         kernel = runtime.int8_kernel(cpu)
-        int8 = QuantPolicy(mode="int8", granularity="per_channel", calibration="minmax",
-                           activation_type=kernel.activation_type, reduce_range=kernel.reduce_range)
-        lines += [f"## {name} {runtime.version()} (int8 kernel {kernel.name})", "",
-                  "| model | plan | ms [interval] | noise | vs all-int8 | val top-1 |", "|---|---|---|---|---|---|"]
+        int8 = QuantPolicy(
+            mode="int8",
+            granularity="per_channel",
+            calibration="minmax",
+            activation_type=kernel.activation_type,
+            reduce_range=kernel.reduce_range,
+        )
+        lines += [
+            f"## {name} {runtime.version()} (int8 kernel {kernel.name})",
+            "",
+            "| model | plan | ms [interval] | noise | vs all-int8 | val top-1 |",
+            "|---|---|---|---|---|---|",
+        ]
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            teacher = runtime.build(workload.model, QuantPolicy(mode="none"), example_input=x,
-                                    calibration=workload.train, workdir=work / "teacher")
+            teacher = runtime.build(
+                workload.model,
+                QuantPolicy(mode="none"),
+                example_input=x,
+                calibration=workload.train,
+                workdir=work / "teacher",
+            )
             meter = LatencyMeter(runtime, teacher, workload.input_shape, threads=1, batch_size=1)
             meter.calibrate()
             for label, model, scored in (("teacher", workload.model, True), (f"prune {args.prune:.0%}", pruned, False)):
                 plans = [("fp32", QuantPolicy(mode="none")), ("all int8", int8)]
-                plans += [(f"int8, {g.name} fp32", dataclasses.replace(int8, fp32_layers=(g.name,)))
-                          for g in groups]
+                plans += [(f"int8, {g.name} fp32", dataclasses.replace(int8, fp32_layers=(g.name,))) for g in groups]
                 base = None
                 for i, (plan, quant) in enumerate(plans):
-                    artifact = runtime.build(model, quant, example_input=x, calibration=workload.train,
-                                             workdir=work / f"{label}-{i}")
+                    artifact = runtime.build(
+                        model, quant, example_input=x, calibration=workload.train, workdir=work / f"{label}-{i}"
+                    )
                     latency = meter.measure(artifact)
                     if plan == "all int8":
                         base = latency.median_ms
@@ -90,8 +111,10 @@ def main() -> None:
                     top1 = ""
                     if scored:
                         top1 = f"{evaluate_artifact(runtime, artifact, workload.val, threads=1).top1:.2%}"
-                    row = (f"| {label} | {plan} | {latency.median_ms:.4f} [{latency.low:.4f}, {latency.high:.4f}] | "
-                           f"{latency.noise} | {ratio} | {top1} |")
+                    row = (
+                        f"| {label} | {plan} | {latency.median_ms:.4f} [{latency.low:.4f}, {latency.high:.4f}] | "
+                        f"{latency.noise} | {ratio} | {top1} |"
+                    )
                     lines.append(row)
                     print(row, flush=True)
         lines.append("")

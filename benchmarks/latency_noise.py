@@ -37,11 +37,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
-from autocompress.runtimes import Artifact, get_runtime  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.latency import LatencyMeter, onnx_runner  # noqa: E402
 from autocompress.policy import PrunePolicy, QuantPolicy  # noqa: E402
+from autocompress.runtimes import Artifact, get_runtime  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
@@ -75,14 +75,28 @@ def artifacts(workdir: Path) -> tuple[Artifact, dict[str, Artifact], tuple[int, 
     x = workload.example_input()
     kernel = int8_kernel_for(detect_cpu())
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes)
-    teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                     workdir=workdir / "teacher")
+    teacher = deploy(
+        workload.model,
+        QuantPolicy(mode="none"),
+        example_input=x,
+        calibration=workload.train,
+        workdir=workdir / "teacher",
+    )
     out = {}
-    for name, level, quant in (("prune50_int8", 0.5, QuantPolicy(mode="int8", activation_type=kernel.activation_type,
-                                                                  reduce_range=kernel.reduce_range)),
-                               ("prune65_fp32", 0.65, QuantPolicy(mode="none"))):
-        student = prune_model(workload.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x,
-                              num_classes=workload.num_classes)
+    for name, level, quant in (
+        (
+            "prune50_int8",
+            0.5,
+            QuantPolicy(mode="int8", activation_type=kernel.activation_type, reduce_range=kernel.reduce_range),
+        ),
+        ("prune65_fp32", 0.65, QuantPolicy(mode="none")),
+    ):
+        student = prune_model(
+            workload.model,
+            PrunePolicy(ratios={g.name: level for g in groups}, round_to=4),
+            x,
+            num_classes=workload.num_classes,
+        )
         out[name] = deploy(student, quant, example_input=x, calibration=workload.train, workdir=workdir / name)
     return teacher, {"teacher_fp32": teacher, **out}, workload.input_shape
 
@@ -91,12 +105,15 @@ def _cv(values: list[float]) -> float:
     return statistics.pstdev(values) / statistics.mean(values) * 100
 
 
-def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact], shape: tuple[int, ...], repeats: int) -> list[dict[str, object]]:
+def run_condition(
+    condition: str, teacher: Artifact, paths: dict[str, Artifact], shape: tuple[int, ...], repeats: int
+) -> list[dict[str, object]]:
     burner = None
     if condition == "load":
-        burner = subprocess.Popen([sys.executable, "-c", _BURNER, str(repeats * 20 + 120)],
-                                  env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                                       "PATH": "/usr/bin:/bin"})
+        burner = subprocess.Popen(
+            [sys.executable, "-c", _BURNER, str(repeats * 20 + 120)],
+            env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        )
         time.sleep(1.0)
     rows = []
     try:
@@ -120,15 +137,25 @@ def run_condition(condition: str, teacher: Artifact, paths: dict[str, Artifact],
                 new_ratio.append(lat.ratio or float("nan"))
                 flagged += lat.noise != "quiet"
                 load.append(lat.load_cores)
-            for protocol, figures, ratios, seconds, flags in (("old", old, old_ratio, old_s, None),
-                                                              ("new", new, new_ratio, new_s, flagged)):
-                row = {"condition": condition, "artifact": name, "protocol": protocol, "repeats": repeats,
-                       "mean_ms": round(statistics.mean(figures), 4), "cv_pct": round(_cv(figures), 2),
-                       "max_min": round(max(figures) / min(figures), 3), "ratio_mean": round(statistics.mean(ratios), 4),
-                       "ratio_cv_pct": round(_cv(ratios), 2), "ratio_max_min": round(max(ratios) / min(ratios), 3),
-                       "s_per_figure": round(statistics.mean(seconds), 2),
-                       "flagged_pct": "" if flags is None else round(100 * flags / repeats, 1),
-                       "other_load_cores": "" if protocol == "old" else round(statistics.mean(load), 2)}
+            for protocol, figures, ratios, seconds, flags in (
+                ("old", old, old_ratio, old_s, None),
+                ("new", new, new_ratio, new_s, flagged),
+            ):
+                row = {
+                    "condition": condition,
+                    "artifact": name,
+                    "protocol": protocol,
+                    "repeats": repeats,
+                    "mean_ms": round(statistics.mean(figures), 4),
+                    "cv_pct": round(_cv(figures), 2),
+                    "max_min": round(max(figures) / min(figures), 3),
+                    "ratio_mean": round(statistics.mean(ratios), 4),
+                    "ratio_cv_pct": round(_cv(ratios), 2),
+                    "ratio_max_min": round(max(ratios) / min(ratios), 3),
+                    "s_per_figure": round(statistics.mean(seconds), 2),
+                    "flagged_pct": "" if flags is None else round(100 * flags / repeats, 1),
+                    "other_load_cores": "" if protocol == "old" else round(statistics.mean(load), 2),
+                }
                 rows.append(row)
                 print(row, flush=True)
     finally:
@@ -146,13 +173,33 @@ def write_report(rows: list[dict[str, object]], path: Path, cpu: str) -> None:
         "`benchmarks/latency_noise.py`; `ratio` is the figure over the teacher's (new: measured side by side in one "
         "window; old: two figures one after the other). `flagged` = figures the new protocol marked `noisy` or `busy`.",
         "",
-        "| condition | artifact | protocol | repeats | mean ms | CV % | max/min | ratio | ratio CV % | ratio max/min | s / figure | flagged % | other load (cores) |",
+        "| condition | artifact | protocol | repeats | mean ms | CV % | max/min | ratio | ratio CV % | ratio max/min | "
+        "s / figure | flagged % | other load (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) for k in ("condition", "artifact", "protocol", "repeats", "mean_ms", "cv_pct",
-                                                          "max_min", "ratio_mean", "ratio_cv_pct", "ratio_max_min",
-                                                          "s_per_figure", "flagged_pct", "other_load_cores")) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                str(r[k])
+                for k in (
+                    "condition",
+                    "artifact",
+                    "protocol",
+                    "repeats",
+                    "mean_ms",
+                    "cv_pct",
+                    "max_min",
+                    "ratio_mean",
+                    "ratio_cv_pct",
+                    "ratio_max_min",
+                    "s_per_figure",
+                    "flagged_pct",
+                    "other_load_cores",
+                )
+            )
+            + " |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -15,7 +15,7 @@ and duration. It then
 The trace interleaves four artifacts, the protocol two (candidate and teacher): one second of protocol time is two
 seconds of trace.
 
-    python benchmarks/latency_trace.py              # 150 s trace → latency_trace.md (the raw trace: latency_trace.npz, git-ignored)
+    python benchmarks/latency_trace.py  # 150 s trace → latency_trace.md (the raw trace: latency_trace.npz, git-ignored)
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ sys.path.insert(0, str(HERE))
 import latency_noise  # noqa: E402
 
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
+from autocompress.measure.guard import core_guard  # noqa: E402
 from autocompress.measure.latency import artifact_run  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.measure.guard import core_guard  # noqa: E402
 
 SLICE_S = 0.002
 BLOCKS: tuple[tuple[str, int | None, float], ...] = (("3 runs", 3, 0.0), ("6 runs", 6, 0.0), ("20 ms", None, 0.02))
@@ -51,7 +51,9 @@ def trace(seconds: float) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         teacher, students, shape = latency_noise.artifacts(Path(tmp))
         runs = {"teacher_fp32": artifact_run(runtime.runner(teacher, threads=1, batch_size=1), shape, 1)}
-        runs.update({k: artifact_run(runtime.runner(a, threads=1, batch_size=1), shape, 1) for k, a in students.items()})
+        runs.update(
+            {k: artifact_run(runtime.runner(a, threads=1, batch_size=1), shape, 1) for k, a in students.items()}
+        )
         for run in runs.values():
             for _ in range(50):
                 run()
@@ -79,8 +81,15 @@ def _blocks(runs: np.ndarray, runs_per_block: int) -> tuple[np.ndarray, np.ndarr
     return starts, medians
 
 
-def replay(data: dict[str, np.ndarray], *, runs_per_block: int | None, block_s: float, window: float,
-           max_window: float, figures: int = 30) -> dict[str, dict[str, float]]:
+def replay(
+    data: dict[str, np.ndarray],
+    *,
+    runs_per_block: int | None,
+    block_s: float,
+    window: float,
+    max_window: float,
+    figures: int = 30,
+) -> dict[str, dict[str, float]]:
     """The protocol replayed on the trace (see the module docstring): per artifact CV %, max/min, s per figure."""
     reference = data["teacher_fp32"]
 
@@ -96,14 +105,22 @@ def replay(data: dict[str, np.ndarray], *, runs_per_block: int | None, block_s: 
         horizon = float(reference[:, 0].max())
         while start + 2 * max_window < horizon and len(values) < figures:
             end = start + 2 * window
-            while float(ref_b[(ref_t >= start) & (ref_t < end)].min()) > anchor * (1 + CANARY) and end < start + 2 * max_window:
+            while (
+                float(ref_b[(ref_t >= start) & (ref_t < end)].min()) > anchor * (1 + CANARY)
+                and end < start + 2 * max_window
+            ):
                 end += 0.1
             values.append(float(b[(t >= start) & (t < end)].min()))
             seconds.append((end - start) / 2)
             start = end + 0.5
         x = np.asarray(values)
-        out[name] = {"figures": len(x), "mean_ms": float(x.mean()), "cv_pct": float(100 * x.std() / x.mean()),
-                     "max_min": float(x.max() / x.min()), "s_per_figure": float(np.mean(seconds))}
+        out[name] = {
+            "figures": len(x),
+            "mean_ms": float(x.mean()),
+            "cv_pct": float(100 * x.std() / x.mean()),
+            "max_min": float(x.max() / x.min()),
+            "s_per_figure": float(np.mean(seconds)),
+        }
     return out
 
 
@@ -124,33 +141,49 @@ def write(data: dict[str, np.ndarray], path: Path, seconds: float) -> None:
     lines = [
         "# Latency trace: the machine's noise run by run, and the protocol's block length",
         "",
-        f"Written by `python benchmarks/latency_trace.py --seconds {seconds:g}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"Written by `python benchmarks/latency_trace.py --seconds {seconds:g}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
         f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; ONNX Runtime, 1 thread, batch 1; artifacts of "
         "`latency_noise.py` interleaved in 2 ms slices; nothing else of ours running.",
         "",
         "## The trace",
         "",
-        "| artifact | runs | p1 ms | median ms | seconds whose median is > 1.3x p1 | median share of runs within 10 % of p1, per second |",
+        "| artifact | runs | p1 ms | median ms | seconds whose median is > 1.3x p1 | "
+        "median share of runs within 10 % of p1, per second |",
         "|---|---|---|---|---|---|",
     ]
     for name, runs in data.items():
         rows = per_second(runs)
         p1 = float(np.percentile(runs[:, 1], 1))
         slow = sum(m > 1.3 * p1 for m, _, _ in rows)
-        lines.append(f"| {name} | {len(runs)} | {p1:.3f} | {float(np.median(runs[:, 1])):.3f} | {slow} of {len(rows)} | "
-                     f"{100 * float(np.median([f for _, _, f in rows])):.0f} % |")
+        lines.append(
+            f"| {name} | {len(runs)} | {p1:.3f} | {float(np.median(runs[:, 1])):.3f} | {slow} of {len(rows)} | "
+            f"{100 * float(np.median([f for _, _, f in rows])):.0f} % |"
+        )
     int8 = per_second(data["prune50_int8"])
-    lines += ["", "prune50_int8, per second of the first 60: median ms / p5 ms", "", "```",
-              " ".join(f"{m:.2f}" for m, _, _ in int8[:60]), " ".join(f"{p:.2f}" for _, p, _ in int8[:60]), "```", "",
-              "## The protocol replayed on the trace (30 windows per setting; canary on the teacher, 5 %)", "",
-              "| block | window s (max) | artifact | figures | mean ms | CV % | max/min | s / figure |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "prune50_int8, per second of the first 60: median ms / p5 ms",
+        "",
+        "```",
+        " ".join(f"{m:.2f}" for m, _, _ in int8[:60]),
+        " ".join(f"{p:.2f}" for _, p, _ in int8[:60]),
+        "```",
+        "",
+        "## The protocol replayed on the trace (30 windows per setting; canary on the teacher, 5 %)",
+        "",
+        "| block | window s (max) | artifact | figures | mean ms | CV % | max/min | s / figure |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, runs_per_block, block_s in BLOCKS:
         for window, max_window in WINDOWS:
-            for name, r in replay(data, runs_per_block=runs_per_block, block_s=block_s, window=window,
-                                  max_window=max_window).items():
-                lines.append(f"| {label} | {window} ({max_window}) | {name} | {r['figures']} | {r['mean_ms']:.4f} | "
-                             f"{r['cv_pct']:.1f} | {r['max_min']:.3f} | {r['s_per_figure']:.2f} |")
+            for name, r in replay(
+                data, runs_per_block=runs_per_block, block_s=block_s, window=window, max_window=max_window
+            ).items():
+                lines.append(
+                    f"| {label} | {window} ({max_window}) | {name} | {r['figures']} | {r['mean_ms']:.4f} | "
+                    f"{r['cv_pct']:.1f} | {r['max_min']:.3f} | {r['s_per_figure']:.2f} |"
+                )
     path.write_text("\n".join(lines) + "\n")
 
 

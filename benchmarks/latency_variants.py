@@ -48,7 +48,9 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         teacher, students, shape = latency_noise.artifacts(Path(tmp))
-        meters = {k: LatencyMeter(runtime, teacher, shape, threads=1, batch_size=1, protocol=p) for k, p in VARIANTS.items()}
+        meters = {
+            k: LatencyMeter(runtime, teacher, shape, threads=1, batch_size=1, protocol=p) for k, p in VARIANTS.items()
+        }
         for meter in meters.values():
             meter.calibrate()
         figures: dict[tuple[str, str], list] = {(a, v): [] for a in students for v in VARIANTS}
@@ -56,19 +58,25 @@ def main() -> None:
             for name, artifact in students.items():
                 for variant, meter in meters.items():
                     figures[(name, variant)].append(meter.measure(artifact))
-    lines = ["# Latency protocol: block layouts side by side", "",
-             f"Written by `python benchmarks/latency_variants.py --repeats {args.repeats}` "
-             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - started:.0f} s). CPU: "
-             f"**{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; ONNX Runtime, 1 thread, batch 1; window 1.2 s "
-             "(up to 3 s while the teacher canary is slow); variants in rotation, nothing else of ours running.", "",
-             "| artifact | variant | mean ms | CV % | max/min | ratio CV % | s / figure | not quiet |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Latency protocol: block layouts side by side",
+        "",
+        f"Written by `python benchmarks/latency_variants.py --repeats {args.repeats}` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - started:.0f} s). CPU: "
+        f"**{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; ONNX Runtime, 1 thread, batch 1; window 1.2 s "
+        "(up to 3 s while the teacher canary is slow); variants in rotation, nothing else of ours running.",
+        "",
+        "| artifact | variant | mean ms | CV % | max/min | ratio CV % | s / figure | not quiet |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (name, variant), lats in figures.items():
         x = np.array([lat.median_ms for lat in lats])
         q = np.array([lat.ratio for lat in lats])
-        lines.append(f"| {name} | {variant} | {x.mean():.4f} | {100 * x.std() / x.mean():.2f} | {x.max() / x.min():.3f} | "
-                     f"{100 * q.std() / q.mean():.2f} | {np.mean([lat.seconds for lat in lats]):.2f} | "
-                     f"{sum(lat.noise != 'quiet' for lat in lats)}/{len(lats)} |")
+        lines.append(
+            f"| {name} | {variant} | {x.mean():.4f} | {100 * x.std() / x.mean():.2f} | {x.max() / x.min():.3f} | "
+            f"{100 * q.std() / q.mean():.2f} | {np.mean([lat.seconds for lat in lats]):.2f} | "
+            f"{sum(lat.noise != 'quiet' for lat in lats)}/{len(lats)} |"
+        )
     (HERE / "latency_variants.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

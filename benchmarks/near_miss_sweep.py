@@ -27,16 +27,16 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
+from autocompress.compress.training import predict_logits  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
-from autocompress.study.phases import NEAR_MISS_STEPS_SCALE as PROMOTION  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.study.space import load_space  # noqa: E402
-from autocompress.compress.training import predict_logits  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
+from autocompress.study.phases import NEAR_MISS_STEPS_SCALE as PROMOTION  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
 
 LEVELS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 BUDGET_RATIO = 0.25  # the near-miss scenario's --latency-budget 0.25x
@@ -60,41 +60,69 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = runtime.build(workload.model, QuantPolicy(), example_input=x, calibration=workload.train,
-                                workdir=Path(tmp) / "teacher")
+        teacher = runtime.build(
+            workload.model, QuantPolicy(), example_input=x, calibration=workload.train, workdir=Path(tmp) / "teacher"
+        )
         teacher_acc = evaluate(runtime.runner(teacher, threads=1), workload.val).top1
         meter = LatencyMeter(runtime, teacher, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol)
         meter.calibrate()
         for level in LEVELS:
             for steps in (short, PROMOTION * short):
-                student = prune_model(workload.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4),
-                                      x, num_classes=workload.num_classes)
-                distill(student, logits, workload.train,
-                        DistillPolicy(steps=steps, temperature=4.0, alpha=0.7, lr=1e-3), seed=0)
-                for name, quant in (("fp32", QuantPolicy()),
-                                    ("int8", QuantPolicy(mode="int8", granularity="per_channel",
-                                                         activation_type=kernel.activation_type,
-                                                         reduce_range=kernel.reduce_range))):
-                    artifact = runtime.build(student, quant, example_input=x, calibration=workload.train,
-                                             workdir=Path(tmp) / f"{level}_{steps}_{name}")
+                student = prune_model(
+                    workload.model,
+                    PrunePolicy(ratios={g.name: level for g in groups}, round_to=4),
+                    x,
+                    num_classes=workload.num_classes,
+                )
+                distill(
+                    student,
+                    logits,
+                    workload.train,
+                    DistillPolicy(steps=steps, temperature=4.0, alpha=0.7, lr=1e-3),
+                    seed=0,
+                )
+                for name, quant in (
+                    ("fp32", QuantPolicy()),
+                    (
+                        "int8",
+                        QuantPolicy(
+                            mode="int8",
+                            granularity="per_channel",
+                            activation_type=kernel.activation_type,
+                            reduce_range=kernel.reduce_range,
+                        ),
+                    ),
+                ):
+                    artifact = runtime.build(
+                        student,
+                        quant,
+                        example_input=x,
+                        calibration=workload.train,
+                        workdir=Path(tmp) / f"{level}_{steps}_{name}",
+                    )
                     latency = meter.measure(artifact)
                     accuracy = evaluate(runtime.runner(artifact, threads=1), workload.val).top1
                     drop = (teacher_acc - accuracy) * 100
                     ratio = latency.ratio or float("nan")
                     feasible = ratio <= BUDGET_RATIO and drop <= config.max_accuracy_drop
                     rows.append((level, steps, name, latency, ratio, drop, feasible))
-                    print(f"{level:.0%} {steps} steps {name}: {latency} ({ratio:.3f}x teacher) drop {drop:.2f} pt"
-                          f"{' FEASIBLE' if feasible else ''}", flush=True)
+                    print(
+                        f"{level:.0%} {steps} steps {name}: {latency} ({ratio:.3f}x teacher) drop {drop:.2f} pt"
+                        f"{' FEASIBLE' if feasible else ''}",
+                        flush=True,
+                    )
     wall = time.perf_counter() - started
     feasible = [r for r in rows if r[6]]
     at_short = [r for r in feasible if r[1] == short]
     out = [
-        "# Near-miss scenario: does a feasible model exist? (uniform sweep, prune level x longer KD)", "",
+        "# Near-miss scenario: does a feasible model exist? (uniform sweep, prune level x longer KD)",
+        "",
         f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; 1 thread, batch 1; demo workload; written by "
         f"`benchmarks/near_miss_sweep.py` in {wall:.0f} s. KD {short} steps (the scenario's longest: "
         f"{space.epochs.high:g} epochs of {len(workload.train)} images, batch {space.batch_size}) and "
         f"{PROMOTION * short} (a promoted near miss), T=4, alpha=0.7, lr=1e-3. Feasible: <= {BUDGET_RATIO}x the "
-        f"teacher side by side and val drop <= {config.max_accuracy_drop:g} pt (teacher val {teacher_acc:.2%}).", "",
+        f"teacher side by side and val drop <= {config.max_accuracy_drop:g} pt (teacher val {teacher_acc:.2%}).",
+        "",
         f"- **feasible models: {len(feasible)} of {len(rows)}**, of which {len(at_short)} at the scenario's own "
         f"longest KD ({short} steps) and {len(feasible) - len(at_short)} only with {PROMOTION}x the steps",
         "",
@@ -102,8 +130,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for level, steps, name, lat, ratio, drop, ok in rows:
-        out.append(f"| {level:.0%} | {steps} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | "
-                   f"{ratio:.3f} | {lat.noise} | {drop:.2f} | {'yes' if ok else 'no'} |")
+        out.append(
+            f"| {level:.0%} | {steps} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | "
+            f"{ratio:.3f} | {lat.noise} | {drop:.2f} | {'yes' if ok else 'no'} |"
+        )
     args.output.write_text("\n".join(out) + "\n")
     print(f"wrote {args.output}")
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
+from autocompress.compress.training import fit, predict_logits  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate, evaluate_torch  # noqa: E402
@@ -55,11 +56,10 @@ from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa:
 from autocompress.runtimes import Artifact, Runner, calibration_images, export_onnx, get_runtime  # noqa: E402
 from autocompress.runtimes._openvino import _OvRunner  # noqa: E402
 from autocompress.sources._tvmodels import _build_torchvision  # noqa: E402
-from autocompress.study.space import load_space  # noqa: E402
-from autocompress.study.session import run_study  # noqa: E402
-from autocompress.compress.training import fit, predict_logits  # noqa: E402
 from autocompress.sources.weights import load_weights, save_weights  # noqa: E402
 from autocompress.sources.workload import Workload, load_digits_splits, load_workload  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_peers"
 PRUNE_LEVELS = (0.3, 0.5, 0.7)
@@ -78,13 +78,27 @@ def resnet18_workload(epochs: int) -> Workload:
         load_weights(model, weights)
     else:
         print(f"training resnet18 on digits ({epochs} epochs)", flush=True)
-        fit(model, train, lambda logits, labels, _: nn.functional.cross_entropy(logits, labels, label_smoothing=0.05),
-            steps=epochs * (len(train) // 64), lr=1e-3, seed=0)
+        fit(
+            model,
+            train,
+            lambda logits, labels, _: nn.functional.cross_entropy(logits, labels, label_smoothing=0.05),
+            steps=epochs * (len(train) // 64),
+            lr=1e-3,
+            seed=0,
+        )
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_weights(model, weights)
     model.eval()
-    return Workload(name="resnet18", model=model, train=train, val=val, test=test, input_shape=(1, 32, 32),
-                    num_classes=10, info={"model": "torchvision resnet18, small stem", "data": "digits 32x32"})
+    return Workload(
+        name="resnet18",
+        model=model,
+        train=train,
+        val=val,
+        test=test,
+        input_shape=(1, 32, 32),
+        num_classes=10,
+        info={"model": "torchvision resnet18, small stem", "data": "digits 32x32"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- one-click peers
@@ -162,51 +176,106 @@ def build_rows(wl: Workload, workdir: Path, *, kd_epochs: float, trials: int, se
     rows: list[Row] = [Row(wl.name, "PyTorch fp32 (eager)", "torch-eager", None, 0.0)]
     for runtime, label in ((ort, "ONNX Runtime fp32"), (ov, "OpenVINO f32 (hint f32)")):
         t = time.perf_counter()
-        artifact = runtime.build(wl.model, QuantPolicy(), example_input=x, calibration=wl.train,
-                                 workdir=workdir / f"fp32_{runtime.name}")
+        artifact = runtime.build(
+            wl.model, QuantPolicy(), example_input=x, calibration=wl.train, workdir=workdir / f"fp32_{runtime.name}"
+        )
         rows.append(Row(wl.name, label, runtime.name, artifact, time.perf_counter() - t))
     t = time.perf_counter()
-    rows.append(Row(wl.name, "ORT one-click int8 (quantize_static defaults)", "onnxruntime",
-                    ort_one_click_int8(wl.model, wl, workdir / "ort_default"), time.perf_counter() - t))
+    rows.append(
+        Row(
+            wl.name,
+            "ORT one-click int8 (quantize_static defaults)",
+            "onnxruntime",
+            ort_one_click_int8(wl.model, wl, workdir / "ort_default"),
+            time.perf_counter() - t,
+        )
+    )
     ov_fp32 = next(r.artifact for r in rows if r.runtime == "openvino")
-    rows.append(Row(wl.name, "OpenVINO default precision (no hint)", "openvino", ov_fp32, 0.0,
-                    engine=_Engine("openvino", _ov_default_runner)))
+    rows.append(
+        Row(
+            wl.name,
+            "OpenVINO default precision (no hint)",
+            "openvino",
+            ov_fp32,
+            0.0,
+            engine=_Engine("openvino", _ov_default_runner),
+        )
+    )
     t = time.perf_counter()
-    rows.append(Row(wl.name, "NNCF + OpenVINO one-click int8 (defaults)", "openvino",
-                    nncf_one_click_int8(wl.model, wl, workdir / "nncf_default"), time.perf_counter() - t))
+    rows.append(
+        Row(
+            wl.name,
+            "NNCF + OpenVINO one-click int8 (defaults)",
+            "openvino",
+            nncf_one_click_int8(wl.model, wl, workdir / "nncf_default"),
+            time.perf_counter() - t,
+        )
+    )
     groups = prunable_groups(wl.model, x, num_classes=wl.num_classes)
     logits = predict_logits(wl.model, wl.train)
     kernel = ort.int8_kernel(cpu)
     steps = max(1, int(round(kd_epochs * len(wl.train) / 64)))  # type: ignore[arg-type]
     for level in PRUNE_LEVELS:
         t = time.perf_counter()
-        student = prune_model(wl.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x,
-                              num_classes=wl.num_classes)
+        student = prune_model(
+            wl.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x, num_classes=wl.num_classes
+        )
         distill(student, logits, wl.train, DistillPolicy(steps=steps), seed=0)
         quant = QuantPolicy(mode="int8", activation_type=kernel.activation_type, reduce_range=kernel.reduce_range)
         artifact = ort.build(student, quant, example_input=x, calibration=wl.train, workdir=workdir / f"u{level}")
-        rows.append(Row(wl.name, f"uniform prune {level:.0%} + KD ({steps} steps) + int8 {kernel.name}", "onnxruntime",
-                        artifact, time.perf_counter() - t))
+        rows.append(
+            Row(
+                wl.name,
+                f"uniform prune {level:.0%} + KD ({steps} steps) + int8 {kernel.name}",
+                "onnxruntime",
+                artifact,
+                time.perf_counter() - t,
+            )
+        )
     if search:
         for runtime in (ort, ov, pt):
             t = time.perf_counter()
-            config = SearchConfig(runtime=runtime.name, trials=trials, study_name=f"peers-{wl.name}-{runtime.name}",
-                                  output=OUT)
+            config = SearchConfig(
+                runtime=runtime.name, trials=trials, study_name=f"peers-{wl.name}-{runtime.name}", output=OUT
+            )
             result = run_study(wl, load_space("default"), config, say=lambda line: None)
             seconds = time.perf_counter() - t
             choice = result.choice
             if choice is None or choice.record.artifact_in(config.study_dir) is None:
-                rows.append(Row(wl.name, f"chosen ({runtime.name}, 0.25x)", runtime.name, None, seconds,
-                                note="nothing within the accuracy limit"))
+                rows.append(
+                    Row(
+                        wl.name,
+                        f"chosen ({runtime.name}, 0.25x)",
+                        runtime.name,
+                        None,
+                        seconds,
+                        note="nothing within the accuracy limit",
+                    )
+                )
                 continue
             status = "chosen" if choice.feasible else "over budget"
-            rows.append(Row(wl.name, f"{status} by autocompress ({runtime.name}, 0.25x): {choice.record.summary}",
-                            runtime.name, choice.record.artifact_in(config.study_dir), seconds,
-                            note=f"budget {result.reference.budget_ms:.3f} ms, {trials} trials"))
+            rows.append(
+                Row(
+                    wl.name,
+                    f"{status} by autocompress ({runtime.name}, 0.25x): {choice.record.summary}",
+                    runtime.name,
+                    choice.record.artifact_in(config.study_dir),
+                    seconds,
+                    note=f"budget {result.reference.budget_ms:.3f} ms, {trials} trials",
+                )
+            )
     else:
         for runtime in (ort, ov, pt):
-            rows.append(Row(wl.name, f"chosen ({runtime.name}, 0.25x)", runtime.name, None, 0.0,
-                            note="not run: a search fine-tunes resnet18 for hours on 2 cores"))
+            rows.append(
+                Row(
+                    wl.name,
+                    f"chosen ({runtime.name}, 0.25x)",
+                    runtime.name,
+                    None,
+                    0.0,
+                    note="not run: a search fine-tunes resnet18 for hours on 2 cores",
+                )
+            )
     return rows
 
 
@@ -217,27 +286,47 @@ def measure_rows(wl: Workload, rows: list[Row], workdir: Path) -> None:
     torch_acc = evaluate_torch(wl.model, wl.test).top1
     meters: dict[str, LatencyMeter] = {}
     teachers = {r.runtime: r.artifact for r in rows if r.name.endswith("fp32") or r.name.startswith("OpenVINO f32")}
-    teacher_pt = get_runtime("torch").build(wl.model, QuantPolicy(), example_input=wl.example_input(),
-                                            calibration=wl.train, workdir=workdir / "fp32_torch")
+    teacher_pt = get_runtime("torch").build(
+        wl.model, QuantPolicy(), example_input=wl.example_input(), calibration=wl.train, workdir=workdir / "fp32_torch"
+    )
     teachers["torch"] = teacher_pt
     for r in rows:
         if r.runtime == "torch-eager":
-            r.values = {"test_top1": torch_acc, "ms": torch_ms.median_ms, "low": torch_ms.low, "high": torch_ms.high,
-                        "noise": torch_ms.noise, "vs_fp32_same_runtime": 1.0, "precision": "fp32"}
+            r.values = {
+                "test_top1": torch_acc,
+                "ms": torch_ms.median_ms,
+                "low": torch_ms.low,
+                "high": torch_ms.high,
+                "noise": torch_ms.noise,
+                "vs_fp32_same_runtime": 1.0,
+                "precision": "fp32",
+            }
             continue
         if r.artifact is None:
             continue
         engine = r.engine or get_runtime(r.runtime)
         meter = meters.get(r.runtime)
         if meter is None:
-            meter = meters[r.runtime] = LatencyMeter(get_runtime(r.runtime), teachers[r.runtime], wl.input_shape,
-                                                     threads=1, batch_size=1, protocol=config.protocol)
+            meter = meters[r.runtime] = LatencyMeter(
+                get_runtime(r.runtime),
+                teachers[r.runtime],
+                wl.input_shape,
+                threads=1,
+                batch_size=1,
+                protocol=config.protocol,
+            )
             meter.calibrate()
         lat = meter.measure(r.artifact, runner=engine.runner(r.artifact, threads=1, batch_size=1))
         scorer = engine.runner(r.artifact, threads=1)
-        r.values = {"test_top1": evaluate(scorer, wl.test).top1, "ms": lat.median_ms, "low": lat.low, "high": lat.high,
-                    "noise": lat.noise, "vs_fp32_same_runtime": 1.0 / lat.ratio if lat.ratio else None,
-                    "precision": ", ".join(f"{k} {v}" for k, v in sorted(scorer.precision().items()))}
+        r.values = {
+            "test_top1": evaluate(scorer, wl.test).top1,
+            "ms": lat.median_ms,
+            "low": lat.low,
+            "high": lat.high,
+            "noise": lat.noise,
+            "vs_fp32_same_runtime": 1.0 / lat.ratio if lat.ratio else None,
+            "precision": ", ".join(f"{k} {v}" for k, v in sorted(scorer.precision().items())),
+        }
         if r.engine is not None and isinstance(scorer, _OvRunner):
             r.values["precision"] += f" (hint read back: {scorer.precision_hint})"
     for r in rows:
@@ -247,30 +336,59 @@ def measure_rows(wl: Workload, rows: list[Row], workdir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- report
-COLUMNS = ("workload", "row", "runtime", "precision (read back)", "test top-1", "drop (images)", "ms", "interval",
-           "noise", "x vs PyTorch", "x vs fp32 same runtime", "build s", "note")
+COLUMNS = (
+    "workload",
+    "row",
+    "runtime",
+    "precision (read back)",
+    "test top-1",
+    "drop (images)",
+    "ms",
+    "interval",
+    "noise",
+    "x vs PyTorch",
+    "x vs fp32 same runtime",
+    "build s",
+    "note",
+)
 
 
 def write(rows: list[Row], md: Path, csv_path: Path, *, cpu: str) -> None:
     table = []
     for r in rows:
         v = r.values
-        table.append([r.workload, r.name, r.runtime, v.get("precision", "—"),
-                      f"{v['test_top1']:.2%}" if v else "—", v.get("test_drop_images", "—"),
-                      f"{v['ms']:.3f}" if v else "—", f"[{v['low']:.3f}, {v['high']:.3f}]" if v else "—",
-                      v.get("noise", "—"), f"{v['vs_pytorch']:.2f}" if v else "—",
-                      f"{v['vs_fp32_same_runtime']:.2f}" if v.get("vs_fp32_same_runtime") else "—",
-                      f"{r.build_s:.0f}", r.note])
+        table.append(
+            [
+                r.workload,
+                r.name,
+                r.runtime,
+                v.get("precision", "—"),
+                f"{v['test_top1']:.2%}" if v else "—",
+                v.get("test_drop_images", "—"),
+                f"{v['ms']:.3f}" if v else "—",
+                f"[{v['low']:.3f}, {v['high']:.3f}]" if v else "—",
+                v.get("noise", "—"),
+                f"{v['vs_pytorch']:.2f}" if v else "—",
+                f"{v['vs_fp32_same_runtime']:.2f}" if v.get("vs_fp32_same_runtime") else "—",
+                f"{r.build_s:.0f}",
+                r.note,
+            ]
+        )
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         writer.writerows(table)
-    lines = ["# Peers, side by side", "",
-             f"Generated by `python benchmarks/peers.py`. CPU: **{cpu}**; 1 thread, batch 1; every latency taken in one "
-             "process with the study's protocol, side by side with the teacher's fp32 artifact on the same runtime "
-             "(see the script's docstring). Test split: 360 digits no search saw; `drop (images)` is against the "
-             "PyTorch teacher (negative = more images right).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        "# Peers, side by side",
+        "",
+        f"Generated by `python benchmarks/peers.py`. CPU: **{cpu}**; 1 thread, batch 1; every latency taken in one "
+        "process with the study's protocol, side by side with the teacher's fp32 artifact on the same runtime "
+        "(see the script's docstring). Test split: 360 digits no search saw; `drop (images)` is against the "
+        "PyTorch teacher (negative = more images right).",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
     md.write_text("\n".join(lines) + "\n")
 
@@ -292,8 +410,9 @@ def main() -> None:
                 rows = build_rows(wl, Path(tmp) / name, kd_epochs=9, trials=args.trials, search=True)
             else:
                 wl = resnet18_workload(args.resnet_epochs)
-                rows = build_rows(wl, Path(tmp) / name, kd_epochs=args.resnet_kd_epochs, trials=args.trials,
-                                  search=False)
+                rows = build_rows(
+                    wl, Path(tmp) / name, kd_epochs=args.resnet_kd_epochs, trials=args.trials, search=False
+                )
             print(f"{name}: {len(rows)} rows built; timing them side by side", flush=True)
             measure_rows(wl, rows, Path(tmp) / name)
             all_rows += rows

@@ -41,20 +41,41 @@ from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.accuracy import evaluate  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
-from autocompress.study.pareto import hypervolume  # noqa: E402
-from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
 from autocompress.policy import QuantPolicy  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from autocompress.study.space import load_space  # noqa: E402
-from autocompress.study.session import run_study  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
+from autocompress.study.pareto import hypervolume  # noqa: E402
+from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
 
 OUT = HERE.parent / "results" / "_bench_per_layer"
-PLANS = {"all-or-nothing": "default", "per-layer": str(HERE / "per_layer.yaml"),
-         "refine": str(HERE / "per_layer_refine.yaml")}
-COLUMNS = ("runtime", "plan", "trials", "feasible", "int8 trials", "mixed int8 trials", "refined", "HV", "chosen",
-           "val drop pt", "search ms", "fresh re-measure ms", "side-by-side ms", "interval", "vs teacher",
-           "test top-1", "test drop (images)", "budget ms", "wall s")
+PLANS = {
+    "all-or-nothing": "default",
+    "per-layer": str(HERE / "per_layer.yaml"),
+    "refine": str(HERE / "per_layer_refine.yaml"),
+}
+COLUMNS = (
+    "runtime",
+    "plan",
+    "trials",
+    "feasible",
+    "int8 trials",
+    "mixed int8 trials",
+    "refined",
+    "HV",
+    "chosen",
+    "val drop pt",
+    "search ms",
+    "fresh re-measure ms",
+    "side-by-side ms",
+    "interval",
+    "vs teacher",
+    "test top-1",
+    "test drop (images)",
+    "budget ms",
+    "wall s",
+)
 
 
 def search(runtime: str, plan: str, *, trials: int, seed: int) -> dict[str, Any]:
@@ -70,22 +91,34 @@ def search(runtime: str, plan: str, *, trials: int, seed: int) -> dict[str, Any]
     int8 = [r for r in counted if r.policy is not None and r.policy.quant.mode == "int8"]
     choice = result.choice
     row: dict[str, Any] = {
-        "runtime": runtime, "plan": plan, "trials": len(counted), "feasible": sum(r.feasible for r in counted),
-        "int8 trials": len(int8), "mixed int8 trials": sum(bool(r.policy.quant.fp32_layers) for r in int8),  # type: ignore[union-attr]
+        "runtime": runtime,
+        "plan": plan,
+        "trials": len(counted),
+        "feasible": sum(r.feasible for r in counted),
+        "int8 trials": len(int8),
+        "mixed int8 trials": sum(bool(r.policy.quant.fp32_layers) for r in int8),  # type: ignore[union-attr]
         "refined": f"{len(refined)} ({sum(r.feasible for r in refined)} feasible)" if refined else "",
-        "HV": round(hypervolume(counted), 4), "budget ms": round(result.reference.budget_ms, 4), "wall s": round(wall),
-        "chosen": "none", "_artifact": None, "_workload": workload,
+        "HV": round(hypervolume(counted), 4),
+        "budget ms": round(result.reference.budget_ms, 4),
+        "wall s": round(wall),
+        "chosen": "none",
+        "_artifact": None,
+        "_workload": workload,
     }
     if choice is not None:
         record = choice.record
         fp32_layers = record.policy.quant.fp32_layers if record.policy else ()
-        row.update({
-            "chosen": ("chosen: " if choice.feasible else "over budget: ") + record.summary
-            + (f" (fp32: {', '.join(fp32_layers)})" if fp32_layers else ""),
-            "val drop pt": round(record.accuracy_drop_pt or 0.0, 2), "search ms": round(record.latency_ms or 0.0, 4),
-            "fresh re-measure ms": round(choice.confirmed.median_ms, 4) if choice.confirmed else "",
-            "_artifact": record.artifact_in(config.study_dir),
-        })
+        row.update(
+            {
+                "chosen": ("chosen: " if choice.feasible else "over budget: ")
+                + record.summary
+                + (f" (fp32: {', '.join(fp32_layers)})" if fp32_layers else ""),
+                "val drop pt": round(record.accuracy_drop_pt or 0.0, 2),
+                "search ms": round(record.latency_ms or 0.0, 4),
+                "fresh re-measure ms": round(choice.confirmed.median_ms, 4) if choice.confirmed else "",
+                "_artifact": record.artifact_in(config.study_dir),
+            }
+        )
     return row
 
 
@@ -94,8 +127,13 @@ def side_by_side(rows: list[dict[str, Any]]) -> None:
     workload = rows[0]["_workload"]
     runtime = get_runtime(rows[0]["runtime"])
     config = SearchConfig()
-    teacher = runtime.build(workload.model, QuantPolicy(), example_input=workload.example_input(),
-                            calibration=workload.train, workdir=OUT / f"teacher-{runtime.name}")
+    teacher = runtime.build(
+        workload.model,
+        QuantPolicy(),
+        example_input=workload.example_input(),
+        calibration=workload.train,
+        workdir=OUT / f"teacher-{runtime.name}",
+    )
     meter = LatencyMeter(runtime, teacher, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol)
     meter.calibrate()
     teacher_acc = evaluate(runtime.runner(teacher, threads=1), workload.test).top1
@@ -105,10 +143,15 @@ def side_by_side(rows: list[dict[str, Any]]) -> None:
             continue
         latency = meter.measure(artifact)
         top1 = evaluate(runtime.runner(artifact, threads=1), workload.test).top1
-        row.update({"side-by-side ms": round(latency.median_ms, 4),
-                    "interval": f"[{latency.low:.3f}, {latency.high:.3f}]",
-                    "vs teacher": f"{1.0 / latency.ratio:.2f}x" if latency.ratio else "",
-                    "test top-1": f"{top1:.2%}", "test drop (images)": round((teacher_acc - top1) * len(workload.test))})
+        row.update(
+            {
+                "side-by-side ms": round(latency.median_ms, 4),
+                "interval": f"[{latency.low:.3f}, {latency.high:.3f}]",
+                "vs teacher": f"{1.0 / latency.ratio:.2f}x" if latency.ratio else "",
+                "test top-1": f"{top1:.2%}",
+                "test drop (images)": round((teacher_acc - top1) * len(workload.test)),
+            }
+        )
 
 
 def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int, output: Path) -> None:
@@ -116,13 +159,21 @@ def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int, outpu
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    intro = (f"Generated by `python benchmarks/per_layer.py`. CPU: **{cpu}**; 1 thread, batch 1; demo workload, "
-             f"default budget (0.25x the teacher on each runtime), {trials} trials, TPE seed {seed} per search. "
-             "`side-by-side ms`: both chosen artifacts of a runtime timed in one process next to that runtime's fp32 "
-             "teacher (`vs teacher` is that ratio); `test drop (images)` against the teacher on the same runtime, "
-             "360 test digits.")
-    lines = ["# Per-layer int8 vs all-or-nothing int8, per runtime", "", intro, "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    intro = (
+        f"Generated by `python benchmarks/per_layer.py`. CPU: **{cpu}**; 1 thread, batch 1; demo workload, "
+        f"default budget (0.25x the teacher on each runtime), {trials} trials, TPE seed {seed} per search. "
+        "`side-by-side ms`: both chosen artifacts of a runtime timed in one process next to that runtime's fp32 "
+        "teacher (`vs teacher` is that ratio); `test drop (images)` against the teacher on the same runtime, "
+        "360 test digits."
+    )
+    lines = [
+        "# Per-layer int8 vs all-or-nothing int8, per runtime",
+        "",
+        intro,
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
     lines += ["", "Each plan's chosen / all-or-nothing chosen, side by side:", ""]
     for runtime in dict.fromkeys(r["runtime"] for r in rows):
@@ -131,9 +182,11 @@ def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int, outpu
         for plan in [p for p in pair if p != "all-or-nothing"]:
             b = pair[plan]
             if a.get("side-by-side ms") and b.get("side-by-side ms"):
-                lines.append(f"- {runtime}, {plan}: {b['side-by-side ms'] / a['side-by-side ms']:.2f}x the latency "
-                             f"({b['side-by-side ms']:.3f} vs {a['side-by-side ms']:.3f} ms), test drop "
-                             f"{b['test drop (images)']} vs {a['test drop (images)']} images")
+                lines.append(
+                    f"- {runtime}, {plan}: {b['side-by-side ms'] / a['side-by-side ms']:.2f}x the latency "
+                    f"({b['side-by-side ms']:.3f} vs {a['side-by-side ms']:.3f} ms), test drop "
+                    f"{b['test drop (images)']} vs {a['test drop (images)']} images"
+                )
             else:
                 lines.append(f"- {runtime}, {plan}: a search chose nothing (or all-or-nothing was not run)")
     output.write_text("\n".join(lines) + "\n")
@@ -141,7 +194,9 @@ def write(rows: list[dict[str, Any]], *, cpu: str, trials: int, seed: int, outpu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=["onnxruntime", "openvino"])
+    parser.add_argument(
+        "--runtimes", nargs="+", default=["onnxruntime", "openvino"], choices=["onnxruntime", "openvino"]
+    )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plans", nargs="+", default=list(PLANS), choices=list(PLANS))

@@ -34,10 +34,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from latency_noise import _BURNER, artifacts  # noqa: E402
+
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.measure.latency import Protocol, artifact_run, measure_blocks  # noqa: E402
 from autocompress.runtimes import get_runtime  # noqa: E402
-from latency_noise import _BURNER, artifacts  # noqa: E402
 
 ESTIMATORS = ("min", "q10", "q25", "median", "third", "paired")
 
@@ -45,18 +46,25 @@ ESTIMATORS = ("min", "q10", "q25", "median", "third", "paired")
 def _turns(blocks: list[float], per_turn: list[int]) -> list[float]:
     out, start = [], 0
     for count in per_turn:
-        out.append(min(blocks[start:start + count]))
+        out.append(min(blocks[start : start + count]))
         start += count
     return out
 
 
-def ratios(candidate: list[float], reference: list[float], cand_turns: list[float], ref_turns: list[float]) -> dict[str, float]:
+def ratios(
+    candidate: list[float], reference: list[float], cand_turns: list[float], ref_turns: list[float]
+) -> dict[str, float]:
     c, r = np.asarray(candidate), np.asarray(reference)
     third = lambda v: sorted(v)[min(2, len(v) - 1)]  # noqa: E731
     pairs = [a / b for a, b in zip(cand_turns, ref_turns)]
-    return {"min": float(c.min() / r.min()), "q10": float(np.quantile(c, 0.1) / np.quantile(r, 0.1)),
-            "q25": float(np.quantile(c, 0.25) / np.quantile(r, 0.25)), "median": float(np.median(c) / np.median(r)),
-            "third": third(list(c)) / third(list(r)), "paired": float(statistics.median(pairs)) if pairs else float("nan")}
+    return {
+        "min": float(c.min() / r.min()),
+        "q10": float(np.quantile(c, 0.1) / np.quantile(r, 0.1)),
+        "q25": float(np.quantile(c, 0.25) / np.quantile(r, 0.25)),
+        "median": float(np.median(c) / np.median(r)),
+        "third": third(list(c)) / third(list(r)),
+        "paired": float(statistics.median(pairs)) if pairs else float("nan"),
+    }
 
 
 class TurnCounter:
@@ -89,8 +97,10 @@ def run_condition(condition: str, repeats: int) -> list[dict[str, object]]:
         teacher, paths, shape = artifacts(Path(tmp))
         burner = None
         if condition == "load":
-            burner = subprocess.Popen([sys.executable, "-c", _BURNER, str(repeats * 10 + 120)],
-                                      env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+            burner = subprocess.Popen(
+                [sys.executable, "-c", _BURNER, str(repeats * 10 + 120)],
+                env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+            )
             time.sleep(1.0)
         try:
             ref_runner = runtime.runner(teacher, threads=1, batch_size=1)
@@ -105,20 +115,32 @@ def run_condition(condition: str, repeats: int) -> list[dict[str, object]]:
                         values: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
                         for _ in range(repeats):
                             log: list[str] = []
-                            cand, ref = measure_blocks([TurnCounter(run, log, "c"), TurnCounter(ref_run, log, "r")],
-                                                       protocol=protocol, threads=1, batch_size=1)
+                            cand, ref = measure_blocks(
+                                [TurnCounter(run, log, "c"), TurnCounter(ref_run, log, "r")],
+                                protocol=protocol,
+                                threads=1,
+                                batch_size=1,
+                            )
                             window = _window_log(log)
                             cand_turns = _turns(list(cand.block_medians), per_turn_blocks(window, "c", protocol))
                             ref_turns = _turns(list(ref.block_medians), per_turn_blocks(window, "r", protocol))
-                            for key, value in ratios(list(cand.block_medians), list(ref.block_medians), cand_turns,
-                                                     ref_turns).items():
+                            for key, value in ratios(
+                                list(cand.block_medians), list(ref.block_medians), cand_turns, ref_turns
+                            ).items():
                                 values[key].append(value)
                         for key in ESTIMATORS:
                             v = values[key]
-                            rows.append({"condition": condition, "artifact": name, "estimator": key, "repeats": repeats,
-                                         "mean": round(float(statistics.mean(v)), 4),
-                                         "cv_pct": round(float(statistics.pstdev(v) / statistics.mean(v) * 100), 2),
-                                         "max_min": round(float(max(v) / min(v)), 3)})
+                            rows.append(
+                                {
+                                    "condition": condition,
+                                    "artifact": name,
+                                    "estimator": key,
+                                    "repeats": repeats,
+                                    "mean": round(float(statistics.mean(v)), 4),
+                                    "cv_pct": round(float(statistics.pstdev(v) / statistics.mean(v) * 100), 2),
+                                    "max_min": round(float(max(v) / min(v)), 3),
+                                }
+                            )
                             print(rows[-1], flush=True)
         finally:
             if burner is not None:
@@ -148,13 +170,20 @@ def main() -> None:
     rows = []
     for condition in args.conditions:
         rows += run_condition(condition, args.repeats)
-    lines = ["# Which ratio to the teacher holds still? Estimators from the same side-by-side windows", "",
-             f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; 1 thread, batch 1; demo students vs the "
-             f"demo teacher's fp32 ONNX; {args.repeats} windows per artifact and condition, the study's protocol "
-             "(3-run blocks in 20 ms turns, 1.2 s). Written by `benchmarks/ratio_estimators.py`.", "",
-             "| condition | artifact | estimator | mean ratio | CV % | max/min |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['condition']} | {r['artifact']} | {r['estimator']} | {r['mean']} | {r['cv_pct']} | {r['max_min']} |"
-              for r in rows]
+    lines = [
+        "# Which ratio to the teacher holds still? Estimators from the same side-by-side windows",
+        "",
+        f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; 1 thread, batch 1; demo students vs the "
+        f"demo teacher's fp32 ONNX; {args.repeats} windows per artifact and condition, the study's protocol "
+        "(3-run blocks in 20 ms turns, 1.2 s). Written by `benchmarks/ratio_estimators.py`.",
+        "",
+        "| condition | artifact | estimator | mean ratio | CV % | max/min |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['condition']} | {r['artifact']} | {r['estimator']} | {r['mean']} | {r['cv_pct']} | {r['max_min']} |"
+        for r in rows
+    ]
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 

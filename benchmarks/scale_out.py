@@ -80,22 +80,28 @@ def _cv(values: list[float]) -> float:
 
 def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
     from autocompress.compress.prune import prunable_groups, prune_model
+    from autocompress.measure.guard import CoreGuard
     from autocompress.measure.latency import LatencyMeter
     from autocompress.policy import PrunePolicy, QuantPolicy
     from autocompress.runtimes import get_runtime
-    from autocompress.measure.guard import CoreGuard
     from autocompress.sources.workload import load_workload
 
     runtime = get_runtime("onnxruntime")
     workload = load_workload(SearchConfig())
     x = workload.example_input()
     groups = prunable_groups(workload.model, x, num_classes=workload.num_classes)
-    teacher = runtime.build(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                            workdir=workdir / "teacher")
+    teacher = runtime.build(
+        workload.model,
+        QuantPolicy(mode="none"),
+        example_input=x,
+        calibration=workload.train,
+        workdir=workdir / "teacher",
+    )
     prune = PrunePolicy(ratios={g.name: 0.65 for g in groups})
     student = prune_model(workload.model, prune, x, num_classes=workload.num_classes)
-    artifact = runtime.build(student, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                             workdir=workdir / "student")
+    artifact = runtime.build(
+        student, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir / "student"
+    )
     rows = []
     for condition in ("alone", "beside KD, guard on", "beside KD, guard off"):
         lock = workdir / f"cores-{len(rows)}.lock"
@@ -107,8 +113,12 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
         if condition != "alone":
             ready = workdir / f"ready-{len(rows)}"
             env = {**os.environ, "AUTOCOMPRESS_CORE_LOCK": str(lock) if guard_on else "off"}
-            neighbour = subprocess.Popen([sys.executable, "-c", _NEIGHBOUR, str(figures * 60 + 300), str(ready),
-                                          str(HERE.parent)], env=env, stdout=subprocess.PIPE, text=True)
+            neighbour = subprocess.Popen(
+                [sys.executable, "-c", _NEIGHBOUR, str(figures * 60 + 300), str(ready), str(HERE.parent)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             deadline = time.time() + 300
             while not ready.exists() and time.time() < deadline:
                 time.sleep(0.2)
@@ -129,15 +139,22 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
             if neighbour is not None:
                 neighbour.kill()
                 neighbour.wait()
-        rows.append({
-            "part": "same artifact", "condition": condition, "figures": figures,
-            "median_ms": round(statistics.median(values), 4), "cv_pct": round(_cv(values), 2),
-            "max_over_min": round(max(values) / min(values), 3),
-            "ratio_median": round(statistics.median(ratios), 4), "ratio_cv_pct": round(_cv(ratios), 2),
-            "mean_interval_ms": round(statistics.mean(widths), 4), "not_quiet": noisy,
-            "guard_wait_s_per_figure": round(statistics.mean(waits), 2),
-            "s_per_figure": round(statistics.mean(seconds), 2),
-        })
+        rows.append(
+            {
+                "part": "same artifact",
+                "condition": condition,
+                "figures": figures,
+                "median_ms": round(statistics.median(values), 4),
+                "cv_pct": round(_cv(values), 2),
+                "max_over_min": round(max(values) / min(values), 3),
+                "ratio_median": round(statistics.median(ratios), 4),
+                "ratio_cv_pct": round(_cv(ratios), 2),
+                "mean_interval_ms": round(statistics.mean(widths), 4),
+                "not_quiet": noisy,
+                "guard_wait_s_per_figure": round(statistics.mean(waits), 2),
+                "s_per_figure": round(statistics.mean(seconds), 2),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -161,8 +178,20 @@ def part_workers(workers: list[int], trials: int, output: Path) -> list[dict[str
             import shutil
 
             shutil.rmtree(study_dir)
-        command = [sys.executable, "-m", "autocompress", "search", "--trials", str(trials), "--workers", str(n),
-                   "--study-name", name, "--output", str(output)]
+        command = [
+            sys.executable,
+            "-m",
+            "autocompress",
+            "search",
+            "--trials",
+            str(trials),
+            "--workers",
+            str(n),
+            "--study-name",
+            name,
+            "--output",
+            str(output),
+        ]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
         wall = time.perf_counter() - started
@@ -172,23 +201,38 @@ def part_workers(workers: list[int], trials: int, output: Path) -> list[dict[str
         records = read_records(study)
         counted = [r for r in records if r.role not in AFTER_SEARCH_ROLES and r.outcome in ("complete", "failed")]
         distill_s = [r.timings["distill_s"] for r in records if "distill_s" in r.timings]
-        metrics = json.loads(next((study_dir / d / "metrics.json").read_text() for d in ("chosen", "over_budget")
-                                  if (study_dir / d / "metrics.json").exists()))
+        metrics = json.loads(
+            next(
+                (study_dir / d / "metrics.json").read_text()
+                for d in ("chosen", "over_budget")
+                if (study_dir / d / "metrics.json").exists()
+            )
+        )
         pids = {r.stages["worker"]["pid"] for r in records if r.stages.get("worker")}
         # The trial phase (first trial started → last trial ended): what the workers share; the set-up (teacher,
         # probe) and the finish (fresh-process confirmation, export, report) run once either way.
         starts = [t.datetime_start for t in study.trials if t.datetime_start]
         ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
         trial_phase = (max(ends) - min(starts)).total_seconds() if starts and ends else float("nan")
-        rows.append({
-            "part": "workers", "condition": f"--workers {n}", "workers": n, "processes_with_trials": len(pids),
-            "wall_s": round(wall, 1), "trial_phase_s": round(trial_phase, 1), "counted_trials": len(counted), "all_trials": len(records),
-            "median_finetune_s": round(statistics.median(distill_s), 2) if distill_s else "",
-            "chosen_trial": metrics["trial"], "chosen_test_top1": metrics["accuracy"]["test_top1"],
-            "chosen_ms": metrics["latency"]["chosen_ms"]["median_ms"], "budget_ms": metrics["latency"]["budget_ms"],
-            "feasible": metrics["feasible"],
-            "core_guard_wait_s": study.user_attrs.get("noise", {}).get("core_guard_wait_s", ""),
-        })
+        rows.append(
+            {
+                "part": "workers",
+                "condition": f"--workers {n}",
+                "workers": n,
+                "processes_with_trials": len(pids),
+                "wall_s": round(wall, 1),
+                "trial_phase_s": round(trial_phase, 1),
+                "counted_trials": len(counted),
+                "all_trials": len(records),
+                "median_finetune_s": round(statistics.median(distill_s), 2) if distill_s else "",
+                "chosen_trial": metrics["trial"],
+                "chosen_test_top1": metrics["accuracy"]["test_top1"],
+                "chosen_ms": metrics["latency"]["chosen_ms"]["median_ms"],
+                "budget_ms": metrics["latency"]["budget_ms"],
+                "feasible": metrics["feasible"],
+                "core_guard_wait_s": study.user_attrs.get("noise", {}).get("core_guard_wait_s", ""),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -210,30 +254,38 @@ def write_report(rows: list[dict[str, Any]], path: Path) -> None:
             "Uniform 65 % pruned fp32 student, timed side by side with the teacher by the study's meter; the neighbour "
             "fine-tunes in chunks of 10 KD steps (1 torch thread), each chunk inside the core guard's shared hold.",
             "",
-            "| condition | figures | median ms | CV % | max/min | ratio to teacher (median) | ratio CV % | mean interval "
-            "width ms | not quiet | guard wait s / figure | s / figure |",
+            "| condition | figures | median ms | CV % | max/min | ratio to teacher (median) | ratio CV % | "
+            "mean interval width ms | not quiet | guard wait s / figure | s / figure |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [f"| {r['condition']} | {r['figures']} | {r['median_ms']} | {r['cv_pct']} | {r['max_over_min']} | "
-                  f"{r['ratio_median']} | {r['ratio_cv_pct']} | {r['mean_interval_ms']} | {r['not_quiet']} | "
-                  f"{r['guard_wait_s_per_figure']} | {r['s_per_figure']} |" for r in same]
+        lines += [
+            f"| {r['condition']} | {r['figures']} | {r['median_ms']} | {r['cv_pct']} | {r['max_over_min']} | "
+            f"{r['ratio_median']} | {r['ratio_cv_pct']} | {r['mean_interval_ms']} | {r['not_quiet']} | "
+            f"{r['guard_wait_s_per_figure']} | {r['s_per_figure']} |"
+            for r in same
+        ]
         lines.append("")
     work = [r for r in rows if r["part"] == "workers"]
     if work:
         lines += [
             "## The same study with 1 and N workers",
             "",
-            "`python -m autocompress search --trials T --workers N` (demo, default space and budget), a new study each.",
+            "`python -m autocompress search --trials T --workers N` (demo, default space and budget), "
+            "a new study each.",
             "",
-            "| workers | processes that ran trials | wall s | trial phase s | counted trials | all trials | median fine-tuning s / trial | "
-            "core guard wait s (main process) | chosen trial | test top-1 | chosen ms (budget) | feasible |",
+            "| workers | processes that ran trials | wall s | trial phase s | counted trials | all trials | "
+            "median fine-tuning s / trial | core guard wait s (main process) | chosen trial | test top-1 | "
+            "chosen ms (budget) | feasible |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [f"| {r['workers']} | {r['processes_with_trials']} | {r['wall_s']} | {r['trial_phase_s']} | "
-                  f"{r['counted_trials']} | "
-                  f"{r['all_trials']} | {r['median_finetune_s']} | {r['core_guard_wait_s']} | {r['chosen_trial']} | "
-                  f"{float(r['chosen_test_top1']):.2%} | {float(r['chosen_ms']):.3f} ({float(r['budget_ms']):.3f}) | "
-                  f"{r['feasible']} |" for r in work]
+        lines += [
+            f"| {r['workers']} | {r['processes_with_trials']} | {r['wall_s']} | {r['trial_phase_s']} | "
+            f"{r['counted_trials']} | "
+            f"{r['all_trials']} | {r['median_finetune_s']} | {r['core_guard_wait_s']} | {r['chosen_trial']} | "
+            f"{float(r['chosen_test_top1']):.2%} | {float(r['chosen_ms']):.3f} ({float(r['budget_ms']):.3f}) | "
+            f"{r['feasible']} |"
+            for r in work
+        ]
         lines.append("")
     path.write_text("\n".join(lines))
 

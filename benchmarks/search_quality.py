@@ -43,11 +43,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
-from autocompress.study.pareto import choose, hypervolume  # noqa: E402
-from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
-from autocompress.study.space import load_space  # noqa: E402
-from autocompress.study.session import run_study  # noqa: E402
 from autocompress.sources.workload import Workload, load_workload  # noqa: E402
+from autocompress.study.pareto import hypervolume  # noqa: E402
+from autocompress.study.record import AFTER_SEARCH_ROLES  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
 
 SCENARIOS = {
     "default": {"space": "default", "budget": "0.25x"},
@@ -58,11 +58,37 @@ SCENARIOS = {
     "near_miss": {"space": str(HERE / "near_miss.yaml"), "budget": "0.25x"},
 }
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-FIELDS = ("scenario", "sampler", "seed", "trials", "budget_ms", "probe_floor_ms", "reachable", "feasible_found",
-          "first_feasible", "n_feasible", "n_stopped", "n_skipped", "n_int8_ruled_out", "n_promoted", "stopped_pct",
-          "best_feasible_ms",
-          "chosen_val_drop_pt", "chosen_ms", "chosen_feasible", "confirmed_ms", "confirmed_inside", "lm_mdape_pct",
-          "hv10", "hv20", "hv30", "wall_s", "code", "cpu", "isa")
+FIELDS = (
+    "scenario",
+    "sampler",
+    "seed",
+    "trials",
+    "budget_ms",
+    "probe_floor_ms",
+    "reachable",
+    "feasible_found",
+    "first_feasible",
+    "n_feasible",
+    "n_stopped",
+    "n_skipped",
+    "n_int8_ruled_out",
+    "n_promoted",
+    "stopped_pct",
+    "best_feasible_ms",
+    "chosen_val_drop_pt",
+    "chosen_ms",
+    "chosen_feasible",
+    "confirmed_ms",
+    "confirmed_inside",
+    "lm_mdape_pct",
+    "hv10",
+    "hv20",
+    "hv30",
+    "wall_s",
+    "code",
+    "cpu",
+    "isa",
+)
 
 
 _WORKLOAD: list[Workload] = []
@@ -77,8 +103,15 @@ def demo_workload() -> Workload:
 
 def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path) -> dict[str, object]:
     spec = SCENARIOS[scenario]
-    config = SearchConfig(space=spec["space"], latency_budget=parse_budget(spec["budget"]), sampler=sampler, seed=seed,
-                          trials=trials, output=output, study_name=f"{scenario}-{sampler}-s{seed}")
+    config = SearchConfig(
+        space=spec["space"],
+        latency_budget=parse_budget(spec["budget"]),
+        sampler=sampler,
+        seed=seed,
+        trials=trials,
+        output=output,
+        study_name=f"{scenario}-{sampler}-s{seed}",
+    )
     workload = demo_workload()
     started = time.perf_counter()
     result = run_study(workload, load_space(config.space), config, say=lambda _: None)
@@ -93,12 +126,18 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
     confirmed = choice.confirmed if choice else None
     search_latency = choice.record.latency if choice else None
     return {
-        "scenario": scenario, "sampler": sampler, "seed": seed, "trials": len(counted),
+        "scenario": scenario,
+        "sampler": sampler,
+        "seed": seed,
+        "trials": len(counted),
         "budget_ms": round(result.reference.budget_ms, 4),
         "probe_floor_ms": round(probe.floor.latency.median_ms, 4) if probe else "",
         "reachable": probe.reachable(result.reference.budget_ms) if probe else "",
-        "feasible_found": bool(feasible), "first_feasible": first or "", "n_feasible": len(feasible),
-        "n_stopped": stopped, "n_skipped": sum(1 for r in searched if r.outcome == "skipped"),
+        "feasible_found": bool(feasible),
+        "first_feasible": first or "",
+        "n_feasible": len(feasible),
+        "n_stopped": stopped,
+        "n_skipped": sum(1 for r in searched if r.outcome == "skipped"),
         # sampled trials built fp32 because the latency model predicted int8 no faster there (int8 not offered)
         "n_int8_ruled_out": sum(1 for r in searched if r.quant_ruled_out),
         "n_promoted": sum(1 for r in searched if r.role == "promoted"),
@@ -109,11 +148,16 @@ def run_one(scenario: str, sampler: str, seed: int, *, trials: int, output: Path
         "chosen_feasible": choice.feasible if choice else "",
         "confirmed_ms": round(confirmed.median_ms, 4) if confirmed else "",
         "confirmed_inside": (search_latency.low <= confirmed.median_ms <= search_latency.high)
-        if confirmed and search_latency else "",
+        if confirmed and search_latency
+        else "",
         "lm_mdape_pct": result.latency_model.get("median_abs_pct_error", ""),
-        "hv10": round(hypervolume(counted[:10]), 4), "hv20": round(hypervolume(counted[:20]), 4),
-        "hv30": round(hypervolume(counted[:30]), 4), "wall_s": round(wall, 1),
-        "code": _code_version(), "cpu": result.cpu.model, "isa": result.cpu.isa,
+        "hv10": round(hypervolume(counted[:10]), 4),
+        "hv20": round(hypervolume(counted[:20]), 4),
+        "hv30": round(hypervolume(counted[:30]), 4),
+        "wall_s": round(wall, 1),
+        "code": _code_version(),
+        "cpu": result.cpu.model,
+        "isa": result.cpu.isa,
     }
 
 
@@ -124,7 +168,9 @@ def _code_version() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "autocompress") else "")
+    return git("rev-parse", "--short", "HEAD") + (
+        "+dirty" if git("status", "--porcelain", "--", "autocompress") else ""
+    )
 
 
 # The last commit that changed the search's decisions (the latency-model skip rule, Prediction.likely_over).
@@ -144,8 +190,7 @@ def _decides_as_now(code: str, sampler: str = "random") -> bool:
     if not commit:
         return False
     since = DECISIONS_SINCE if sampler == "random" else CONSTRAINTS_SINCE
-    done = subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=HERE.parent,
-                          capture_output=True)
+    done = subprocess.run(["git", "merge-base", "--is-ancestor", since, commit], cwd=HERE.parent, capture_output=True)
     return done.returncode == 0
 
 
@@ -155,7 +200,10 @@ def _cpu_label(row: dict[str, str]) -> str:
 
 
 def _run_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    """A run's identity: the CPU, the scenario, the sampler and the seed (the same run on another CPU is another run)."""
+    """A run's identity: the CPU, the scenario, the sampler and the seed.
+
+    The same run on another CPU is another run.
+    """
     return _cpu_label(row), row["scenario"], row["sampler"], str(row["seed"])
 
 
@@ -165,30 +213,43 @@ def _median(values: list[float]) -> float | None:
 
 def write_report(rows: list[dict[str, str]], path: Path) -> None:
     """Per scenario x sampler: feasible runs, median first-feasible trial, median best latency, median HV."""
-    lines = ["# Search quality: does the search find the feasible region?", "",
-             "Generated by `python benchmarks/search_quality.py` from `search_quality.csv` (one row per run).", ""]
+    lines = [
+        "# Search quality: does the search find the feasible region?",
+        "",
+        "Generated by `python benchmarks/search_quality.py` from `search_quality.csv` (one row per run).",
+        "",
+    ]
     if rows:
         cpus = sorted({f"{r['cpu']} ({r['isa']})" for r in rows})
-        lines += [f"CPU: {', '.join(cpus)}; 1 thread, batch 1; demo workload (DemoResNet, 32x32 digits); "
-                  f"{' or '.join(sorted({r['trials'] for r in rows}))} counted trials per run; max val drop 1.0 pt.", "",
-                  "Hypervolume (HV): feasible trials only, axes latency/budget and max(drop, 0)/max_drop (both "
-                  "minimised), reference point (1, 1) = (the budget, the accuracy limit); 0 = nothing feasible. "
-                  "Medians over seeds.", ""]
+        lines += [
+            f"CPU: {', '.join(cpus)}; 1 thread, batch 1; demo workload (DemoResNet, 32x32 digits); "
+            f"{' or '.join(sorted({r['trials'] for r in rows}))} counted trials per run; max val drop 1.0 pt.",
+            "",
+            "Hypervolume (HV): feasible trials only, axes latency/budget and max(drop, 0)/max_drop (both "
+            "minimised), reference point (1, 1) = (the budget, the accuracy limit); 0 = nothing feasible. "
+            "Medians over seeds.",
+            "",
+        ]
     # The summary is over the runs of code that decides as the current code does: commits at or after
     # DECISIONS_SINCE (the last commit that changed what the search samples, skips, stops or promotes). Later commits
     # (e.g. several workers) leave a one-process study's decisions as they were. Older runs stay in the per-run table.
     summary_rows, rows_all = [r for r in rows if _decides_as_now(r.get("code", ""), r["sampler"])], rows
     if len(summary_rows) < len(rows_all):
-        lines += [f"The summary is over the {len(summary_rows)} runs of code that decides as the current code does "
-                  f"(commit {DECISIONS_SINCE} or later; {CONSTRAINTS_SINCE} or later for samplers that read "
-                  "constraints); the per-run table below also lists "
-                  f"{len(rows_all) - len(summary_rows)} runs of earlier rules.", ""]
+        lines += [
+            f"The summary is over the {len(summary_rows)} runs of code that decides as the current code does "
+            f"(commit {DECISIONS_SINCE} or later; {CONSTRAINTS_SINCE} or later for samplers that read "
+            "constraints); the per-run table below also lists "
+            f"{len(rows_all) - len(summary_rows)} runs of earlier rules.",
+            "",
+        ]
     rows = summary_rows
-    lines += ["| CPU | scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
-              "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
-              "median wall s | stopped % (max) | skipped | int8 ruled out | promoted | median feasible | LM median abs % error | confirm inside | "
-              "ends chosen (incl. rescue) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| CPU | scenario | sampler | runs | probe: reachable | feasible found | median first feasible trial | "
+        "median best feasible ms | median budget ms | median HV@10 | median HV@20 | median HV@30 | HV@30 vs random | "
+        "median wall s | stopped % (max) | skipped | int8 ruled out | promoted | median feasible | "
+        "LM median abs % error | confirm inside | ends chosen (incl. rescue) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     # One CPU at a time: latencies, budgets and what int8 pays differ per CPU, so runs of two CPUs never share a
     # median, and TPE is compared with random on the same CPU.
     for cpu, scenario in [(c, sc) for c in sorted({_cpu_label(r) for r in rows}) for sc in SCENARIOS]:
@@ -208,14 +269,17 @@ def write_report(rows: list[dict[str, str]], path: Path) -> None:
                 f"| {cpu} | {scenario} | {sampler} | {len(runs)} | {reachable}/{len(runs)} | "
                 f"{sum(r['feasible_found'] == 'True' for r in runs)}/{len(runs)} | {fmt(_median(firsts), 1)} | "
                 f"{fmt(_median(best))} | {fmt(_median([float(r['budget_ms']) for r in runs]))} | {fmt(hv['hv10'])} | "
-                f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | {fmt(_median([float(r['wall_s']) for r in runs]), 0)} | "
-                f"{max(float(r['stopped_pct']) for r in runs):.0f} | {fmt(_median([float(r['n_skipped']) for r in runs]), 0)} | "
+                f"{fmt(hv['hv20'])} | {fmt(hv['hv30'])} | {ratio} | "
+                f"{fmt(_median([float(r['wall_s']) for r in runs]), 0)} | "
+                f"{max(float(r['stopped_pct']) for r in runs):.0f} | "
+                f"{fmt(_median([float(r['n_skipped']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['n_int8_ruled_out']) for r in runs if r.get('n_int8_ruled_out')]), 0)} | "
                 f"{fmt(_median([float(r['n_promoted']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['n_feasible']) for r in runs]), 0)} | "
                 f"{fmt(_median([float(r['lm_mdape_pct']) for r in runs if r['lm_mdape_pct']]), 1)} | "
                 f"{sum(r['confirmed_inside'] == 'True' for r in runs)}/{len(runs)} | "
-                f"{sum(r['chosen_feasible'] == 'True' for r in runs)}/{len(runs)} |")
+                f"{sum(r['chosen_feasible'] == 'True' for r in runs)}/{len(runs)} |"
+            )
     lines += ["", "Per run:", "", "| CPU | " + " | ".join(FIELDS[:-2]) + " |", "|" + "---|" * (len(FIELDS) - 1)]
     for r in rows_all:
         lines.append(f"| {_cpu_label(r)} | " + " | ".join(str(r.get(f) or "") for f in FIELDS[:-2]) + " |")
@@ -232,8 +296,11 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=HERE / "search_quality.csv")
     parser.add_argument("--output-note", default="", help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--rerun", action="store_true",
-                        help="run the planned runs again (new code): their old rows and study folders are replaced")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run the planned runs again (new code): their old rows and study folders are replaced",
+    )
     args = parser.parse_args()
     logging.getLogger("optuna").setLevel(logging.WARNING)
     import optuna
@@ -264,19 +331,19 @@ def main() -> None:
         # Seeds outermost: an interrupted benchmark has every scenario and sampler at the first seeds.
         plan = [(sc, sa, se) for se in args.seeds for sc in args.scenarios for sa in args.samplers]
         for scenario, sampler, seed in plan:
-                    if (here, scenario, sampler, str(seed)) in done:
-                        continue
-                    # The study folder of an earlier run (another rule) would be resumed: start afresh.
-                    shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
-                    row = run_one(scenario, sampler, seed, trials=args.trials, output=args.output)
-                    new = not args.csv.exists()
-                    with args.csv.open("a", newline="") as fh:
-                        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-                        if new:
-                            writer.writeheader()
-                        writer.writerow(row)
-                    rows.append({k: str(v) for k, v in row.items()})
-                    print(" ".join(f"{k}={row[k]}" for k in FIELDS[:-2]), flush=True)
+            if (here, scenario, sampler, str(seed)) in done:
+                continue
+            # The study folder of an earlier run (another rule) would be resumed: start afresh.
+            shutil.rmtree(args.output / f"{scenario}-{sampler}-s{seed}", ignore_errors=True)
+            row = run_one(scenario, sampler, seed, trials=args.trials, output=args.output)
+            new = not args.csv.exists()
+            with args.csv.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            rows.append({k: str(v) for k, v in row.items()})
+            print(" ".join(f"{k}={row[k]}" for k in FIELDS[:-2]), flush=True)
     write_report(rows, args.csv.with_suffix(".md"))
     print(f"wrote {args.csv.with_suffix('.md')}")
 

@@ -28,16 +28,16 @@ sys.path.insert(0, str(HERE.parent))
 
 from autocompress.compress.distill import distill  # noqa: E402
 from autocompress.compress.prune import prunable_groups, prune_model  # noqa: E402
-from autocompress.runtimes import get_runtime  # noqa: E402
+from autocompress.compress.training import predict_logits  # noqa: E402
 from autocompress.config import SearchConfig, parse_budget  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu, int8_kernel_for  # noqa: E402
 from autocompress.measure.accuracy import evaluate_onnx  # noqa: E402
 from autocompress.measure.latency import LatencyMeter  # noqa: E402
 from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy  # noqa: E402
-from autocompress.study.space import load_space  # noqa: E402
-from autocompress.study.session import run_study  # noqa: E402
-from autocompress.compress.training import predict_logits  # noqa: E402
+from autocompress.runtimes import get_runtime  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
+from autocompress.study.session import run_study  # noqa: E402
+from autocompress.study.space import load_space  # noqa: E402
 
 deploy = get_runtime("onnxruntime").build  # the ONNX Runtime artifact of a model and a precision plan
 
@@ -49,8 +49,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=HERE / "tight_budget.md", help="the report to write")
     args = parser.parse_args()
     cpu = detect_cpu()
-    config = SearchConfig(latency_budget=parse_budget("0.02x"), trials=10, study_name="tight-0.02x",
-                          output=HERE.parent / "results" / "_bench_tight")
+    config = SearchConfig(
+        latency_budget=parse_budget("0.02x"),
+        trials=10,
+        study_name="tight-0.02x",
+        output=HERE.parent / "results" / "_bench_tight",
+    )
     workload = load_workload(config)
     lines = []
     started = time.perf_counter()
@@ -60,8 +64,11 @@ def main() -> None:
     assert choice is not None, "no model kept the accuracy limit"
     exported = choice.confirmed or choice.record.latency
     assert exported is not None
-    print(f"search: trial {choice.record.number} {choice.record.summary} {exported} drop "
-          f"{choice.record.accuracy_drop_pt:.2f} pt ({search_s:.0f} s)", flush=True)
+    print(
+        f"search: trial {choice.record.number} {choice.record.summary} {exported} drop "
+        f"{choice.record.accuracy_drop_pt:.2f} pt ({search_s:.0f} s)",
+        flush=True,
+    )
 
     teacher_acc = result.reference.val_accuracy
     x = workload.example_input()
@@ -73,19 +80,35 @@ def main() -> None:
     logits = predict_logits(workload.model, workload.train)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = deploy(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                         workdir=Path(tmp) / "teacher")
-        meter = LatencyMeter(get_runtime("onnxruntime"), teacher, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol)
+        teacher = deploy(
+            workload.model,
+            QuantPolicy(mode="none"),
+            example_input=x,
+            calibration=workload.train,
+            workdir=Path(tmp) / "teacher",
+        )
+        meter = LatencyMeter(
+            get_runtime("onnxruntime"), teacher, workload.input_shape, threads=1, batch_size=1, protocol=config.protocol
+        )
         meter.calibrate()
         for level in LEVELS:
-            student = prune_model(workload.model, PrunePolicy(ratios={g.name: level for g in groups}, round_to=4), x,
-                                  num_classes=workload.num_classes)
+            student = prune_model(
+                workload.model,
+                PrunePolicy(ratios={g.name: level for g in groups}, round_to=4),
+                x,
+                num_classes=workload.num_classes,
+            )
             distill(student, logits, workload.train, DistillPolicy(steps=steps), seed=0)
-            for name, quant in (("fp32", QuantPolicy(mode="none")),
-                                ("int8", QuantPolicy(mode="int8", activation_type=kernel.activation_type,
-                                                     reduce_range=kernel.reduce_range))):
-                artifact = deploy(student, quant, example_input=x, calibration=workload.train,
-                                  workdir=Path(tmp) / f"{level}_{name}")
+            for name, quant in (
+                ("fp32", QuantPolicy(mode="none")),
+                (
+                    "int8",
+                    QuantPolicy(mode="int8", activation_type=kernel.activation_type, reduce_range=kernel.reduce_range),
+                ),
+            ):
+                artifact = deploy(
+                    student, quant, example_input=x, calibration=workload.train, workdir=Path(tmp) / f"{level}_{name}"
+                )
                 latency = meter.measure(artifact)
                 accuracy = evaluate_onnx(artifact.path, workload.val).top1
                 drop = (teacher_acc - accuracy) * 100
@@ -100,11 +123,12 @@ def main() -> None:
         f"CPU: **{cpu.model}, {cpu.isa}, {cpu.logical_cores} cores**; 1 thread, batch 1; default space; 10 trials; "
         f"max val drop {config.max_accuracy_drop:g} pt; written by `benchmarks/tight_budget.py`.",
         "",
-        f"- budget {result.reference.budget_ms:.3f} ms (0.02x of the teacher's {result.reference.runtime_latency.median_ms:.3f} ms)",
-        f"- exported (`over_budget/`): trial {choice.record.number}, {choice.record.summary}, role {choice.record.role}, "
-        f"**{exported.median_ms:.3f} ms** [{exported.low:.3f}, {exported.high:.3f}] (fresh process), val drop "
-        f"{choice.record.accuracy_drop_pt:.2f} pt; search wall time {search_s:.0f} s",
-        f"- fastest within the limit in the uniform sweep: "
+        f"- budget {result.reference.budget_ms:.3f} ms "
+        f"(0.02x of the teacher's {result.reference.runtime_latency.median_ms:.3f} ms)",
+        f"- exported (`over_budget/`): trial {choice.record.number}, {choice.record.summary}, "
+        f"role {choice.record.role}, **{exported.median_ms:.3f} ms** [{exported.low:.3f}, {exported.high:.3f}] "
+        f"(fresh process), val drop {choice.record.accuracy_drop_pt:.2f} pt; search wall time {search_s:.0f} s",
+        "- fastest within the limit in the uniform sweep: "
         + (f"{best[0]:.0%} {best[1]}, **{best[2].median_ms:.3f} ms**, drop {best[4]:.2f} pt" if best else "none"),
         f"- **exported / sweep's fastest within the limit: {ratio:.2f}x** (target <= 1.25)",
         "",
@@ -114,14 +138,17 @@ def main() -> None:
         *[line for line in lines if "rescue" in line or "re-measured" in line or "no trial is feasible" in line],
         "```",
         "",
-        "Uniform sweep (each level fine-tuned once, 9 epochs, deployed both ways; latency side by side with the teacher):",
+        "Uniform sweep (each level fine-tuned once, 9 epochs, deployed both ways; "
+        "latency side by side with the teacher):",
         "",
         "| level | precision | latency ms [interval] | noise | val accuracy | drop pt | within limit |",
         "|---|---|---|---|---|---|---|",
     ]
     for level, name, lat, acc, drop in rows:
-        out.append(f"| {level:.0%} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | {lat.noise} | "
-                   f"{acc:.2%} | {drop:.2f} | {'yes' if drop <= config.max_accuracy_drop else 'no'} |")
+        out.append(
+            f"| {level:.0%} | {name} | {lat.median_ms:.3f} [{lat.low:.3f}, {lat.high:.3f}] | {lat.noise} | "
+            f"{acc:.2%} | {drop:.2f} | {'yes' if drop <= config.max_accuracy_drop else 'no'} |"
+        )
     args.output.write_text("\n".join(out) + "\n")
     print(f"wrote {args.output}")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.compress.training import fit
+from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources.workload import Workload, load_digits_splits
 
 TINY_SIZE = 16
@@ -20,10 +20,25 @@ TINY_SIZE = 16
 def _tiny_trained() -> Workload:
     train, val, test = load_digits_splits(size=TINY_SIZE)
     model = build_demo_resnet(width=8, seed=0)
-    fit(model, train, lambda logits, labels, _: nn.functional.cross_entropy(logits, labels),
-        steps=150, lr=0.05, optimizer="sgd", seed=0)
-    return Workload(name="tiny", model=model.eval(), train=train, val=val, test=test,
-                    input_shape=(1, TINY_SIZE, TINY_SIZE), num_classes=10, info={"model": "tiny", "data": "digits16"})
+    fit(
+        model,
+        train,
+        lambda logits, labels, _: nn.functional.cross_entropy(logits, labels),
+        steps=150,
+        lr=0.05,
+        optimizer="sgd",
+        seed=0,
+    )
+    return Workload(
+        name="tiny",
+        model=model.eval(),
+        train=train,
+        val=val,
+        test=test,
+        input_shape=(1, TINY_SIZE, TINY_SIZE),
+        num_classes=10,
+        info={"model": "tiny", "data": "digits16"},
+    )
 
 
 @pytest.fixture()

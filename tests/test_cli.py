@@ -19,7 +19,9 @@ from autocompress.sources.workload import DEMO_TEACHER_FILE, load_digits_splits
 
 def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,9 +29,22 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         main(["search", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--trials", "--timeout", "--latency-budget", "--max-accuracy-drop", "--space", "--study-name",
-                   "--storage", "--output", "--seed", "--threads", "--batch-size", "--sampler", "--normalize",
-                   "--allow-low-teacher-accuracy"):
+    for option in (
+        "--trials",
+        "--timeout",
+        "--latency-budget",
+        "--max-accuracy-drop",
+        "--space",
+        "--study-name",
+        "--storage",
+        "--output",
+        "--seed",
+        "--threads",
+        "--batch-size",
+        "--sampler",
+        "--normalize",
+        "--allow-low-teacher-accuracy",
+    ):
         assert option in out, option
 
 
@@ -61,10 +76,29 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path, repo_root: Path) -> N
     shipped files and that "chosen" keeps its promise (re-measured within the budget).
     """
     space = tmp_path / "tiny.yaml"
-    space.write_text("prune: {per: uniform, ratio: {low: 0.3, high: 0.6, step: 0.1}}\n"
-                     "distill: {epochs: {low: 1, high: 2, step: 1}}\nquantize: {calibration_samples: 16}\n")
-    args = ["search", "--trials", "4", "--space", str(space), "--output", "out", "--study-name", "e2e", "--repeats", "20",
-            "--warmup", "5", "--latency-window", "0.3", "--latency-budget", "1.5x"]
+    space.write_text(
+        "prune: {per: uniform, ratio: {low: 0.3, high: 0.6, step: 0.1}}\n"
+        "distill: {epochs: {low: 1, high: 2, step: 1}}\nquantize: {calibration_samples: 16}\n"
+    )
+    args = [
+        "search",
+        "--trials",
+        "4",
+        "--space",
+        str(space),
+        "--output",
+        "out",
+        "--study-name",
+        "e2e",
+        "--repeats",
+        "20",
+        "--warmup",
+        "5",
+        "--latency-window",
+        "0.3",
+        "--latency-budget",
+        "1.5x",
+    ]
     _reuse_trained_demo_teacher(repo_root, tmp_path / "out" / "_cache")
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -75,7 +109,9 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path, repo_root: Path) -> N
     metrics = json.loads((chosen / "metrics.json").read_text())
     lat = metrics["latency"]
     assert metrics["feasible"] is True and metrics["status"] == "chosen"
-    assert lat["within_budget"] is True and lat["chosen_ms"]["median_ms"] <= lat["budget_ms"], "a chosen model keeps the budget"
+    assert lat["within_budget"] is True and lat["chosen_ms"]["median_ms"] <= lat["budget_ms"], (
+        "a chosen model keeps the budget"
+    )
     assert lat["measured"].startswith("fresh process")
     # The figures are those of the shipped files: the test accuracy recomputed from model.onnx is the reported one,
     # and model.pt2 (the same pruned network in fp32) scores within 2 pt of it.
@@ -89,7 +125,8 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path, repo_root: Path) -> N
     assert metrics["accuracy"]["teacher_test_top1"] > 0.95, "the demo teacher must be a good model"
     # Speed itself is for the benchmarks; here the reported ratio must match its parts, and the interval its figure.
     assert lat["speedup_vs_teacher_torch"] == pytest.approx(
-        lat["teacher_torch_fp32_ms"]["median_ms"] / lat["chosen_ms"]["median_ms"], rel=1e-6)
+        lat["teacher_torch_fp32_ms"]["median_ms"] / lat["chosen_ms"]["median_ms"], rel=1e-6
+    )
     assert lat["chosen_ms"]["low_ms"] <= lat["chosen_ms"]["median_ms"] <= lat["chosen_ms"]["high_ms"]
     assert lat["chosen_ms"]["noise"] in ("quiet", "noisy", "busy")
     header = (tmp_path / "out" / "e2e" / "pareto.csv").read_text().splitlines()[0].split(",")
@@ -101,7 +138,9 @@ def test_demo_search_end_to_end_and_resume(tmp_path: Path, repo_root: Path) -> N
     # The resume, with --no-explain: the report is rewritten without the models it would rebuild and time.
     again = run_cli(*[a if a != "4" else "5" for a in args], "--no-explain", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "Not computed: skipped (--no-explain)." in (tmp_path / "out" / "e2e" / "report.html").read_text(encoding="utf-8")
+    assert "Not computed: skipped (--no-explain)." in (tmp_path / "out" / "e2e" / "report.html").read_text(
+        encoding="utf-8"
+    )
     assert not (tmp_path / "out" / "e2e" / "report" / "sensitivity.png").exists()
     assert "resuming study 'e2e': 4 of 5 trials already finished" in again.stdout
     assert "· 5/5]" in again.stdout and "· 6/5]" not in again.stdout

@@ -26,9 +26,9 @@ from autocompress.compress.prune import (
     sparsify_model,
     weight_sparsity,
 )
+from autocompress.compress.training import predict_logits
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.policy import PrunePolicy
-from autocompress.compress.training import predict_logits
 from autocompress.sources.workload import Workload
 
 
@@ -43,7 +43,6 @@ def _load_matrix() -> ModuleType:
 
 
 matrix = _load_matrix()
-
 
 
 def _uniform(groups, ratio: float, round_to: int | None = 8) -> PrunePolicy:
@@ -150,8 +149,9 @@ def test_shufflenet_prunes_only_channels_the_shuffle_does_not_permute(x64: torch
     model = torchvision.models.shufflenet_v2_x1_0(weights=None, num_classes=10).eval()
     reference = model(x64)
     groups = prunable_groups(model, x64, num_classes=10)
-    assert not any(isinstance(m, type(model.stage2[0])) and "forward" in vars(m) for m in model.modules()), \
+    assert not any(isinstance(m, type(model.stage2[0])) and "forward" in vars(m) for m in model.modules()), (
         "the tracing stand-in must be removed from the caller's model"
+    )
     assert torch.equal(model(x64), reference)
     stages = {g.stage for g in groups}
     assert {"conv1", "stage2", "stage4", "conv5"} <= stages, stages

@@ -10,21 +10,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from autocompress.compress import (
-    count_macs_params,
-    distill,
-    kd_loss,
-    prunable_groups,
-    prune_model,
-)
+from autocompress.compress import count_macs_params, distill, kd_loss, prunable_groups, prune_model
+from autocompress.compress.training import predict_logits
 from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
 from autocompress.measure.latency import Protocol
+from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
 from autocompress.runtimes import get_runtime
+from autocompress.sources.workload import Workload
 
 deploy = get_runtime("onnxruntime").build
-from autocompress.policy import DistillPolicy, PrunePolicy, QuantPolicy
-from autocompress.compress.training import predict_logits
-from autocompress.sources.workload import Workload
 
 QUICK = Protocol(window_s=0.3, max_window_s=0.3)  # the tests check soundness, not speed
 
@@ -40,7 +34,9 @@ def test_groups_exclude_classifier_and_cover_residual_stages(demo_width_model, x
     assert {"layer1.0.conv1", "layer3.1.conv1"} <= names
     # The stem and both layer1 blocks add into one residual stream: one coupled group, not three.
     stem = next(g for g in groups if g.name == "stem.0")
-    assert {"layer1.0.conv2", "layer1.1.conv2"} <= set(stem.layers) or {"layer1.0.bn2", "layer1.1.bn2"} <= set(stem.layers)
+    assert {"layer1.0.conv2", "layer1.1.conv2"} <= set(stem.layers) or {"layer1.0.bn2", "layer1.1.bn2"} <= set(
+        stem.layers
+    )
 
 
 def test_pruning_reduces_params_and_macs_and_the_artifact_is_measured(demo_width_model, x32, tmp_path: Path) -> None:
@@ -53,11 +49,23 @@ def test_pruning_reduces_params_and_macs_and_the_artifact_is_measured(demo_width
     assert pruned(x32).shape == (1, 10)
     assert demo_width_model.layer1[0].conv1.out_channels == 32, "the original model must be left untouched"
     fp32 = QuantPolicy(mode="none")
-    lat0 = measure_onnx(deploy(demo_width_model, fp32, example_input=x32, calibration=None, workdir=tmp_path / "a").path, (1, 32, 32), repeats=40, protocol=QUICK)
-    lat1 = measure_onnx(deploy(pruned, fp32, example_input=x32, calibration=None, workdir=tmp_path / "b").path, (1, 32, 32), repeats=40, protocol=QUICK)
+    lat0 = measure_onnx(
+        deploy(demo_width_model, fp32, example_input=x32, calibration=None, workdir=tmp_path / "a").path,
+        (1, 32, 32),
+        repeats=40,
+        protocol=QUICK,
+    )
+    lat1 = measure_onnx(
+        deploy(pruned, fp32, example_input=x32, calibration=None, workdir=tmp_path / "b").path,
+        (1, 32, 32),
+        repeats=40,
+        protocol=QUICK,
+    )
     # Whether fewer MACs run faster depends on the CPU: benchmarks report speed; here the measurements are sound.
     for lat in (lat0, lat1):
-        assert 0 < lat.low <= lat.median_ms <= lat.high and lat.p10_ms <= lat.p90_ms and lat.n >= 40 and lat.iqr_ms >= 0, lat
+        assert (
+            0 < lat.low <= lat.median_ms <= lat.high and lat.p10_ms <= lat.p90_ms and lat.n >= 40 and lat.iqr_ms >= 0
+        ), lat
 
 
 def test_round_to_keeps_channel_multiples(demo_width_model, x32) -> None:
@@ -68,7 +76,9 @@ def test_round_to_keeps_channel_multiples(demo_width_model, x32) -> None:
 
 def test_unpruned_onnx_matches_pytorch_accuracy(tiny_workload: Workload, tmp_path: Path) -> None:
     wl = tiny_workload
-    artifact = deploy(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path)
+    artifact = deploy(
+        wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path
+    )
     torch_acc = evaluate_torch(wl.model, wl.val).top1
     onnx_acc = evaluate_onnx(artifact.path, wl.val).top1
     assert torch_acc > 0.85, f"tiny teacher should learn digits, got {torch_acc:.3f}"
@@ -81,7 +91,11 @@ def _weight_scales(path: Path) -> list[np.ndarray]:
     inits = {i.name: i for i in model.graph.initializer}
     scales = []
     for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].data_type == onnx.TensorProto.INT8:
+        if (
+            node.op_type == "DequantizeLinear"
+            and node.input[0] in inits
+            and inits[node.input[0]].data_type == onnx.TensorProto.INT8
+        ):
             scales.append(numpy_helper.to_array(inits[node.input[1]]))
     return scales
 
@@ -89,8 +103,20 @@ def _weight_scales(path: Path) -> list[np.ndarray]:
 def test_per_channel_and_per_tensor_give_different_graphs(tiny_workload: Workload, tmp_path: Path) -> None:
     wl = tiny_workload
     x = wl.example_input()
-    per_tensor = deploy(wl.model, QuantPolicy(mode="int8", granularity="per_tensor"), example_input=x, calibration=wl.train, workdir=tmp_path / "t")
-    per_channel = deploy(wl.model, QuantPolicy(mode="int8", granularity="per_channel"), example_input=x, calibration=wl.train, workdir=tmp_path / "c")
+    per_tensor = deploy(
+        wl.model,
+        QuantPolicy(mode="int8", granularity="per_tensor"),
+        example_input=x,
+        calibration=wl.train,
+        workdir=tmp_path / "t",
+    )
+    per_channel = deploy(
+        wl.model,
+        QuantPolicy(mode="int8", granularity="per_channel"),
+        example_input=x,
+        calibration=wl.train,
+        workdir=tmp_path / "c",
+    )
     tensor_scales, channel_scales = _weight_scales(per_tensor.path), _weight_scales(per_channel.path)
     assert tensor_scales and channel_scales
     assert all(s.size == 1 for s in tensor_scales)
@@ -104,7 +130,13 @@ def test_per_channel_and_per_tensor_give_different_graphs(tiny_workload: Workloa
 
 def test_dynamic_int8_quantizes_weights(tiny_workload: Workload, tmp_path: Path) -> None:
     wl = tiny_workload
-    artifact = deploy(wl.model, QuantPolicy(mode="int8_dynamic"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path)
+    artifact = deploy(
+        wl.model,
+        QuantPolicy(mode="int8_dynamic"),
+        example_input=wl.example_input(),
+        calibration=wl.train,
+        workdir=tmp_path,
+    )
     ops = {n.op_type for n in onnx.load(str(artifact.path)).graph.node}
     assert ops & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul"}, ops
     assert evaluate_onnx(artifact.path, wl.val).top1 > 0.8
@@ -126,8 +158,13 @@ def test_distillation_loss_falls_and_recovers_accuracy(tiny_workload: Workload) 
     groups = prunable_groups(wl.model, x, num_classes=10)
     student = prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10)
     before = evaluate_torch(student, wl.val).top1
-    result = distill(student, predict_logits(wl.model, wl.train), wl.train,
-                     DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=60, batch_size=64), seed=0)
+    result = distill(
+        student,
+        predict_logits(wl.model, wl.train),
+        wl.train,
+        DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=60, batch_size=64),
+        seed=0,
+    )
     after = evaluate_torch(student, wl.val).top1
     assert len(result.losses) == 60
     assert result.last_loss < 0.5 * result.first_loss, (result.first_loss, result.last_loss)
@@ -144,11 +181,19 @@ def test_dynamic_int8_on_a_linear_heavy_mlp_is_small_and_accurate(tmp_path: Path
 
     train, val, _ = load_digits_splits(size=8)
     torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    mlp = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+    )
     fit(mlp, train, lambda logits, labels, _: nn.functional.cross_entropy(logits, labels), steps=150, lr=1e-3)
     x = torch.zeros(1, 1, 8, 8)
     fp32 = deploy(mlp, QuantPolicy(mode="none"), example_input=x, calibration=train, workdir=tmp_path / "f")
-    dyn = deploy(mlp, QuantPolicy(mode="int8_dynamic", granularity="per_tensor"), example_input=x, calibration=train, workdir=tmp_path / "d")
+    dyn = deploy(
+        mlp,
+        QuantPolicy(mode="int8_dynamic", granularity="per_tensor"),
+        example_input=x,
+        calibration=train,
+        workdir=tmp_path / "d",
+    )
     lat_fp32 = measure_onnx(fp32.path, (1, 8, 8), repeats=200, protocol=QUICK)
     lat_dyn = measure_onnx(dyn.path, (1, 8, 8), repeats=200, protocol=QUICK)
     assert lat_dyn.median_ms > 0 and lat_fp32.median_ms > 0

@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from autocompress.runtimes import get_runtime
-
-deploy = get_runtime("onnxruntime").build
 from autocompress.hardware.cpu import CpuInfo, detect_cpu, int8_kernel_for, machine_fingerprint
 from autocompress.policy import QuantPolicy
+from autocompress.runtimes import get_runtime
 from autocompress.sources.workload import Workload
+
+deploy = get_runtime("onnxruntime").build
 
 ZEN2 = ["fpu", "sse4_2", "avx", "avx2", "fma", "sha_ni"]
 ZEN4 = [*ZEN2, "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"]
@@ -24,15 +24,18 @@ SKYLAKE_X = [*ZEN2, "avx512f", "avx512bw"]
 GRAVITON3 = ["fp", "asimd", "asimddp", "sve"]
 
 
-@pytest.mark.parametrize("flags,isa,kernel,reduce_range", [
-    (ZEN2, "avx2", "u8s8_reduce", True),
-    (SKYLAKE_X, "avx512", "u8s8_reduce", True),
-    (ZEN4, "avx512_vnni", "u8s8", False),
-    (ALDER_LAKE, "avx_vnni", "u8s8", False),
-    (SAPPHIRE_RAPIDS, "amx", "u8s8", False),
-    (GRAVITON3, "arm_dotprod", "u8s8", False),
-    ([], "baseline", "u8s8_reduce", True),
-])
+@pytest.mark.parametrize(
+    "flags,isa,kernel,reduce_range",
+    [
+        (ZEN2, "avx2", "u8s8_reduce", True),
+        (SKYLAKE_X, "avx512", "u8s8_reduce", True),
+        (ZEN4, "avx512_vnni", "u8s8", False),
+        (ALDER_LAKE, "avx_vnni", "u8s8", False),
+        (SAPPHIRE_RAPIDS, "amx", "u8s8", False),
+        (GRAVITON3, "arm_dotprod", "u8s8", False),
+        ([], "baseline", "u8s8_reduce", True),
+    ],
+)
 def test_isa_and_int8_kernel(flags: list[str], isa: str, kernel: str, reduce_range: bool) -> None:
     cpu = CpuInfo.from_flags(flags)
     assert cpu.isa == isa
@@ -46,8 +49,10 @@ def test_isa_and_int8_kernel(flags: list[str], isa: str, kernel: str, reduce_ran
 
 def test_detect_cpu_reads_model_and_flags(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
-                       "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    )
     cpu = detect_cpu(cpuinfo)
     assert cpu.model == "AMD EPYC 7B12"
     assert cpu.isa == "avx2" and int8_kernel_for(cpu).reduce_range
@@ -70,10 +75,20 @@ def _int8_weight_range(path: Path) -> int:
 
 def test_reduce_range_really_gives_7_bit_weights(tiny_workload: Workload, tmp_path: Path) -> None:
     x = tiny_workload.example_input()
-    full = deploy(tiny_workload.model, QuantPolicy(mode="int8", calibration_samples=8), example_input=x,
-                  calibration=tiny_workload.train, workdir=tmp_path / "full")
-    reduced = deploy(tiny_workload.model, QuantPolicy(mode="int8", calibration_samples=8, reduce_range=True),
-                     example_input=x, calibration=tiny_workload.train, workdir=tmp_path / "reduced")
+    full = deploy(
+        tiny_workload.model,
+        QuantPolicy(mode="int8", calibration_samples=8),
+        example_input=x,
+        calibration=tiny_workload.train,
+        workdir=tmp_path / "full",
+    )
+    reduced = deploy(
+        tiny_workload.model,
+        QuantPolicy(mode="int8", calibration_samples=8, reduce_range=True),
+        example_input=x,
+        calibration=tiny_workload.train,
+        workdir=tmp_path / "reduced",
+    )
     assert _int8_weight_range(full.path) == 127
     assert _int8_weight_range(reduced.path) <= 64
     assert QuantPolicy(mode="int8", reduce_range=True).kernel == "u8s8_reduce"

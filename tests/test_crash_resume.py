@@ -12,10 +12,10 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
 from _cli_project import tiny_cli_project
-from autocompress.study.record import read_record, read_records
+
 from autocompress.sources.workload import Workload
+from autocompress.study.record import read_record, read_records
 
 TRIALS = 5
 SPACE = """\
@@ -26,8 +26,25 @@ distill: {steps: {low: 80, high: 100, step: 20}}  # long enough to be caught mid
 
 
 def _project(tmp_path: Path, teacher: torch.nn.Module) -> list[str]:
-    return [*tiny_cli_project(tmp_path, teacher, SPACE), "--trials", str(TRIALS), "--latency-budget", "10x",
-            "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3", "--output", "out", "--study-name", "crash"]
+    return [
+        *tiny_cli_project(tmp_path, teacher, SPACE),
+        "--trials",
+        str(TRIALS),
+        "--latency-budget",
+        "10x",
+        "--max-accuracy-drop",
+        "50",
+        "--repeats",
+        "10",
+        "--warmup",
+        "3",
+        "--latency-window",
+        "0.3",
+        "--output",
+        "out",
+        "--study-name",
+        "crash",
+    ]
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -74,7 +91,9 @@ def _finish_and_check(tmp_path: Path, command: list[str], interrupted: int, reas
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted]
     assert len(retries) == 1 and retries[0].params == killed.params, "the interrupted policy runs again, once"
     assert retries[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    counted = [r for r in read_records(study) if r.role != "rescue" and not (r.fail_reason or "").startswith("interrupted")]
+    counted = [
+        r for r in read_records(study) if r.role != "rescue" and not (r.fail_reason or "").startswith("interrupted")
+    ]
     assert len(counted) == TRIALS, f"{len(counted)} counted trials, wanted exactly {TRIALS}"
 
 
@@ -93,7 +112,9 @@ def test_sigkill_mid_trial_then_same_command_resumes(tiny_workload: Workload, tm
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_after_the_stage_keeps_trials_and_prints_the_resume_command(tiny_workload: Workload, tmp_path: Path) -> None:
+def test_ctrl_c_stops_after_the_stage_keeps_trials_and_prints_the_resume_command(
+    tiny_workload: Workload, tmp_path: Path
+) -> None:
     command = _project(tmp_path, tiny_workload.model)
     stopped, number = _start_and_interrupt(tmp_path, command, signal.SIGINT)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
@@ -106,8 +127,9 @@ def test_ctrl_c_stops_after_the_stage_keeps_trials_and_prints_the_resume_command
     _finish_and_check(tmp_path, command, number, "interrupted: Ctrl-C")
 
 
-def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tiny_workload: Workload, tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(
+    tiny_workload: Workload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Trials of other hosts cannot be checked by pid: the RDB heartbeat fails them after the grace period and
     Optuna's RetryHeartbeatStaleTrialCallback queues their parameters again."""
     import autocompress.scale.storage as storage_module
@@ -117,10 +139,19 @@ def test_a_trial_dead_on_another_host_is_failed_by_the_heartbeat_and_retried(tin
 
     monkeypatch.setattr(storage_module, "HEARTBEAT_S", 1)
     monkeypatch.setattr(storage_module, "GRACE_S", 2)
-    space = SearchSpace.from_dict({"prune": {"per": "none"}, "quantize": {"mode": ["none", "int8"], "calibration_samples": 8}},
-                                  source="hb")
-    config = SearchConfig(trials=3, study_name="hb", output=tmp_path, latency_budget=parse_budget("10x"),
-                          max_accuracy_drop=50.0, warmup=2, repeats=5, latency_window=0.2)
+    space = SearchSpace.from_dict(
+        {"prune": {"per": "none"}, "quantize": {"mode": ["none", "int8"], "calibration_samples": 8}}, source="hb"
+    )
+    config = SearchConfig(
+        trials=3,
+        study_name="hb",
+        output=tmp_path,
+        latency_budget=parse_budget("10x"),
+        max_accuracy_drop=50.0,
+        warmup=2,
+        repeats=5,
+        latency_window=0.2,
+    )
     study = create_study(config)
     ghost = study.ask({"quant.mode": optuna.distributions.CategoricalDistribution(["none", "int8"])})
     ghost.set_user_attr("owner", {"host": "another-host", "pid": 1})

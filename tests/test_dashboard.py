@@ -24,15 +24,22 @@ import optuna
 import pytest
 from PIL import Image, ImageStat  # a dependency of torchvision, so always there
 
-pytest.importorskip("optuna_dashboard", reason='optuna-dashboard is not installed: pip install "autocompress[dashboard]"')
+pytest.importorskip(
+    "optuna_dashboard", reason='optuna-dashboard is not installed: pip install "autocompress[dashboard]"'
+)
 
 from autocompress.cli import main  # noqa: E402
-from autocompress.report.dashboard import (  # noqa: E402
-    Dashboard, StudyNotFoundError, chosen_record, make_server, open_dashboard, study_note,
-)
 from autocompress.errors import ConfigError, MissingDependencyError  # noqa: E402
 from autocompress.measure.latency import Latency  # noqa: E402
 from autocompress.policy import Policy, PrunePolicy, QuantPolicy  # noqa: E402
+from autocompress.report.dashboard import (  # noqa: E402
+    Dashboard,
+    StudyNotFoundError,
+    chosen_record,
+    make_server,
+    open_dashboard,
+    study_note,
+)
 from autocompress.study.record import TrialRecord, artifact_store, read_records, write_record  # noqa: E402
 
 STUDY = "tiny"
@@ -41,28 +48,45 @@ MAX_DROP_PT = 2.0
 TEACHER = 0.98
 # number -> (prune ratio, quant, outcome, accuracy, latency ms); see the module docstring.
 PLAN = {
-    0: (0.3, "none", "complete", 0.970, 0.80),   # drop 1.0 pt, 0.80 ms: feasible (the chosen one)
-    1: (0.6, "int8", "complete", 0.900, 0.50),   # drop 8.0 pt: infeasible by accuracy
-    2: (0.0, "none", "stopped", None, 1.50),     # over budget before fine-tuning: PRUNED
-    3: (0.5, "int8", "complete", 0.965, 0.60),   # drop 1.5 pt, 0.60 ms: feasible, faster, less accurate
+    0: (0.3, "none", "complete", 0.970, 0.80),  # drop 1.0 pt, 0.80 ms: feasible (the chosen one)
+    1: (0.6, "int8", "complete", 0.900, 0.50),  # drop 8.0 pt: infeasible by accuracy
+    2: (0.0, "none", "stopped", None, 1.50),  # over budget before fine-tuning: PRUNED
+    3: (0.5, "int8", "complete", 0.965, 0.60),  # drop 1.5 pt, 0.60 ms: feasible, faster, less accurate
 }
-FINGERPRINT = {"host": "test-host", "cpu": "Test CPU 9000", "isa": "avx512_vnni", "int8_kernel": "u8s8",
-               "logical_cores": 2, "versions": {"optuna": optuna.__version__}}
+FINGERPRINT = {
+    "host": "test-host",
+    "cpu": "Test CPU 9000",
+    "isa": "avx512_vnni",
+    "int8_kernel": "u8s8",
+    "logical_cores": 2,
+    "versions": {"optuna": optuna.__version__},
+}
 
 
 def _latency(ms: float) -> Latency:
     return Latency(median_ms=ms, iqr_ms=0.01, p10_ms=ms - 0.01, p90_ms=ms + 0.01, n=50, threads=1, batch_size=1)
 
 
-def _objective(trial: optuna.Trial, store: optuna.artifacts.FileSystemArtifactStore, scratch: Path) -> tuple[float, float]:
+def _objective(
+    trial: optuna.Trial, store: optuna.artifacts.FileSystemArtifactStore, scratch: Path
+) -> tuple[float, float]:
     ratio, quant, outcome, accuracy, ms = PLAN[trial.number]
     trial.suggest_float("prune_ratio", 0.0, 0.7)
     trial.suggest_categorical("quant", ["none", "int8"])
     policy = Policy(prune=PrunePolicy(ratios={"layer1.0.conv1": ratio}), quant=QuantPolicy(mode=quant))
-    record = TrialRecord(number=trial.number, outcome=outcome, policy=policy, budget_ms=BUDGET_MS,
-                         max_drop_pt=MAX_DROP_PT, teacher_accuracy=TEACHER, accuracy=accuracy, latency=_latency(ms),
-                         finetuned=outcome == "complete", fingerprint=FINGERPRINT,
-                         stopped_reason="over budget before fine-tuning" if outcome == "stopped" else None)
+    record = TrialRecord(
+        number=trial.number,
+        outcome=outcome,
+        policy=policy,
+        budget_ms=BUDGET_MS,
+        max_drop_pt=MAX_DROP_PT,
+        teacher_accuracy=TEACHER,
+        accuracy=accuracy,
+        latency=_latency(ms),
+        finetuned=outcome == "complete",
+        fingerprint=FINGERPRINT,
+        stopped_reason="over budget before fine-tuning" if outcome == "stopped" else None,
+    )
     write_record(trial, record)
     # The trial runner uploads each trial's policy.json (and model.onnx); the policy is enough to test downloads.
     policy_file = scratch / f"{trial.number}" / "policy.json"
@@ -78,16 +102,29 @@ def build_tiny_study(output: Path) -> Path:
     """``<output>/tiny/study.db`` laid out as the search lays it out (study folder, artifacts); returns the folder."""
     study_dir = output / STUDY
     study_dir.mkdir(parents=True)
-    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{study_dir / 'study.db'}",
-                                directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name=STUDY,
+        storage=f"sqlite:///{study_dir / 'study.db'}",
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["accuracy", "latency_ms"])
-    study.set_user_attr("config", {"model": "demo", "data": "digits", "latency_budget": "1ms",
-                                   "max_accuracy_drop": MAX_DROP_PT, "trials": len(PLAN)})
-    study.set_user_attr("reference", {"budget_ms": BUDGET_MS, "teacher_val_accuracy": TEACHER,
-                                      "teacher_ort_latency": _latency(2.0).to_dict()})
+    study.set_user_attr(
+        "config",
+        {
+            "model": "demo",
+            "data": "digits",
+            "latency_budget": "1ms",
+            "max_accuracy_drop": MAX_DROP_PT,
+            "trials": len(PLAN),
+        },
+    )
+    study.set_user_attr(
+        "reference",
+        {"budget_ms": BUDGET_MS, "teacher_val_accuracy": TEACHER, "teacher_ort_latency": _latency(2.0).to_dict()},
+    )
     study.set_user_attr("fingerprint", FINGERPRINT)
     store, scratch = artifact_store(study_dir), output / "_scratch"
     scratch.mkdir()
@@ -155,8 +192,14 @@ def test_note_and_artifact_download(served: tuple[Dashboard, str]) -> None:
     board, base = served
     detail = _study_json(board, base)
     body = detail["note"]["body"]
-    for expected in ("Budget:** 1 ms", "Chosen:** trial 0", "Test CPU 9000", "avx512_vnni", "| latency_budget | 1ms |",
-                     "3 complete (2 feasible), 1 stopped"):
+    for expected in (
+        "Budget:** 1 ms",
+        "Chosen:** trial 0",
+        "Test CPU 9000",
+        "avx512_vnni",
+        "| latency_budget | 1ms |",
+        "3 complete (2 feasible), 1 stopped",
+    ):
         assert expected in body, f"{expected!r} not in the note:\n{body}"
     artifacts = {t["number"]: t["artifacts"] for t in detail["trials"]}
     assert all(len(artifacts[n]) == 1 and artifacts[n][0]["filename"] == "policy.json" for n in PLAN), artifacts
@@ -220,9 +263,21 @@ def _chromium() -> str:
 
 
 def _run_chromium(chromium: str, profile: Path, *args: str) -> str:
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
     return done.stdout
@@ -233,7 +288,7 @@ def _pareto_points(dom: str) -> int:
     start = dom.find('id="graph-pareto-front"')
     assert start >= 0, "no Pareto-front plot in the page"
     end = dom.find('id="plot-history"', start)
-    return dom[start:end if end > 0 else None].count('class="point"')
+    return dom[start : end if end > 0 else None].count('class="point"')
 
 
 def _text(dom: str) -> str:
@@ -253,7 +308,9 @@ def test_chromium_renders_the_study(served: tuple[Dashboard, str], tmp_path: Pat
         return _run_chromium(chromium, tmp_path / profile, wait, "--dump-dom", url)
 
     listing = _text(page(f"{base}/dashboard", "list"))
-    assert f"1. {STUDY}" in listing and "MAXIMIZE, MINIMIZE" in listing, f"study missing from the list: {listing[:2000]}"
+    assert f"1. {STUDY}" in listing and "MAXIMIZE, MINIMIZE" in listing, (
+        f"study missing from the list: {listing[:2000]}"
+    )
 
     # The study page (History tab) holds the Pareto front in 0.21; it has no URL of its own.
     dom = page(study_page, "study")

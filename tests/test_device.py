@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from autocompress.compress.distill import distill
-from autocompress.hardware.device import resolve_device
-from autocompress.errors import ConfigError
-from autocompress.policy import DistillPolicy
 from autocompress.compress.training import predict_logits
+from autocompress.errors import ConfigError
+from autocompress.hardware.device import resolve_device
+from autocompress.policy import DistillPolicy
 from autocompress.sources.workload import Workload
 
 
@@ -28,10 +28,13 @@ def test_cuda_without_cuda_is_a_config_error() -> None:
         resolve_device("cuda")
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))])
-def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(tiny_workload: Workload,
-                                                                           device: str) -> None:
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
+)
+def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(
+    tiny_workload: Workload, device: str
+) -> None:
     teacher = tiny_workload.model
     logits = predict_logits(teacher, tiny_workload.train, device=device)
     assert logits.device.type == device and next(teacher.parameters()).device.type == "cpu"

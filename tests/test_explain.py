@@ -1,4 +1,7 @@
-"""Sensitivity profile and technique breakdown (autocompress.report.explain) on a tiny real study of the digits model."""
+"""Sensitivity profile and technique breakdown (autocompress.report.explain).
+
+Checked on a tiny real study of the digits model.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autocompress.report import explain
 from autocompress.config import SearchConfig, parse_budget
+from autocompress.report import explain
 from autocompress.report.explain import (
     MeasureSettings,
     rebuild_workload,
@@ -18,17 +21,20 @@ from autocompress.report.explain import (
     sensitivity_profile,
     technique_breakdown,
 )
-from autocompress.study.record import TrialRecord
-from autocompress.study.space import SearchSpace
-from autocompress.study.session import SearchResult, run_study
 from autocompress.sources.workload import Workload
+from autocompress.study.record import TrialRecord
+from autocompress.study.session import SearchResult, run_study
+from autocompress.study.space import SearchSpace
 
 # Uniform 0 / 25 / 50 % with 10 KD steps: the three baselines (fp32, int8 only, 50 % + KD + int8) and one sampled trial.
-SPACE = SearchSpace.from_dict({
-    "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},
-    "distill": {"steps": 10},
-    "quantize": {"calibration_samples": 16},
-}, source="explain-test")
+SPACE = SearchSpace.from_dict(
+    {
+        "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},
+        "distill": {"steps": 10},
+        "quantize": {"calibration_samples": 16},
+    },
+    source="explain-test",
+)
 RATIOS = (0.5,)  # one ratio keeps the profile to one point per group (9 on the tiny model)
 Study = tuple[SearchResult, Workload, SearchConfig]
 
@@ -39,9 +45,19 @@ def study(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) -> 
     workload.model = copy.deepcopy(_tiny_trained.model)
     # A 20x budget lets every baseline complete on any CPU (on this tiny model int8 can be 2x slower than fp32): the
     # tests here check the breakdown against its trials, not what the search can reach.
-    config = SearchConfig(model="python-api", data="python-api", trials=4, study_name="t",
-                          output=tmp_path_factory.mktemp("explain"), latency_budget=parse_budget("20x"),
-                          max_accuracy_drop=5.0, warmup=3, repeats=20, seed=0, latency_window=0.3)
+    config = SearchConfig(
+        model="python-api",
+        data="python-api",
+        trials=4,
+        study_name="t",
+        output=tmp_path_factory.mktemp("explain"),
+        latency_budget=parse_budget("20x"),
+        max_accuracy_drop=5.0,
+        warmup=3,
+        repeats=20,
+        seed=0,
+        latency_window=0.3,
+    )
     return run_study(workload, SPACE, config), workload, config
 
 
@@ -52,21 +68,23 @@ def _settings(config: SearchConfig) -> MeasureSettings:
 def test_settings_come_from_the_study_config(study: Study) -> None:
     result, _, config = study
     settings = MeasureSettings.from_config(result.study.user_attrs["config"])
-    assert settings == MeasureSettings(threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20,
-                                       seed=0, latency_window=0.3)
+    assert settings == MeasureSettings(
+        threads=config.threads, batch_size=config.batch_size, warmup=3, repeats=20, seed=0, latency_window=0.3
+    )
 
 
-def test_sensitivity_profile_is_measured_once_and_cached(study: Study,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sensitivity_profile_is_measured_once_and_cached(study: Study, monkeypatch: pytest.MonkeyPatch) -> None:
     result, workload, config = study
     calls: list[str] = []
     measure = explain._measure_point
-    monkeypatch.setattr(explain, "_measure_point",
-                        lambda wl, group, *a, **kw: calls.append(group) or measure(wl, group, *a, **kw))
+    monkeypatch.setattr(
+        explain, "_measure_point", lambda wl, group, *a, **kw: calls.append(group) or measure(wl, group, *a, **kw)
+    )
     cache = config.output / "_cache"
     lines: list[str] = []
-    profile = sensitivity_profile(workload, settings=_settings(config), cache_dir=cache, ratios=RATIOS, round_to=4,
-                                  progress=lines.append)
+    profile = sensitivity_profile(
+        workload, settings=_settings(config), cache_dir=cache, ratios=RATIOS, round_to=4, progress=lines.append
+    )
     groups = result.study.user_attrs["groups"]
     assert sorted(profile.groups) == sorted(groups) and len(calls) == len(groups)
     assert len(profile.points) + len(profile.skipped) == len(groups)
@@ -92,6 +110,7 @@ def test_sensitivity_profile_is_measured_once_and_cached(study: Study,
 def test_sensitivity_key_follows_weights_data_and_ratios(study: Study) -> None:
     _, workload, config = study
     settings = _settings(config)
+
     def key_of(wl: Workload, ratios: tuple[float, ...] = RATIOS, settings: MeasureSettings = settings) -> str:
         return sensitivity_key(wl, ratios=ratios, settings=settings, round_to=4, importance="l1")
 
@@ -147,8 +166,12 @@ def test_breakdown_matches_the_trial(study: Study, which: str) -> None:
 
     if which != "chosen":
         assert [r.name for r in breakdown.rows] == [
-            "teacher · fp32", "pruned · fp32 (teacher's weights, no fine-tuning)", "pruned + int8 (no fine-tuning)",
-            "pruned + KD · fp32", "pruned + KD + int8"]
+            "teacher · fp32",
+            "pruned · fp32 (teacher's weights, no fine-tuning)",
+            "pruned + int8 (no fine-tuning)",
+            "pruned + KD · fp32",
+            "pruned + KD + int8",
+        ]
         assert breakdown.notes == ()
     markdown = breakdown.to_markdown()
     assert markdown.startswith("| step | latency ms (IQR) |") and markdown.count("\n| ") == len(breakdown.rows)
@@ -159,15 +182,17 @@ def test_breakdown_matches_the_trial(study: Study, which: str) -> None:
 def test_breakdown_says_which_rows_are_skipped(study: Study) -> None:
     result, workload, config = study
     int8_only = next(r for r in result.records if r.label == "int8 per-channel only")
-    breakdown = technique_breakdown(int8_only, workload=workload, study_dir=config.study_dir,
-                                    settings=_settings(config))
+    breakdown = technique_breakdown(
+        int8_only, workload=workload, study_dir=config.study_dir, settings=_settings(config)
+    )
     assert [r.name for r in breakdown.rows] == ["teacher · fp32", "teacher + int8"]
     assert breakdown.notes == ("the policy does not prune: the pruned rows would equal the teacher and are left out",)
 
 
 def test_python_api_studies_are_not_rebuilt(study: Study) -> None:
     result, _, config = study
-    workload, why = rebuild_workload(result.study.user_attrs["config"], result.study.user_attrs["reference"],
-                                     output=config.output)
+    workload, why = rebuild_workload(
+        result.study.user_attrs["config"], result.study.user_attrs["reference"], output=config.output
+    )
     assert workload is None and "Python API" in why
     assert rebuild_workload(None, None, output=Path("."))[0] is None

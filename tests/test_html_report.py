@@ -12,24 +12,37 @@ import torch
 from PIL import Image
 from torch import nn
 
-from autocompress.report import explain
 from autocompress.cli import main
 from autocompress.config import SearchConfig, parse_budget
+from autocompress.report import explain
 from autocompress.report.html import BREAKDOWN_TABLE, IMAGES_DIR, REPORT_FILE, Report, write_report
 from autocompress.sources.demo_model import build_demo_resnet
-from autocompress.study.pareto import choose
-from autocompress.study.space import SearchSpace
-from autocompress.study.session import SearchResult, run_study
 from autocompress.sources.workload import Workload
+from autocompress.study.pareto import choose
+from autocompress.study.session import SearchResult, run_study
+from autocompress.study.space import SearchSpace
 
-SPACE = SearchSpace.from_dict({
-    "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},
-    "distill": {"steps": 10},
-    "quantize": {"calibration_samples": 16},
-}, source="report-test")
+SPACE = SearchSpace.from_dict(
+    {
+        "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.25}},
+        "distill": {"steps": 10},
+        "quantize": {"calibration_samples": 16},
+    },
+    source="report-test",
+)
 CHARTS = {"pareto", "hypervolume", "importance", "probe", "sensitivity", "breakdown"}
-SECTIONS = ("summary", "pareto", "hypervolume", "importance", "probe", "sensitivity", "breakdown", "trials", "machine",
-            "config")
+SECTIONS = (
+    "summary",
+    "pareto",
+    "hypervolume",
+    "importance",
+    "probe",
+    "sensitivity",
+    "breakdown",
+    "trials",
+    "machine",
+    "config",
+)
 
 
 def tiny_resnet(num_classes: int = 10) -> nn.Module:
@@ -45,9 +58,21 @@ def reported(_tiny_trained: Workload, tmp_path_factory: pytest.TempPathFactory) 
     weights = output / "teacher.pt"
     torch.save(workload.model.state_dict(), weights)
     # Stored like a CLI study (factory + weights + digits at 16 px), so the report can rebuild its model by itself.
-    config = SearchConfig(model=f"{__name__}:tiny_resnet", data="digits", input_size=16, weights=weights, trials=4,
-                          study_name="t", output=output, latency_budget=parse_budget("2x"), max_accuracy_drop=5.0,
-                          warmup=3, repeats=20, seed=0, latency_window=0.3)
+    config = SearchConfig(
+        model=f"{__name__}:tiny_resnet",
+        data="digits",
+        input_size=16,
+        weights=weights,
+        trials=4,
+        study_name="t",
+        output=output,
+        latency_budget=parse_budget("2x"),
+        max_accuracy_drop=5.0,
+        warmup=3,
+        repeats=20,
+        seed=0,
+        latency_window=0.3,
+    )
     result = run_study(workload, SPACE, config)
     report = write_report(study_name="t", output=output, workload=workload, ratios=(0.5,))
     return result, report, output
@@ -97,8 +122,9 @@ def test_pngs_are_real_images(reported: tuple[SearchResult, Report, Path]) -> No
         assert (pixels < 128).mean() > 0.005, f"{name}.png has almost no dark pixels (no text or lines)"
 
 
-def test_report_rebuilds_a_cli_model_and_reuses_the_profile(reported: tuple[SearchResult, Report, Path],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_rebuilds_a_cli_model_and_reuses_the_profile(
+    reported: tuple[SearchResult, Report, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, first, output = reported
     measured: list[str] = []
     monkeypatch.setattr(explain, "_measure_point", lambda *a, **kw: measured.append("point"))

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from autocompress.compress import prune_model
-from autocompress.runtimes import export_onnx, ort_session
 from autocompress.measure.latency import (
     Protocol,
     measure_callable,
@@ -24,6 +23,7 @@ from autocompress.measure.latency import (
     torch_threads,
 )
 from autocompress.policy import PrunePolicy
+from autocompress.runtimes import export_onnx, ort_session
 
 
 class FakeClock:
@@ -48,8 +48,14 @@ def test_measure_callable_counts_only_timed_runs_and_keeps_the_setting() -> None
     def run() -> None:
         calls["n"] += 1
 
-    lat = measure_callable(run, warmup=3, repeats=20, threads=4, batch_size=8,
-                           protocol=Protocol(window_s=0.05, max_window_s=0.05, warmup_s=0.0))
+    lat = measure_callable(
+        run,
+        warmup=3,
+        repeats=20,
+        threads=4,
+        batch_size=8,
+        protocol=Protocol(window_s=0.05, max_window_s=0.05, warmup_s=0.0),
+    )
     assert lat.n >= 20 and calls["n"] >= lat.n + 3, "warm-up runs are not in the figure"
     assert (lat.threads, lat.batch_size) == (4, 8)
     assert lat.p10_ms <= lat.p90_ms and lat.low <= lat.median_ms <= lat.high
@@ -80,8 +86,15 @@ def test_measure_torch_runs_every_call_at_the_requested_threads() -> None:
     outer = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        lat = measure_torch(Probe(), (1, 4, 4), threads=1, batch_size=3, warmup=2, repeats=5,
-                            protocol=Protocol(window_s=0.02, max_window_s=0.02, warmup_s=0.0))
+        lat = measure_torch(
+            Probe(),
+            (1, 4, 4),
+            threads=1,
+            batch_size=3,
+            warmup=2,
+            repeats=5,
+            protocol=Protocol(window_s=0.02, max_window_s=0.02, warmup_s=0.0),
+        )
         assert len(seen) >= lat.n + 2 and set(seen) == {1}, f"warm-up + timed runs at 1 thread, got {set(seen)}"
         assert torch.get_num_threads() == 2
     finally:
@@ -114,13 +127,20 @@ def test_onnx_artifact_computes_the_pytorch_models_logits(tiny_workload, tiny_on
     images = torch.stack([tiny_workload.val[i][0] for i in range(16)])
     with torch.no_grad():
         expected = model(images).numpy()
-    got = np.concatenate([session.run(None, {name: images[i:i + 1].numpy()})[0] for i in range(16)])
+    got = np.concatenate([session.run(None, {name: images[i : i + 1].numpy()})[0] for i in range(16)])
     assert np.abs(got - expected).max() < 1e-4, np.abs(got - expected).max()
     assert (got.argmax(1) == expected.argmax(1)).all()
     batched = session.run(None, {name: images.numpy()})[0]
     assert np.abs(batched - expected).max() < 1e-4
-    lat = measure_onnx(path, tiny_workload.input_shape, threads=1, batch_size=4, warmup=1, repeats=5,
-                       protocol=Protocol(window_s=0.1, max_window_s=0.1))
+    lat = measure_onnx(
+        path,
+        tiny_workload.input_shape,
+        threads=1,
+        batch_size=4,
+        warmup=1,
+        repeats=5,
+        protocol=Protocol(window_s=0.1, max_window_s=0.1),
+    )
     assert lat.n >= 5 and (lat.threads, lat.batch_size) == (1, 4) and lat.low <= lat.median_ms <= lat.high
 
 

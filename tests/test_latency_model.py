@@ -92,8 +92,11 @@ def test_quantized_modes_are_ruled_out_only_where_predicted_no_faster_than_fp32_
     for macs, ms in [(10, 0.20), (50, 0.60), (100, 1.00)]:
         model.add("fp32", macs, ms)
     # int8 is slower than fp32 when small, faster when large; two settings pooled into the mode's curve.
-    for key, macs, ms in [("int8/per_channel/u8s8_reduce", 10, 0.30), ("int8/per_tensor/u8s8_reduce", 50, 0.55),
-                          ("int8/per_channel/u8s8_reduce", 100, 0.60)]:
+    for key, macs, ms in [
+        ("int8/per_channel/u8s8_reduce", 10, 0.30),
+        ("int8/per_tensor/u8s8_reduce", 50, 0.55),
+        ("int8/per_channel/u8s8_reduce", 100, 0.60),
+    ]:
         model.add(key, macs, ms)
     reason = model.quantized_ruled_out(["none", "int8"], 20)  # int8 0.3625 vs fp32 0.30
     assert reason is not None and "int8 0.362 ms" in reason and "fp32 0.300 ms" in reason

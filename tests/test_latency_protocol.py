@@ -37,6 +37,7 @@ class FakeClock:
         def run() -> None:
             self.now_ns += int(durations_ms(calls["n"]) * 1e6)
             calls["n"] += 1
+
         run.calls = calls  # type: ignore[attr-defined]
         return run
 
@@ -44,8 +45,11 @@ class FakeClock:
 @pytest.fixture()
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(latency_module, "time", types.SimpleNamespace(perf_counter_ns=fake.perf_counter_ns,
-                                                                      perf_counter=fake.perf_counter))
+    monkeypatch.setattr(
+        latency_module,
+        "time",
+        types.SimpleNamespace(perf_counter_ns=fake.perf_counter_ns, perf_counter=fake.perf_counter),
+    )
     return fake
 
 
@@ -75,7 +79,9 @@ def test_default_blocks_find_undisturbed_runs_in_a_fine_mixture(clock: FakeClock
     lat = measure_blocks([clock.runner(mixture)], protocol=default, threads=1, batch_size=1)[0]
     assert lat.median_ms == pytest.approx(0.42)
     old = Protocol(warmup=0, min_runs=30, block_s=0.02, window_s=0.5, max_window_s=0.5, warmup_s=0.0)
-    assert measure_blocks([clock.runner(mixture)], protocol=old, threads=1, batch_size=1)[0].median_ms == pytest.approx(0.75)
+    assert measure_blocks([clock.runner(mixture)], protocol=old, threads=1, batch_size=1)[0].median_ms == pytest.approx(
+        0.75
+    )
 
 
 def test_turns_with_a_rewarm_run_keep_the_cold_runs_after_a_switch_out_of_the_figure(clock: FakeClock) -> None:
@@ -89,25 +95,29 @@ def test_turns_with_a_rewarm_run_keep_the_cold_runs_after_a_switch_out_of_the_fi
             streak["n"] = streak["n"] + 1 if last["who"] == name else 1
             last["who"] = name
             return 2 * warm_ms if streak["n"] <= 2 else warm_ms
+
         return clock.runner(duration)
 
     base = dict(warmup=0, min_runs=30, window_s=0.5, max_window_s=0.5, warmup_s=0.0)
     default = Protocol(**base)  # type: ignore[arg-type]
     assert (default.switch_s, default.rewarm_runs) == (0.02, 1)
-    cand, ref = measure_blocks([cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=default,
-                               threads=1, batch_size=1)
+    cand, ref = measure_blocks(
+        [cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=default, threads=1, batch_size=1
+    )
     assert (cand.median_ms, ref.median_ms) == (pytest.approx(0.4), pytest.approx(2.0))
     every_block = Protocol(switch_s=0.0, rewarm_runs=0, **base)  # type: ignore[arg-type]
-    cand, _ = measure_blocks([cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=every_block,
-                             threads=1, batch_size=1)
+    cand, _ = measure_blocks(
+        [cold_after_switch("cand", 0.4), cold_after_switch("ref", 2.0)], protocol=every_block, threads=1, batch_size=1
+    )
     assert cand.median_ms == pytest.approx(0.8), "alternating every 3 runs, each block's median is a cold run"
 
 
 def test_interval_upper_end_is_the_third_fastest_block() -> None:
     # Block medians 1.0, 1.5, 1.2, 1.1, 1.6: figure 1.0; a bootstrap of the minimum over the blocks puts its upper
     # bound near the third order statistic, 1.2; both ends widened by the 3 % floor.
-    lat = latency_module._summary([1.0] * 5, [1.0, 1.5, 1.2, 1.1, 1.6], threads=1, batch_size=1, seconds=1.0,
-                                  load=(0.0, 0.0), floor=0.03)
+    lat = latency_module._summary(
+        [1.0] * 5, [1.0, 1.5, 1.2, 1.1, 1.6], threads=1, batch_size=1, seconds=1.0, load=(0.0, 0.0), floor=0.03
+    )
     assert (lat.median_ms, lat.low, lat.high) == (1.0, pytest.approx(0.97), pytest.approx(1.2 * 1.03))
     assert lat.typical_ms == pytest.approx(1.2) and lat.noise == "noisy"  # typical block 20 % above the fastest
     busy = latency_module._summary([1.0], [1.0], threads=1, batch_size=1, seconds=1.0, load=(0.6, 0.0), floor=0.03)
@@ -139,8 +149,14 @@ def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock
         def runner(self, artifact: Artifact, *, threads: int, batch_size: int | None = None) -> Runner:
             return FakeRunner(artifact, threads=threads, batch_size=batch_size)
 
-    meter = LatencyMeter(FakeRuntime(), Artifact(Path("ref"), QuantPolicy()), (1, 8, 8), threads=1,  # type: ignore[arg-type]
-                         batch_size=1, protocol=PROTOCOL)
+    meter = LatencyMeter(
+        FakeRuntime(),
+        Artifact(Path("ref"), QuantPolicy()),
+        (1, 8, 8),
+        threads=1,  # type: ignore[arg-type]
+        batch_size=1,
+        protocol=PROTOCOL,
+    )
     anchor = meter.calibrate(factor=1.0)
     assert meter.anchor_ms == pytest.approx(2.0) == anchor.median_ms
     # Now the machine is slow for good: reference 2.4 ms (+20 %), candidate 0.9 ms.
@@ -164,11 +180,14 @@ def test_combine_pools_blocks_of_two_figures() -> None:
     assert pooled.blocks == 6 and pooled.n == 20
 
 
-@pytest.mark.parametrize(("figure", "low", "high", "over", "within"), [
-    (0.6, 0.55, 0.65, True, False),   # whole interval over a 0.5 ms budget
-    (0.45, 0.43, 0.48, False, True),  # whole interval within
-    (0.49, 0.47, 0.53, False, False),  # straddles: measured again before deciding
-])
+@pytest.mark.parametrize(
+    ("figure", "low", "high", "over", "within"),
+    [
+        (0.6, 0.55, 0.65, True, False),  # whole interval over a 0.5 ms budget
+        (0.45, 0.43, 0.48, False, True),  # whole interval within
+        (0.49, 0.47, 0.53, False, False),  # straddles: measured again before deciding
+    ],
+)
 def test_budget_decisions_use_the_interval(figure: float, low: float, high: float, over: bool, within: bool) -> None:
     lat = Latency(figure, 0, figure, figure, 10, 1, 1, low_ms=low, high_ms=high)
     assert lat.over(0.5) is over and lat.within(0.5) is within and lat.straddles(0.5) is (not over and not within)

@@ -16,13 +16,28 @@ BUDGET, MAX_DROP, TEACHER = 1.0, 1.0, 0.99
 
 def rec(n: int, acc: float | None, lat: float, *, outcome: str = "complete", budget: float = BUDGET) -> TrialRecord:
     latency = Latency(median_ms=lat, iqr_ms=0.01, p10_ms=lat, p90_ms=lat, n=10, threads=1, batch_size=1)
-    return TrialRecord(number=n, outcome=outcome, policy=None, budget_ms=budget, max_drop_pt=MAX_DROP,
-                       teacher_accuracy=TEACHER, accuracy=acc, latency=latency, finetuned=acc is not None)
+    return TrialRecord(
+        number=n,
+        outcome=outcome,
+        policy=None,
+        budget_ms=budget,
+        max_drop_pt=MAX_DROP,
+        teacher_accuracy=TEACHER,
+        accuracy=acc,
+        latency=latency,
+        finetuned=acc is not None,
+    )
 
 
 def test_pareto_front_keeps_only_non_dominated_complete_records_sorted_by_latency() -> None:
-    records = [rec(0, 0.99, 2.0), rec(1, 0.98, 1.0), rec(2, 0.97, 1.5), rec(3, 0.95, 0.5), rec(4, 0.98, 1.0),
-               rec(5, None, 0.1, outcome="stopped")]
+    records = [
+        rec(0, 0.99, 2.0),
+        rec(1, 0.98, 1.0),
+        rec(2, 0.97, 1.5),
+        rec(3, 0.95, 0.5),
+        rec(4, 0.98, 1.0),
+        rec(5, None, 0.1, outcome="stopped"),
+    ]
     front = pareto_front(records)
     # 2 is dominated by 1 (less accurate and slower); 1 and 4 tie exactly and both stay; a stopped trial has no
     # accuracy of its own and is not on the front however fast it is.
@@ -43,10 +58,10 @@ def test_accuracy_ties_go_to_lower_latency() -> None:
 
 def test_nothing_feasible_exports_the_fastest_model_within_the_accuracy_limit_never_a_broken_one() -> None:
     records = [
-        rec(0, 0.99, 3.0),                      # teacher-like: within accuracy, 2 ms over
-        rec(1, 0.985, 1.2),                     # fine-tuned, within accuracy, 0.2 ms over → the answer
-        rec(2, 0.50, 0.9),                      # meets the budget but loses 49 pt: never chosen
-        rec(3, None, 0.4, outcome="stopped"),   # never fine-tuned: its accuracy is unknown
+        rec(0, 0.99, 3.0),  # teacher-like: within accuracy, 2 ms over
+        rec(1, 0.985, 1.2),  # fine-tuned, within accuracy, 0.2 ms over → the answer
+        rec(2, 0.50, 0.9),  # meets the budget but loses 49 pt: never chosen
+        rec(3, None, 0.4, outcome="stopped"),  # never fine-tuned: its accuracy is unknown
     ]
     choice = choose(records)
     assert choice is not None and not choice.feasible
@@ -75,15 +90,19 @@ def test_hypervolume_on_normalised_axes() -> None:
 def test_rescue_bracket_counts_a_failure_only_at_the_longest_fine_tuning() -> None:
     from dataclasses import replace
 
-    from autocompress.study.phases import _bracket
     from autocompress.policy import DistillPolicy, Policy, PrunePolicy
+    from autocompress.study.phases import _bracket
 
     def done(n: int, level: float, acc: float, steps: int) -> TrialRecord:
         policy = Policy(prune=PrunePolicy(ratios={"a": level, "b": level}), distill=DistillPolicy(steps=steps))
         return replace(rec(n, acc, 0.5), policy=policy)
 
-    records = [done(0, 0.0, TEACHER, 0), done(1, 0.4, TEACHER - 0.005, 150), done(2, 0.6, 0.90, 30),
-               done(3, 0.8, 0.80, 150)]
+    records = [
+        done(0, 0.0, TEACHER, 0),
+        done(1, 0.4, TEACHER - 0.005, 150),
+        done(2, 0.6, 0.90, 30),
+        done(3, 0.8, 0.80, 150),
+    ]
     # 40 % keeps the limit; 60 % broke it after only 30 steps (not a verdict at 150); 80 % broke it at 150.
     assert _bracket(records, longest_steps=150) == (pytest.approx(0.4), pytest.approx(0.8))
     assert _bracket(records, longest_steps=30) == (pytest.approx(0.4), pytest.approx(0.6))
@@ -112,10 +131,10 @@ def test_rescue_finishes_first_the_structure_that_keeps_the_budget() -> None:
 
     # Budget 1.0 ms, limit 1 pt. Fine-tuning changes accuracy, never latency: only structures within the budget can
     # still become feasible, however far over the accuracy limit they are; the closest one first.
-    within_far = replace(rec(1, TEACHER - 0.40, 0.60), role="sampled")      # 40 pt over, within the budget
-    within_near = replace(rec(2, TEACHER - 0.028, 0.58), role="rescue")     # 2.8 pt over, within the budget
-    over_budget = replace(rec(3, TEACHER - 0.011, 1.30), role="rescue")     # just over the limit, but too slow
-    keeps_both = replace(rec(4, TEACHER - 0.005, 0.90), role="sampled")     # feasible: nothing to finish
+    within_far = replace(rec(1, TEACHER - 0.40, 0.60), role="sampled")  # 40 pt over, within the budget
+    within_near = replace(rec(2, TEACHER - 0.028, 0.58), role="rescue")  # 2.8 pt over, within the budget
+    over_budget = replace(rec(3, TEACHER - 0.011, 1.30), role="rescue")  # just over the limit, but too slow
+    keeps_both = replace(rec(4, TEACHER - 0.005, 0.90), role="sampled")  # feasible: nothing to finish
     never_tuned = replace(rec(5, None, 0.40, outcome="stopped"), role="sampled")
     records = [within_far, within_near, over_budget, keeps_both, never_tuned]
     assert [r.number for r in _budget_side_misses(records)] == [2, 1]
@@ -125,11 +144,22 @@ def test_rescue_finishes_first_the_structure_that_keeps_the_budget() -> None:
 
 
 def refined(n: int, acc: float, lat: float, low: float, high: float, *, source: int) -> TrialRecord:
-    latency = Latency(median_ms=lat, iqr_ms=0.01, p10_ms=lat, p90_ms=lat, n=10, threads=1, batch_size=1,
-                      low_ms=low, high_ms=high)
-    return TrialRecord(number=n, outcome="complete", policy=None, budget_ms=BUDGET, max_drop_pt=MAX_DROP,
-                       teacher_accuracy=TEACHER, accuracy=acc, latency=latency, finetuned=False, role="refined",
-                       weights_from=source)
+    latency = Latency(
+        median_ms=lat, iqr_ms=0.01, p10_ms=lat, p90_ms=lat, n=10, threads=1, batch_size=1, low_ms=low, high_ms=high
+    )
+    return TrialRecord(
+        number=n,
+        outcome="complete",
+        policy=None,
+        budget_ms=BUDGET,
+        max_drop_pt=MAX_DROP,
+        teacher_accuracy=TEACHER,
+        accuracy=acc,
+        latency=latency,
+        finetuned=False,
+        role="refined",
+        weights_from=source,
+    )
 
 
 def test_a_refined_variant_is_chosen_only_where_it_helped_its_source() -> None:
@@ -165,8 +195,9 @@ def test_a_refined_trial_of_a_study_written_before_weights_from_is_judged_agains
     for record, attrs in ((source, {}), (old_variant, {WEIGHTS_FROM_ATTR: 0})):
         data = record.to_dict()
         data.pop("weights_from", None)  # as an old study wrote it
-        trial = optuna.trial.create_trial(values=[record.accuracy, record.latency.median_ms],
-                                          user_attrs={**attrs, RECORD_KEY: data})
+        trial = optuna.trial.create_trial(
+            values=[record.accuracy, record.latency.median_ms], user_attrs={**attrs, RECORD_KEY: data}
+        )
         study.add_trial(trial)
     records = read_records(study)
     assert [r.weights_from for r in records] == [None, 0]

@@ -104,8 +104,16 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assets]:
     _train(models.linear(), (images - 0.5) / 0.5, labels, home / "half.pt")
     _train(models.linear(), (images - mean) / std, labels, home / "standardised.pt")
     _train(models.linear_rgb(), images.expand(-1, 3, -1, -1), labels, home / "plain_rgb.pt")
-    yield Assets(home=home, digits=root, plain=home / "plain.pt", half=home / "half.pt",
-                 standardised=home / "standardised.pt", plain_rgb=home / "plain_rgb.pt", data_mean=mean, data_std=std)
+    yield Assets(
+        home=home,
+        digits=root,
+        plain=home / "plain.pt",
+        half=home / "half.pt",
+        standardised=home / "standardised.pt",
+        plain_rgb=home / "plain_rgb.pt",
+        data_mean=mean,
+        data_std=std,
+    )
     sys.modules.pop(MODULE, None)
 
 
@@ -118,9 +126,16 @@ def in_home(assets: Assets, monkeypatch: pytest.MonkeyPatch) -> Assets:
 
 
 def _workload(a: Assets, weights: Path, *, normalize: str | None = None, rgb: bool = False) -> Workload:
-    return load_workload(SearchConfig(model=f"{MODULE}:{'linear_rgb' if rgb else 'linear'}", weights=weights,
-                                      data=f"imagefolder:{a.digits}", input_size=28, channels=3 if rgb else 1,
-                                      normalize=normalize))
+    return load_workload(
+        SearchConfig(
+            model=f"{MODULE}:{'linear_rgb' if rgb else 'linear'}",
+            weights=weights,
+            data=f"imagefolder:{a.digits}",
+            input_size=28,
+            channels=3 if rgb else 1,
+            normalize=normalize,
+        )
+    )
 
 
 def _scores(check: PreprocessCheck) -> dict[str, float]:
@@ -165,8 +180,10 @@ def test_plain_pixel_teacher_under_the_default_normalisation_is_refused(in_home:
         verify_preprocessing(workload)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"the teacher scores {scores['0.5/0.5']:.1%} val with --normalize 0.5/0.5 (the default "
-                              f"for 1-channel images) but {scores['none']:.1%} with --normalize none"), message
+    assert message.startswith(
+        f"the teacher scores {scores['0.5/0.5']:.1%} val with --normalize 0.5/0.5 (the default "
+        f"for 1-channel images) but {scores['none']:.1%} with --normalize none"
+    ), message
     assert "pass --normalize none (checked on 80 val images: 0.5/0.5 " in message and "data mean/std " in message
 
 
@@ -194,8 +211,11 @@ def test_normalize_none_passes_and_records_the_alternatives(in_home: Assets) -> 
 
 def test_explicit_wrong_normalize_is_still_refused(in_home: Assets) -> None:
     """An explicit --normalize can be the wrong one: it is checked like the default."""
-    with pytest.raises(WorkloadError, match=r"with --normalize 0\.5/0\.5 \(given with --normalize\) but .* pass "
-                                            r"--normalize none \(checked"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"with --normalize 0\.5/0\.5 \(given with --normalize\) but .* pass "
+        r"--normalize none \(checked",
+    ):
         verify_preprocessing(_workload(in_home, in_home.plain, normalize="0.5/0.5"))
 
 
@@ -231,8 +251,9 @@ def _score(label: str, accuracy: float, *, in_use: bool = False) -> Normalizatio
     ],
     ids=["named_within_1_point", "data_mean_std_far_ahead", "best_named", "in_use_best", "no_in_use"],
 )
-def test_suggest_prefers_a_named_normalisation_within_a_point(scores: tuple[NormalizationScore, ...],
-                                                             expected: str | None) -> None:
+def test_suggest_prefers_a_named_normalisation_within_a_point(
+    scores: tuple[NormalizationScore, ...], expected: str | None
+) -> None:
     assert suggest(scores, 1000, chance=0.1) == expected
 
 
@@ -269,17 +290,29 @@ def test_val_images_are_capped_stratified(in_home: Assets) -> None:
 
 def _api_workload(info: dict[str, object]) -> Workload:
     data = TensorDataset(torch.rand(20, 1, 8, 8), torch.arange(20) % 2)
-    return Workload(name="api", model=nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), train=data, val=data, test=data,
-                    input_shape=(1, 8, 8), num_classes=2, info=info)
+    return Workload(
+        name="api",
+        model=nn.Sequential(nn.Flatten(), nn.Linear(64, 2)),
+        train=data,
+        val=data,
+        test=data,
+        input_shape=(1, 8, 8),
+        num_classes=2,
+        info=info,
+    )
 
 
 @pytest.mark.parametrize(
     ("info", "reason"),
     [
-        ({"data": "digits (sklearn load_digits)", "preprocess": "digits: pixels / 16, ..."},
-         "--data digits is standardised with the whole set's own mean and std"),
-        ({"data": "imagefolder:x", "preprocess": "ImageClassification(crop_size=[224], ...)"},
-         "the images are preprocessed by ImageClassification(crop_size=[224], ...) (a preprocess transform"),
+        (
+            {"data": "digits (sklearn load_digits)", "preprocess": "digits: pixels / 16, ..."},
+            "--data digits is standardised with the whole set's own mean and std",
+        ),
+        (
+            {"data": "imagefolder:x", "preprocess": "ImageClassification(crop_size=[224], ...)"},
+            "the images are preprocessed by ImageClassification(crop_size=[224], ...) (a preprocess transform",
+        ),
         ({"data": "mydata:splits"}, "the data comes ready-made (a dataset function or the Python API)"),
     ],
     ids=["digits", "preprocess_transform", "dataset_function"],
@@ -310,8 +343,18 @@ def test_a_good_teacher_costs_one_val_pass(tiny_workload: Workload, demo_width_m
     train, val, test = load_digits_splits(size=32)
     model = copy.deepcopy(demo_width_model)
     seen = _images_seen(model)
-    check = check_preprocessing(Workload(name="demo-size", model=model, train=train, val=val, test=test,
-                                         input_shape=(1, 32, 32), num_classes=10, info=workload.info))
+    check = check_preprocessing(
+        Workload(
+            name="demo-size",
+            model=model,
+            train=train,
+            val=val,
+            test=test,
+            input_shape=(1, 32, 32),
+            num_classes=10,
+            info=workload.info,
+        )
+    )
     assert [s.label for s in check.scores] == ["0.5/0.5", "none", "data mean/std"]
     assert sum(seen) == 3 * len(val) and check.images == len(val), seen  # the cost, counted, not timed (shared CPUs)
 
@@ -322,14 +365,36 @@ def test_a_good_teacher_costs_one_val_pass(tiny_workload: Workload, demo_width_m
 # The study's set-up must run the check: a search with the wrong normalisation is refused before anything is
 # timed or written, whichever module of the study calls verify_preprocessing.
 @pytest.mark.parametrize("allow_low", [False, True], ids=["default", "allow_low_does_not_silence_it"])
-def test_cli_refuses_it_with_one_line_naming_the_flag(in_home: Assets, tmp_path: Path, allow_low: bool,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_it_with_one_line_naming_the_flag(
+    in_home: Assets, tmp_path: Path, allow_low: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     from autocompress.cli import main
 
     out = tmp_path / "results"
-    code = main(["search", "--output", str(out), "--model", f"{MODULE}:linear", "--weights", str(in_home.plain),
-                 "--data", f"imagefolder:{in_home.digits}", "--input-size", "28", "--repeats", "5", "--warmup", "0", "--latency-window", "0.2",
-                 "--trials", "1", *(["--allow-low-teacher-accuracy"] if allow_low else [])])
+    code = main(
+        [
+            "search",
+            "--output",
+            str(out),
+            "--model",
+            f"{MODULE}:linear",
+            "--weights",
+            str(in_home.plain),
+            "--data",
+            f"imagefolder:{in_home.digits}",
+            "--input-size",
+            "28",
+            "--repeats",
+            "5",
+            "--warmup",
+            "0",
+            "--latency-window",
+            "0.2",
+            "--trials",
+            "1",
+            *(["--allow-low-teacher-accuracy"] if allow_low else []),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     assert err.startswith("autocompress: error: the teacher scores ") and err.count("\n") == 1, err[-2000:]

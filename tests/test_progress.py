@@ -14,8 +14,16 @@ from autocompress.study.record import TrialRecord
 def test_bar_shows_count_best_and_stage() -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=200, color_system=None)
-    best = TrialRecord(number=7, outcome="complete", policy=None, budget_ms=1.0, max_drop_pt=1.0, teacher_accuracy=0.99,
-                       accuracy=0.985, latency=Latency(0.42, 0.01, 0.41, 0.43, 10, 1, 1))
+    best = TrialRecord(
+        number=7,
+        outcome="complete",
+        policy=None,
+        budget_ms=1.0,
+        max_drop_pt=1.0,
+        teacher_accuracy=0.99,
+        accuracy=0.985,
+        latency=Latency(0.42, 0.01, 0.41, 0.43, 10, 1, 1),
+    )
     with RichProgress(console, total=20) as bar:
         bar.trials(done=3, total=20, best=None)
         bar.stage("trial 3: fine-tuning (90 KD steps)")

@@ -16,15 +16,15 @@ import pytest
 from autocompress.compress.prune import PrunableGroup
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.measure.latency import Latency
+from autocompress.policy import Policy
+from autocompress.sources.workload import Workload
 from autocompress.study.pareto import choose
 from autocompress.study.phases import refine_layers
-from autocompress.policy import Policy
 from autocompress.study.record import TrialRecord, read_records
-from autocompress.study.space import SearchSpace, load_space
 from autocompress.study.record import counted as _counted
 from autocompress.study.session import create_study, run_study
+from autocompress.study.space import SearchSpace, load_space
 from autocompress.study.trial import STEPS_SCALE_ATTR, Objective
-from autocompress.sources.workload import Workload
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(4)]
 TEACHER_ACC, BUDGET_MS = 0.99, 0.2
@@ -35,8 +35,17 @@ EFFECT_ACC = {"layer0.conv": 0.0, "layer1.conv": 0.0, "layer2.conv": +0.003, "la
 
 
 def _latency(ms: float) -> Latency:
-    return Latency(median_ms=ms, iqr_ms=0.0, p10_ms=ms, p90_ms=ms, n=30, threads=1, batch_size=1, low_ms=ms * 0.99,
-                   high_ms=ms * 1.01)
+    return Latency(
+        median_ms=ms,
+        iqr_ms=0.0,
+        p10_ms=ms,
+        p90_ms=ms,
+        n=30,
+        threads=1,
+        batch_size=1,
+        low_ms=ms * 0.99,
+        high_ms=ms * 1.01,
+    )
 
 
 class Layered(Objective):
@@ -46,18 +55,38 @@ class Layered(Objective):
     budget_ms = BUDGET_MS  # the phases' progress lines name the budget
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
-        return TrialRecord(number=number, policy=policy, role=role, label=label, budget_ms=BUDGET_MS, max_drop_pt=1.0,
-                           teacher_accuracy=TEACHER_ACC, outcome="failed", fail_reason=reason)
+        return TrialRecord(
+            number=number,
+            policy=policy,
+            role=role,
+            label=label,
+            budget_ms=BUDGET_MS,
+            max_drop_pt=1.0,
+            teacher_accuracy=TEACHER_ACC,
+            outcome="failed",
+            fail_reason=reason,
+        )
 
-    def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
-                 weights_from: int | None = None) -> TrialRecord:
+    def evaluate(
+        self, policy: Policy, *, number: int, role: str, label: str, weights_from: int | None = None
+    ) -> TrialRecord:
         self.calls.append((role, weights_from, policy.quant.fp32_layers))
         layers = policy.quant.fp32_layers
         ms = 0.10 + sum(EFFECT_MS[g] for g in layers) if policy.quant.mode == "int8" else 0.15
         accuracy = 0.985 + sum(EFFECT_ACC[g] for g in layers)
-        return TrialRecord(number=number, policy=policy, role=role, label=label, budget_ms=BUDGET_MS, max_drop_pt=1.0,
-                           teacher_accuracy=TEACHER_ACC, outcome="complete", latency=_latency(ms), accuracy=accuracy,
-                           finetuned=True)
+        return TrialRecord(
+            number=number,
+            policy=policy,
+            role=role,
+            label=label,
+            budget_ms=BUDGET_MS,
+            max_drop_pt=1.0,
+            teacher_accuracy=TEACHER_ACC,
+            outcome="complete",
+            latency=_latency(ms),
+            accuracy=accuracy,
+            finetuned=True,
+        )
 
 
 def _study_with_an_int8_choice(tmp_path: Path, space: SearchSpace) -> tuple[optuna.Study, Layered]:
@@ -80,7 +109,9 @@ def test_each_layer_alone_then_the_layers_that_helped_together(tmp_path: Path) -
     refined = [r for r in read_records(study) if r.role == "refined"]
     # one variant per group, then layer0 (faster) and layer2 (more accurate, same latency) together
     assert ran == len(refined) == len(GROUPS) + 1
-    assert [r.policy.quant.fp32_layers for r in refined] == [(g.name,) for g in GROUPS] + [("layer0.conv", "layer2.conv")]
+    assert [r.policy.quant.fp32_layers for r in refined] == [(g.name,) for g in GROUPS] + [
+        ("layer0.conv", "layer2.conv")
+    ]
     assert all(weights_from == 0 for role, weights_from, _ in objective.calls if role == "refined"), objective.calls
     assert all(r.weights_from == 0 for r in refined), "each record names its source, whatever evaluator built it"
     assert all(r.policy.prune == read_records(study)[0].policy.prune for r in refined), "the same structure"
@@ -102,7 +133,9 @@ def test_an_fp32_choice_is_not_refined(tmp_path: Path) -> None:
     objective = Layered(space, GROUPS, int8_kernel=None)
     objective.calls = []
     objective.train_size = 1000
-    study.enqueue_trial({**space.uniform_params(GROUPS, 0.5), **space.quant_params("none", GROUPS), **space.kd_params()})
+    study.enqueue_trial(
+        {**space.uniform_params(GROUPS, 0.5), **space.quant_params("none", GROUPS), **space.kd_params()}
+    )
     study.optimize(objective, n_trials=1)
     assert refine_layers(study, objective, say=lambda _: None) == 0
     assert [r.role for r in read_records(study)] == ["sampled"]
@@ -121,13 +154,25 @@ def test_the_space_file_key_is_checked() -> None:
 def test_refined_trials_deploy_the_source_weights_without_fine_tuning(tiny_workload: Workload, tmp_path: Path) -> None:
     # A budget every structure keeps and an int8-only space, so the choice is int8 on any CPU; the refinement then
     # deploys the chosen trial's fine-tuned weights again with one layer in fp32 at a time.
-    space = SearchSpace.from_dict({
-        "prune": {"per": "uniform", "ratio": {"low": 0.3, "high": 0.5, "step": 0.1}},
-        "distill": {"steps": {"low": 10, "high": 20, "step": 10}},
-        "quantize": {"mode": ["int8"], "calibration_samples": 16, "refine_layers": True},
-    }, source="refine")
-    config = SearchConfig(trials=2, study_name="r", output=tmp_path, latency_budget=parse_budget("10x"),
-                          max_accuracy_drop=50.0, warmup=3, repeats=10, seed=0, latency_window=0.2)
+    space = SearchSpace.from_dict(
+        {
+            "prune": {"per": "uniform", "ratio": {"low": 0.3, "high": 0.5, "step": 0.1}},
+            "distill": {"steps": {"low": 10, "high": 20, "step": 10}},
+            "quantize": {"mode": ["int8"], "calibration_samples": 16, "refine_layers": True},
+        },
+        source="refine",
+    )
+    config = SearchConfig(
+        trials=2,
+        study_name="r",
+        output=tmp_path,
+        latency_budget=parse_budget("10x"),
+        max_accuracy_drop=50.0,
+        warmup=3,
+        repeats=10,
+        seed=0,
+        latency_window=0.2,
+    )
     result = run_study(tiny_workload, space, config, say=lambda _: None)
     refined = [r for r in result.records if r.role == "refined"]
     assert refined, [(r.role, r.outcome, r.policy and r.policy.quant.mode) for r in result.records]

@@ -12,15 +12,23 @@ import pytest
 
 from autocompress.measure.latency import measure_callable
 from autocompress.policy import QuantPolicy
-from autocompress.scale.remote import MeasureError, MeasureQueue, RemoteMeter, artifact_from_request, artifact_request, serve
 from autocompress.runtimes import Artifact
+from autocompress.scale.remote import (
+    MeasureError,
+    MeasureQueue,
+    RemoteMeter,
+    artifact_from_request,
+    artifact_request,
+    serve,
+)
 from autocompress.scale.storage import is_lock
 
 
 @pytest.fixture()
 def study(tmp_path: Path) -> optuna.Study:
-    return optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/db.sqlite",
-                               directions=["maximize", "minimize"])
+    return optuna.create_study(
+        study_name="s", storage=f"sqlite:///{tmp_path}/db.sqlite", directions=["maximize", "minimize"]
+    )
 
 
 def _artifact(tmp_path: Path, content: bytes = b"onnx bytes") -> Artifact:
@@ -46,8 +54,9 @@ def test_an_artifact_the_target_cannot_see_or_that_changed_is_refused(tmp_path: 
         artifact_from_request(request)
 
 
-def test_the_measure_worker_answers_each_request_once_and_a_bad_one_with_its_reason(study: optuna.Study,
-                                                                                    tmp_path: Path) -> None:
+def test_the_measure_worker_answers_each_request_once_and_a_bad_one_with_its_reason(
+    study: optuna.Study, tmp_path: Path
+) -> None:
     artifact = _artifact(tmp_path)
     meter = RemoteMeter(study, timeout_s=60)
     answers: dict[str, object] = {}
@@ -67,8 +76,14 @@ def test_the_measure_worker_answers_each_request_once_and_a_bad_one_with_its_rea
 
     client = threading.Thread(target=ask)
     client.start()
-    answered = serve(MeasureQueue(study), measure=measure, score=lambda a: (0.75, {"int8": 3, "fp32": 1}),
-                     anchor=lambda: 1.5, done=lambda: "done" in answers, say=lambda _: None)
+    answered = serve(
+        MeasureQueue(study),
+        measure=measure,
+        score=lambda a: (0.75, {"int8": 3, "fp32": 1}),
+        anchor=lambda: 1.5,
+        done=lambda: "done" in answers,
+        say=lambda _: None,
+    )
     client.join(timeout=30)
     assert answered == 2 and len(measured) == 1 and measured[0].quant == artifact.quant
     latency = answers["latency"]

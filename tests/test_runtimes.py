@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from autocompress.compress.prune import prunable_groups
-from autocompress.hardware.cpu import CpuInfo, detect_cpu
 from autocompress.errors import ConfigError, MissingDependencyError
+from autocompress.hardware.cpu import CpuInfo, detect_cpu
 from autocompress.measure.accuracy import evaluate, evaluate_torch
 from autocompress.measure.latency import LatencyMeter, Protocol
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import OpenVinoRuntime, Runtime, get_runtime, list_runtimes, native_bf16, onnx_node_module
-from autocompress.study.space import load_space
 from autocompress.sources.workload import Workload
+from autocompress.study.space import load_space
 
 QUICK = Protocol(warmup=3, min_runs=5, window_s=0.1, max_window_s=0.2, warmup_s=0.0)
 RUNTIMES = list_runtimes()
@@ -39,14 +39,16 @@ def test_every_runtime_of_the_project_is_registered_and_installed_here() -> None
 def test_fp32_artifact_matches_pytorch_and_reads_back_fp32(name: str, tiny_workload: Workload, tmp_path: Path) -> None:
     runtime = get_runtime(name)
     wl = tiny_workload
-    artifact = runtime.build(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(),
-                             calibration=wl.train, workdir=tmp_path)
+    artifact = runtime.build(
+        wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path
+    )
     assert artifact.runtime == name and all(p.is_file() for p in artifact.all_files) and artifact.size_mb > 0
     # The export folder names each of the artifact's files: one name per file, none shared with another runtime.
     names = runtime.export_names
     assert len(names) == len(artifact.all_files) and len(set(names)) == len(names), (name, names, artifact.all_files)
-    others = {n for other in list_runtimes(installed_only=False) if other != name
-              for n in get_runtime(other).export_names}
+    others = {
+        n for other in list_runtimes(installed_only=False) if other != name for n in get_runtime(other).export_names
+    }
     assert not set(names) & others, f"{name}: export file names {names} collide with another runtime's"
     scorer = runtime.runner(artifact, threads=1)
     images = torch.stack([wl.val[i][0] for i in range(5)])
@@ -67,23 +69,32 @@ def test_fp32_artifact_matches_pytorch_and_reads_back_fp32(name: str, tiny_workl
 
 
 @pytest.mark.parametrize("name", [n for n in RUNTIMES if "int8" in get_runtime(n).modes(detect_cpu())])
-def test_int8_reads_back_int8_and_per_layer_fp32_is_honoured(name: str, tiny_workload: Workload,
-                                                             tmp_path: Path) -> None:
+def test_int8_reads_back_int8_and_per_layer_fp32_is_honoured(
+    name: str, tiny_workload: Workload, tmp_path: Path
+) -> None:
     runtime = get_runtime(name)
     wl = tiny_workload
     kernel = runtime.int8_kernel(detect_cpu())
-    quant = QuantPolicy(mode="int8", calibration_samples=16, activation_type=kernel.activation_type,
-                        reduce_range=kernel.reduce_range)
-    full = runtime.build(wl.model, quant, example_input=wl.example_input(), calibration=wl.train,
-                         workdir=tmp_path / "all")
+    quant = QuantPolicy(
+        mode="int8", calibration_samples=16, activation_type=kernel.activation_type, reduce_range=kernel.reduce_range
+    )
+    full = runtime.build(
+        wl.model, quant, example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path / "all"
+    )
     all_int8 = runtime.runner(full, threads=1).precision()
     assert all_int8.get("int8", 0) >= 2, f"{name}: int8 artifact read back as {all_int8}"
     first = min(prunable_groups(wl.model, wl.example_input(), num_classes=wl.num_classes), key=lambda g: g.name).name
-    mixed = runtime.build(wl.model, dataclasses.replace(quant, fp32_layers=(first,)), example_input=wl.example_input(),
-                          calibration=wl.train, workdir=tmp_path / "mixed")
+    mixed = runtime.build(
+        wl.model,
+        dataclasses.replace(quant, fp32_layers=(first,)),
+        example_input=wl.example_input(),
+        calibration=wl.train,
+        workdir=tmp_path / "mixed",
+    )
     some_fp32 = runtime.runner(mixed, threads=1).precision()
     assert some_fp32.get("fp32", 0) > all_int8.get("fp32", 0), (
-        f"{name}: keeping {first} in fp32 changed nothing ({all_int8} → {some_fp32})")
+        f"{name}: keeping {first} in fp32 changed nothing ({all_int8} → {some_fp32})"
+    )
     assert evaluate(runtime.runner(mixed, threads=1), wl.val).top1 > 0.5
 
 
@@ -107,14 +118,16 @@ def test_bf16_is_offered_only_where_the_cpu_runs_it_natively() -> None:
     assert "bf16" not in get_runtime("onnxruntime").modes(bf16), "the CPU execution provider has no bf16 convolutions"
 
 
-def test_torch_bf16_program_runs_bf16_takes_float32_and_keeps_the_caller_model_fp32(tiny_workload: Workload,
-                                                                                     tmp_path: Path) -> None:
+def test_torch_bf16_program_runs_bf16_takes_float32_and_keeps_the_caller_model_fp32(
+    tiny_workload: Workload, tmp_path: Path
+) -> None:
     # Built directly (the runtime offers bf16 only on CPUs with native bf16; PyTorch emulates it elsewhere, so the
     # program's contract holds on any CPU): float32 in, float32 logits out, every compute layer read back as bf16.
     runtime = get_runtime("torch")
     wl = tiny_workload
-    artifact = runtime.build(wl.model, QuantPolicy(mode="bf16"), example_input=wl.example_input(),
-                             calibration=wl.train, workdir=tmp_path)
+    artifact = runtime.build(
+        wl.model, QuantPolicy(mode="bf16"), example_input=wl.example_input(), calibration=wl.train, workdir=tmp_path
+    )
     assert all(p.dtype == torch.float32 for p in wl.model.parameters()), "bf16 must convert a copy, not the student"
     runner = runtime.runner(artifact, threads=1)
     precision = runner.precision()
@@ -126,8 +139,16 @@ def test_torch_bf16_program_runs_bf16_takes_float32_and_keeps_the_caller_model_f
     with torch.no_grad():
         expected = wl.model.eval()(images).numpy()
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.75, "bf16 rounding may flip a close call, not most"
-    fp32 = runtime.runner(runtime.build(wl.model, QuantPolicy(mode="none"), example_input=wl.example_input(),
-                                        calibration=wl.train, workdir=tmp_path / "fp32"), threads=1)
+    fp32 = runtime.runner(
+        runtime.build(
+            wl.model,
+            QuantPolicy(mode="none"),
+            example_input=wl.example_input(),
+            calibration=wl.train,
+            workdir=tmp_path / "fp32",
+        ),
+        threads=1,
+    )
     assert abs(evaluate(runner, wl.val).top1 - evaluate(fp32, wl.val).top1) <= 0.1
 
 
@@ -142,9 +163,16 @@ def test_the_space_keeps_only_what_the_runtime_builds() -> None:
         int8_only.for_runtime(torch_rt.modes(detect_cpu()), torch_rt.kernels(), runtime="torch")
 
 
-@pytest.mark.parametrize(("node", "module"), [("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"), ("/fc/Gemm", "fc"),
-                                              ("/stem/stem.0/Conv", "stem.0"), ("Conv_3", ""),
-                                              ("/layer2/layer2.0/shortcut/shortcut.0/Conv", "layer2.0.shortcut.0")])
+@pytest.mark.parametrize(
+    ("node", "module"),
+    [
+        ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
+        ("/fc/Gemm", "fc"),
+        ("/stem/stem.0/Conv", "stem.0"),
+        ("Conv_3", ""),
+        ("/layer2/layer2.0/shortcut/shortcut.0/Conv", "layer2.0.shortcut.0"),
+    ],
+)
 def test_onnx_node_names_map_back_to_modules(node: str, module: str) -> None:
     assert onnx_node_module(node) == module
 

@@ -17,10 +17,10 @@ import optuna
 import pytest
 import sqlalchemy.exc
 import torch
-
 from _cli_project import tiny_cli_project
-from autocompress.study.record import TrialRecord, read_records
+
 from autocompress.sources.workload import Workload
+from autocompress.study.record import TrialRecord, read_records
 
 TRIALS = 6
 # Everything is within a 10x budget and a 50 pt limit: every trial fine-tunes and counts, so the count is exact
@@ -34,26 +34,56 @@ POSTGRES = os.environ.get("AUTOCOMPRESS_TEST_POSTGRES")
 
 
 def _project(tmp_path: Path, teacher: torch.nn.Module, study: str, *extra: str) -> list[str]:
-    return [*tiny_cli_project(tmp_path, teacher, SPACE), "--trials", str(TRIALS), "--latency-budget", "10x",
-            "--max-accuracy-drop", "50", "--repeats", "10", "--warmup", "3", "--latency-window", "0.3",
-            "--output", "out", "--study-name", study, *extra]
+    return [
+        *tiny_cli_project(tmp_path, teacher, SPACE),
+        "--trials",
+        str(TRIALS),
+        "--latency-budget",
+        "10x",
+        "--max-accuracy-drop",
+        "50",
+        "--repeats",
+        "10",
+        "--warmup",
+        "3",
+        "--latency-window",
+        "0.3",
+        "--output",
+        "out",
+        "--study-name",
+        study,
+        *extra,
+    ]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "AUTOCOMPRESS_CORE_LOCK": str(tmp_path / "cores.lock")}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "AUTOCOMPRESS_CORE_LOCK": str(tmp_path / "cores.lock"),
+    }
 
 
 def _check_study(study: optuna.Study) -> list[TrialRecord]:
     """Exactly TRIALS counted trials, baselines once, one budget, nothing RUNNING or WAITING; returns the records."""
     records = read_records(study)
-    counted = [r for r in records if r.role != "rescue" and (r.outcome == "complete" or (
-        r.outcome == "failed" and not (r.fail_reason or "").startswith("interrupted")))]
-    assert len(counted) == TRIALS, f"{len(counted)} counted trials, wanted exactly {TRIALS}: " + \
-        ", ".join(f"{r.number}:{r.outcome}/{r.role}" for r in records)
+    counted = [
+        r
+        for r in records
+        if r.role != "rescue"
+        and (r.outcome == "complete" or (r.outcome == "failed" and not (r.fail_reason or "").startswith("interrupted")))
+    ]
+    assert len(counted) == TRIALS, f"{len(counted)} counted trials, wanted exactly {TRIALS}: " + ", ".join(
+        f"{r.number}:{r.outcome}/{r.role}" for r in records
+    )
     # Enqueued once per study (fp32 only in this space); a retry of a killed baseline is not a second enqueue.
-    baselines = [t for t in study.trials if t.user_attrs.get("role") == "baseline"
-                 and "retry_of" not in t.user_attrs and "failed_trial" not in t.system_attrs]
+    baselines = [
+        t
+        for t in study.trials
+        if t.user_attrs.get("role") == "baseline"
+        and "retry_of" not in t.user_attrs
+        and "failed_trial" not in t.system_attrs
+    ]
     assert len(baselines) == 1, f"the baselines are enqueued once per study, found {len(baselines)}"
     budget = study.user_attrs["reference"]["budget_ms"]
     assert {r.budget_ms for r in records} == {budget}, "every trial is judged against the budget the study stored"
@@ -62,8 +92,9 @@ def _check_study(study: optuna.Study) -> list[TrialRecord]:
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))), "trial numbers are unique and dense"
     # This study's locks only: a shared server may hold other studies (and another run's leftovers).
-    assert not [name for name in optuna.get_all_study_names(study._storage)
-                if name.startswith(f"{study.study_name}.lock.")], "every lock was released"
+    assert not [
+        name for name in optuna.get_all_study_names(study._storage) if name.startswith(f"{study.study_name}.lock.")
+    ], "every lock was released"
     return records
 
 
@@ -87,14 +118,17 @@ def test_workers_2_share_one_study_exactly(tiny_workload: Workload, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_two_plain_search_commands_on_one_study_end_with_exactly_the_trials(tiny_workload: Workload,
-                                                                            tmp_path: Path) -> None:
+def test_two_plain_search_commands_on_one_study_end_with_exactly_the_trials(
+    tiny_workload: Workload, tmp_path: Path
+) -> None:
     command = _project(tmp_path, tiny_workload.model, "race")
-    first = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     time.sleep(1.0)
-    second = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     outs = [p.communicate(timeout=900) for p in (first, second)]
     for proc, (out, err) in zip((first, second), outs):
         assert proc.returncode == 0, out[-3000:] + err[-3000:]
@@ -114,10 +148,12 @@ def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Worklo
         pytest.skip("set AUTOCOMPRESS_TEST_POSTGRES=postgresql+psycopg2://user:password@host/db to run it")
     name = f"pg-{uuid.uuid4().hex[:8]}"
     command = _project(tmp_path, tiny_workload.model, name, "--storage", POSTGRES)
-    survivor = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    survivor = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    victim = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # One storage (one connection pool) for the whole watch: a fresh `load_study(storage=url)` per poll opens a new
     # engine each time, and its idle connections pile up until the server refuses clients ("too many clients").
@@ -135,8 +171,13 @@ def test_postgresql_two_workers_one_sigkilled_nothing_lost(tiny_workload: Worklo
         storage.engine.dispose()
 
 
-def _watch_and_check(name: str, storage: optuna.storages.BaseStorage, survivor: subprocess.Popen[str],
-                     victim: subprocess.Popen[bytes], deadline: float) -> None:
+def _watch_and_check(
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    survivor: subprocess.Popen[str],
+    victim: subprocess.Popen[bytes],
+    deadline: float,
+) -> None:
     """SIGKILL ``victim`` inside one of its trials, wait for ``survivor`` to finish, check that nothing was lost."""
     killed_trial = None
     try:
@@ -175,12 +216,19 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
     from autocompress.config import SearchConfig, parse_budget
     from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
     from autocompress.runtimes import Artifact, get_runtime
-    from autocompress.study.space import load_space
     from autocompress.study.reference import measure_reference
+    from autocompress.study.space import load_space
     from autocompress.study.trial import TrialRunner
 
-    config = SearchConfig(trials=1, output=tmp_path, study_name="seam", latency_budget=parse_budget("10x"),
-                          warmup=3, repeats=10, latency_window=0.3)
+    config = SearchConfig(
+        trials=1,
+        output=tmp_path,
+        study_name="seam",
+        latency_budget=parse_budget("10x"),
+        warmup=3,
+        repeats=10,
+        latency_window=0.3,
+    )
     x = tiny_workload.example_input()
     groups = prunable_groups(tiny_workload.model, x, num_classes=10)
     space = load_space("default")
@@ -189,13 +237,25 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
 
     def runner(folder: str) -> TrialRunner:
         reference, meter = measure_reference(tiny_workload, config, tmp_path / folder, runtime=runtime, cpu=cpu)
-        return TrialRunner(tiny_workload, space, config, budget_ms=reference.budget_ms,
-                           teacher_accuracy=reference.val_accuracy, groups=groups, int8_kernel=runtime.int8_kernel(cpu),
-                           fingerprint=machine_fingerprint(cpu), meter=meter, runtime=runtime, target=reference.target)
+        return TrialRunner(
+            tiny_workload,
+            space,
+            config,
+            budget_ms=reference.budget_ms,
+            teacher_accuracy=reference.val_accuracy,
+            groups=groups,
+            int8_kernel=runtime.int8_kernel(cpu),
+            fingerprint=machine_fingerprint(cpu),
+            meter=meter,
+            runtime=runtime,
+            target=reference.target,
+        )
 
     builder, target = runner("build-host"), runner("target")
     params = {**space.uniform_params(groups, 0.5), **space.quant_params("none", groups), **space.kd_params()}
-    policy = space.fixed_policy(params, groups, int8_kernel=runtime.int8_kernel(cpu), train_size=len(tiny_workload.train))
+    policy = space.fixed_policy(
+        params, groups, int8_kernel=runtime.int8_kernel(cpu), train_size=len(tiny_workload.train)
+    )
     _, built = builder.build(policy, tmp_path / "trials" / "00000")
     shipped = Artifact(built.path, policy.quant, runtime=built.runtime)  # what a record names: files + plan
     here, _ = builder.time_artifact(built)
@@ -206,8 +266,9 @@ def test_build_and_measure_steps_run_apart(tiny_workload: Workload, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Workload, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_host_builds_and_the_measure_worker_measures(
+    tiny_workload: Workload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``measure-worker`` (a subprocess: the target) sets the study up and finishes it; ``search --build-only`` (this
     process: the build host) runs every trial and never times or scores anything itself — its meter, its torch
     timing and its scorer raise here. Exactly --trials trials, each measured by the measure worker's process, judged
@@ -216,8 +277,14 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
     from autocompress.measure.latency import LatencyMeter
 
     command = _project(tmp_path, tiny_workload.model, "split")
-    target = subprocess.Popen([*command[:3], "measure-worker", *command[4:]], cwd=tmp_path, env=_env(tmp_path),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = subprocess.Popen(
+        [*command[:3], "measure-worker", *command[4:]],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("a build host never measures")
@@ -235,8 +302,9 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
         while time.monotonic() < deadline and target.poll() is None:  # the target sets the study up first
             # Not created yet; or the target is creating the database this very moment (schema stamp race).
             with contextlib.suppress(KeyError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-                if (tmp_path / "out" / "split" / "study.db").exists() and \
-                        "identity" in optuna.load_study(study_name="split", storage=storage).user_attrs:
+                if (tmp_path / "out" / "split" / "study.db").exists() and "identity" in optuna.load_study(
+                    study_name="split", storage=storage
+                ).user_attrs:
                     break
             time.sleep(0.5)
         assert target.poll() is None, target.communicate()[1][-3000:]
@@ -253,5 +321,6 @@ def test_build_host_builds_and_the_measure_worker_measures(tiny_workload: Worklo
     assert {int(r.stages["worker"]["pid"]) for r in sampled} == {os.getpid()}, "the build host ran every trial"
     assert {int(r.stages["measured_by"]["pid"]) for r in sampled} == {target.pid}, "the target measured every one"
     assert {r.fingerprint["cpu"] for r in records} == {study.user_attrs["fingerprint"]["cpu"]}
-    assert (tmp_path / "out" / "split" / "chosen" / "metrics.json").is_file() or \
-        (tmp_path / "out" / "split" / "over_budget" / "metrics.json").is_file()
+    assert (tmp_path / "out" / "split" / "chosen" / "metrics.json").is_file() or (
+        tmp_path / "out" / "split" / "over_budget" / "metrics.json"
+    ).is_file()

@@ -11,22 +11,34 @@ import pytest
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
 from autocompress.report.export import export_chosen
-from autocompress.study.record import read_records
-from autocompress.study.space import SearchSpace
-from autocompress.study.record import counted as _counted
-from autocompress.study.session import run_study
 from autocompress.sources.workload import Workload
+from autocompress.study.record import counted as _counted
+from autocompress.study.record import read_records
+from autocompress.study.session import run_study
+from autocompress.study.space import SearchSpace
 
-FAST_SPACE = SearchSpace.from_dict({
-    "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.6, "step": 0.1}},
-    "distill": {"steps": {"low": 10, "high": 20, "step": 10}},
-    "quantize": {"calibration_samples": 16},
-}, source="fast")
+FAST_SPACE = SearchSpace.from_dict(
+    {
+        "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.6, "step": 0.1}},
+        "distill": {"steps": {"low": 10, "high": 20, "step": 10}},
+        "quantize": {"calibration_samples": 16},
+    },
+    source="fast",
+)
 
 
 def _config(tmp_path: Path, **overrides) -> SearchConfig:
-    base = dict(trials=4, study_name="t", output=tmp_path, latency_budget=parse_budget("0.9x"),
-                max_accuracy_drop=5.0, warmup=3, repeats=10, seed=0, latency_window=0.3)
+    base = dict(
+        trials=4,
+        study_name="t",
+        output=tmp_path,
+        latency_budget=parse_budget("0.9x"),
+        max_accuracy_drop=5.0,
+        warmup=3,
+        repeats=10,
+        seed=0,
+        latency_window=0.3,
+    )
     return SearchConfig(**{**base, **overrides})
 
 
@@ -39,7 +51,11 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     # --trials counts fully measured (or failed) trials; proposals skipped or stopped over the budget are extra.
     assert len(_counted(result.records)) == 4 and len(result.study.trials) >= 4
     assert all(r.outcome in ("complete", "failed") for r in _counted(result.records))
-    assert [r.label for r in result.records[:3]] == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
+    assert [r.label for r in result.records[:3]] == [
+        "fp32 (uncompressed)",
+        "int8 per-channel only",
+        "uniform 50% prune + KD + int8",
+    ]
     assert [r.role for r in result.records[:3]] == ["baseline"] * 3
     for t, r in zip(result.study.trials, result.records, strict=True):
         # The samplers see exactly two constraints, in CONSTRAINT_NAMES order, equal to the record's.
@@ -63,9 +79,16 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     # metrics.json agrees with the record of the trial it exports (same val accuracy; test measured on model.onnx).
     assert metrics["trial"] == chosen_record.number and metrics["accuracy"]["val_top1"] == chosen_record.accuracy
     assert metrics["record"]["policy"] == json.loads((chosen / "policy.json").read_text())
-    assert abs(metrics["accuracy"]["test_drop_pt"] - (metrics["accuracy"]["teacher_test_top1"] - metrics["accuracy"]["test_top1"]) * 100) < 1e-9
+    assert (
+        abs(
+            metrics["accuracy"]["test_drop_pt"]
+            - (metrics["accuracy"]["teacher_test_top1"] - metrics["accuracy"]["test_top1"]) * 100
+        )
+        < 1e-9
+    )
     assert metrics["latency"]["speedup_vs_teacher_fp32"] == pytest.approx(
-        metrics["latency"]["teacher_fp32_ms"]["median_ms"] / metrics["latency"]["chosen_ms"]["median_ms"])
+        metrics["latency"]["teacher_fp32_ms"]["median_ms"] / metrics["latency"]["chosen_ms"]["median_ms"]
+    )
     assert metrics["machine"]["isa"] == result.cpu.isa
     # The PyTorch program loads without autocompress and agrees with the ONNX artifact: logits within 1e-3 for fp32,
     # the same top-1 on at least 90 % of 64 val images for int8 (quantization changes logits, rarely the class).
@@ -94,11 +117,16 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
 
 def test_resume_with_other_budget_is_refused(tiny_workload: Workload, tmp_path: Path) -> None:
     run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=1))
-    with pytest.raises(ConfigError, match=r"was created with other settings: --latency-budget '0.9x' → '0.5x'; its trials would not be comparable"):
+    with pytest.raises(
+        ConfigError,
+        match=r"was created with other settings: --latency-budget '0.9x' → '0.5x'; its trials would not be comparable",
+    ):
         run_study(tiny_workload, FAST_SPACE, _config(tmp_path, trials=2, latency_budget=parse_budget("0.5x")))
 
 
-def test_resume_with_other_teacher_weights_data_or_space_content_names_each_difference(tiny_workload: Workload, tmp_path: Path) -> None:
+def test_resume_with_other_teacher_weights_data_or_space_content_names_each_difference(
+    tiny_workload: Workload, tmp_path: Path
+) -> None:
     import copy
 
     import torch
@@ -108,7 +136,9 @@ def test_resume_with_other_teacher_weights_data_or_space_content_names_each_diff
     other.model = copy.deepcopy(tiny_workload.model)
     with torch.no_grad():
         next(other.model.parameters()).add_(0.01)  # same architecture and file name, other weights
-    edited = SearchSpace.from_dict({**FAST_SPACE.raw, "distill": {"steps": {"low": 10, "high": 30, "step": 10}}}, source="fast")
+    edited = SearchSpace.from_dict(
+        {**FAST_SPACE.raw, "distill": {"steps": {"low": 10, "high": 30, "step": 10}}}, source="fast"
+    )
     fewer = copy.copy(tiny_workload)
     fewer.val = torch.utils.data.Subset(tiny_workload.val, range(100))
     with pytest.raises(ConfigError, match=r"the teacher's weights changed \(\w+ → \w+\)"):
@@ -159,12 +189,17 @@ def test_every_sampler_runs(tiny_workload: Workload, tmp_path: Path, sampler: st
 
 
 def test_unstructured_sparsity_survives_finetuning(tiny_workload: Workload, tmp_path: Path) -> None:
-    space = SearchSpace.from_dict({
-        "prune": {"per": "uniform", "ratio": 0.3, "sparsity": 0.5},
-        "quantize": {"mode": ["none"]},
-        "distill": {"steps": 10},
-    }, source="sparse")
-    result = run_study(tiny_workload, space, _config(tmp_path, trials=1, max_accuracy_drop=100.0, latency_budget=parse_budget("10x")))
+    space = SearchSpace.from_dict(
+        {
+            "prune": {"per": "uniform", "ratio": 0.3, "sparsity": 0.5},
+            "quantize": {"mode": ["none"]},
+            "distill": {"steps": 10},
+        },
+        source="sparse",
+    )
+    result = run_study(
+        tiny_workload, space, _config(tmp_path, trials=1, max_accuracy_drop=100.0, latency_budget=parse_budget("10x"))
+    )
     record = result.records[0]
     assert record.finetuned is True
     # Classifier stays dense, so the whole-model figure is a little under the per-layer 50 %.
@@ -173,8 +208,9 @@ def test_unstructured_sparsity_survives_finetuning(tiny_workload: Workload, tmp_
 
 
 @pytest.mark.parametrize(("runtime", "files"), [("openvino", {"model.xml", "model.bin"}), ("torch", {"model.pt"})])
-def test_study_runs_and_exports_on_each_runtime(runtime: str, files: set[str], tiny_workload: Workload,
-                                                tmp_path: Path) -> None:
+def test_study_runs_and_exports_on_each_runtime(
+    runtime: str, files: set[str], tiny_workload: Workload, tmp_path: Path
+) -> None:
     from autocompress.measure.accuracy import evaluate_artifact
     from autocompress.runtimes import Artifact, get_runtime
 
@@ -185,7 +221,10 @@ def test_study_runs_and_exports_on_each_runtime(runtime: str, files: set[str], t
     assert result.reference.target["runtime"] == runtime and result.reference.artifact.runtime == runtime
     for r in measured:  # the precision each layer ran in, read back, agrees with the plan's label
         assert r.precision and set(r.precision) <= {"fp32", "int8"}, r.precision
-        assert ("int8" in r.precision) == (r.policy is not None and r.policy.quant.mode == "int8"), (r.summary, r.precision)
+        assert ("int8" in r.precision) == (r.policy is not None and r.policy.quant.mode == "int8"), (
+            r.summary,
+            r.precision,
+        )
     if runtime == "torch":  # fp32 only: no int8 trial, no int8 baseline
         assert all(r.policy is None or r.policy.quant.mode == "none" for r in result.records)
     assert result.choice is not None
@@ -193,8 +232,11 @@ def test_study_runs_and_exports_on_each_runtime(runtime: str, files: set[str], t
     assert {p.name for p in folder.iterdir()} == files | {"model.pt2", "policy.json", "metrics.json"}
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["latency"]["runtime"]["runtime"] == runtime
-    shipped = Artifact(folder / sorted(files)[-1 if runtime == "openvino" else 0], result.choice.record.policy.quant,  # type: ignore[union-attr]
-                       runtime=runtime)
+    shipped = Artifact(
+        folder / sorted(files)[-1 if runtime == "openvino" else 0],
+        result.choice.record.policy.quant,  # type: ignore[union-attr]
+        runtime=runtime,
+    )
     recomputed = evaluate_artifact(get_runtime(runtime), shipped, tiny_workload.test, threads=1).top1
     assert recomputed == pytest.approx(metrics["accuracy"]["test_top1"], abs=1e-9), "the figure is the shipped file's"
     # Resuming the study on another runtime would mix targets: refused before anything runs.

@@ -16,16 +16,16 @@ import pytest
 from autocompress.compress.prune import PrunableGroup
 from autocompress.config import SearchConfig
 from autocompress.measure.latency import Latency
-from autocompress.policy import Policy, PrunePolicy
-from autocompress.study.record import LATENCY_OVER_BUDGET_OFFSET, TrialRecord, read_records
-from autocompress.study.space import SearchSpace, load_space
-from autocompress.study.session import create_study
 from autocompress.measure.model import LatencyModel, precision_key
-from autocompress.study.phases import near_misses
+from autocompress.policy import Policy, PrunePolicy
 from autocompress.study.events import SearchProgress
 from autocompress.study.loop import PROPOSALS_PER_TRIAL
 from autocompress.study.loop import optimize as _optimize
+from autocompress.study.phases import near_misses
+from autocompress.study.record import LATENCY_OVER_BUDGET_OFFSET, TrialRecord, read_records
 from autocompress.study.record import counted as _counted
+from autocompress.study.session import create_study
+from autocompress.study.space import SearchSpace, load_space
 from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, Objective, skip_reason
 
 GROUPS = [PrunableGroup(name=f"layer{i}.conv", channels=32, layers=(f"layer{i}.conv",)) for i in range(9)]
@@ -41,8 +41,16 @@ class Synthetic(Objective):
     """latency = (1 - mean ratio)² ms, x1.15 for int8; drop grows past 70 % pruning and shrinks with KD steps."""
 
     def _record(self, policy: Policy | None, number: int, role: str, label: str, **kw: object) -> TrialRecord:
-        return TrialRecord(number=number, policy=policy, role=role, label=label, budget_ms=BUDGET_MS,
-                           max_drop_pt=MAX_DROP, teacher_accuracy=TEACHER_ACC, **kw)  # type: ignore[arg-type]
+        return TrialRecord(
+            number=number,
+            policy=policy,
+            role=role,
+            label=label,
+            budget_ms=BUDGET_MS,
+            max_drop_pt=MAX_DROP,
+            teacher_accuracy=TEACHER_ACC,
+            **kw,
+        )  # type: ignore[arg-type]
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
         return self._record(policy, number, role, label, outcome="failed", fail_reason=reason)
@@ -53,12 +61,22 @@ class Synthetic(Objective):
         if ms > BUDGET_MS and not policy.prune.is_identity:
             return self._record(policy, number, role, label, outcome="stopped", latency=_latency(ms))
         drop_pt = 0.3 + 6.0 * max(0.0, m - 0.7) + 0.5 * (150 - policy.distill.steps) / 150 * (m > 0)
-        return self._record(policy, number, role, label, outcome="complete", latency=_latency(ms),
-                            accuracy=TEACHER_ACC - drop_pt / 100, finetuned=m > 0)
+        return self._record(
+            policy,
+            number,
+            role,
+            label,
+            outcome="complete",
+            latency=_latency(ms),
+            accuracy=TEACHER_ACC - drop_pt / 100,
+            finetuned=m > 0,
+        )
 
 
 def _run(space: SearchSpace, tmp_path: Path, *, sampler: str, seed: int, trials: int = 15) -> list[TrialRecord]:
-    config = SearchConfig(trials=trials, sampler=sampler, seed=seed, study_name=f"syn-{sampler}-{seed}", output=tmp_path)
+    config = SearchConfig(
+        trials=trials, sampler=sampler, seed=seed, study_name=f"syn-{sampler}-{seed}", output=tmp_path
+    )
     study = create_study(config)
     for label, params in space.baselines(GROUPS):
         study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
@@ -76,8 +94,9 @@ def test_default_space_reaches_feasibility_within_15_trials(tmp_path: Path, samp
     assert len(records) == 15
     assert not any(r.outcome == "failed" for r in records), [r.fail_reason for r in records]
     feasible = [r for r in records if r.feasible]
-    assert feasible, f"{sampler} seed {seed}: no feasible trial in 15; mean ratios drawn: " + \
-        ", ".join(f"{r.policy.prune.mean_ratio:.2f}" for r in records if r.policy)
+    assert feasible, f"{sampler} seed {seed}: no feasible trial in 15; mean ratios drawn: " + ", ".join(
+        f"{r.policy.prune.mean_ratio:.2f}" for r in records if r.policy
+    )
     # Feasible means what it says, on the record and on the Optuna trial the sampler saw.
     for r in feasible:
         assert r.latency_ms is not None and r.latency_ms <= BUDGET_MS and r.accuracy_drop_pt <= MAX_DROP
@@ -115,10 +134,25 @@ def test_any_trial_over_the_budget_ranks_behind_any_trial_within_it() -> None:
     """Optuna ranks infeasible trials by their summed violations: 1 % over the budget must weigh more than the worst
     drop (a model at chance level), so the sampler's good set is made of structures that can still become feasible."""
     policy = Policy()
-    over = TrialRecord(number=0, outcome="stopped", policy=policy, budget_ms=BUDGET_MS, max_drop_pt=MAX_DROP,
-                       teacher_accuracy=TEACHER_ACC, latency=_latency(BUDGET_MS * 1.01))
-    worst = TrialRecord(number=1, outcome="complete", policy=policy, budget_ms=BUDGET_MS, max_drop_pt=MAX_DROP,
-                        teacher_accuracy=TEACHER_ACC, latency=_latency(BUDGET_MS * 0.99), accuracy=0.0)
+    over = TrialRecord(
+        number=0,
+        outcome="stopped",
+        policy=policy,
+        budget_ms=BUDGET_MS,
+        max_drop_pt=MAX_DROP,
+        teacher_accuracy=TEACHER_ACC,
+        latency=_latency(BUDGET_MS * 1.01),
+    )
+    worst = TrialRecord(
+        number=1,
+        outcome="complete",
+        policy=policy,
+        budget_ms=BUDGET_MS,
+        max_drop_pt=MAX_DROP,
+        teacher_accuracy=TEACHER_ACC,
+        latency=_latency(BUDGET_MS * 0.99),
+        accuracy=0.0,
+    )
     assert sum(v for v in over.constraints.values() if v > 0) > sum(v for v in worst.constraints.values() if v > 0)
     assert worst.constraints["latency"] == pytest.approx(-0.01), "within the budget: the plain relative margin"
     assert over.constraints["latency"] == pytest.approx(LATENCY_OVER_BUDGET_OFFSET + 0.01)
@@ -128,7 +162,9 @@ def test_independent_per_group_ratios_do_not_reach_the_corner(tmp_path: Path) ->
     """Why the default space has a global level: nine independent ratios in [0, 0.7] (the old default) never
     average 0.65 in 15 random trials, so the old space found nothing feasible on this objective."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    old = SearchSpace.from_dict({"prune": {"per": "group", "ratio": {"low": 0.0, "high": 0.7, "step": 0.05}}}, source="old")
+    old = SearchSpace.from_dict(
+        {"prune": {"per": "group", "ratio": {"low": 0.0, "high": 0.7, "step": 0.05}}}, source="old"
+    )
     records = _run(old, tmp_path, sampler="random", seed=0)
     assert max(r.policy.prune.mean_ratio for r in records if r.policy) < 0.65
     assert not any(r.feasible for r in records)
@@ -154,8 +190,9 @@ class SyntheticWithModel(Synthetic):
         reason = skip_reason(prediction, BUDGET_MS)  # the rule TrialRunner applies
         if role != "sampled" or policy.prune.is_identity or reason is None or prediction is None:
             return None
-        return self._record(policy, number, role, label, outcome="skipped", predicted=prediction.to_dict(),
-                            stopped_reason=reason)
+        return self._record(
+            policy, number, role, label, outcome="skipped", predicted=prediction.to_dict(), stopped_reason=reason
+        )
 
     def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
         if prune.is_identity:
@@ -190,8 +227,9 @@ def test_skipped_proposals_teach_the_sampler_and_do_not_count(tmp_path: Path) ->
         # The sampler is charged the predicted overshoot, as for a trial stopped after building it.
         assert trial.constraints["0"] == pytest.approx(LATENCY_OVER_BUDGET_OFFSET + r.predicted["ms"] / BUDGET_MS - 1)
         # Over with confidence, or an estimate over the budget between measured structures (Prediction.likely_over).
-        assert r.predicted["low_ms"] > BUDGET_MS or (r.predicted["ms"] > BUDGET_MS and r.predicted["high_ms"] is not None
-                                                     and r.predicted["low_ms"] > 0)
+        assert r.predicted["low_ms"] > BUDGET_MS or (
+            r.predicted["ms"] > BUDGET_MS and r.predicted["high_ms"] is not None and r.predicted["low_ms"] > 0
+        )
     assert len(objective.built) == len(records) - len(skipped), "nothing was built for a skipped proposal"
 
 
@@ -206,8 +244,10 @@ def test_int8_is_not_offered_where_the_latency_model_predicts_it_no_faster_than_
     study = create_study(config)
     for ratio in (0.5, 0.65, 0.75, 0.85):  # a probe: both precisions at the same structures
         for mode in ("none", "int8"):
-            study.enqueue_trial({**space.uniform_params(GROUPS, ratio), **space.quant_params(mode), **space.kd_params()},
-                                user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: f"probe {ratio} {mode}"})
+            study.enqueue_trial(
+                {**space.uniform_params(GROUPS, ratio), **space.quant_params(mode), **space.kd_params()},
+                user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: f"probe {ratio} {mode}"},
+            )
     objective = SyntheticWithModel(space, GROUPS, int8_kernel=None)
     objective.train_size = TRAIN_SIZE
     _optimize(study, objective, config=config, say=lambda _: None, progress=SearchProgress())  # type: ignore[arg-type]
@@ -220,8 +260,9 @@ def test_int8_is_not_offered_where_the_latency_model_predicts_it_no_faster_than_
         trial = study.trials[r.number]
         assert r.policy.quant.mode == "none" and "quant.mode" not in trial.params
         assert "no faster than fp32" in r.quant_ruled_out
-    between = [r for r in records if r.role == "sampled" and r.policy is not None
-               and 0.5 < r.policy.prune.mean_ratio < 0.85]
+    between = [
+        r for r in records if r.role == "sampled" and r.policy is not None and 0.5 < r.policy.prune.mean_ratio < 0.85
+    ]
     assert between, "random proposed no structure between the probed ones: nothing below was checked"
     for r in between:
         assert r.policy.quant.mode == "none", f"trial {r.number}: int8 offered between probed structures"
@@ -247,7 +288,9 @@ def test_near_miss_is_fine_tuned_longer_once(tmp_path: Path) -> None:
     records = read_records(study)
     first = records[0]
     assert first.within_budget and not first.within_accuracy and first.accuracy_drop_pt < 2 * MAX_DROP, first
-    promoted = [r for r in records if r.role == "promoted" and r.label.startswith(f"near miss of trial {first.number}:")]
+    promoted = [
+        r for r in records if r.role == "promoted" and r.label.startswith(f"near miss of trial {first.number}:")
+    ]
     assert len(promoted) == 1, "promoted once"
     assert len([r for r in records if r.role == "promoted"]) <= max(2, 6 // 5), "bounded per study"
     assert promoted[0].policy.distill.steps == 3 * first.policy.distill.steps

@@ -53,26 +53,31 @@ def _all_sources() -> list[tuple[Kind, str]]:
 def _check_contract(kind: Kind, cls: type) -> None:
     """What every source must keep: a name, a one-line help, a form and example that resolve back to it, and
     settings that are real command-line options."""
-    match, get = (match_model_source, get_model_source) if kind is ModelSource else (match_data_source,
-                                                                                       get_data_source)
+    match, get = (match_model_source, get_model_source) if kind is ModelSource else (match_data_source, get_data_source)
     label = f"{kind.__name__} {cls.__qualname__}"
     assert re.fullmatch(r"[a-z][a-z0-9_]*", cls.name), f"{label}: name {cls.name!r} is not a lower-case identifier"
     assert isinstance(cls.help, str) and cls.help.strip() == cls.help and 10 <= len(cls.help) <= 110, (
-        f"{label}: help must be one trimmed line of 10-110 characters, got {cls.help!r}")
+        f"{label}: help must be one trimmed line of 10-110 characters, got {cls.help!r}"
+    )
     assert "\n" not in cls.help and "\n" not in cls.describe(), f"{label}: help spans lines"
     assert cls.generic or cls.form == cls.name or cls.form.startswith(cls.name + ":"), (
-        f"{label}: form {cls.form!r} must be {cls.name!r} or start with {cls.name + ':'!r} (or the source generic)")
+        f"{label}: form {cls.form!r} must be {cls.name!r} or start with {cls.name + ':'!r} (or the source generic)"
+    )
     assert cls.matches(cls.example), f"{label}: does not match its own example {cls.example!r}"
     claimed = type(match(cls.example))
     assert claimed is cls, f"{label}: example {cls.example!r} resolves to {claimed.__qualname__}, which claims it"
     assert type(get(cls.name)) is cls, f"{label}: get_*_source({cls.name!r}) returns another source"
     flags = [s.removeprefix("--").replace("-", "_") for s in cls.settings]
     assert all(s.startswith("--") for s in cls.settings) and set(flags) <= _OPTIONS, (
-        f"{label}: settings {cls.settings} must be command-line options, unknown: {set(flags) - _OPTIONS}")
+        f"{label}: settings {cls.settings} must be command-line options, unknown: {set(flags) - _OPTIONS}"
+    )
     assert len(set(flags)) == len(flags), f"{label}: settings repeat an option: {cls.settings}"
     option = "--model" if kind is ModelSource else "--data"
-    with pytest.raises(WorkloadError, match=rf"^{option} no-such-spec : unknown .* spec; expected one of .*"
-                                            rf"{re.escape(cls.form)}"):
+    with pytest.raises(
+        WorkloadError,
+        match=rf"^{option} no-such-spec : unknown .* spec; expected one of .*"
+        rf"{re.escape(cls.form)}",
+    ):
         match("no-such-spec")
 
 
@@ -90,8 +95,12 @@ def test_each_source_module_of_the_package_is_found_by_its_name() -> None:
     """_model_<name>.py / _data_<name>.py files are imported on first use: a new one needs no edit elsewhere."""
     package = Path(autocompress.sources.__file__).parent
     files = {p.stem for p in package.glob("_model_*.py")} | {p.stem for p in package.glob("_data_*.py")}
-    registered = {(kind, cls.__module__.rsplit(".", 1)[1]) for kind in (ModelSource, DataSource)
-                  for cls in kind.registry.values() if cls.__module__.startswith("autocompress.sources.")}
+    registered = {
+        (kind, cls.__module__.rsplit(".", 1)[1])
+        for kind in (ModelSource, DataSource)
+        for cls in kind.registry.values()
+        if cls.__module__.startswith("autocompress.sources.")
+    }
     assert {module for _, module in registered} == files, "every source module registers, every source has one"
     assert all(module.startswith("_model_" if kind is ModelSource else "_data_") for kind, module in registered)
 
@@ -109,8 +118,11 @@ def test_prefixed_sources_win_over_the_generic_module_pattern() -> None:
 def test_unknown_source_name_lists_the_registered_ones() -> None:
     with pytest.raises(ConfigError, match=r"^model source 'no_such': expected one of demo, torchvision, factory\b"):
         get_model_source("no_such")
-    with pytest.raises(ConfigError, match=r"^data source 'no_such': expected one of digits, imagefolder, "
-                                          r"torchvision, function\b"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data source 'no_such': expected one of digits, imagefolder, "
+        r"torchvision, function\b",
+    ):
         get_data_source("no_such")
 
 
@@ -171,8 +183,13 @@ def _register_toys() -> tuple[type[ModelSource], type[DataSource]]:
         def build(self, spec: str, *, num_classes: int | None, small_input: bool) -> nn.Module:
             width = int(spec.split(":", 1)[1])
             torch.manual_seed(0)
-            return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(width, num_classes or 10))
+            return nn.Sequential(
+                nn.Conv2d(1, width, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(width, num_classes or 10),
+            )
 
     class ToyData(DataSource):
         name = "toy"
@@ -188,8 +205,9 @@ def _register_toys() -> tuple[type[ModelSource], type[DataSource]]:
             labels = torch.arange(3).repeat_interleave(per_class)
             images = torch.randn(len(labels), 1, side, side, generator=generator) + labels.view(-1, 1, 1, 1)
             split = TensorDataset(images, labels)
-            return DataSplits(split, split, split, input_shape=(1, side, side), num_classes=3,
-                              info={"data": spec, "source": "toy"})
+            return DataSplits(
+                split, split, split, input_shape=(1, side, side), num_classes=3, info={"data": spec, "source": "toy"}
+            )
 
     return ToyModel, ToyData
 
@@ -197,7 +215,8 @@ def _register_toys() -> tuple[type[ModelSource], type[DataSource]]:
 def test_a_new_source_is_one_class_usable_through_model_and_data(fresh_registries: None, tmp_path: Path) -> None:
     toy_model, toy_data = _register_toys()
     assert list_model_sources()[:3] == ["demo", "torchvision", "factory"] and list_model_sources()[-1] == "toy", (
-        "listed after the built-ins")
+        "listed after the built-ins"
+    )
     assert list_data_sources()[:4] == ["digits", "imagefolder", "torchvision", "function"]
     assert list_data_sources()[-1] == "toy"
     _check_contract(ModelSource, toy_model)
@@ -209,21 +228,29 @@ def test_a_new_source_is_one_class_usable_through_model_and_data(fresh_registrie
     assert workload.model[-1].out_features == 3, "the head is built for the data's class count"
     assert workload.info["source"] == "toy" and len(workload.train) == 36
     # appended: every message that listed the built-ins still starts the same way
-    with pytest.raises(WorkloadError, match=r"expected one of demo, torchvision:NAME, package\.module:factory, "
-                                            r"(.+, )?toy:WIDTH$"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"expected one of demo, torchvision:NAME, package\.module:factory, "
+        r"(.+, )?toy:WIDTH$",
+    ):
         load_model("mystery")
     with pytest.raises(WorkloadError, match=r"expected one of digits, .*, package\.module:fn, (.+, )?toy:SIZE$"):
         load_data("cifar")
 
 
 def test_two_sources_cannot_share_a_name(fresh_registries: None) -> None:
-    with pytest.raises(TypeError, match=r"a model source named 'demo' is already registered by "
-                                        r"autocompress\.sources\._model_demo\.DemoModel; pick another name"):
+    with pytest.raises(
+        TypeError,
+        match=r"a model source named 'demo' is already registered by "
+        r"autocompress\.sources\._model_demo\.DemoModel; pick another name",
+    ):
+
         class AnotherDemo(ModelSource):
             name, form, example, help = "demo", "demo", "demo", "a second demo"
 
             def build(self, spec: str, *, num_classes: int | None, small_input: bool) -> nn.Module:
                 return nn.Identity()
+
     assert type(get_model_source("demo")).__qualname__ == "DemoModel"
 
 
@@ -241,11 +268,13 @@ def test_an_installed_plugin_registers_through_the_entry_point_group(
         raise ImportError("No module named 'torch_hub_sources'")
 
     plugins = [_FakeEntryPoint("toy_sources", _register_toys), _FakeEntryPoint("torch_hub_sources", broken)]
-    monkeypatch.setattr(plugins_module.metadata, "entry_points",
-                        lambda group: plugins if group == "autocompress.sources" else [])
+    monkeypatch.setattr(
+        plugins_module.metadata, "entry_points", lambda group: plugins if group == "autocompress.sources" else []
+    )
     monkeypatch.setattr(_base, "_loaded", False)
     with caplog.at_level(logging.WARNING, logger="autocompress.plugins"):
         assert list_model_sources()[-1] == "toy" and list_data_sources()[-1] == "toy"
     assert "autocompress.sources plugin torch_hub_sources could not be loaded: No module named" in caplog.text, (
-        "a broken plugin is a warning, the others still load")
+        "a broken plugin is a warning, the others still load"
+    )
     assert match_model_source("toy:4").name == "toy"

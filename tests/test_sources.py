@@ -28,8 +28,10 @@ def _digit_images(per_class: int = PER_CLASS) -> dict[str, list[np.ndarray]]:
 
     digits = load_digits()
     wanted = {"zero": 0, "one": 1, "two": 2}
-    return {name: [img for img, t in zip(digits.images, digits.target) if t == digit][:per_class]
-            for name, digit in wanted.items()}
+    return {
+        name: [img for img, t in zip(digits.images, digits.target) if t == digit][:per_class]
+        for name, digit in wanted.items()
+    }
 
 
 def _write_folder(root: Path, per_class: int = PER_CLASS, classes: tuple[str, ...] = CLASSES) -> Path:
@@ -156,7 +158,9 @@ def test_imagefolder_class_mismatch_names_the_folders(tmp_path: Path) -> None:
     root = tmp_path / "data"
     _write_folder(root / "train", per_class=2)
     _write_folder(root / "val", per_class=2, classes=("one", "zero"))
-    with pytest.raises(WorkloadError, match=r"class folders differ between train/ and val/ \(only in train/: two; only in val/: -\)"):
+    with pytest.raises(
+        WorkloadError, match=r"class folders differ between train/ and val/ \(only in train/: two; only in val/: -\)"
+    ):
         load_data(f"imagefolder:{root}", input_size=16)
 
 
@@ -202,8 +206,11 @@ def test_unknown_data_spec_lists_the_valid_forms(tmp_path: Path) -> None:
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """MNIST's IDX format: magic (0, 0, type 0x08 = uint8, ndim), big-endian dims, raw bytes."""
-    path.write_bytes(struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-                     + array.astype(np.uint8).tobytes())
+    path.write_bytes(
+        struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def _write_fake_mnist(root: Path, *, train: int, test: int) -> None:
@@ -247,7 +254,9 @@ def test_torchvision_cifar10_from_local_pickles(tmp_path: Path, monkeypatch: pyt
 
 
 def test_torchvision_dataset_errors(tmp_path: Path) -> None:
-    with pytest.raises(WorkloadError, match=r"CIFAR10 files not found under .*; pass --download .* or put the files under"):
+    with pytest.raises(
+        WorkloadError, match=r"CIFAR10 files not found under .*; pass --download .* or put the files under"
+    ):
         load_data(f"torchvision:CIFAR10:{tmp_path}")
     with pytest.raises(WorkloadError, match=r"no torchvision dataset named 'CIFAR11'; close matches: CIFAR10"):
         load_data(f"torchvision:CIFAR11:{tmp_path}")
@@ -269,18 +278,30 @@ GRAYS = (0, 51, 102, 153, 204, 255)  # one uniform 8x8 image per value
         ("none", 1, (0.0,), (1.0,), "none", "given with --normalize"),
         ("ImageNet", 3, *IMAGENET, "imagenet", "given with --normalize"),
         ("0.2,0.1", 1, (0.2,), (0.1,), "0.2/0.1", "given with --normalize"),
-        ("0.1,0.2,0.3/0.5,0.25,0.125", 3, (0.1, 0.2, 0.3), (0.5, 0.25, 0.125), "0.1,0.2,0.3/0.5,0.25,0.125",
-         "given with --normalize"),
+        (
+            "0.1,0.2,0.3/0.5,0.25,0.125",
+            3,
+            (0.1, 0.2, 0.3),
+            (0.5, 0.25, 0.125),
+            "0.1,0.2,0.3/0.5,0.25,0.125",
+            "given with --normalize",
+        ),
     ],
 )
-def test_normalize_maps_known_pixels_exactly(tmp_path: Path, normalize: str | None, channels: int,
-                                             mean: tuple[float, ...], std: tuple[float, ...], recorded: str,
-                                             source: str) -> None:
+def test_normalize_maps_known_pixels_exactly(
+    tmp_path: Path,
+    normalize: str | None,
+    channels: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    recorded: str,
+    source: str,
+) -> None:
     """A gray value v becomes (v / 255 - mean_c) / std_c in every channel c, and info records what was used."""
     root = tmp_path / "grays"
     for c, name in enumerate(("dark", "light")):
         (root / name).mkdir(parents=True)
-        for v in GRAYS[c * 3:(c + 1) * 3]:
+        for v in GRAYS[c * 3 : (c + 1) * 3]:
             Image.fromarray(np.full((8, 8), v, dtype=np.uint8), mode="L").save(root / name / f"{v}.png")
     splits = load_data(f"imagefolder:{root}", input_size=8, channels=channels, normalize=normalize)
     images = torch.cat([splits.train.tensors[0], splits.val.tensors[0], splits.test.tensors[0]])
@@ -292,7 +313,8 @@ def test_normalize_maps_known_pixels_exactly(tmp_path: Path, normalize: str | No
     assert sorted(pixels[:, 0, 0, 0].round().int().tolist()) == list(GRAYS)
     assert splits.info["normalize"] == recorded and splits.info["normalize_source"] == source
     assert "\n" not in splits.info["preprocess"] and splits.info["preprocess"].endswith(
-        "no normalisation (pixels in [0, 1])" if recorded == "none" else ")")
+        "no normalisation (pixels in [0, 1])" if recorded == "none" else ")"
+    )
 
 
 def test_normalize_none_on_a_torchvision_dataset_gives_the_raw_pixels(tmp_path: Path) -> None:
@@ -311,23 +333,32 @@ def test_normalize_that_cannot_apply_is_an_error(tmp_path: Path, user_module: Wr
     from autocompress.sources import weights_transform
 
     root = _write_folder(tmp_path / "digits", per_class=3)
-    with pytest.raises(ConfigError, match=r"--normalize 0\.1,0\.2,0\.3/0\.5 has 3 per-channel values but the data has 1 "
-                                          r"channel; pass --channels 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--normalize 0\.1,0\.2,0\.3/0\.5 has 3 per-channel values but the data has 1 "
+        r"channel; pass --channels 3",
+    ):
         load_data(f"imagefolder:{root}", input_size=8, normalize="0.1,0.2,0.3/0.5")
     with pytest.raises(ConfigError, match=r"--normalize: expected imagenet, none, or MEAN/STD"):
         load_data(f"imagefolder:{root}", normalize="zscore")
     transform = weights_transform("torchvision:resnet18", "torchvision:DEFAULT")
-    with pytest.raises(WorkloadError, match=r"--normalize none : the preprocessing ImageClassification\(.*normalises the "
-                                            r"images itself .*drop --normalize"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"--normalize none : the preprocessing ImageClassification\(.*normalises the "
+        r"images itself .*drop --normalize",
+    ):
         load_data(f"imagefolder:{root}", preprocess=transform, normalize="none")
-    name = user_module("user_data_normalize", """
+    name = user_module(
+        "user_data_normalize",
+        """
         import torch
         from torch.utils.data import TensorDataset
 
         def load():
             make = lambda n: TensorDataset(torch.zeros(n, 1, 4, 4), torch.arange(n) % 2)
             return make(8), make(4)
-    """)
+    """,
+    )
     with pytest.raises(WorkloadError, match=r"returns finished tensors, so --normalize does not apply"):
         load_data(f"{name}:load", normalize="imagenet")
 
@@ -336,7 +367,9 @@ def test_normalize_that_cannot_apply_is_an_error(tmp_path: Path, user_module: Wr
 
 
 def test_function_dataset_with_two_dataloaders_gets_val_halved(user_module: WriteModule) -> None:
-    name = user_module("user_data_two", """
+    name = user_module(
+        "user_data_two",
+        """
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -344,7 +377,8 @@ def test_function_dataset_with_two_dataloaders_gets_val_halved(user_module: Writ
             g = torch.Generator().manual_seed(seed)
             make = lambda n: TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.arange(n) % 4)
             return DataLoader(make(40)), DataLoader(make(16))
-    """)
+    """,
+    )
     splits = load_data(f"{name}:load", max_samples=20)
     assert splits.input_shape == (3, 8, 8) and splits.num_classes == 4
     assert (len(splits.train), len(splits.val), len(splits.test)) == (20, 8, 8)
@@ -352,7 +386,9 @@ def test_function_dataset_with_two_dataloaders_gets_val_halved(user_module: Writ
 
 
 def test_function_dataset_dict_with_classes_and_bad_returns(user_module: WriteModule) -> None:
-    name = user_module("user_data_dict", """
+    name = user_module(
+        "user_data_dict",
+        """
         import torch
         from torch.utils.data import Dataset, TensorDataset
 
@@ -368,8 +404,10 @@ def test_function_dataset_dict_with_classes_and_bad_returns(user_module: WriteMo
             return 42
 
         def raw_images():
-            return TensorDataset(torch.zeros(4, 4, 4), torch.zeros(4)), TensorDataset(torch.zeros(4, 4, 4), torch.zeros(4))
-    """)
+            return (TensorDataset(torch.zeros(4, 4, 4), torch.zeros(4)),
+                    TensorDataset(torch.zeros(4, 4, 4), torch.zeros(4)))
+    """,
+    )
     splits = load_data(f"{name}:load")
     assert splits.num_classes == 3 and splits.info["classes"] == ["cat", "dog", "eel"], "classes attribute wins"
     with pytest.raises(WorkloadError, match=r"returned int, expected a DataSplits"):
@@ -397,7 +435,10 @@ def test_torchvision_model_num_classes_and_small_input() -> None:
 
 
 def test_unknown_model_name_and_spec() -> None:
-    with pytest.raises(WorkloadError, match=r"no torchvision classification model named 'resnet1'; close matches: resnet18.*list_models"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"no torchvision classification model named 'resnet1'; close matches: resnet18.*list_models",
+    ):
         load_model("torchvision:resnet1")
     with pytest.raises(WorkloadError, match=r"expected one of demo, torchvision:NAME, package.module:factory"):
         load_model("resnet18.pth")
@@ -459,7 +500,9 @@ def test_full_pickled_module_needs_trust_checkpoint(user_module: WriteModule, tm
     source = load_model(f"{name}:build", num_classes=3)
     path = tmp_path / "full.pt"
     torch.save(source, path)
-    with pytest.raises(WorkloadError, match=r"pickled Python objects .*pass --trust-checkpoint .*arbitrary code") as info:
+    with pytest.raises(
+        WorkloadError, match=r"pickled Python objects .*pass --trust-checkpoint .*arbitrary code"
+    ) as info:
         load_model(f"{name}:build", num_classes=3, weights=path)
     assert "\n" not in str(info.value)
     loaded = load_model(f"{name}:build", num_classes=3, weights=path, trust_checkpoint=True)
@@ -474,13 +517,21 @@ def test_checkpoint_errors(user_module: WriteModule, tmp_path: Path) -> None:
     name = user_module("user_model_mismatch", TINY_NET)
     path = tmp_path / "ten.pt"
     torch.save(load_model(f"{name}:build", num_classes=10).state_dict(), path)
-    with pytest.raises(WorkloadError, match=r"fc.weight checkpoint \[10, 4\] vs model \[3, 4\].*has 10 classes but the model was built for 3: pass --num-classes 10"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"fc.weight checkpoint \[10, 4\] vs model \[3, 4\].*"
+        r"has 10 classes but the model was built for 3: pass --num-classes 10",
+    ):
         load_model(f"{name}:build", num_classes=3, weights=path)
     torch.save({"conv.weight": torch.zeros(4, 1, 3, 3)}, path)
-    with pytest.raises(WorkloadError, match=r"keys missing from the checkpoint \(conv.bias, bn.weight, bn.bias, \.\.\.\)"):
+    with pytest.raises(
+        WorkloadError, match=r"keys missing from the checkpoint \(conv.bias, bn.weight, bn.bias, \.\.\.\)"
+    ):
         load_model(f"{name}:build", weights=path)
     torch.save({"epoch": 3, "optimizer": {}}, path)
-    with pytest.raises(WorkloadError, match=r"neither a state_dict nor holds one .*top-level keys are 'epoch', 'optimizer'"):
+    with pytest.raises(
+        WorkloadError, match=r"neither a state_dict nor holds one .*top-level keys are 'epoch', 'optimizer'"
+    ):
         load_model(f"{name}:build", weights=path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WorkloadError, match=r"not a readable PyTorch checkpoint"):
@@ -491,10 +542,18 @@ def test_checkpoint_errors(user_module: WriteModule, tmp_path: Path) -> None:
 
 def test_check_num_classes_mismatch_and_wrong_input() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1000)).train()
-    with pytest.raises(WorkloadError, match=r"^model outputs 1000 classes but the data has 3 \(classes: a, b, c\); pass --num-classes 3 \(and --weights trained for 3 classes\)$"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"^model outputs 1000 classes but the data has 3 \(classes: a, b, c\); "
+        r"pass --num-classes 3 \(and --weights trained for 3 classes\)$",
+    ):
         check_num_classes(model, 3, (3, 16, 16), class_names=["a", "b", "c"])
     assert model.training, "the model's mode is restored"
-    with pytest.raises(WorkloadError, match=r"shape \[1, 1, 16, 16\].*first conv expects 3 channels but the data has 1: load the data with --channels 3"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"shape \[1, 1, 16, 16\].*"
+        r"first conv expects 3 channels but the data has 1: load the data with --channels 3",
+    ):
         check_num_classes(model, 1000, (1, 16, 16))
     with pytest.raises(WorkloadError, match=r"shape \[1, 3, 2, 2\].*resize it with --input-size"):
         check_num_classes(model, 1000, (3, 2, 2))
@@ -553,7 +612,9 @@ def test_weights_transform_is_the_enums_preprocessing_without_download(offline_h
     default = weights_transform("torchvision:ResNet18", Path("torchvision:default"))
     assert default is not None and default.crop_size == [224], "Path, case-insensitive names and DEFAULT work too"
     assert weights_transform("torchvision:resnet18", None) is None
-    assert weights_transform("torchvision:resnet18", Path("weights.pt")) is None, "a checkpoint's preprocessing is the user's"
+    assert weights_transform("torchvision:resnet18", Path("weights.pt")) is None, (
+        "a checkpoint's preprocessing is the user's"
+    )
     assert not offline_hub.exists(), "nothing was downloaded"
 
 
@@ -581,7 +642,11 @@ def test_imagefolder_with_weights_preprocess_matches_the_transform_by_hand(tmp_p
     assert small.info["preprocess"].endswith(", then resize to 64x64")
     gray = load_data(f"imagefolder:{_write_folder(tmp_path / 'gray', per_class=3)}", preprocess=transform)
     assert gray.input_shape == (3, 224, 224), "with a preprocess, grayscale images become RGB unless --channels 1"
-    assert load_data(f"imagefolder:{tmp_path / 'rgb'}").info["preprocess"].startswith("default: resize shorter side to 224")
+    assert (
+        load_data(f"imagefolder:{tmp_path / 'rgb'}")
+        .info["preprocess"]
+        .startswith("default: resize shorter side to 224")
+    )
 
 
 def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, user_module: WriteModule) -> None:
@@ -594,7 +659,9 @@ def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, u
     assert splits.test.tensors[0].shape == (6, 3, 224, 224), "a split under the cap is kept whole"
     assert splits.info["preprocess"].startswith("ImageClassification(crop_size=[224]") and splits.info["channels"] == 3
 
-    name = user_module("user_data_preprocess", """
+    name = user_module(
+        "user_data_preprocess",
+        """
         import torch
         from torch.utils.data import TensorDataset
 
@@ -602,15 +669,20 @@ def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, u
             assert preprocess is not None
             make = lambda n: TensorDataset(torch.zeros(n, 3, 8, 8), torch.arange(n) % 2)
             return make(8), make(4)
-    """)
+    """,
+    )
     assert load_data(f"{name}:load", preprocess=transform).info["preprocess"].startswith("ImageClassification(")
 
 
 def test_bad_preprocess_is_a_one_line_error(tmp_path: Path) -> None:
     _write_rgb_folder(tmp_path / "rgb")
-    with pytest.raises(WorkloadError, match=r"the preprocessing returned Image for .*expected a float tensor C x H x W"):
+    with pytest.raises(
+        WorkloadError, match=r"the preprocessing returned Image for .*expected a float tensor C x H x W"
+    ):
         load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=lambda image: image)
-    with pytest.raises(WorkloadError, match=r"returned 3x\d+x\d+ for .*\.png but 3x\d+x\d+ for the first image; make it crop"):
+    with pytest.raises(
+        WorkloadError, match=r"returned 3x\d+x\d+ for .*\.png but 3x\d+x\d+ for the first image; make it crop"
+    ):
         load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=lambda image: torch.zeros(3, image.height, image.width))
     with pytest.raises(WorkloadError, match=r"preprocess=3 : expected a callable"):
         load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=3)  # type: ignore[arg-type]
@@ -623,11 +695,16 @@ def test_unknown_weights_enum_lists_the_valid_names(offline_hub: Path) -> None:
         "--weights torchvision:IMAGENET9K : resnet18 has no torchvision weights named 'IMAGENET9K'; "
         "expected torchvision:ENUM with ENUM one of IMAGENET1K_V1, DEFAULT (= IMAGENET1K_V1)"
     )
-    with pytest.raises(WorkloadError, match=r"no torchvision weights named 'V3'; .*IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT \(= IMAGENET1K_V2\)"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"no torchvision weights named 'V3'; .*IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT \(= IMAGENET1K_V2\)",
+    ):
         load_model("torchvision:resnet50", weights="torchvision:V3")
     with pytest.raises(WorkloadError, match=r"no torchvision classification model named 'resnet1'"):
         load_model("torchvision:resnet1", weights="torchvision:DEFAULT")
-    with pytest.raises(WorkloadError, match=r"need --model torchvision:NAME, got --model mymodels:build; pass --weights PATH"):
+    with pytest.raises(
+        WorkloadError, match=r"need --model torchvision:NAME, got --model mymodels:build; pass --weights PATH"
+    ):
         load_model("mymodels:build", weights="torchvision:DEFAULT")
 
 
@@ -636,10 +713,14 @@ def test_weights_enum_download_failure_says_where_to_put_the_file(offline_hub: P
         load_model("torchvision:resnet18", weights="torchvision:DEFAULT")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("--weights torchvision:DEFAULT : could not download torchvision weights "
-                              "resnet18.IMAGENET1K_V1 (URLError: <urlopen error offline>)"), message
-    assert f"put the file {RESNET18_FILE} (from https://download.pytorch.org/models/{RESNET18_FILE}) in " \
-           f"$TORCH_HOME/hub/checkpoints/ (here {offline_hub}) or pass --weights PATH" in message
+    assert message.startswith(
+        "--weights torchvision:DEFAULT : could not download torchvision weights "
+        "resnet18.IMAGENET1K_V1 (URLError: <urlopen error offline>)"
+    ), message
+    assert (
+        f"put the file {RESNET18_FILE} (from https://download.pytorch.org/models/{RESNET18_FILE}) in "
+        f"$TORCH_HOME/hub/checkpoints/ (here {offline_hub}) or pass --weights PATH" in message
+    )
 
 
 def test_weights_enum_loads_the_cached_file_offline(offline_hub: Path) -> None:
@@ -653,7 +734,9 @@ def test_weights_enum_loads_the_cached_file_offline(offline_hub: Path) -> None:
     with torch.no_grad():
         assert torch.equal(loaded(x), source(x)), "the weights come from $TORCH_HOME/hub/checkpoints/"
     (offline_hub / RESNET18_FILE).write_bytes(b"truncated")
-    with pytest.raises(WorkloadError, match=rf"loading ResNet18_Weights.IMAGENET1K_V1 from .*{RESNET18_FILE} failed .*delete that file"):
+    with pytest.raises(
+        WorkloadError, match=rf"loading ResNet18_Weights.IMAGENET1K_V1 from .*{RESNET18_FILE} failed .*delete that file"
+    ):
         load_model("torchvision:resnet18", weights="torchvision:DEFAULT")
 
 
@@ -663,7 +746,8 @@ def test_weights_enum_refuses_another_head_or_stem(offline_hub: Path) -> None:
     assert str(info.value) == (
         "--weights torchvision:DEFAULT : the pretrained ResNet18_Weights.IMAGENET1K_V1 head has 1000 classes "
         "(ImageNet) but 10 were asked for (--num-classes, or the data's class count); pass --num-classes 1000 with "
-        "data labelled in those classes, or fine-tune the model on your data and pass --weights PATH with its state_dict"
+        "data labelled in those classes, or fine-tune the model on your data and pass --weights PATH with its "
+        "state_dict"
     )
     with pytest.raises(WorkloadError, match=r"--small-input replaces the stem .*drop --small-input"):
         load_model("torchvision:resnet18", small_input=True, weights="torchvision:DEFAULT")

@@ -61,7 +61,10 @@ def test_suggest_builds_policy_with_one_ratio_per_group() -> None:
     assert ("kd.epochs" in trial.params) == (not policy.prune.is_identity)
 
 
-@pytest.mark.parametrize("per,expected", [("uniform", {"prune.ratio"}), ("stage", {"prune.stem.0", "prune.layer1", "prune.layer2"}), ("none", set())])
+@pytest.mark.parametrize(
+    "per,expected",
+    [("uniform", {"prune.ratio"}), ("stage", {"prune.stem.0", "prune.layer1", "prune.layer2"}), ("none", set())],
+)
 def test_prune_granularity_controls_parameters(per: str, expected: set[str]) -> None:
     space = SearchSpace.from_dict({"prune": {"per": per}})
     assert set(space.prune_params(GROUPS)) == expected
@@ -71,7 +74,11 @@ def test_baselines_are_enqueued_exactly() -> None:
     space = load_space("default")
     study = optuna.create_study(directions=["maximize", "minimize"])
     baselines = space.baselines(GROUPS)
-    assert [label for label, _ in baselines] == ["fp32 (uncompressed)", "int8 per-channel only", "uniform 50% prune + KD + int8"]
+    assert [label for label, _ in baselines] == [
+        "fp32 (uncompressed)",
+        "int8 per-channel only",
+        "uniform 50% prune + KD + int8",
+    ]
     for _, params in baselines:
         study.enqueue_trial(params)
     policies = [space.suggest(study.ask(), GROUPS, train_size=1078) for _ in baselines]
@@ -82,8 +89,13 @@ def test_baselines_are_enqueued_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("layer", "stage"),
-    [("layer1.0.conv1", "layer1"), ("features.3.conv.0.0", "features.3"), ("features.denseblock2.denselayer1.conv1", "features.denseblock2"),
-     ("encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_0"), ("conv", "conv")],
+    [
+        ("layer1.0.conv1", "layer1"),
+        ("features.3.conv.0.0", "features.3"),
+        ("features.denseblock2.denselayer1.conv1", "features.denseblock2"),
+        ("encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_0"),
+        ("conv", "conv"),
+    ],
 )
 def test_stage_of(layer: str, stage: str) -> None:
     from autocompress.study.space import stage_of
@@ -96,8 +108,14 @@ def test_every_shipped_space_is_valid(name: str) -> None:
     assert load_space(name).source.endswith(f"{name}.yaml")
 
 
-LEVEL_SPACE = {"prune": {"per": "group", "level": {"low": 0.0, "high": 0.8, "step": 0.1}, "spread": 0.1,
-                         "ratio": {"low": 0.0, "high": 0.85}}}
+LEVEL_SPACE = {
+    "prune": {
+        "per": "group",
+        "level": {"low": 0.0, "high": 0.8, "step": 0.1},
+        "spread": 0.1,
+        "ratio": {"low": 0.0, "high": 0.85},
+    }
+}
 
 
 def test_level_plus_offsets_gives_clipped_per_group_ratios() -> None:
@@ -118,11 +136,17 @@ def test_level_reaches_both_corners_in_few_random_trials() -> None:
     assert min(means) < 0.15 and max(means) > 0.65, means
 
 
-@pytest.mark.parametrize("prune,message", [
-    ({"level": {"low": 0.0, "high": 0.9}, "ratio": {"low": 0.0, "high": 0.8}}, r"prune.level must lie inside prune.ratio"),
-    ({"level": {"low": 0.0, "high": 0.5}, "spread": 1.5}, r"prune.spread must be a number in \[0, 1\)"),
-    ({"level": {"low": 0.0, "high": 0.5}, "spread": "wide"}, r"prune.spread must be a number"),
-])
+@pytest.mark.parametrize(
+    "prune,message",
+    [
+        (
+            {"level": {"low": 0.0, "high": 0.9}, "ratio": {"low": 0.0, "high": 0.8}},
+            r"prune.level must lie inside prune.ratio",
+        ),
+        ({"level": {"low": 0.0, "high": 0.5}, "spread": 1.5}, r"prune.spread must be a number in \[0, 1\)"),
+        ({"level": {"low": 0.0, "high": 0.5}, "spread": "wide"}, r"prune.spread must be a number"),
+    ],
+)
 def test_level_schema_errors_name_the_key(prune: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SearchSpace.from_dict({"prune": prune}, source="bad.yaml")
@@ -161,14 +185,22 @@ def test_space_refuses_both_epochs_and_steps() -> None:
 def test_per_layer_int8_samples_which_layers_stay_fp32() -> None:
     space = SearchSpace.from_dict({"quantize": {"mode": ["int8"], "per_layer": True}}, source="t.yaml")
     first, second = GROUPS[0].name, GROUPS[1].name
-    params = {**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8", GROUPS), **space.kd_params(),
-              f"quant.fp32.{second}": True}
+    params = {
+        **space.uniform_params(GROUPS, 0.5),
+        **space.quant_params("int8", GROUPS),
+        **space.kd_params(),
+        f"quant.fp32.{second}": True,
+    }
     policy = space.fixed_policy(params, GROUPS)
     assert policy.quant.fp32_layers == (second,)
     assert first not in policy.quant.fp32_layers
     # Fixed policies (baselines, probe, rescue) keep every layer int8.
-    assert space.fixed_policy({**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8")},
-                              GROUPS).quant.fp32_layers == ()
+    assert (
+        space.fixed_policy(
+            {**space.uniform_params(GROUPS, 0.5), **space.quant_params("int8")}, GROUPS
+        ).quant.fp32_layers
+        == ()
+    )
     labels = dict(space.baselines(GROUPS))
     assert all(labels["int8 per-channel only"][f"quant.fp32.{g.name}"] is False for g in GROUPS)
     # Off by default: no per-layer parameter at all.

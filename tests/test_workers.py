@@ -20,8 +20,9 @@ from autocompress.scale.workers import StorageLock, TrialSlots, host_id, owner, 
 
 def _study(tmp_path: Path, name: str = "s") -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path}/s.db", load_if_exists=True,
-                               directions=["maximize", "minimize"])
+    return optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path}/s.db", load_if_exists=True, directions=["maximize", "minimize"]
+    )
 
 
 def _dead_pid() -> int:
@@ -96,8 +97,9 @@ def test_slots_cap_counted_plus_in_flight_at_the_total(tmp_path: Path) -> None:
 
 def test_an_unbound_slot_of_a_dead_process_frees_at_once(tmp_path: Path) -> None:
     study = _study(tmp_path)
-    study.set_user_attr("slot:ghost", {"owner": {**owner(), "pid": _dead_pid(), "uuid": "ghost"}, "t": time.time(),
-                                       "trial": None})
+    study.set_user_attr(
+        "slot:ghost", {"owner": {**owner(), "pid": _dead_pid(), "uuid": "ghost"}, "t": time.time(), "trial": None}
+    )
     assert TrialSlots(study, total=1).in_flight() == 0
 
 
@@ -181,13 +183,15 @@ open_storage(sys.argv[1])
 
 def test_processes_opening_a_new_database_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
     """Several workers started together on a study whose SQLite file does not exist yet: each creates the tables and
-    stamps the schema version; without the retry in ``autocompress.scale.storage.open_storage`` every one but the first could fail
-    with ``UNIQUE constraint failed: alembic_version.version_num`` (seen in the suite, 2026-12-02)."""
+    stamps the schema version; without the retry in ``autocompress.scale.storage.open_storage`` every one but the first
+    could fail with ``UNIQUE constraint failed: alembic_version.version_num`` (seen in the suite, 2026-12-02)."""
     for round_ in range(2):
         url = f"sqlite:///{tmp_path}/race{round_}.db"
         start = time.time() + 8.0  # after every child has imported torch
-        children = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(start)], stderr=subprocess.PIPE,
-                                     text=True) for _ in range(4)]
+        children = [
+            subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(start)], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         for child in children:
             _, err = child.communicate(timeout=120)
             assert child.returncode == 0, err[-2000:]

@@ -1,6 +1,7 @@
 """The compression stages: structural pruning and distillation fine-tuning (model → model; no runtime knowledge).
 
-Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the runtimes' job: :mod:`autocompress.runtimes`.
+Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the runtimes' job:
+:mod:`autocompress.runtimes`.
 """
 
 from __future__ import annotations

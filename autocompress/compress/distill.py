@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.policy import DistillPolicy
 from autocompress.compress.training import fit
+from autocompress.policy import DistillPolicy
 
 __all__ = ["DistillResult", "kd_loss", "distill"]
 
@@ -39,7 +39,7 @@ class DistillResult:
     @property
     def last_loss(self) -> float:
         """Mean of the last 10 % of steps (a single step is noisy)."""
-        tail = self.losses[-max(1, len(self.losses) // 10):]
+        tail = self.losses[-max(1, len(self.losses) // 10) :]
         return sum(tail) / len(tail) if tail else float("nan")
 
 
@@ -89,6 +89,14 @@ def distill(
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, teacher_logits[indices], labels, temperature=policy.temperature, alpha=policy.alpha)
 
-    losses = fit(student, train, loss_fn, steps=policy.steps, lr=policy.lr, batch_size=policy.batch_size, seed=seed,
-                 device=device)
+    losses = fit(
+        student,
+        train,
+        loss_fn,
+        steps=policy.steps,
+        lr=policy.lr,
+        batch_size=policy.batch_size,
+        seed=seed,
+        device=device,
+    )
     return DistillResult(losses=losses, seconds=time.perf_counter() - started)

@@ -329,9 +329,7 @@ def _indices_to_remove(importance: torch.Tensor, group: _Group, kept: int) -> li
     return sorted(int(i) + s * width for s in range(group.slices) for i in drop)
 
 
-def prune_model(
-    model: nn.Module, policy: PrunePolicy, example_input: torch.Tensor, *, num_classes: int
-) -> nn.Module:
+def prune_model(model: nn.Module, policy: PrunePolicy, example_input: torch.Tensor, *, num_classes: int) -> nn.Module:
     """Return a pruned deep copy of ``model``; ``model`` itself is untouched.
 
     Every group named in ``policy.ratios`` keeps :func:`_kept_channels` channels: those with the largest group
@@ -433,11 +431,7 @@ def _weights(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
 
 
 def sparsify_model(
-    model: nn.Module,
-    *,
-    sparsity: float,
-    example_input: torch.Tensor | None = None,
-    num_classes: int | None = None,
+    model: nn.Module, *, sparsity: float, example_input: torch.Tensor | None = None, num_classes: int | None = None
 ) -> nn.Module:
     """Return a deep copy of ``model`` whose smallest weights are set to zero (unstructured L1 magnitude pruning).
 

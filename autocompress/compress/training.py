@@ -64,20 +64,50 @@ def fit(
     device = torch.device(device)
     model.to(device)
     try:
-        return _fit(model, dataset, loss_fn, steps=steps, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer,
-                    weight_decay=weight_decay, on_step=on_step, device=device)
+        return _fit(
+            model,
+            dataset,
+            loss_fn,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            on_step=on_step,
+            device=device,
+        )
     finally:
         model.to("cpu")
 
 
-def _fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, steps: int, lr: float, batch_size: int, seed: int,
-         optimizer: str, weight_decay: float, on_step: Callable[[int, float], None] | None,
-         device: torch.device) -> list[float]:
+def _fit(
+    model: nn.Module,
+    dataset: Dataset,
+    loss_fn: LossFn,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    optimizer: str,
+    weight_decay: float,
+    on_step: Callable[[int, float], None] | None,
+    device: torch.device,
+) -> list[float]:
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > batch_size)  # type: ignore[arg-type]
+    loader = DataLoader(
+        IndexedDataset(dataset),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(dataset) > batch_size,
+    )  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True
+        )
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / steps)))
@@ -89,10 +119,13 @@ def _fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, *, steps: int, lr:
                 images, labels, indices = (t.to(device, non_blocking=True) for t in (images, labels, indices))
             loss = loss_fn(_logits(model(images)), labels, indices)
             if not torch.isfinite(loss):
-                # A diverged run would only produce garbage weights: stop and say why (the trial fails, the study goes on).
+                # A diverged run would only produce garbage weights: stop and say why (the trial fails, the study
+                # goes on).
                 model.eval()
-                raise FloatingPointError(f"training loss is not finite ({float(loss.detach())}) at step {len(losses) + 1} "
-                                         f"with lr {lr:g}; this run diverged")
+                raise FloatingPointError(
+                    f"training loss is not finite ({float(loss.detach())}) at step {len(losses) + 1} "
+                    f"with lr {lr:g}; this run diverged"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -118,8 +151,9 @@ def _logits(output: object) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Logits of ``model`` for every item of ``dataset``, in dataset order, computed on ``device`` and returned there
     (the model is moved back to the CPU)."""
     device = torch.device(device)

@@ -23,7 +23,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuInfo", "Int8Kernel", "detect_cpu", "int8_kernel_for", "native_bf16", "machine_fingerprint", "cpu_from_fingerprint", "INT8_ISAS"]
+__all__ = [
+    "CpuInfo",
+    "Int8Kernel",
+    "detect_cpu",
+    "int8_kernel_for",
+    "native_bf16",
+    "machine_fingerprint",
+    "cpu_from_fingerprint",
+    "INT8_ISAS",
+]
 
 # From the most to the least capable for int8 matrix products; the first that matches names the CPU's ISA.
 INT8_ISAS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -37,10 +46,32 @@ INT8_ISAS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _VNNI_ISAS = {"amx", "avx512_vnni", "avx_vnni", "arm_dotprod"}
 # Flags worth keeping in a fingerprint: the ones that change which kernels ONNX Runtime and PyTorch pick.
-_REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-                   "amx_bf16", "asimd", "asimddp", "sve")
-_VERSIONED = ("autocompress", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "openvino", "nncf", "optuna",
-              "numpy")
+_REPORTED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "sve",
+)
+_VERSIONED = (
+    "autocompress",
+    "torch",
+    "torchvision",
+    "torch-pruning",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "optuna",
+    "numpy",
+)
 
 
 @dataclass(frozen=True)
@@ -74,13 +105,22 @@ class CpuInfo:
         return self.isa in _VNNI_ISAS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "arch": self.arch, "isa": self.isa, "flags": sorted(self.flags),
-                "logical_cores": self.logical_cores}
+        return {
+            "model": self.model,
+            "arch": self.arch,
+            "isa": self.isa,
+            "flags": sorted(self.flags),
+            "logical_cores": self.logical_cores,
+        }
 
     @classmethod
-    def from_flags(cls, flags: Iterable[str], *, model: str = "test CPU", arch: str = "x86_64", cores: int = 2) -> CpuInfo:
+    def from_flags(
+        cls, flags: Iterable[str], *, model: str = "test CPU", arch: str = "x86_64", cores: int = 2
+    ) -> CpuInfo:
         """A CpuInfo with the given flags (tests, and CPUs described by hand)."""
-        return cls(model=model, arch=arch, flags=frozenset(f for f in flags if f in _REPORTED_FLAGS), logical_cores=cores)
+        return cls(
+            model=model, arch=arch, flags=frozenset(f for f in flags if f in _REPORTED_FLAGS), logical_cores=cores
+        )
 
 
 def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -134,7 +174,9 @@ def int8_kernel_for(cpu: CpuInfo) -> Int8Kernel:
     if cpu.isa in ("amx", "avx512_vnni", "avx_vnni"):
         return Int8Kernel("uint8", "int8", False, f"{cpu.isa}: exact int8 dot products, full-range U8S8")
     if cpu.isa in ("avx512", "avx2", "baseline"):
-        return Int8Kernel("uint8", "int8", True, f"{cpu.isa} without VNNI: U8S8 saturates in int16, so 7-bit weights (reduce_range)")
+        return Int8Kernel(
+            "uint8", "int8", True, f"{cpu.isa} without VNNI: U8S8 saturates in int16, so 7-bit weights (reduce_range)"
+        )
     # Arm: ONNX Runtime's kernels take U8S8 through the (u)dot instructions; no int16 saturation path.
     return Int8Kernel("uint8", "int8", False, f"{cpu.isa}: U8S8 (not measured on this project's machines)")
 
@@ -143,9 +185,12 @@ def cpu_from_fingerprint(fingerprint: Mapping[str, Any]) -> CpuInfo:
     """The CPU a :func:`machine_fingerprint` describes (a build host takes the target's, to build for it)."""
     platform_name = str(fingerprint.get("platform", ""))
     arch = next((a for a in ("x86_64", "aarch64", "arm64") if a in platform_name), platform.machine())
-    return CpuInfo(model=str(fingerprint.get("cpu", "unknown")), arch=arch,
-                   flags=frozenset(fingerprint.get("cpu_flags", ())),
-                   logical_cores=int(fingerprint.get("logical_cores") or 1))
+    return CpuInfo(
+        model=str(fingerprint.get("cpu", "unknown")),
+        arch=arch,
+        flags=frozenset(fingerprint.get("cpu_flags", ())),
+        logical_cores=int(fingerprint.get("logical_cores") or 1),
+    )
 
 
 def machine_fingerprint(cpu: CpuInfo | None = None) -> dict[str, Any]:
@@ -160,6 +205,14 @@ def machine_fingerprint(cpu: CpuInfo | None = None) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"host": socket.gethostname(), "cpu": cpu.model, "isa": cpu.isa, "cpu_flags": sorted(cpu.flags),
-            "int8_kernel": int8_kernel_for(cpu).name, "logical_cores": cpu.logical_cores,
-            "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu.model,
+        "isa": cpu.isa,
+        "cpu_flags": sorted(cpu.flags),
+        "int8_kernel": int8_kernel_for(cpu).name,
+        "logical_cores": cpu.logical_cores,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }

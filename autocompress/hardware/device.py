@@ -26,12 +26,16 @@ def check_device(name: str) -> None:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             built = torch.version.cuda or "none"
-            raise ConfigError(f"--device {name}: torch sees no CUDA device on this machine (torch {torch.__version__}, "
-                              f"built for CUDA {built}); pass --device cpu, or --device auto to use one when present")
+            raise ConfigError(
+                f"--device {name}: torch sees no CUDA device on this machine (torch {torch.__version__}, "
+                f"built for CUDA {built}); pass --device cpu, or --device auto to use one when present"
+            )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of them, or --device cpu")
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of them, or --device cpu"
+            )
 
 
 def resolve_device(name: str) -> tuple[torch.device, str]:

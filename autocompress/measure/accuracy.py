@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from autocompress.runtimes import Artifact, Runner, Runtime, get_runtime
 from autocompress.policy import QuantPolicy
+from autocompress.runtimes import Artifact, Runner, Runtime, get_runtime
 
 __all__ = ["Accuracy", "evaluate", "evaluate_artifact", "evaluate_onnx", "evaluate_torch"]
 
@@ -43,16 +43,18 @@ def evaluate(runner: Runner, dataset: Dataset, *, batch_size: int = 64) -> Accur
     return _score(np.concatenate(logits), np.concatenate(labels))
 
 
-def evaluate_artifact(runtime: Runtime, artifact: Artifact, dataset: Dataset, *, threads: int,
-                      batch_size: int = 64) -> Accuracy:
+def evaluate_artifact(
+    runtime: Runtime, artifact: Artifact, dataset: Dataset, *, threads: int, batch_size: int = 64
+) -> Accuracy:
     """Accuracy of ``artifact`` on ``runtime`` with ``threads`` threads (any batch size)."""
     return evaluate(runtime.runner(artifact, threads=threads), dataset, batch_size=batch_size)
 
 
 def evaluate_onnx(path: Path, dataset: Dataset, *, batch_size: int = 64, threads: int = 2) -> Accuracy:
     """Accuracy of the ONNX file at ``path`` on ONNX Runtime."""
-    return evaluate_artifact(get_runtime("onnxruntime"), Artifact(path, QuantPolicy()), dataset, threads=threads,
-                             batch_size=batch_size)
+    return evaluate_artifact(
+        get_runtime("onnxruntime"), Artifact(path, QuantPolicy()), dataset, threads=threads, batch_size=batch_size
+    )
 
 
 @torch.no_grad()

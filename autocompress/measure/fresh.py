@@ -29,17 +29,41 @@ __all__ = ["remeasure_fresh", "main"]
 _TIMEOUT_S = 300
 
 
-def remeasure_fresh(candidate: Artifact, reference: Artifact, input_shape: Sequence[int], *, threads: int,
-                    batch_size: int, protocol: Protocol) -> tuple[Latency, Latency]:
+def remeasure_fresh(
+    candidate: Artifact,
+    reference: Artifact,
+    input_shape: Sequence[int],
+    *,
+    threads: int,
+    batch_size: int,
+    protocol: Protocol,
+) -> tuple[Latency, Latency]:
     """``(candidate, reference)`` figures taken side by side in a new Python process (see the module docstring).
 
     Both artifacts run on ``candidate.runtime``; only the precision mode travels with the paths (it sets OpenVINO's
     precision hint), the rest of the plan is baked into the files.
     """
-    command = [sys.executable, "-m", "autocompress.measure.fresh", str(candidate.path), str(reference.path),
-               "--runtime", candidate.runtime, "--mode", candidate.quant.mode, "--reference-mode", reference.quant.mode,
-               "--shape", ",".join(str(int(v)) for v in input_shape), "--threads", str(threads),
-               "--batch-size", str(batch_size), "--protocol", json.dumps(protocol.to_dict())]
+    command = [
+        sys.executable,
+        "-m",
+        "autocompress.measure.fresh",
+        str(candidate.path),
+        str(reference.path),
+        "--runtime",
+        candidate.runtime,
+        "--mode",
+        candidate.quant.mode,
+        "--reference-mode",
+        reference.quant.mode,
+        "--shape",
+        ",".join(str(int(v)) for v in input_shape),
+        "--threads",
+        str(threads),
+        "--batch-size",
+        str(batch_size),
+        "--protocol",
+        json.dumps(protocol.to_dict()),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -58,15 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", required=True, help="input shape without the batch axis, e.g. 1,32,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--protocol", default="{}",
-                        help="the Protocol's fields as JSON (Protocol.to_dict(); absent fields take their defaults)")
+    parser.add_argument(
+        "--protocol",
+        default="{}",
+        help="the Protocol's fields as JSON (Protocol.to_dict(); absent fields take their defaults)",
+    )
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
     protocol = Protocol(**json.loads(args.protocol))  # every field, so the fresh figure is taken as the search's was
     runtime = get_runtime(args.runtime)
     reference_artifact = Artifact(args.reference, QuantPolicy(mode=args.reference_mode), runtime=runtime.name)
-    meter = LatencyMeter(runtime, reference_artifact, shape, threads=args.threads, batch_size=args.batch_size,
-                         protocol=protocol)
+    meter = LatencyMeter(
+        runtime, reference_artifact, shape, threads=args.threads, batch_size=args.batch_size, protocol=protocol
+    )
     reference = meter.calibrate(factor=1.0)
     candidate = meter.measure(Artifact(args.candidate, QuantPolicy(mode=args.mode), runtime=runtime.name))
     print(json.dumps({"candidate": candidate.to_dict(), "reference": reference.to_dict()}))

@@ -45,10 +45,10 @@ import hashlib
 import os
 import statistics
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-import typing
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,9 @@ class Protocol:
     canary_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
-        assert self.block_runs >= 1 and self.block_s >= 0 and self.window_s > 0 and self.max_window_s >= self.window_s, self
+        assert (
+            self.block_runs >= 1 and self.block_s >= 0 and self.window_s > 0 and self.max_window_s >= self.window_s
+        ), self
 
     @classmethod
     def from_options(cls, *, warmup: int, repeats: int, window_s: float) -> Protocol:
@@ -126,7 +128,9 @@ class Protocol:
 
     def longer(self, factor: float) -> Protocol:
         """The same protocol with a ``factor`` times longer window (export re-measurement, the teacher's anchor)."""
-        return replace(self, window_s=self.window_s * factor, max_window_s=max(self.max_window_s, self.window_s * factor))
+        return replace(
+            self, window_s=self.window_s * factor, max_window_s=max(self.max_window_s, self.window_s * factor)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +208,9 @@ class Latency:
     def __str__(self) -> str:
         interval = f" [{self.low:.3f}, {self.high:.3f}]" if self.low_ms is not None else ""
         noise = f", {self.noise}" if self.noise != "quiet" else ""
-        return f"{self.median_ms:.3f} ms{interval} ({self.blocks or self.n} {'blocks' if self.blocks else 'runs'}{noise})"
+        return (
+            f"{self.median_ms:.3f} ms{interval} ({self.blocks or self.n} {'blocks' if self.blocks else 'runs'}{noise})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- machine load
@@ -242,8 +248,16 @@ class _LoadMeter:
 
 
 # ---------------------------------------------------------------------------------------------------- the protocol
-def _summary(samples: Sequence[float], blocks: Sequence[float], *, threads: int, batch_size: int, seconds: float,
-             load: tuple[float, float], floor: float) -> Latency:
+def _summary(
+    samples: Sequence[float],
+    blocks: Sequence[float],
+    *,
+    threads: int,
+    batch_size: int,
+    seconds: float,
+    load: tuple[float, float],
+    floor: float,
+) -> Latency:
     values = np.asarray(samples, dtype=np.float64)
     q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
     ordered = sorted(blocks)
@@ -252,17 +266,38 @@ def _summary(samples: Sequence[float], blocks: Sequence[float], *, threads: int,
     typical = float(np.median(ordered))
     spread = typical / figure - 1.0 if figure > 0 else 0.0
     load_cores, steal = load
-    noise = "busy" if load_cores >= _BUSY_CORES or steal >= _BUSY_STEAL else "noisy" if spread > _NOISY_SPREAD else "quiet"
+    noise = (
+        "busy" if load_cores >= _BUSY_CORES or steal >= _BUSY_STEAL else "noisy" if spread > _NOISY_SPREAD else "quiet"
+    )
     return Latency(
-        median_ms=float(figure), iqr_ms=float(q75 - q25), p10_ms=float(q10), p90_ms=float(q90), n=int(values.size),
-        threads=threads, batch_size=batch_size, low_ms=float(figure * (1 - floor)), high_ms=float(third * (1 + floor)),
-        typical_ms=typical, blocks=len(ordered), seconds=round(seconds, 4), spread=round(spread, 4),
-        load_cores=round(load_cores, 3), steal=round(steal, 4), noise=noise, block_medians=tuple(float(b) for b in blocks),
+        median_ms=float(figure),
+        iqr_ms=float(q75 - q25),
+        p10_ms=float(q10),
+        p90_ms=float(q90),
+        n=int(values.size),
+        threads=threads,
+        batch_size=batch_size,
+        low_ms=float(figure * (1 - floor)),
+        high_ms=float(third * (1 + floor)),
+        typical_ms=typical,
+        blocks=len(ordered),
+        seconds=round(seconds, 4),
+        spread=round(spread, 4),
+        load_cores=round(load_cores, 3),
+        steal=round(steal, 4),
+        noise=noise,
+        block_medians=tuple(float(b) for b in blocks),
     )
 
 
-def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, threads: int, batch_size: int,
-                   anchor_ms: float | None = None) -> list[Latency]:
+def measure_blocks(
+    runs: Sequence[Callable[[], object]],
+    *,
+    protocol: Protocol,
+    threads: int,
+    batch_size: int,
+    anchor_ms: float | None = None,
+) -> list[Latency]:
     """Time each of ``runs`` in alternating blocks (see the module docstring); one :class:`Latency` per run.
 
     With ``anchor_ms`` (the undisturbed figure of ``runs[-1]``, the reference), the window is extended up to
@@ -303,8 +338,10 @@ def measure_blocks(runs: Sequence[Callable[[], object]], *, protocol: Protocol, 
             break
     seconds = time.perf_counter() - started
     machine = load.stop()
-    return [_summary(s, b, threads=threads, batch_size=batch_size, seconds=seconds, load=machine, floor=protocol.floor)
-            for s, b in zip(samples, blocks)]
+    return [
+        _summary(s, b, threads=threads, batch_size=batch_size, seconds=seconds, load=machine, floor=protocol.floor)
+        for s, b in zip(samples, blocks)
+    ]
 
 
 def _side_by_side(candidate: Latency, reference: Latency, *, anchor_ms: float | None, protocol: Protocol) -> Latency:
@@ -331,14 +368,30 @@ def combine(first: Latency, second: Latency, *, floor: float = Protocol.floor) -
     figure, third = pooled[0], pooled[min(2, len(pooled) - 1)]
     noisy = first.noise != "quiet" and second.noise != "quiet"
     low = min(first.low, second.low) if noisy else figure * (1 - floor)
-    return replace(best, median_ms=figure, low_ms=min(low, figure), high_ms=third * (1 + floor),
-                   n=first.n + second.n, blocks=len(pooled), seconds=round(first.seconds + second.seconds, 4),
-                   typical_ms=float(np.median(pooled)), noise=best.noise if noisy else "quiet",
-                   load_cores=max(first.load_cores, second.load_cores), block_medians=tuple(pooled))
+    return replace(
+        best,
+        median_ms=figure,
+        low_ms=min(low, figure),
+        high_ms=third * (1 + floor),
+        n=first.n + second.n,
+        blocks=len(pooled),
+        seconds=round(first.seconds + second.seconds, 4),
+        typical_ms=float(np.median(pooled)),
+        noise=best.noise if noisy else "quiet",
+        load_cores=max(first.load_cores, second.load_cores),
+        block_medians=tuple(pooled),
+    )
 
 
-def measure_callable(run: Callable[[], object], *, warmup: int, repeats: int, threads: int, batch_size: int,
-                     protocol: Protocol | None = None) -> Latency:
+def measure_callable(
+    run: Callable[[], object],
+    *,
+    warmup: int,
+    repeats: int,
+    threads: int,
+    batch_size: int,
+    protocol: Protocol | None = None,
+) -> Latency:
     """Time ``run()`` with the protocol (``warmup`` untimed calls, at least ``repeats`` timed ones)."""
     protocol = replace(protocol or Protocol(), warmup=warmup, min_runs=repeats)
     return measure_blocks([run], protocol=protocol, threads=threads, batch_size=batch_size)[0]
@@ -357,18 +410,28 @@ def artifact_run(runner: Runner, input_shape: tuple[int, ...], batch_size: int) 
 
 def onnx_runner(path: Path, input_shape: tuple[int, ...], *, threads: int, batch_size: int) -> Callable[[], object]:
     """A warm ONNX Runtime session on ``path`` and a fixed batch of real-shaped input: ``run()`` is one inference."""
-    from autocompress.runtimes import Artifact, get_runtime
     from autocompress.policy import QuantPolicy
+    from autocompress.runtimes import Artifact, get_runtime
 
     runner = get_runtime("onnxruntime").runner(Artifact(path, QuantPolicy()), threads=threads, batch_size=batch_size)
     return artifact_run(runner, input_shape, batch_size)
 
 
-def measure_onnx(path: Path, input_shape: tuple[int, ...], *, threads: int = 1, batch_size: int = 1, warmup: int = 20,
-                 repeats: int = 30, protocol: Protocol | None = None) -> Latency:
+def measure_onnx(
+    path: Path,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 20,
+    repeats: int = 30,
+    protocol: Protocol | None = None,
+) -> Latency:
     """Latency of the ONNX file at ``path`` for one batch of shape ``(batch_size, *input_shape)``, alone."""
     run = onnx_runner(path, input_shape, threads=threads, batch_size=batch_size)
-    return measure_callable(run, warmup=warmup, repeats=repeats, threads=threads, batch_size=batch_size, protocol=protocol)
+    return measure_callable(
+        run, warmup=warmup, repeats=repeats, threads=threads, batch_size=batch_size, protocol=protocol
+    )
 
 
 @contextlib.contextmanager
@@ -382,16 +445,25 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def measure_torch(model: nn.Module, input_shape: tuple[int, ...], *, threads: int = 1, batch_size: int = 1,
-                  warmup: int = 20, repeats: int = 30, protocol: Protocol | None = None) -> Latency:
+def measure_torch(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 20,
+    repeats: int = 30,
+    protocol: Protocol | None = None,
+) -> Latency:
     """Eager-mode PyTorch fp32 latency of ``model`` (eval, no grad) with the same protocol as ONNX."""
     model.eval()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32))
     from autocompress.measure.guard import core_guard
 
     with core_guard().timing(), torch_threads(threads), torch.inference_mode():
-        return measure_callable(lambda: model(x), warmup=warmup, repeats=repeats, threads=threads,
-                                batch_size=batch_size, protocol=protocol)
+        return measure_callable(
+            lambda: model(x), warmup=warmup, repeats=repeats, threads=threads, batch_size=batch_size, protocol=protocol
+        )
 
 
 class NoiseTally:
@@ -408,8 +480,11 @@ class NoiseTally:
         return latency
 
     def summary(self) -> dict[str, Any]:
-        return {"figures": self.figures, "not_quiet": self.noisy_figures,
-                "not_quiet_fraction": round(self.noisy_figures / self.figures, 3) if self.figures else 0.0}
+        return {
+            "figures": self.figures,
+            "not_quiet": self.noisy_figures,
+            "not_quiet_fraction": round(self.noisy_figures / self.figures, 3) if self.figures else 0.0,
+        }
 
 
 class Meter(typing.Protocol):
@@ -439,8 +514,16 @@ class LatencyMeter:
         (2.29, 0.186)
     """
 
-    def __init__(self, runtime: Runtime, reference: Artifact, input_shape: tuple[int, ...], *, threads: int,
-                 batch_size: int, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        reference: Artifact,
+        input_shape: tuple[int, ...],
+        *,
+        threads: int,
+        batch_size: int,
+        protocol: Protocol | None = None,
+    ) -> None:
         self.runtime = runtime
         self.input_shape = tuple(input_shape)
         self.threads = threads
@@ -458,8 +541,12 @@ class LatencyMeter:
     def calibrate(self, *, factor: float = 2.5) -> Latency:
         """The reference alone over a ``factor`` times longer window; its figure becomes the anchor."""
         with self.cores.timing(), self._reference_runner.session():
-            latency = measure_blocks([self._reference], protocol=self.protocol.longer(factor), threads=self.threads,
-                                     batch_size=self.batch_size)[0]
+            latency = measure_blocks(
+                [self._reference],
+                protocol=self.protocol.longer(factor),
+                threads=self.threads,
+                batch_size=self.batch_size,
+            )[0]
         self.anchor_ms = latency.median_ms if self.anchor_ms is None else min(self.anchor_ms, latency.median_ms)
         return latency
 
@@ -470,8 +557,13 @@ class LatencyMeter:
         runner = runner or self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
         run = artifact_run(runner, self.input_shape, self.batch_size)
         with self.cores.timing(), runner.session():
-            candidate, reference = measure_blocks([run, self._reference], protocol=protocol, threads=self.threads,
-                                                  batch_size=self.batch_size, anchor_ms=self.anchor_ms)
+            candidate, reference = measure_blocks(
+                [run, self._reference],
+                protocol=protocol,
+                threads=self.threads,
+                batch_size=self.batch_size,
+                anchor_ms=self.anchor_ms,
+            )
         latency = _side_by_side(candidate, reference, anchor_ms=self.anchor_ms, protocol=protocol)
         if self.anchor_ms is not None and reference.median_ms < self.anchor_ms:
             self.anchor_ms = reference.median_ms

@@ -19,11 +19,12 @@ output channels and to the one that prunes its input channels; a depthwise conv 
 **Model: monotone in MACs, per precision.** One curve per precision key (quantization mode, granularity, int8
 kernel): latency is assumed not to decrease when MACs grow, so the fit is isotonic (pool-adjacent-violators) over the
 measured points, interpolated linearly in between (a setting with too few points of its own borrows the curve of
-its whole mode, e.g. every int8 setting, with a wider interval). The interval is ``± max(min_width, 2 x median |relative error|)``
-of the model's own predictions of points it had not seen yet (prequential error: each measurement is predicted before
-it is added, and that error is what the report shows). Beyond the largest measured MACs only the lower side is known
-(latency at least the largest point's); below the smallest only the upper side. So a skip never extrapolates
-downwards: "over the budget" needs a measured structure with fewer MACs that is itself over it.
+its whole mode, e.g. every int8 setting, with a wider interval). The interval is
+``± max(min_width, 2 x median |relative error|)`` of the model's own predictions of points it had not seen yet
+(prequential error: each measurement is predicted before it is added, and that error is what the report shows). Beyond
+the largest measured MACs only the lower side is known (latency at least the largest point's); below the smallest only
+the upper side. So a skip never extrapolates downwards: "over the budget" needs a measured structure with fewer MACs
+that is itself over it.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class MacsEstimator:
             else:
                 per_output = module.in_features
             self.layer_macs[name] = int(output.numel() * per_output)
+
         return hook
 
     def kept_fraction(self, name: str, prune: PrunePolicy) -> float:
@@ -140,8 +142,12 @@ class Prediction:
         return self.over(budget_ms) or (self.interpolated and self.ms > budget_ms)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ms": self.ms, "low_ms": self.low_ms, "high_ms": None if math.isinf(self.high_ms) else self.high_ms,
-                "points": self.points}
+        return {
+            "ms": self.ms,
+            "low_ms": self.low_ms,
+            "high_ms": None if math.isinf(self.high_ms) else self.high_ms,
+            "points": self.points,
+        }
 
 
 def _isotonic(values: Sequence[float]) -> list[float]:
@@ -225,7 +231,9 @@ class LatencyModel:
             return Prediction(ms=ms, low_ms=ys[-1] * (1 - w), high_ms=high, points=len(xs))
         if macs <= xs[0]:
             ms = ys[0] * (macs / xs[0]) if xs[0] > 0 else ys[0]
-            return Prediction(ms=ms, low_ms=0.0 if macs < xs[0] else ys[0] * (1 - w), high_ms=ys[0] * (1 + w), points=len(xs))
+            return Prediction(
+                ms=ms, low_ms=0.0 if macs < xs[0] else ys[0] * (1 - w), high_ms=ys[0] * (1 + w), points=len(xs)
+            )
         i = bisect.bisect_left(xs, macs)
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         ms = y0 if x1 == x0 else y0 + (y1 - y0) * (macs - x0) / (x1 - x0)
@@ -271,13 +279,18 @@ class LatencyModel:
             "points": {k: len(c.macs) for k, c in self._curves.items() if not k.endswith("/*")},
             "held_out": len(errors),
             "median_abs_pct_error": round(100 * statistics.median(errors), 2) if errors else None,
-            "p90_abs_pct_error": round(100 * errors[min(len(errors) - 1, int(0.9 * len(errors)))], 2) if errors else None,
+            "p90_abs_pct_error": round(100 * errors[min(len(errors) - 1, int(0.9 * len(errors)))], 2)
+            if errors
+            else None,
             "interval_half_width_pct": round(100 * self.width, 1),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"curves": {k: {"macs": c.macs, "ms": c.ms} for k, c in self._curves.items()}, "errors": self.errors,
-                "trials": sorted(self.trials)}
+        return {
+            "curves": {k: {"macs": c.macs, "ms": c.ms} for k, c in self._curves.items()},
+            "errors": self.errors,
+            "trials": sorted(self.trials),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -17,8 +18,15 @@ from autocompress.study.pareto import Choice, pareto_front
 from autocompress.study.probe import Probe
 from autocompress.study.record import TrialRecord
 
-__all__ = ["new_figure", "pareto_chart", "hypervolume_chart", "importance_chart", "probe_chart", "sensitivity_chart",
-           "breakdown_chart"]
+__all__ = [
+    "new_figure",
+    "pareto_chart",
+    "hypervolume_chart",
+    "importance_chart",
+    "probe_chart",
+    "sensitivity_chart",
+    "breakdown_chart",
+]
 
 GREEN, RED, GREY, BLUE, ORANGE = "#2a9d55", "#d1495b", "#8d99ae", "#3a6ea5", "#e08e2b"
 
@@ -30,8 +38,9 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def pareto_chart(records: Sequence[TrialRecord], choice: Choice | None, *, budget: float | None,
-                 teacher_accuracy: float | None) -> Figure:
+def pareto_chart(
+    records: Sequence[TrialRecord], choice: Choice | None, *, budget: float | None, teacher_accuracy: float | None
+) -> Figure:
     """Accuracy against latency of the complete trials, with a strip below for trials stopped over the budget.
 
     Stopped trials were never fine-tuned, so they have a latency but no accuracy of their policy: they are drawn at
@@ -41,45 +50,20 @@ def pareto_chart(records: Sequence[TrialRecord], choice: Choice | None, *, budge
     stopped = [r for r in records if r.outcome == "stopped" and r.latency_ms is not None]
     fig = new_figure(7.5, 5.2)
     top, strip = fig.subplots(2, 1, sharex=True, height_ratios=[5, 1])
-    feasible = [r for r in complete if r.feasible]
-    other = [r for r in complete if not r.feasible]
-    top.scatter([r.latency_ms for r in feasible], [100 * r.accuracy for r in feasible], s=36, color=GREEN,
-                label="feasible", zorder=3)
-    top.scatter([r.latency_ms for r in other], [100 * r.accuracy for r in other], s=36, marker="x", color=RED,
-                label="infeasible", zorder=3)
-    front = pareto_front(complete)
-    if len(front) > 1:
-        top.step([r.latency_ms for r in front], [100 * r.accuracy for r in front], where="post", color=GREY,
-                 lw=1, zorder=2, label="Pareto front")
+    # The drawing order below is the legend's order: trials, front, accuracy lines, budget, chosen.
+    _draw_complete(top, complete)
     max_drop = next((r.max_drop_pt for r in records), None)
     if teacher_accuracy is not None:
-        top.axhline(100 * teacher_accuracy, color=GREY, ls=":", lw=1, label="teacher accuracy")
-        if max_drop is not None:
-            top.axhline(100 * teacher_accuracy - max_drop, color=ORANGE, ls="--", lw=1,
-                        label=f"accuracy limit (−{max_drop:g} pt)")
-    strip.scatter([r.latency_ms for r in stopped], [0] * len(stopped), marker="|", s=200, color=GREY)
-    strip.set_yticks([])
-    strip.set_ylabel("stopped", rotation=0, ha="right", va="center")
-    strip.set_title("stopped over the budget before fine-tuning (no accuracy)" if stopped
-                    else "no trial stopped over the budget", fontsize=8, loc="left")
+        _draw_accuracy_lines(top, teacher_accuracy=teacher_accuracy, max_drop=max_drop)
+    _draw_stopped_strip(strip, stopped)
     if budget:
         top.axvline(budget, color=BLUE, lw=1.2, label=f"budget {budget:.3g} ms")
         strip.axvline(budget, color=BLUE, lw=1.2)
     xs = [r.latency_ms for r in complete + stopped]
     middle = (min(xs) + max(xs)) / 2 if xs else 0.0
-    for r in records:
-        if r.role == "baseline" and r.latency_ms is not None:
-            ax, y = (top, 100 * r.accuracy) if r.accuracy is not None else (strip, 0)
-            right = r.latency_ms > middle  # labels point inwards, so the slowest one is not cut at the edge
-            ax.annotate(r.label, (r.latency_ms, y), xytext=(-4 if right else 4, 6), textcoords="offset points",
-                        ha="right" if right else "left", fontsize=7, color="#333")
+    _label_baselines(top, strip, records, middle=middle)
     if choice is not None and choice.record.accuracy is not None:
-        c = choice.record
-        text = f"chosen: trial {c.number}" + ("" if choice.feasible else " (over budget)")
-        top.scatter([c.latency_ms], [100 * c.accuracy], s=220, marker="*", color=ORANGE, edgecolor="black", zorder=4,
-                    label=text)
-        top.annotate(text, (c.latency_ms, 100 * c.accuracy), xytext=(6, -12), textcoords="offset points", fontsize=8,
-                     weight="bold")
+        _mark_choice(top, choice)
     top.margins(x=0.12)  # room for the labels of the fastest and slowest points
     top.set_ylabel("val accuracy (%)")
     strip.set_xlabel("latency (ms, median)")
@@ -88,13 +72,103 @@ def pareto_chart(records: Sequence[TrialRecord], choice: Choice | None, *, budge
     return fig
 
 
+def _draw_complete(ax: Axes, complete: Sequence[TrialRecord]) -> None:
+    """The complete trials, feasible and not, and the step line of their Pareto front."""
+    feasible = [r for r in complete if r.feasible]
+    other = [r for r in complete if not r.feasible]
+    ax.scatter(
+        [r.latency_ms for r in feasible],
+        [100 * r.accuracy for r in feasible],
+        s=36,
+        color=GREEN,
+        label="feasible",
+        zorder=3,
+    )
+    ax.scatter(
+        [r.latency_ms for r in other],
+        [100 * r.accuracy for r in other],
+        s=36,
+        marker="x",
+        color=RED,
+        label="infeasible",
+        zorder=3,
+    )
+    front = pareto_front(complete)
+    if len(front) > 1:
+        ax.step(
+            [r.latency_ms for r in front],
+            [100 * r.accuracy for r in front],
+            where="post",
+            color=GREY,
+            lw=1,
+            zorder=2,
+            label="Pareto front",
+        )
+
+
+def _draw_accuracy_lines(ax: Axes, *, teacher_accuracy: float, max_drop: float | None) -> None:
+    """The teacher's accuracy and, when the study set one, the accuracy limit below it."""
+    ax.axhline(100 * teacher_accuracy, color=GREY, ls=":", lw=1, label="teacher accuracy")
+    if max_drop is not None:
+        ax.axhline(
+            100 * teacher_accuracy - max_drop, color=ORANGE, ls="--", lw=1, label=f"accuracy limit (−{max_drop:g} pt)"
+        )
+
+
+def _draw_stopped_strip(strip: Axes, stopped: Sequence[TrialRecord]) -> None:
+    """The strip of trials stopped over the budget: a tick at each one's latency, no accuracy axis."""
+    strip.scatter([r.latency_ms for r in stopped], [0] * len(stopped), marker="|", s=200, color=GREY)
+    strip.set_yticks([])
+    strip.set_ylabel("stopped", rotation=0, ha="right", va="center")
+    strip.set_title(
+        "stopped over the budget before fine-tuning (no accuracy)" if stopped else "no trial stopped over the budget",
+        fontsize=8,
+        loc="left",
+    )
+
+
+def _label_baselines(top: Axes, strip: Axes, records: Sequence[TrialRecord], *, middle: float) -> None:
+    """Name each baseline at its point: on the chart when it has an accuracy, on the strip when it does not."""
+    for r in records:
+        if r.role == "baseline" and r.latency_ms is not None:
+            ax, y = (top, 100 * r.accuracy) if r.accuracy is not None else (strip, 0)
+            right = r.latency_ms > middle  # labels point inwards, so the slowest one is not cut at the edge
+            ax.annotate(
+                r.label,
+                (r.latency_ms, y),
+                xytext=(-4 if right else 4, 6),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                fontsize=7,
+                color="#333",
+            )
+
+
+def _mark_choice(ax: Axes, choice: Choice) -> None:
+    """A star and a bold label on the chosen trial (which has an accuracy)."""
+    c = choice.record
+    text = f"chosen: trial {c.number}" + ("" if choice.feasible else " (over budget)")
+    ax.scatter(
+        [c.latency_ms], [100 * c.accuracy], s=220, marker="*", color=ORANGE, edgecolor="black", zorder=4, label=text
+    )
+    ax.annotate(
+        text, (c.latency_ms, 100 * c.accuracy), xytext=(6, -12), textcoords="offset points", fontsize=8, weight="bold"
+    )
+
+
 def hypervolume_chart(trials: Sequence[TrialRecord], values: Sequence[float]) -> Figure:
     """``values[k]`` is the hypervolume of ``trials[:k + 1]``; feasible trials are marked."""
     fig = new_figure(7.0, 3.2)
     ax = fig.subplots()
     ax.step([r.number for r in trials], values, where="post", color=BLUE)
-    ax.scatter([r.number for r in trials if r.feasible], [v for r, v in zip(trials, values) if r.feasible],
-               color=GREEN, s=18, zorder=3, label="feasible trial")
+    ax.scatter(
+        [r.number for r in trials if r.feasible],
+        [v for r, v in zip(trials, values) if r.feasible],
+        color=GREEN,
+        s=18,
+        zorder=3,
+        label="feasible trial",
+    )
     ax.set_xlabel("trial")
     ax.set_ylabel("hypervolume")
     ax.set_ylim(0, max(0.05, max(values, default=0.0) * 1.15))
@@ -124,8 +198,14 @@ def probe_chart(probe: Probe, *, budget: float | None, teacher_ms: float | None)
     for quant in dict.fromkeys(p.quant for p in probe.points):
         points = sorted((p for p in probe.points if p.quant == quant), key=lambda p: p.level)
         label = "fp32" if quant == "none" else f"{quant} {points[0].kernel}"
-        ax.errorbar([100 * p.level for p in points], [p.latency.median_ms for p in points],
-                    yerr=[p.latency.iqr_ms / 2 for p in points], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            [100 * p.level for p in points],
+            [p.latency.median_ms for p in points],
+            yerr=[p.latency.iqr_ms / 2 for p in points],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     if budget:
         ax.axhline(budget, color=BLUE, lw=1.2, ls="--", label=f"budget {budget:.3g} ms")
     if teacher_ms:
@@ -151,22 +231,42 @@ def sensitivity_chart(profile: Sensitivity, choice: Choice | None) -> Figure:
         offset = [x - 0.4 + width * (j + 0.5) for x in xs]
         drop_ax.bar(offset, [p.drop_pt if p else 0 for p in points], width, label=f"{ratio:.0%} of the group")
         # Half the IQR of the pruned artifact's timing: a bar shorter than its whisker is noise, not a saving.
-        saved_ax.bar(offset, [p.saved_ms if p else 0 for p in points], width,
-                     yerr=[p.latency.iqr_ms / 2 if p else 0 for p in points], ecolor="#555", capsize=1.5)
+        saved_ax.bar(
+            offset,
+            [p.saved_ms if p else 0 for p in points],
+            width,
+            yerr=[p.latency.iqr_ms / 2 if p else 0 for p in points],
+            ecolor="#555",
+            capsize=1.5,
+        )
     chosen_ax.bar(xs, [100 * chosen.get(g, 0.0) for g in groups], 0.6, color=ORANGE)
     drop_ax.set_ylabel("val drop (pt)")
     saved_ax.set_ylabel("latency saved (ms)")
     chosen_ax.set_ylabel("chosen ratio (%)")
-    drop_ax.legend(fontsize=7, ncols=len(profile.ratios), loc="lower right", bbox_to_anchor=(1.0, 1.0),
-                   frameon=False, title=None)
-    drop_ax.set_title(f"one group pruned alone · teacher: val {profile.teacher_accuracy:.2%}, "
-                      f"{profile.teacher_latency.median_ms:.3f} ms", fontsize=8, loc="left")
-    chosen_ax.set_title(f"chosen: trial {choice.record.number}" if choice else "no chosen model", fontsize=8,
-                        loc="left")
+    drop_ax.legend(
+        fontsize=7, ncols=len(profile.ratios), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False, title=None
+    )
+    drop_ax.set_title(
+        f"one group pruned alone · teacher: val {profile.teacher_accuracy:.2%}, "
+        f"{profile.teacher_latency.median_ms:.3f} ms",
+        fontsize=8,
+        loc="left",
+    )
+    chosen_ax.set_title(
+        f"chosen: trial {choice.record.number}" if choice else "no chosen model", fontsize=8, loc="left"
+    )
     chosen_ax.set_ylim(0, 100)
     if choice and not any(chosen.get(g, 0.0) > 0 for g in groups):
-        chosen_ax.text(0.5, 0.5, "the chosen model does not prune", transform=chosen_ax.transAxes, ha="center",
-                       va="center", fontsize=9, color="#555")
+        chosen_ax.text(
+            0.5,
+            0.5,
+            "the chosen model does not prune",
+            transform=chosen_ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="#555",
+        )
     chosen_ax.set_xticks(xs, groups, rotation=35, ha="right", fontsize=7)
     for ax in (drop_ax, saved_ax, chosen_ax):
         ax.axhline(0, color="black", lw=0.6)

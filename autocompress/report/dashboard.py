@@ -34,7 +34,16 @@ from autocompress.errors import ConfigError, MissingDependencyError, StudyNotFou
 from autocompress.scale.storage import open_existing_study
 from autocompress.study.record import ARTIFACTS_DIR, TrialRecord, read_records
 
-__all__ = ["Dashboard", "StudyNotFoundError", "open_dashboard", "make_server", "serve", "study_note", "chosen_record", "DEFAULT_PORT"]
+__all__ = [
+    "Dashboard",
+    "StudyNotFoundError",
+    "open_dashboard",
+    "make_server",
+    "serve",
+    "study_note",
+    "chosen_record",
+    "DEFAULT_PORT",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +131,9 @@ def study_note(study: optuna.Study) -> str:
         lines.append(f"- **Budget:** {budget_ms:.4g} ms{asked}{drop}")
     else:
         lines.append("- **Budget:** not recorded yet")
-    teacher_ort = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get("median_ms")
+    teacher_ort = (reference.get("teacher_runtime_latency") or reference.get("teacher_ort_latency") or {}).get(
+        "median_ms"
+    )
     teacher_torch = (reference.get("teacher_torch_latency") or {}).get("median_ms")
     if reference:
         parts = [f"val accuracy {reference['teacher_val_accuracy']:.2%}"] if "teacher_val_accuracy" in reference else []
@@ -133,14 +144,18 @@ def study_note(study: optuna.Study) -> str:
 
     chosen = chosen_record(records, passed_over=(attrs.get("choice") or {}).get("passed_over") or ())
     if chosen is not None:
-        lines.append(f"- **Chosen:** trial {chosen.number} — {chosen.summary} — accuracy {chosen.accuracy:.2%} "
-                     f"(drop {chosen.accuracy_drop_pt:+.2f} pt), {chosen.latency_ms:.4g} ms")
+        lines.append(
+            f"- **Chosen:** trial {chosen.number} — {chosen.summary} — accuracy {chosen.accuracy:.2%} "
+            f"(drop {chosen.accuracy_drop_pt:+.2f} pt), {chosen.latency_ms:.4g} ms"
+        )
     else:
         lines.append("- **Chosen:** no feasible trial yet")
     counts = {o: sum(1 for r in records if r.outcome == o) for o in ("complete", "stopped", "failed")}
     feasible = sum(1 for r in records if r.feasible)
-    lines.append(f"- **Trials:** {counts['complete']} complete ({feasible} feasible), {counts['stopped']} stopped "
-                 f"over budget (pruned, not fine-tuned), {counts['failed']} failed")
+    lines.append(
+        f"- **Trials:** {counts['complete']} complete ({feasible} feasible), {counts['stopped']} stopped "
+        f"over budget (pruned, not fine-tuned), {counts['failed']} failed"
+    )
     lines += [
         "- **Feasible** means every constraint is <= 0: `latency = latency_ms / budget - 1` within the budget and "
         "`100 + latency_ms / budget - 1` over it (so the samplers rank any trial over the budget behind any trial "
@@ -152,10 +167,15 @@ def study_note(study: optuna.Study) -> str:
     ]
     if fingerprint:
         versions = fingerprint.get("versions") or {}
-        cpu_rows = {"CPU": fingerprint.get("cpu"), "int8 ISA": fingerprint.get("isa"),
-                    "int8 kernel": fingerprint.get("int8_kernel"), "logical cores": fingerprint.get("logical_cores"),
-                    "host": fingerprint.get("host"), "platform": fingerprint.get("platform"),
-                    "python": fingerprint.get("python")}
+        cpu_rows = {
+            "CPU": fingerprint.get("cpu"),
+            "int8 ISA": fingerprint.get("isa"),
+            "int8 kernel": fingerprint.get("int8_kernel"),
+            "logical cores": fingerprint.get("logical_cores"),
+            "host": fingerprint.get("host"),
+            "platform": fingerprint.get("platform"),
+            "python": fingerprint.get("python"),
+        }
         cpu_rows.update(versions)
         lines += _table({k: v for k, v in cpu_rows.items() if v not in (None, "")}, ("machine", "value")) + [""]
         if fingerprint.get("cpu_flags"):
@@ -168,8 +188,9 @@ def study_note(study: optuna.Study) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- serving
-def open_dashboard(*, study_name: str | None = None, output: Path | None = None, storage: str | None = None,
-                   write_note: bool = True) -> Dashboard:
+def open_dashboard(
+    *, study_name: str | None = None, output: Path | None = None, storage: str | None = None, write_note: bool = True
+) -> Dashboard:
     """Open the study, write its note and build the optuna-dashboard app (does not listen yet).
 
     Args:
@@ -203,8 +224,13 @@ def open_dashboard(*, study_name: str | None = None, output: Path | None = None,
         logger.info("no artifact store at %s: models and policies cannot be downloaded", artifact_dir)
         artifact_dir = None
     app = dashboard.wsgi(opened, artifact_store=store)
-    return Dashboard(study=study, study_id=opened.get_study_id_from_name(study.study_name), storage_url=url,
-                     artifact_dir=artifact_dir, app=app)
+    return Dashboard(
+        study=study,
+        study_id=opened.get_study_id_from_name(study.study_name),
+        storage_url=url,
+        artifact_dir=artifact_dir,
+        app=app,
+    )
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -229,12 +255,21 @@ def make_server(board: Dashboard, *, host: str = DEFAULT_HOST, port: int = DEFAU
     try:
         server = _make(host, port, board.app, server_class=_Server, handler_class=_QuietHandler)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host"
+        ) from None
     return server
 
 
-def serve(*, study_name: str | None = None, output: Path | None = None, storage: str | None = None,
-          host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, say: Callable[[str], None] = print) -> None:
+def serve(
+    *,
+    study_name: str | None = None,
+    output: Path | None = None,
+    storage: str | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    say: Callable[[str], None] = print,
+) -> None:
     """Open the study and serve it until interrupted (Ctrl-C); ``say`` prints the URL to open."""
     board = open_dashboard(study_name=study_name, output=output, storage=storage)
     server = make_server(board, host=host, port=port)

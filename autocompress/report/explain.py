@@ -34,17 +34,17 @@ from typing import Any
 
 from torch import nn
 
-from autocompress.compress.prune import count_macs_params, prunable_groups, prune_model
+from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
 from autocompress.measure.accuracy import evaluate_artifact
-from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol
 from autocompress.policy import PrunePolicy, QuantPolicy
-from autocompress.study.record import TrialRecord
-from autocompress.study.trial import WEIGHTS_FILE
+from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.sources.weights import load_weights
 from autocompress.sources.workload import Workload
+from autocompress.study.record import TrialRecord
+from autocompress.study.trial import WEIGHTS_FILE
 
 __all__ = [
     "MeasureSettings",
@@ -91,8 +91,14 @@ class MeasureSettings:
         return get_runtime(self.runtime)
 
     def build(self, model: nn.Module, quant: QuantPolicy, workload: Workload, workdir: Path) -> Artifact:
-        return self.engine.build(model, quant, example_input=workload.example_input(), calibration=workload.train,
-                                 workdir=workdir, seed=self.seed)
+        return self.engine.build(
+            model,
+            quant,
+            example_input=workload.example_input(),
+            calibration=workload.train,
+            workdir=workdir,
+            seed=self.seed,
+        )
 
     def accuracy(self, artifact: Artifact, workload: Workload) -> float:
         return evaluate_artifact(self.engine, artifact, workload.val, threads=self.threads).top1
@@ -101,15 +107,23 @@ class MeasureSettings:
         """The study's latency protocol; ``short`` (the sensitivity profile's dozens of points) takes a 0.3 s window
         and caps warm-up at 10 runs."""
         if short:
-            return Protocol(warmup=min(self.warmup, 10), min_runs=min(self.repeats, 30), window_s=0.3, max_window_s=0.75)
+            return Protocol(
+                warmup=min(self.warmup, 10), min_runs=min(self.repeats, 30), window_s=0.3, max_window_s=0.75
+            )
         return Protocol.from_options(warmup=self.warmup, repeats=self.repeats, window_s=self.latency_window)
 
     def meter(self, reference: Artifact, input_shape: tuple[int, ...], *, short: bool = False) -> LatencyMeter:
         """A calibrated :class:`LatencyMeter` on ``reference`` (the teacher's fp32 artifact): every figure is then taken
         side by side with it, as the study's were, so a burst of machine noise shows in the canary instead of
         passing as a slow row (a 0.3 s figure taken alone was once 1.7x the trial's on a CI VM)."""
-        meter = LatencyMeter(self.engine, reference, input_shape, threads=self.threads, batch_size=self.batch_size,
-                             protocol=self.protocol(short=short))
+        meter = LatencyMeter(
+            self.engine,
+            reference,
+            input_shape,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            protocol=self.protocol(short=short),
+        )
         meter.calibrate()
         return meter
 
@@ -155,31 +169,60 @@ class Sensitivity:
         return next((p for p in self.points if p.group == group and abs(p.ratio - ratio) < 1e-9), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": _CACHE_VERSION, "key": self.key, "ratios": list(self.ratios), "groups": list(self.groups),
-                "teacher_accuracy": self.teacher_accuracy, "teacher_latency": self.teacher_latency.to_dict(),
-                "teacher_params": self.teacher_params, "points": [p.to_dict() for p in self.points],
-                "skipped": list(self.skipped), "seconds": self.seconds}
+        return {
+            "version": _CACHE_VERSION,
+            "key": self.key,
+            "ratios": list(self.ratios),
+            "groups": list(self.groups),
+            "teacher_accuracy": self.teacher_accuracy,
+            "teacher_latency": self.teacher_latency.to_dict(),
+            "teacher_params": self.teacher_params,
+            "points": [p.to_dict() for p in self.points],
+            "skipped": list(self.skipped),
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sensitivity:
-        return cls(key=str(data["key"]), ratios=tuple(data["ratios"]), groups=tuple(data["groups"]),
-                   teacher_accuracy=float(data["teacher_accuracy"]), teacher_latency=Latency.from_dict(data["teacher_latency"]),
-                   teacher_params=int(data["teacher_params"]),
-                   points=tuple(SensitivityPoint.from_dict(p) for p in data["points"]),
-                   skipped=tuple(data.get("skipped", ())), seconds=float(data.get("seconds", 0.0)))
+        return cls(
+            key=str(data["key"]),
+            ratios=tuple(data["ratios"]),
+            groups=tuple(data["groups"]),
+            teacher_accuracy=float(data["teacher_accuracy"]),
+            teacher_latency=Latency.from_dict(data["teacher_latency"]),
+            teacher_params=int(data["teacher_params"]),
+            points=tuple(SensitivityPoint.from_dict(p) for p in data["points"]),
+            skipped=tuple(data.get("skipped", ())),
+            seconds=float(data.get("seconds", 0.0)),
+        )
 
 
-def sensitivity_key(workload: Workload, *, ratios: Sequence[float], settings: MeasureSettings,
-                    round_to: int | None, importance: str, cpu: str = "") -> str:
+def sensitivity_key(
+    workload: Workload,
+    *,
+    ratios: Sequence[float],
+    settings: MeasureSettings,
+    round_to: int | None,
+    importance: str,
+    cpu: str = "",
+) -> str:
     """Hash of what the profile depends on: the teacher's weights (sha256 of every state_dict tensor's bytes), the
     input shape, the val split size, the ratios, the pruning rounding and the latency setting (CPU, threads, batch)."""
     digest = hashlib.sha256()
     for name, tensor in workload.model.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    facts = {"version": _CACHE_VERSION, "input_shape": list(workload.input_shape), "val": len(workload.val),  # type: ignore[arg-type]
-             "ratios": sorted(round(float(r), 6) for r in ratios), "round_to": round_to, "importance": importance,
-             "threads": settings.threads, "batch_size": settings.batch_size, "cpu": cpu}
+    facts = {
+        "version": _CACHE_VERSION,
+        "input_shape": list(workload.input_shape),
+        "val": len(workload.val),  # type: ignore[arg-type]
+        "ratios": sorted(round(float(r), 6) for r in ratios),
+        "round_to": round_to,
+        "importance": importance,
+        "threads": settings.threads,
+        "batch_size": settings.batch_size,
+        "cpu": cpu,
+    }
     if settings.runtime != "onnxruntime":  # profiles of ONNX Runtime studies keep the keys they had before runtimes
         facts["runtime"] = settings.runtime
     digest.update(json.dumps(facts, sort_keys=True).encode())
@@ -209,10 +252,17 @@ def _kept(model: nn.Module, group: str) -> int:
     return int(getattr(layer, "out_channels", getattr(layer, "out_features", 0)))
 
 
-def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_dir: Path | None,
-                        ratios: Sequence[float] = DEFAULT_RATIOS, round_to: int | None = None, importance: str = "l1",
-                        cpu: str = "",
-                        progress: Progress | None = None) -> Sensitivity:
+def sensitivity_profile(
+    workload: Workload,
+    *,
+    settings: MeasureSettings,
+    cache_dir: Path | None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    round_to: int | None = None,
+    importance: str = "l1",
+    cpu: str = "",
+    progress: Progress | None = None,
+) -> Sensitivity:
     """Prune each group alone at each ratio; measure accuracy drop and latency saved (fp32, no fine-tuning).
 
     Args:
@@ -239,63 +289,148 @@ def sensitivity_profile(workload: Workload, *, settings: MeasureSettings, cache_
         return cached
 
     started = time.perf_counter()
-    x = workload.example_input()
-    # Model order (stem first) reads better than torch-pruning's graph order, which starts wherever tracing did.
-    order = {name: i for i, (name, _) in enumerate(workload.model.named_modules())}
-    groups = sorted(prunable_groups(workload.model, x, num_classes=workload.num_classes),
-                    key=lambda g: order.get(g.name, len(order)))
-    points: list[SensitivityPoint] = []
-    skipped: list[str] = []
+    groups = _groups_in_model_order(workload)
     with tempfile.TemporaryDirectory(prefix="autocompress-sensitivity-") as tmp:
         teacher = settings.build(workload.model, QuantPolicy(mode="none"), workload, Path(tmp) / "teacher")
         meter = settings.meter(teacher, workload.input_shape, short=True)
         teacher_latency = meter.measure(teacher)
         teacher_accuracy = settings.accuracy(teacher, workload)
-        total = len(groups) * len(ratios)
-        say(f"sensitivity profile: {len(groups)} groups × {len(ratios)} ratios, fp32, no fine-tuning "
-            f"(teacher {teacher_latency.median_ms:.3f} ms, val {teacher_accuracy:.2%}); cached as {path}")
-        for gi, group in enumerate(groups):
-            for ri, ratio in enumerate(ratios):
-                done = gi * len(ratios) + ri + 1
-                try:
-                    point = _measure_point(workload, group.name, group.channels, ratio, settings=settings,
-                                           round_to=round_to, importance=importance, meter=meter,
-                                           workdir=Path(tmp) / f"{gi:03d}_{ri}", teacher_accuracy=teacher_accuracy,
-                                           teacher_latency=teacher_latency)
-                except AutocompressError as exc:  # one group that cannot be cut alone must not sink the profile
-                    skipped.append(f"{group.name} at {ratio:.0%}: {exc}")
-                    say(f"  [{done}/{total}] {group.name} at {ratio:.0%}: skipped ({exc})")
-                    continue
-                points.append(point)
-                say(f"  [{done}/{total}] {group.name} at {ratio:.0%} ({point.kept}/{point.channels} channels kept): "
-                    f"drop {point.drop_pt:+.2f} pt, saves {point.saved_ms:+.3f} ms")
-    profile = Sensitivity(key=key, ratios=ratios, groups=tuple(g.name for g in groups),
-                          teacher_accuracy=teacher_accuracy, teacher_latency=teacher_latency,
-                          teacher_params=_params(workload.model), points=tuple(points), skipped=tuple(skipped),
-                          seconds=round(time.perf_counter() - started, 2))
+        say(
+            f"sensitivity profile: {len(groups)} groups × {len(ratios)} ratios, fp32, no fine-tuning "
+            f"(teacher {teacher_latency.median_ms:.3f} ms, val {teacher_accuracy:.2%}); cached as {path}"
+        )
+        points, skipped = _measure_grid(
+            workload,
+            groups,
+            ratios=ratios,
+            settings=settings,
+            round_to=round_to,
+            importance=importance,
+            meter=meter,
+            workdir=Path(tmp),
+            teacher_accuracy=teacher_accuracy,
+            teacher_latency=teacher_latency,
+            say=say,
+        )
+    profile = Sensitivity(
+        key=key,
+        ratios=ratios,
+        groups=tuple(g.name for g in groups),
+        teacher_accuracy=teacher_accuracy,
+        teacher_latency=teacher_latency,
+        teacher_params=_params(workload.model),
+        points=tuple(points),
+        skipped=tuple(skipped),
+        seconds=round(time.perf_counter() - started, 2),
+    )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = path.with_name(path.name + ".tmp")
-        tmp_file.write_text(json.dumps(profile.to_dict(), indent=1))
-        tmp_file.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+        _write_cache(path, profile)
     return profile
 
 
-def _measure_point(workload: Workload, group: str, channels: int, ratio: float, *, settings: MeasureSettings,
-                   round_to: int | None, importance: str, meter: LatencyMeter, workdir: Path, teacher_accuracy: float,
-                   teacher_latency: Latency) -> SensitivityPoint:
+def _groups_in_model_order(workload: Workload) -> list[PrunableGroup]:
+    """The teacher's prunable groups, in the order their layers appear in the model."""
+    # Model order (stem first) reads better than torch-pruning's graph order, which starts wherever tracing did.
+    order = {name: i for i, (name, _) in enumerate(workload.model.named_modules())}
+    return sorted(
+        prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes),
+        key=lambda g: order.get(g.name, len(order)),
+    )
+
+
+def _measure_grid(
+    workload: Workload,
+    groups: Sequence[PrunableGroup],
+    *,
+    ratios: Sequence[float],
+    settings: MeasureSettings,
+    round_to: int | None,
+    importance: str,
+    meter: LatencyMeter,
+    workdir: Path,
+    teacher_accuracy: float,
+    teacher_latency: Latency,
+    say: Progress,
+) -> tuple[list[SensitivityPoint], list[str]]:
+    """Every group alone at every ratio, each in its own folder under ``workdir``; the points and the skipped."""
+    points: list[SensitivityPoint] = []
+    skipped: list[str] = []
+    total = len(groups) * len(ratios)
+    for gi, group in enumerate(groups):
+        for ri, ratio in enumerate(ratios):
+            done = gi * len(ratios) + ri + 1
+            try:
+                point = _measure_point(
+                    workload,
+                    group.name,
+                    group.channels,
+                    ratio,
+                    settings=settings,
+                    round_to=round_to,
+                    importance=importance,
+                    meter=meter,
+                    workdir=workdir / f"{gi:03d}_{ri}",
+                    teacher_accuracy=teacher_accuracy,
+                    teacher_latency=teacher_latency,
+                )
+            except AutocompressError as exc:  # one group that cannot be cut alone must not sink the profile
+                skipped.append(f"{group.name} at {ratio:.0%}: {exc}")
+                say(f"  [{done}/{total}] {group.name} at {ratio:.0%}: skipped ({exc})")
+                continue
+            points.append(point)
+            say(
+                f"  [{done}/{total}] {group.name} at {ratio:.0%} ({point.kept}/{point.channels} channels kept): "
+                f"drop {point.drop_pt:+.2f} pt, saves {point.saved_ms:+.3f} ms"
+            )
+    return points, skipped
+
+
+def _write_cache(path: Path, profile: Sensitivity) -> None:
+    """Write ``profile`` to ``path`` through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = path.with_name(path.name + ".tmp")
+    tmp_file.write_text(json.dumps(profile.to_dict(), indent=1))
+    tmp_file.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
+
+
+def _measure_point(
+    workload: Workload,
+    group: str,
+    channels: int,
+    ratio: float,
+    *,
+    settings: MeasureSettings,
+    round_to: int | None,
+    importance: str,
+    meter: LatencyMeter,
+    workdir: Path,
+    teacher_accuracy: float,
+    teacher_latency: Latency,
+) -> SensitivityPoint:
     x = workload.example_input()
-    model = prune_model(workload.model, PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance),
-                        x, num_classes=workload.num_classes)
+    model = prune_model(
+        workload.model,
+        PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance),
+        x,
+        num_classes=workload.num_classes,
+    )
     artifact = settings.build(model, QuantPolicy(mode="none"), workload, workdir)
     latency = meter.measure(artifact)
     accuracy = settings.accuracy(artifact, workload)
     # The time saved, from the ratio taken side by side with the teacher: it holds when the machine's speed moves
     # between two figures (a difference of two figures taken apart does not).
     speed_ratio = latency.ratio if latency.ratio is not None else latency.median_ms / teacher_latency.median_ms
-    return SensitivityPoint(group=group, ratio=ratio, channels=channels, kept=_kept(model, group), accuracy=accuracy,
-                            drop_pt=(teacher_accuracy - accuracy) * 100.0, latency=latency,
-                            saved_ms=teacher_latency.median_ms * (1.0 - speed_ratio), params=_params(model))
+    return SensitivityPoint(
+        group=group,
+        ratio=ratio,
+        channels=channels,
+        kept=_kept(model, group),
+        accuracy=accuracy,
+        drop_pt=(teacher_accuracy - accuracy) * 100.0,
+        latency=latency,
+        saved_ms=teacher_latency.median_ms * (1.0 - speed_ratio),
+        params=_params(model),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- breakdown
@@ -337,28 +472,38 @@ class Breakdown:
         return self.rows[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial": self.trial, "policy": self.policy, "rows": [r.to_dict() for r in self.rows],
-                "notes": list(self.notes)}
+        return {
+            "trial": self.trial,
+            "policy": self.policy,
+            "rows": [r.to_dict() for r in self.rows],
+            "notes": list(self.notes),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Breakdown:
-        return cls(trial=int(data["trial"]), policy=str(data["policy"]),
-                   rows=tuple(BreakdownRow.from_dict(r) for r in data["rows"]), notes=tuple(data.get("notes", ())))
+        return cls(
+            trial=int(data["trial"]),
+            policy=str(data["policy"]),
+            rows=tuple(BreakdownRow.from_dict(r) for r in data["rows"]),
+            notes=tuple(data.get("notes", ())),
+        )
 
     def table(self) -> list[dict[str, str]]:
         """The rows as display strings (shared by the markdown and the HTML table)."""
         base = self.teacher.latency.median_ms
         out = []
         for r in self.rows:
-            out.append({
-                "step": r.name + (" ← chosen" if r.chosen else ""),
-                "latency ms (IQR)": f"{r.latency.median_ms:.3f} ({r.latency.iqr_ms:.3f})",
-                "vs teacher": _speedup(r.latency, base),
-                "val accuracy": f"{r.accuracy:.2%}",
-                "drop pt": f"{r.drop_pt:+.2f}",
-                "params": f"{r.params:,}",
-                "MACs": f"{r.macs:,}",
-            })
+            out.append(
+                {
+                    "step": r.name + (" ← chosen" if r.chosen else ""),
+                    "latency ms (IQR)": f"{r.latency.median_ms:.3f} ({r.latency.iqr_ms:.3f})",
+                    "vs teacher": _speedup(r.latency, base),
+                    "val accuracy": f"{r.accuracy:.2%}",
+                    "drop pt": f"{r.drop_pt:+.2f}",
+                    "params": f"{r.params:,}",
+                    "MACs": f"{r.macs:,}",
+                }
+            )
         return out
 
     def to_markdown(self) -> str:
@@ -383,8 +528,14 @@ def _weights_file(record: TrialRecord, study_dir: Path) -> Path:
     return folder / WEIGHTS_FILE
 
 
-def technique_breakdown(record: TrialRecord, *, workload: Workload, study_dir: Path, settings: MeasureSettings,
-                        progress: Progress | None = None) -> Breakdown:
+def technique_breakdown(
+    record: TrialRecord,
+    *,
+    workload: Workload,
+    study_dir: Path,
+    settings: MeasureSettings,
+    progress: Progress | None = None,
+) -> Breakdown:
     """Rebuild ``record``'s policy step by step and measure every step now (see the module docstring).
 
     Raises:
@@ -399,14 +550,16 @@ def technique_breakdown(record: TrialRecord, *, workload: Workload, study_dir: P
     quantized = policy.quant.mode != "none"
     quant_name = "int8" if policy.quant.mode == "int8" else "int8 dynamic"
     structure = prune_model(workload.model, policy.prune, x, num_classes=workload.num_classes)
-    tuned = load_weights(prune_model(workload.model, policy.prune, x, num_classes=workload.num_classes),
-                         _weights_file(record, study_dir))
+    tuned = load_weights(
+        prune_model(workload.model, policy.prune, x, num_classes=workload.num_classes), _weights_file(record, study_dir)
+    )
     teacher_macs, teacher_params = count_macs_params(workload.model, x)
     macs, params = count_macs_params(structure, x)
 
     fp32 = QuantPolicy(mode="none")
     steps: list[tuple[str, nn.Module, QuantPolicy, int, int]] = [
-        ("teacher · fp32", workload.model, fp32, teacher_macs, teacher_params)]
+        ("teacher · fp32", workload.model, fp32, teacher_macs, teacher_params)
+    ]
     notes = []
     if prunes:
         steps.append(("pruned · fp32 (teacher's weights, no fine-tuning)", structure, fp32, macs, params))
@@ -441,15 +594,28 @@ def technique_breakdown(record: TrialRecord, *, workload: Workload, study_dir: P
             latency = meter.measure(artifact)
             accuracy = settings.accuracy(artifact, workload)
             teacher_acc = rows[0].accuracy if rows else accuracy
-            rows.append(BreakdownRow(name=name, latency=latency, accuracy=accuracy,
-                                     drop_pt=(teacher_acc - accuracy) * 100.0, params=p, macs=m,
-                                     chosen=i == len(steps) - 1))
+            rows.append(
+                BreakdownRow(
+                    name=name,
+                    latency=latency,
+                    accuracy=accuracy,
+                    drop_pt=(teacher_acc - accuracy) * 100.0,
+                    params=p,
+                    macs=m,
+                    chosen=i == len(steps) - 1,
+                )
+            )
     return Breakdown(trial=record.number, policy=record.summary, rows=tuple(rows), notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------------- workload
-def rebuild_workload(config: Mapping[str, Any] | None, reference: Mapping[str, Any] | None, *, output: Path,
-                     progress: Progress | None = None) -> tuple[Workload | None, str]:
+def rebuild_workload(
+    config: Mapping[str, Any] | None,
+    reference: Mapping[str, Any] | None,
+    *,
+    output: Path,
+    progress: Progress | None = None,
+) -> tuple[Workload | None, str]:
     """Rebuild a study's teacher and data from its stored ``config``; ``(None, why)`` when that is not possible.
 
     Studies made through the Python API hold a model only the caller has; a model whose MACs or parameters differ
@@ -458,8 +624,10 @@ def rebuild_workload(config: Mapping[str, Any] | None, reference: Mapping[str, A
     if not config:
         return None, "the study has no stored config, so its model cannot be rebuilt"
     if config.get("model") == "python-api":
-        return None, ("the study was made through the Python API: its model and data live in the caller's program; "
-                      "call autocompress.report.html.write_report(..., workload=...) to include them")
+        return None, (
+            "the study was made through the Python API: its model and data live in the caller's program; "
+            "call autocompress.report.html.write_report(..., workload=...) to include them"
+        )
     from autocompress.sources.workload import load_workload
 
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
@@ -476,6 +644,8 @@ def rebuild_workload(config: Mapping[str, Any] | None, reference: Mapping[str, A
     if reference:
         macs, params = count_macs_params(workload.model, workload.example_input())
         if (macs, params) != (reference.get("teacher_macs"), reference.get("teacher_params")):
-            return None, (f"the rebuilt model ({params:,} params, {macs:,} MACs) is not the study's teacher "
-                          f"({reference.get('teacher_params')} params, {reference.get('teacher_macs')} MACs)")
+            return None, (
+                f"the rebuilt model ({params:,} params, {macs:,} MACs) is not the study's teacher "
+                f"({reference.get('teacher_params')} params, {reference.get('teacher_macs')} MACs)"
+            )
     return workload, ""

@@ -19,8 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from autocompress.study.record import TrialRecord
 from autocompress.study.events import SearchProgress
+from autocompress.study.record import TrialRecord
 
 __all__ = ["RichProgress"]
 
@@ -29,10 +29,18 @@ class RichProgress(SearchProgress):
     """A :class:`SearchProgress` drawn with :class:`rich.progress.Progress` on ``console``."""
 
     def __init__(self, console: Console, *, total: int) -> None:
-        self._bar = Progress(SpinnerColumn(), TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                             TextColumn("{task.fields[best]} · {task.fields[stage]}"),
-                             console=console, transient=True)
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[best]} · {task.fields[stage]}"),
+            console=console,
+            transient=True,
+        )
         self._task = self._bar.add_task("search", total=total, best="best feasible: none yet", stage="starting")
 
     @property

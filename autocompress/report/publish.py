@@ -47,8 +47,16 @@ class Published:
     report_error: str | None = None
 
 
-def publish(result: SearchResult, *, config: SearchConfig, workload: Workload, destination: Path | None = None,
-            report: bool = True, explain: bool = True, say: Callable[[str], None] = logger.info) -> Published:
+def publish(
+    result: SearchResult,
+    *,
+    config: SearchConfig,
+    workload: Workload,
+    destination: Path | None = None,
+    report: bool = True,
+    explain: bool = True,
+    say: Callable[[str], None] = logger.info,
+) -> Published:
     """Write the study's CSVs, export the choice (measured again on the test split) and draw the report.
 
     Args:
@@ -58,14 +66,27 @@ def publish(result: SearchResult, *, config: SearchConfig, workload: Workload, d
             and time some 30 models).
     """
     # Another process of the same study may be publishing into the same folder: one at a time.
-    with StorageLock(result.study, "export", stale_s=GRACE_S,
-                     on_wait=lambda line: say(f"{line}: another process is exporting this study")):
-        return _publish(result, config=config, workload=workload, destination=destination, report=report,
-                        explain=explain, say=say)
+    with StorageLock(
+        result.study,
+        "export",
+        stale_s=GRACE_S,
+        on_wait=lambda line: say(f"{line}: another process is exporting this study"),
+    ):
+        return _publish(
+            result, config=config, workload=workload, destination=destination, report=report, explain=explain, say=say
+        )
 
 
-def _publish(result: SearchResult, *, config: SearchConfig, workload: Workload, destination: Path | None,
-             report: bool, explain: bool, say: Callable[[str], None]) -> Published:
+def _publish(
+    result: SearchResult,
+    *,
+    config: SearchConfig,
+    workload: Workload,
+    destination: Path | None,
+    report: bool,
+    explain: bool,
+    say: Callable[[str], None],
+) -> Published:
     study_dir = config.study_dir
     csvs = (study_dir / "trials.csv", study_dir / "pareto.csv")
     write_csv(csvs[0], result.records, result.choice)
@@ -73,17 +94,25 @@ def _publish(result: SearchResult, *, config: SearchConfig, workload: Workload, 
     folder = metrics = None
     if result.choice is not None:
         say("exporting the model and measuring it on the test split")
-        folder = export_chosen(result.choice, workload=workload, reference=result.reference, config=config,
-                               destination=destination)
+        folder = export_chosen(
+            result.choice, workload=workload, reference=result.reference, config=config, destination=destination
+        )
         metrics = json.loads((folder / "metrics.json").read_text())
     if not report:
         return Published(csvs=csvs, folder=folder, metrics=metrics, report=None)
     try:  # the report explains the result; a failure to draw it must not lose the search
         from autocompress.report.html import build_report
 
-        drawn = build_report(result.study, study_dir=study_dir, cache_dir=config.cache_dir, workload=workload,
-                             explain=explain, progress=say)
+        drawn = build_report(
+            result.study,
+            study_dir=study_dir,
+            cache_dir=config.cache_dir,
+            workload=workload,
+            explain=explain,
+            progress=say,
+        )
     except Exception as exc:  # pragma: no cover - reported, never fatal
-        return Published(csvs=csvs, folder=folder, metrics=metrics, report=None,
-                         report_error=f"{type(exc).__name__}: {exc}")
+        return Published(
+            csvs=csvs, folder=folder, metrics=metrics, report=None, report_error=f"{type(exc).__name__}: {exc}"
+        )
     return Published(csvs=csvs, folder=folder, metrics=metrics, report=drawn.html)

@@ -15,9 +15,31 @@ from autocompress.study.record import TrialRecord
 
 __all__ = ["pareto_table", "write_csv"]
 
-_COLUMNS = ("trial", "outcome", "role", "label", "policy", "val_accuracy", "accuracy_drop_pt", "latency_ms",
-            "latency_iqr_ms", "latency_low_ms", "latency_high_ms", "latency_noise", "latency_before_finetune_ms", "budget_ms", "size_mb", "macs", "params", "feasible",
-            "finetuned", "int8_kernel", "isa", "total_s", "chosen")
+_COLUMNS = (
+    "trial",
+    "outcome",
+    "role",
+    "label",
+    "policy",
+    "val_accuracy",
+    "accuracy_drop_pt",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_low_ms",
+    "latency_high_ms",
+    "latency_noise",
+    "latency_before_finetune_ms",
+    "budget_ms",
+    "size_mb",
+    "macs",
+    "params",
+    "feasible",
+    "finetuned",
+    "int8_kernel",
+    "isa",
+    "total_s",
+    "chosen",
+)
 
 
 def _nan(value: float | None, digits: int) -> float:
@@ -38,7 +60,9 @@ def _row(r: TrialRecord, chosen: int | None) -> dict[str, object]:
         "latency_low_ms": _nan(r.latency.low if r.latency else None, 4),
         "latency_high_ms": _nan(r.latency.high if r.latency else None, 4),
         "latency_noise": r.latency.noise if r.latency else "",
-        "latency_before_finetune_ms": _nan(r.latency_before_finetune.median_ms if r.latency_before_finetune else None, 4),
+        "latency_before_finetune_ms": _nan(
+            r.latency_before_finetune.median_ms if r.latency_before_finetune else None, 4
+        ),
         "budget_ms": round(r.budget_ms, 4),
         "size_mb": _nan(r.size_mb, 4),
         "macs": r.macs,
@@ -64,13 +88,23 @@ def write_csv(path: Path, records: Sequence[TrialRecord], choice: Choice | None)
     return path
 
 
-def pareto_table(front: Sequence[TrialRecord], choice: Choice | None, *, budget_ms: float, teacher_torch_ms: float,
-                 console: Console) -> None:
+def pareto_table(
+    front: Sequence[TrialRecord], choice: Choice | None, *, budget_ms: float, teacher_torch_ms: float, console: Console
+) -> None:
     """Print the Pareto front, fastest first, the chosen row marked."""
     chosen = choice.record.number if choice else None
     table = Table(title=f"Pareto front (accuracy ↑, latency ↓) — budget {budget_ms:.3f} ms", show_lines=False)
-    for name, justify in [("", "left"), ("trial", "right"), ("policy", "left"), ("val acc", "right"), ("drop pt", "right"),
-                          ("latency ms [interval]", "right"), ("× vs PyTorch", "right"), ("size MB", "right"), ("feasible", "center")]:
+    for name, justify in [
+        ("", "left"),
+        ("trial", "right"),
+        ("policy", "left"),
+        ("val acc", "right"),
+        ("drop pt", "right"),
+        ("latency ms [interval]", "right"),
+        ("× vs PyTorch", "right"),
+        ("size MB", "right"),
+        ("feasible", "center"),
+    ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in front:
         assert r.accuracy is not None and r.latency is not None

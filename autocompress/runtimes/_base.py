@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.hardware.cpu import CpuInfo, Int8Kernel, int8_kernel_for
 from autocompress.errors import ConfigError, MissingDependencyError
+from autocompress.hardware.cpu import CpuInfo, Int8Kernel, int8_kernel_for
 from autocompress.plugins import load_plugins
 from autocompress.policy import QuantPolicy
 
@@ -143,8 +143,16 @@ class Runtime(ABC):
 
     # ------------------------------------------------------------------ build and run
     @abstractmethod
-    def build(self, model: nn.Module, quant: QuantPolicy, *, example_input: torch.Tensor, calibration: Dataset,
-              workdir: Path, seed: int = 0) -> Artifact:
+    def build(
+        self,
+        model: nn.Module,
+        quant: QuantPolicy,
+        *,
+        example_input: torch.Tensor,
+        calibration: Dataset,
+        workdir: Path,
+        seed: int = 0,
+    ) -> Artifact:
         """The artifact of ``model`` at precision ``quant``, written under ``workdir``."""
 
     @abstractmethod

@@ -1,9 +1,9 @@
 """ONNX, the interchange format: export from PyTorch, and int8 post-training quantization with ONNX Runtime's tools.
 
-ONNX Runtime runs these files; OpenVINO reads the fp32 file and quantizes it with NNCF instead. ``torch.ao.quantization``
-is deprecated, so int8 goes through ONNX Runtime's quantizer: static QDQ quantization (weights and activations int8,
-activation ranges calibrated on training images) with per-tensor or per-channel weight scales, or dynamic quantization
-(weights int8, activation scales computed at run time) for Linear-heavy models.
+ONNX Runtime runs these files; OpenVINO reads the fp32 file and quantizes it with NNCF instead.
+``torch.ao.quantization`` is deprecated, so int8 goes through ONNX Runtime's quantizer: static QDQ quantization (weights
+and activations int8, activation ranges calibrated on training images) with per-tensor or per-channel weight scales, or
+dynamic quantization (weights int8, activation scales computed at run time) for Linear-heavy models.
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ from torch.utils.data import Dataset
 from autocompress.errors import UnsupportedModelError
 from autocompress.policy import QuantPolicy
 
-__all__ = ["export_onnx", "quantize_onnx", "calibration_images", "onnx_node_module", "node_in_modules", "INPUT_NAME",
-           "OUTPUT_NAME"]
+__all__ = [
+    "export_onnx",
+    "quantize_onnx",
+    "calibration_images",
+    "onnx_node_module",
+    "node_in_modules",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,19 +111,14 @@ def calibration_images(dataset: Dataset, *, count: int, seed: int = 0) -> np.nda
     return torch.stack([dataset[int(i)][0] for i in order]).numpy().astype(np.float32)
 
 
-def quantize_onnx(fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: Path, seed: int = 0,
-                  exclude: tuple[str, ...] = ()) -> Path:
+def quantize_onnx(
+    fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: Path, seed: int = 0, exclude: tuple[str, ...] = ()
+) -> Path:
     """Quantize the fp32 ONNX file ``fp32`` as ``quant`` says (static QDQ or dynamic) into ``out``.
 
     ``exclude``: ONNX node names left in fp32 (per-layer precision).
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     workdir = out.parent
@@ -131,8 +133,14 @@ def quantize_onnx(fp32: Path, quant: QuantPolicy, *, calibration: Dataset, out: 
         # inference is skipped: it fails on some graphs (ViT) and the static shapes here do not need it.
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         if quant.mode == "int8_dynamic":
-            quantize_dynamic(str(prepared), str(out), per_channel=per_channel, reduce_range=quant.reduce_range,
-                             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
+            quantize_dynamic(
+                str(prepared),
+                str(out),
+                per_channel=per_channel,
+                reduce_range=quant.reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+            )
         else:
             method = {
                 "minmax": CalibrationMethod.MinMax,
@@ -177,7 +185,9 @@ def onnx_node_module(node_name: str) -> str:
         if not qualified or scope.startswith(qualified + "."):
             qualified = scope  # a full dotted name
         elif scope.startswith(last + "."):
-            qualified = f"{parent}.{scope}" if parent else scope  # a Sequential's child, named in the Sequential's parent
+            qualified = (
+                f"{parent}.{scope}" if parent else scope
+            )  # a Sequential's child, named in the Sequential's parent
         else:
             qualified = f"{qualified}.{scope}"
     return qualified

@@ -2,8 +2,8 @@
 
 Artifact: ``model_fp32.onnx`` or, for int8, ``model_int8.onnx`` (static QDQ or dynamic, ONNX Runtime's quantizer).
 int8 kernels: ONNX Runtime's x86 kernels multiply uint8 activations by int8 weights (U8S8); without VNNI the weights
-need 7 bits (``reduce_range``) to stay accurate (:mod:`autocompress.hardware.cpu`), so the space's ``kernel: auto`` resolves
-to the CPU's own setting. bf16 is not offered: the CPU execution provider has no bf16 convolution kernels.
+need 7 bits (``reduce_range``) to stay accurate (:mod:`autocompress.hardware.cpu`), so the space's ``kernel: auto``
+resolves to the CPU's own setting. bf16 is not offered: the CPU execution provider has no bf16 convolution kernels.
 """
 
 from __future__ import annotations
@@ -57,7 +57,13 @@ class _OrtRunner(Runner):
         dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
         counts: Counter[str] = Counter()
         for node in graph.node:
-            if node.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"):
+            if node.op_type in (
+                "ConvInteger",
+                "MatMulInteger",
+                "QLinearConv",
+                "QLinearMatMul",
+                "DynamicQuantizeMatMul",
+            ):
                 counts["int8"] += 1
             elif node.op_type in _COMPUTE_OPS:
                 # The weight (input 1) decides: an fp32 layer between int8 ones still reads a dequantized activation.
@@ -80,14 +86,23 @@ class OnnxRuntime(Runtime):
     def kernels(self) -> tuple[str, ...] | None:
         return ("u8s8", "u8s8_reduce", "s8s8")
 
-    def build(self, model: nn.Module, quant: QuantPolicy, *, example_input: torch.Tensor, calibration: Dataset,
-              workdir: Path, seed: int = 0) -> Artifact:
+    def build(
+        self,
+        model: nn.Module,
+        quant: QuantPolicy,
+        *,
+        example_input: torch.Tensor,
+        calibration: Dataset,
+        workdir: Path,
+        seed: int = 0,
+    ) -> Artifact:
         fp32 = export_onnx(model, example_input, workdir / "model_fp32.onnx")
         if quant.mode == "none":
             return Artifact(path=fp32, quant=quant, runtime=self.name)
         exclude = fp32_node_names(fp32, quant.fp32_layers) if quant.fp32_layers else ()
-        out = quantize_onnx(fp32, quant, calibration=calibration, out=workdir / "model_int8.onnx", seed=seed,
-                            exclude=exclude)
+        out = quantize_onnx(
+            fp32, quant, calibration=calibration, out=workdir / "model_int8.onnx", seed=seed, exclude=exclude
+        )
         return Artifact(path=out, quant=quant, runtime=self.name)
 
     def runner(self, artifact: Artifact, *, threads: int, batch_size: int | None = None) -> Runner:

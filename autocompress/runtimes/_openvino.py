@@ -51,8 +51,9 @@ class _OvRunner(Runner):
     """``explicit_precision=False`` compiles with OpenVINO's own defaults (no precision hint, default pinning): what a
     one-click user gets (``benchmarks/peers.py``); ``precision_hint`` is what the compiled model says it runs."""
 
-    def __init__(self, artifact: Artifact, *, threads: int, batch_size: int | None,
-                 explicit_precision: bool = True) -> None:
+    def __init__(
+        self, artifact: Artifact, *, threads: int, batch_size: int | None, explicit_precision: bool = True
+    ) -> None:
         super().__init__(artifact, threads=threads, batch_size=batch_size)
         import openvino as ov
 
@@ -65,8 +66,12 @@ class _OvRunner(Runner):
             model.reshape({model.input(0).get_any_name(): shape})
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
         if explicit_precision:
-            config.update({"INFERENCE_PRECISION_HINT": "bf16" if artifact.quant.mode == "bf16" else "f32",
-                           "ENABLE_CPU_PINNING": False})
+            config.update(
+                {
+                    "INFERENCE_PRECISION_HINT": "bf16" if artifact.quant.mode == "bf16" else "f32",
+                    "ENABLE_CPU_PINNING": False,
+                }
+            )
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -105,10 +110,20 @@ class OpenVinoRuntime(Runtime):
 
     def int8_kernel(self, cpu: CpuInfo) -> Int8Kernel:
         # OpenVINO picks its own int8 kernels (u8 activations x i8 weights, read back as "u8" layers); nothing to set.
-        return Int8Kernel("uint8", "int8", False, "OpenVINO: NNCF performance preset, kernels chosen by the CPU plug-in")
+        return Int8Kernel(
+            "uint8", "int8", False, "OpenVINO: NNCF performance preset, kernels chosen by the CPU plug-in"
+        )
 
-    def build(self, model: nn.Module, quant: QuantPolicy, *, example_input: torch.Tensor, calibration: Dataset,
-              workdir: Path, seed: int = 0) -> Artifact:
+    def build(
+        self,
+        model: nn.Module,
+        quant: QuantPolicy,
+        *,
+        example_input: torch.Tensor,
+        calibration: Dataset,
+        workdir: Path,
+        seed: int = 0,
+    ) -> Artifact:
         import openvino as ov
 
         onnx_file = export_onnx(model, example_input, workdir / "model_fp32.onnx")
@@ -120,13 +135,21 @@ class OpenVinoRuntime(Runtime):
             images = calibration_images(calibration, count=quant.calibration_samples, seed=seed)
             ignored = None
             if quant.fp32_layers:
-                names = [op.get_friendly_name() for op in ov_model.get_ops()
-                         if node_in_modules(op.get_friendly_name(), quant.fp32_layers)]
+                names = [
+                    op.get_friendly_name()
+                    for op in ov_model.get_ops()
+                    if node_in_modules(op.get_friendly_name(), quant.fp32_layers)
+                ]
                 ignored = nncf.IgnoredScope(names=names, validate=False) if names else None
             with _quiet():
-                ov_model = nncf.quantize(ov_model, nncf.Dataset([images[i : i + 1] for i in range(len(images))]),
-                                         subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
-                                         target_device=nncf.TargetDevice.CPU, ignored_scope=ignored)
+                ov_model = nncf.quantize(
+                    ov_model,
+                    nncf.Dataset([images[i : i + 1] for i in range(len(images))]),
+                    subset_size=len(images),
+                    preset=nncf.QuantizationPreset.PERFORMANCE,
+                    target_device=nncf.TargetDevice.CPU,
+                    ignored_scope=ignored,
+                )
         elif quant.mode not in ("none", "bf16"):
             from autocompress.errors import ConfigError
 

@@ -9,13 +9,13 @@ unrestricted unpickling, and nothing this tool reads back is ever unpickled; the
 ``torch.export`` program (``model.pt2``) for users as well. The runner runs it under ``torch.inference_mode`` with
 ``torch.set_num_threads(threads)`` held for the duration of a timing window or a scoring pass, then restored.
 
-Precisions: fp32, and bf16 where the CPU runs it natively (AVX512_BF16 or AMX: :func:`~autocompress.hardware.cpu.native_bf16`;
-never offered where it would be emulated). A bf16 artifact holds bf16 weights and casts the float32 input to bf16 and
-the logits back to float32, so it is called exactly like the fp32 one. Whether bf16 pays is a per-structure question: on
-the demo (same benchmark) it ran the teacher in 0.58-0.62x the plain trace's time, 30-50 %-pruned students in
-0.87-0.94x, but a 70 %-pruned student in 1.61-1.72x — the search decides. The precision read back is the dtype of every
-convolution's and linear layer's weight in the loaded graph. PyTorch's int8 CPU path (``torch.ao.quantization``) is
-deprecated and PT2E moved to torchao, so int8 is the other runtimes' job.
+Precisions: fp32, and bf16 where the CPU runs it natively (AVX512_BF16 or AMX:
+:func:`~autocompress.hardware.cpu.native_bf16`; never offered where it would be emulated). A bf16 artifact holds bf16
+weights and casts the float32 input to bf16 and the logits back to float32, so it is called exactly like the fp32 one.
+Whether bf16 pays is a per-structure question: on the demo (same benchmark) it ran the teacher in 0.58-0.62x the plain
+trace's time, 30-50 %-pruned students in 0.87-0.94x, but a 70 %-pruned student in 1.61-1.72x — the search decides. The
+precision read back is the dtype of every convolution's and linear layer's weight in the loaded graph. PyTorch's int8
+CPU path (``torch.ao.quantization``) is deprecated and PT2E moved to torchao, so int8 is the other runtimes' job.
 
 ``torch.compile`` is not offered: a compiled module cannot be saved as a program that loads without unpickling
 (``torch.export.load`` falls back to ``torch.load(weights_only=False)``, and nothing this tool reads back is ever
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.hardware.cpu import CpuInfo, native_bf16
 from autocompress.errors import ConfigError
+from autocompress.hardware.cpu import CpuInfo, native_bf16
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes._base import Artifact, Runner, Runtime
 
@@ -106,11 +106,21 @@ class TorchRuntime(Runtime):
     def modes(self, cpu: CpuInfo) -> tuple[str, ...]:
         return ("none", "bf16") if native_bf16(cpu) else ("none",)
 
-    def build(self, model: nn.Module, quant: QuantPolicy, *, example_input: torch.Tensor, calibration: Dataset,
-              workdir: Path, seed: int = 0) -> Artifact:
+    def build(
+        self,
+        model: nn.Module,
+        quant: QuantPolicy,
+        *,
+        example_input: torch.Tensor,
+        calibration: Dataset,
+        workdir: Path,
+        seed: int = 0,
+    ) -> Artifact:
         if quant.mode not in ("none", "bf16"):
-            raise ConfigError(f"--runtime torch: precision {quant.mode!r} is not supported (fp32 and bf16); use "
-                              "--runtime onnxruntime or openvino for int8, or a space with quantize.mode: [none]")
+            raise ConfigError(
+                f"--runtime torch: precision {quant.mode!r} is not supported (fp32 and bf16); use "
+                "--runtime onnxruntime or openvino for int8, or a space with quantize.mode: [none]"
+            )
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "model.pt"
         # bf16 converts a copy: the caller's model (the fine-tuned student, exported as model.pt2) stays fp32

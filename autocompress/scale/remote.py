@@ -34,13 +34,11 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.latency import Latency, NoiseTally
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact
-from autocompress.scale.storage import storage_of
+from autocompress.scale.storage import QUEUE_INFIX, storage_of
 from autocompress.scale.storage import trial_id as storage_trial_id
-from autocompress.scale.storage import QUEUE_INFIX
 from autocompress.scale.workers import StorageLock, owner
 
-__all__ = ["RemoteMeter", "MeasureQueue", "MeasureError", "artifact_request", "artifact_from_request",
-           "QUEUE_PURPOSE"]
+__all__ = ["RemoteMeter", "MeasureQueue", "MeasureError", "artifact_request", "artifact_from_request", "QUEUE_PURPOSE"]
 
 QUEUE_PURPOSE = "measure"
 _TIMEOUT_S = 900.0  # a request nobody answered in this long fails its trial (no measure worker on the target?)
@@ -61,8 +59,12 @@ def _sha256(path: Path) -> str:
 def artifact_request(artifact: Artifact) -> dict[str, Any]:
     """What the target needs to open ``artifact``: its runtime, precision plan, and every file with its hash."""
     files = [p.resolve() for p in artifact.all_files if p.is_file()]
-    return {"path": str(artifact.path.resolve()), "runtime": artifact.runtime,
-            "quant": dataclasses.asdict(artifact.quant), "files": {str(p): _sha256(p) for p in files}}
+    return {
+        "path": str(artifact.path.resolve()),
+        "runtime": artifact.runtime,
+        "quant": dataclasses.asdict(artifact.quant),
+        "files": {str(p): _sha256(p) for p in files},
+    }
 
 
 def artifact_from_request(data: Mapping[str, Any]) -> Artifact:
@@ -70,11 +72,15 @@ def artifact_from_request(data: Mapping[str, Any]) -> Artifact:
     for name, sha in dict(data["files"]).items():
         path = Path(name)
         if not path.is_file():
-            raise MeasureError(f"{path} is not visible on this host: --output must be a folder the build host and "
-                               "the target both see at the same path (one host, or a shared filesystem)")
+            raise MeasureError(
+                f"{path} is not visible on this host: --output must be a folder the build host and "
+                "the target both see at the same path (one host, or a shared filesystem)"
+            )
         if _sha256(path) != sha:
             raise MeasureError(f"{path} differs from the file the build host wrote (SHA-256): a stale or partial copy")
-    return Artifact(Path(data["path"]), QuantPolicy(**data["quant"]), runtime=data["runtime"])  # fp32_layers: any sequence
+    return Artifact(
+        Path(data["path"]), QuantPolicy(**data["quant"]), runtime=data["runtime"]
+    )  # fp32_layers: any sequence
 
 
 class MeasureQueue:
@@ -93,8 +99,9 @@ class MeasureQueue:
     # ------------------------------------------------------------------ the requester's side
     def submit(self, kind: str, payload: Mapping[str, Any]) -> int:
         trial_id = self.storage.create_new_trial(self.queue_id)
-        self.storage.set_trial_user_attr(trial_id, "request", {"kind": kind, **payload, "by": owner(),
-                                                               "at": time.time()})
+        self.storage.set_trial_user_attr(
+            trial_id, "request", {"kind": kind, **payload, "by": owner(), "at": time.time()}
+        )
         return trial_id
 
     def wait(self, trial_id: int, *, timeout_s: float = _TIMEOUT_S, poll_s: float = 0.1) -> dict[str, Any]:
@@ -111,9 +118,13 @@ class MeasureQueue:
                 claimed = trial.user_attrs.get("claimed")
                 raise MeasureError(
                     f"no answer from a measure worker in {timeout_s:.0f} s"
-                    + (f" (claimed by {claimed.get('host')} pid {claimed.get('pid')})" if claimed else
-                       f": start `python -m autocompress measure-worker` on the target with this study's --storage "
-                       f"and --study-name {self.study.study_name!r}"))
+                    + (
+                        f" (claimed by {claimed.get('host')} pid {claimed.get('pid')})"
+                        if claimed
+                        else f": start `python -m autocompress measure-worker` on the target with this study's "
+                        f"--storage and --study-name {self.study.study_name!r}"
+                    )
+                )
             time.sleep(poll_s)
 
     def ask(self, kind: str, payload: Mapping[str, Any], *, timeout_s: float = _TIMEOUT_S) -> dict[str, Any]:
@@ -122,8 +133,7 @@ class MeasureQueue:
     # ------------------------------------------------------------------ the measure worker's side
     def pending(self) -> list[optuna.trial.FrozenTrial]:
         """Requests nobody has claimed, oldest first."""
-        running = self.storage.get_all_trials(self.queue_id, deepcopy=False,
-                                              states=(optuna.trial.TrialState.RUNNING,))
+        running = self.storage.get_all_trials(self.queue_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         return [t for t in running if "request" in t.user_attrs and "claimed" not in t.user_attrs]
 
     def claim(self, trial: optuna.trial.FrozenTrial) -> bool:
@@ -172,13 +182,23 @@ class RemoteMeter:
         return float(result["top1"]), {str(k): int(v) for k, v in dict(result["precision"]).items()}
 
     def noise_summary(self) -> dict[str, Any]:
-        return {**self.tally.summary(), "reference_anchor_ms": self.anchor_ms,
-                "measured_on": "the target (measure worker)"}
+        return {
+            **self.tally.summary(),
+            "reference_anchor_ms": self.anchor_ms,
+            "measured_on": "the target (measure worker)",
+        }
 
 
-def serve(queue: MeasureQueue, *, measure: Callable[[Artifact], Latency],
-          score: Callable[[Artifact], tuple[float, dict[str, int]]], anchor: Callable[[], float | None],
-          done: Callable[[], bool], say: Callable[[str], None], poll_s: float = 0.1) -> int:
+def serve(
+    queue: MeasureQueue,
+    *,
+    measure: Callable[[Artifact], Latency],
+    score: Callable[[Artifact], tuple[float, dict[str, int]]],
+    anchor: Callable[[], float | None],
+    done: Callable[[], bool],
+    say: Callable[[str], None],
+    poll_s: float = 0.1,
+) -> int:
     """Answer requests until ``done()`` holds and none is pending; returns how many were answered."""
     answered = 0
     for trial in _requests(queue, done=done, poll_s=poll_s):

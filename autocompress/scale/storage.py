@@ -22,8 +22,8 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -66,9 +66,17 @@ QUEUE_INFIX = ".queue."  # a request queue (autocompress.scale.remote) is a stud
 _OPEN_ATTEMPTS = 5  # opening a storage another process is creating at the same moment (see open_storage)
 _RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 # The import name of a missing database driver → what to pip install.
-_DB_DRIVERS = {"psycopg": "\"psycopg[binary]\"", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-               "pymysql": "PyMySQL", "pg8000": "pg8000", "asyncpg": "asyncpg", "mysql": "mysql-connector-python",
-               "oracledb": "oracledb", "pyodbc": "pyodbc"}
+_DB_DRIVERS = {
+    "psycopg": '"psycopg[binary]"',
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "mysql": "mysql-connector-python",
+    "oracledb": "oracledb",
+    "pyodbc": "pyodbc",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- opening
@@ -93,14 +101,18 @@ def open_storage(url: str, *, read_only: bool = False) -> optuna.storages.BaseSt
 def _open_rdb(url: str) -> optuna.storages.RDBStorage:
     import sqlalchemy.exc
 
-    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite:")
-                                     else {"pool_pre_ping": True})
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    )
     for attempt in range(_OPEN_ATTEMPTS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
@@ -117,15 +129,19 @@ def _open_rdb(url: str) -> optuna.storages.RDBStorage:
 def _open_existing(url: str) -> optuna.storages.BaseStorage:
     """Open ``url`` read-mostly: never create a database or journal that is not there."""
     if url.startswith(SQLITE_PREFIX):
-        path = Path(url[len(SQLITE_PREFIX):])
+        path = Path(url[len(SQLITE_PREFIX) :])
         if not path.is_file():
-            raise ConfigError(f"no study database at {path}; run `autocompress search` first, or point --output / "
-                              "--storage at the folder or URL the search used")
+            raise ConfigError(
+                f"no study database at {path}; run `autocompress search` first, or point --output / "
+                "--storage at the folder or URL the search used"
+            )
     elif "://" not in url:  # a JournalFileBackend log file, as optuna-dashboard accepts it
         path = Path(url)
         if not path.is_file():
-            raise ConfigError(f"no journal file at {path}; pass the journal the search wrote, or an RDB URL "
-                              "such as sqlite:///results/demo/study.db")
+            raise ConfigError(
+                f"no journal file at {path}; pass the journal the search wrote, or an RDB URL "
+                "such as sqlite:///results/demo/study.db"
+            )
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -151,8 +167,9 @@ class ExistingStudy:
     storage: optuna.storages.BaseStorage
 
 
-def open_existing_study(*, study_name: str | None = None, output: Path | None = None,
-                        storage: str | None = None) -> ExistingStudy:
+def open_existing_study(
+    *, study_name: str | None = None, output: Path | None = None, storage: str | None = None
+) -> ExistingStudy:
     """Load an existing study from ``--study/--output/--storage``; never creates a database or a study.
 
     With no ``storage``, the study's SQLite file under ``output`` (as ``autocompress search`` writes it). With no
@@ -166,7 +183,7 @@ def open_existing_study(*, study_name: str | None = None, output: Path | None = 
     output = Path(output) if output is not None else defaults.output
     if storage is None:
         url = SearchConfig(study_name=study_name or defaults.study_name, output=output).storage_url
-        db = Path(url[len(SQLITE_PREFIX):])
+        db = Path(url[len(SQLITE_PREFIX) :])
         if url.startswith(SQLITE_PREFIX) and not db.is_file():
             _raise_missing_default(study_name or defaults.study_name, output, db.name)
     else:
@@ -180,10 +197,13 @@ def _raise_missing_default(name: str, output: Path, db_file: str) -> None:
     say how to make one."""
     others = sorted(p.parent.name for p in output.glob(f"*/{db_file}"))
     if others:
-        raise StudyNotFoundError(f"no study named {name!r} in {output}; studies there: {', '.join(others)} "
-                                 "(pick one with --study NAME)")
-    raise ConfigError(f"no study database at {output / name / db_file}; run `autocompress search` first, or point "
-                      "--output / --storage at the folder or URL the search used")
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {output}; studies there: {', '.join(others)} (pick one with --study NAME)"
+        )
+    raise ConfigError(
+        f"no study database at {output / name / db_file}; run `autocompress search` first, or point "
+        "--output / --storage at the folder or URL the search used"
+    )
 
 
 def _load_study(storage: optuna.storages.BaseStorage, name: str | None, *, url: str) -> optuna.Study:
@@ -213,14 +233,18 @@ def check_connection(config: SearchConfig) -> None:
     try:
         url = make_url(config.storage)
     except sqlalchemy.exc.ArgumentError as exc:
-        raise ConfigError(f"--storage: not a valid database URL ({exc}); expected e.g. sqlite:///path/study.db or "
-                          "postgresql://user:password@host:5432/db") from None
+        raise ConfigError(
+            f"--storage: not a valid database URL ({exc}); expected e.g. sqlite:///path/study.db or "
+            "postgresql://user:password@host:5432/db"
+        ) from None
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
         folder = Path(url.database).expanduser().parent if url.database not in (None, "", ":memory:") else None
         if folder is not None and not folder.is_dir() and folder.resolve() != config.study_dir.resolve():
-            raise ConfigError(f"--storage {shown}: folder {folder} does not exist; create it or drop --storage to keep "
-                              "the study in --output")
+            raise ConfigError(
+                f"--storage {shown}: folder {folder} does not exist; create it or drop --storage to keep "
+                "the study in --output"
+            )
         return
     try:
         opened = open_storage(config.storage)  # connects, creates the tables if needed (two workers at once: retried)
@@ -231,17 +255,22 @@ def check_connection(config: SearchConfig) -> None:
         cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
         module = (getattr(cause, "name", None) or "").split(".")[0]
         package = _DB_DRIVERS.get(module, module or "the database driver")
-        raise MissingDependencyError(f"--storage {shown}: the database driver {module or '?'} is not installed; "
-                                     f"pip install {package}") from None
+        raise MissingDependencyError(
+            f"--storage {shown}: the database driver {module or '?'} is not installed; pip install {package}"
+        ) from None
     except sqlalchemy.exc.NoSuchModuleError:
-        raise ConfigError(f"--storage {shown}: SQLAlchemy knows no database {url.drivername!r}; expected e.g. "
-                          "sqlite:///path/study.db, postgresql://user@host/db or mysql+pymysql://user@host/db") from None
+        raise ConfigError(
+            f"--storage {shown}: SQLAlchemy knows no database {url.drivername!r}; expected e.g. "
+            "sqlite:///path/study.db, postgresql://user@host/db or mysql+pymysql://user@host/db"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise ConfigError(f"--storage {shown}: cannot use the database ({type(exc).__name__}: "
-                          f"{reason[0] if reason else '?'}); check that the server is running and reachable and that "
-                          "user, host, port and database in the URL are right, or drop --storage to use SQLite in "
-                          "--output") from None
+        raise ConfigError(
+            f"--storage {shown}: cannot use the database ({type(exc).__name__}: "
+            f"{reason[0] if reason else '?'}); check that the server is running and reachable and that "
+            "user, host, port and database in the URL are right, or drop --storage to use SQLite in "
+            "--output"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------- studies
@@ -250,9 +279,11 @@ def check_directions(study_name: str, directions: Sequence[optuna.study.StudyDir
     Optuna loads an existing study whatever its directions."""
     if tuple(directions) != DIRECTIONS:
         found = ", ".join(d.name.lower() for d in directions)
-        raise ConfigError(f"--study-name {study_name!r}: the storage already holds a study of that name with "
-                          f"directions [{found}], not autocompress's [maximize accuracy, minimize latency_ms]; "
-                          "pick another --study-name or --storage")
+        raise ConfigError(
+            f"--study-name {study_name!r}: the storage already holds a study of that name with "
+            f"directions [{found}], not autocompress's [maximize accuracy, minimize latency_ms]; "
+            "pick another --study-name or --storage"
+        )
 
 
 def check_existing_study(config: SearchConfig) -> None:
@@ -272,8 +303,13 @@ def open_study(config: SearchConfig, *, sampler: optuna.samplers.BaseSampler) ->
     """Create or load the study named in ``config`` (multi-objective: accuracy up, latency down)."""
     config.study_dir.mkdir(parents=True, exist_ok=True)
     try:
-        study = optuna.create_study(study_name=config.study_name, storage=open_storage(config.storage_url),
-                                    sampler=sampler, directions=list(DIRECTIONS), load_if_exists=True)
+        study = optuna.create_study(
+            study_name=config.study_name,
+            storage=open_storage(config.storage_url),
+            sampler=sampler,
+            directions=list(DIRECTIONS),
+            load_if_exists=True,
+        )
     except ValueError as exc:
         raise ConfigError(f"--study-name {config.study_name!r}: {exc}; pick another --study-name") from None
     check_directions(config.study_name, study.directions)  # before anything is written to it
@@ -325,5 +361,6 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float
 
     if not points:
         return 0.0
-    return float(compute_hypervolume(np.asarray(points, dtype=float), np.asarray(reference, dtype=float),
-                                     assume_pareto=False))
+    return float(
+        compute_hypervolume(np.asarray(points, dtype=float), np.asarray(reference, dtype=float), assume_pareto=False)
+    )

@@ -35,8 +35,16 @@ import optuna
 
 from autocompress.scale.storage import LOCK_INFIX, storage_of
 
-__all__ = ["process_uuid", "host_id", "owner", "owner_is_dead_here", "StorageLock", "TrialSlots", "pid_alive",
-           "SLOT_PREFIX"]
+__all__ = [
+    "process_uuid",
+    "host_id",
+    "owner",
+    "owner_is_dead_here",
+    "StorageLock",
+    "TrialSlots",
+    "pid_alive",
+    "SLOT_PREFIX",
+]
 
 _UUIDS: dict[int, str] = {}
 SLOT_PREFIX = "slot:"
@@ -71,7 +79,10 @@ def owner() -> dict[str, Any]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs here; a zombie (killed, not yet reaped by its parent, e.g. a ``--workers`` child) is dead."""
+    """Whether ``pid`` runs here.
+
+    A zombie (killed, not yet reaped by its parent, e.g. a ``--workers`` child) is dead.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,8 +115,16 @@ class StorageLock:
             ...  # only one process of any host runs this at a time
     """
 
-    def __init__(self, study: optuna.Study, purpose: str, *, stale_s: float = 60.0, beat_s: float = 5.0,
-                 poll_s: float = 0.2, on_wait: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        purpose: str,
+        *,
+        stale_s: float = 60.0,
+        beat_s: float = 5.0,
+        poll_s: float = 0.2,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         self.study = study
         self.name = f"{study.study_name}{LOCK_INFIX}{purpose}"
         self.stale_s = stale_s
@@ -150,8 +169,10 @@ class StorageLock:
                     self._store.delete_study(lock_id)
                 continue
             if not told and self.on_wait is not None:
-                self.on_wait(f"waiting for {holder.get('host', '?')} pid {holder.get('pid', '?')} "
-                             f"({self.name.rsplit('.', 1)[-1]} of study {self.study.study_name!r})")
+                self.on_wait(
+                    f"waiting for {holder.get('host', '?')} pid {holder.get('pid', '?')} "
+                    f"({self.name.rsplit('.', 1)[-1]} of study {self.study.study_name!r})"
+                )
                 told = True
             time.sleep(self.poll_s)
         self._stop.clear()
@@ -191,15 +212,21 @@ class TrialSlots:
 
     def in_flight(self, *, exclude: str | None = None) -> int:
         """Slots whose trial has not finished yet (or that were reserved moments ago and are not bound yet)."""
-        running = {t.number for t in self.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))}
+        running = {
+            t.number
+            for t in self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+            )
+        }
         count = 0
         for key, slot in self.study.user_attrs.items():
             if not key.startswith(SLOT_PREFIX) or key == exclude or not slot or slot.get("done"):
                 continue
             trial = slot.get("trial")
             if trial is None:
-                count += time.time() - float(slot.get("t", 0)) < _UNBOUND_SLOT_S and not owner_is_dead_here(slot.get("owner", {}))
+                count += time.time() - float(slot.get("t", 0)) < _UNBOUND_SLOT_S and not owner_is_dead_here(
+                    slot.get("owner", {})
+                )
             else:
                 count += int(trial) in running
         return count

@@ -100,8 +100,10 @@ class _Source(ABC):
             return
         old = cls.registry.get(cls.name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"{cls.__qualname__}: a {cls._kind} source named {cls.name!r} is already registered by "
-                            f"{old.__module__}.{old.__qualname__}; pick another name")
+            raise TypeError(
+                f"{cls.__qualname__}: a {cls._kind} source named {cls.name!r} is already registered by "
+                f"{old.__module__}.{old.__qualname__}; pick another name"
+            )
         cls.registry[cls.name] = cls  # the same class defined again (a module reload) replaces itself
 
     @classmethod
@@ -140,7 +142,12 @@ class ModelSource(_Source):
         ``small_input`` asks for a stem suited to small images such as 32x32 (sources may ignore it)."""
 
     def load(
-        self, spec: str, *, num_classes: int | None, weights: str | Path | None, trust_checkpoint: bool,
+        self,
+        spec: str,
+        *,
+        num_classes: int | None,
+        weights: str | Path | None,
+        trust_checkpoint: bool,
         small_input: bool,
     ) -> nn.Module:
         """:meth:`build`, then the ``weights`` checkpoint file loaded into it (see

@@ -36,16 +36,17 @@ logger = logging.getLogger("autocompress.sources.models")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 # DataParallel/DistributedDataParallel save keys as ``module.x``; torch.compile saves them as ``_orig_mod.x``.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_NOT_A_CHECKPOINT_FIX = ("expected a complete file written by torch.save; a truncated or damaged copy (interrupted "
-                         "download or save) also fails this way: copy or save it again")
+_NOT_A_CHECKPOINT_FIX = (
+    "expected a complete file written by torch.save; a truncated or damaged copy (interrupted "
+    "download or save) also fails this way: copy or save it again"
+)
 
 
 def _load_weights(model: nn.Module, spec: str, path: Path, *, trust_checkpoint: bool) -> nn.Module:
     path = path.expanduser()
     if not path.is_file():
         raise WorkloadError(
-            f"--weights {path} : no such file; "
-            "pass a checkpoint saved with torch.save(model.state_dict(), PATH)"
+            f"--weights {path} : no such file; pass a checkpoint saved with torch.save(model.state_dict(), PATH)"
         )
     checkpoint = _read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     state = _extract_state(checkpoint, path)
@@ -64,8 +65,7 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
             from safetensors.torch import load_file
         except ImportError as exc:
             raise MissingDependencyError(
-                f"--weights {path} : reading .safetensors needs the safetensors package; "
-                "pip install safetensors"
+                f"--weights {path} : reading .safetensors needs the safetensors package; pip install safetensors"
             ) from exc
         return load_file(str(path), device="cpu")
     try:
@@ -96,7 +96,8 @@ def _read_checkpoint(path: Path, *, trust_checkpoint: bool) -> Any:
 
 def _is_state_dict(value: Any) -> bool:
     return (
-        isinstance(value, Mapping) and len(value) > 0
+        isinstance(value, Mapping)
+        and len(value) > 0
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
     )
 
@@ -135,7 +136,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor], model_keys: Iterable[str]) -
             # Strip only when every key carries the prefix and the model's own keys do not (a submodule may
             # legitimately be called "module").
             if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in model_keys):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 changed = True
     return state
 
@@ -144,8 +145,11 @@ def _check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], *, spec:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [(k, list(state[k].shape), list(expected[k].shape)) for k in expected
-                  if k in state and state[k].shape != expected[k].shape]
+    mismatched = [
+        (k, list(state[k].shape), list(expected[k].shape))
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if not (missing or unexpected or mismatched):
         return
     parts = []
@@ -176,12 +180,17 @@ def _mismatch_fixes(model: nn.Module, mismatched: list[tuple[str, list[int], lis
         owner = modules.get(key.rsplit(".", 1)[0]) if "." in key else None
         is_head = isinstance(owner, nn.Linear) or (bool(convs) and key == f"{convs[-1]}.weight")
         if is_head and "head" not in fixes and ckpt[0] != built[0] and ckpt[1:] == built[1:]:
-            fixes["head"] = (f"the checkpoint's head ({key}) has {ckpt[0]} classes but the model was built for "
-                             f"{built[0]}: pass --num-classes {ckpt[0]}")
-        elif (convs and key == f"{convs[0]}.weight" and len(ckpt) == 4 and ckpt[:2] == built[:2]
-              and ckpt[2:] != built[2:]):
-            fixes["stem"] = (f"the checkpoint's first conv is {ckpt[2]}x{ckpt[3]} but the model's is "
-                             f"{built[2]}x{built[3]}: {'pass' if built[2] > ckpt[2] else 'drop'} --small-input")
+            fixes["head"] = (
+                f"the checkpoint's head ({key}) has {ckpt[0]} classes but the model was built for "
+                f"{built[0]}: pass --num-classes {ckpt[0]}"
+            )
+        elif (
+            convs and key == f"{convs[0]}.weight" and len(ckpt) == 4 and ckpt[:2] == built[:2] and ckpt[2:] != built[2:]
+        ):
+            fixes["stem"] = (
+                f"the checkpoint's first conv is {ckpt[2]}x{ckpt[3]} but the model's is "
+                f"{built[2]}x{built[3]}: {'pass' if built[2] > ckpt[2] else 'drop'} --small-input"
+            )
         elif not is_head:
             return []
     return list(fixes.values())

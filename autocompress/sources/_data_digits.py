@@ -39,8 +39,9 @@ def load_digits_splits(*, size: int = DIGITS_SIZE) -> tuple[TensorDataset, Tenso
     images = (images - images.mean()) / images.std()
     indices = np.arange(len(labels))
     train_idx, rest_idx = train_test_split(indices, test_size=0.4, stratify=labels.numpy(), random_state=_SPLIT_SEED)
-    val_idx, test_idx = train_test_split(rest_idx, test_size=0.5, stratify=labels.numpy()[rest_idx],
-                                         random_state=_SPLIT_SEED)
+    val_idx, test_idx = train_test_split(
+        rest_idx, test_size=0.5, stratify=labels.numpy()[rest_idx], random_state=_SPLIT_SEED
+    )
 
     def subset(idx: np.ndarray) -> TensorDataset:
         t = torch.as_tensor(np.sort(idx))
@@ -69,7 +70,16 @@ class DigitsData(DataSource):
         train, val, test = load_digits_splits(size=options.input_size or DIGITS_SIZE)
         shape = (int(train[0][0].shape[0]), int(train[0][0].shape[1]), int(train[0][0].shape[2]))
         return DataSplits(
-            train=train, val=val, test=test, input_shape=shape, num_classes=10,
-            info={"data": "digits (sklearn load_digits)", "preprocess": DIGITS_PREPROCESS, "train_size": len(train),
-                  "val_size": len(val), "test_size": len(test)},
+            train=train,
+            val=val,
+            test=test,
+            input_shape=shape,
+            num_classes=10,
+            info={
+                "data": "digits (sklearn load_digits)",
+                "preprocess": DIGITS_PREPROCESS,
+                "train_size": len(train),
+                "val_size": len(val),
+                "test_size": len(test),
+            },
         )

@@ -11,19 +11,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from autocompress.errors import WorkloadError
 from autocompress.sources._base import DataOptions, DataSource
 from autocompress.sources._resolve import _MODULE_SPEC, _accepts, _resolve_object
-from autocompress.sources._splits import (
-    _describe_preprocess,
-    _labels_of,
-    _sizes,
-    _stratified_cap,
-    _stratified_split,
-)
+from autocompress.sources._splits import _describe_preprocess, _labels_of, _sizes, _stratified_cap, _stratified_split
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
@@ -34,7 +29,12 @@ logger = logging.getLogger("autocompress.sources.data")
 
 
 def _load_from_function(
-    spec: str, *, input_size: int | None, channels: int | None, seed: int, max_samples: int | None,
+    spec: str,
+    *,
+    input_size: int | None,
+    channels: int | None,
+    seed: int,
+    max_samples: int | None,
     preprocess: Callable[[Any], torch.Tensor] | None,
 ) -> DataSplits:
     fn, name = _resolve_object(spec, option="--data"), spec.split(":", 1)[1]
@@ -42,26 +42,15 @@ def _load_from_function(
         raise WorkloadError(
             f"--data {spec} : {name} is a {type(fn).__name__}, expected a function returning the datasets"
         )
-    offered = {"seed": seed, "input_size": input_size, "channels": channels, "preprocess": preprocess}
-    kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
-    if preprocess is not None and "preprocess" not in kwargs:
-        logger.warning("%s takes no preprocess argument: its images are used as it returns them, not with %s",
-                       spec, _describe_preprocess(preprocess, None))
+    kwargs = _arguments_for(fn, spec, seed=seed, input_size=input_size, channels=channels, preprocess=preprocess)
     try:
         result = fn(**kwargs)
     except Exception as exc:  # user code: one line here, the chained traceback shows with --debug
         raise WorkloadError(f"--data {spec} : calling {name}() raised {type(exc).__name__}: {_one_line(exc)}") from exc
     if isinstance(result, DataSplits):
         return result
-    expected = "a DataSplits, (train, val[, test]) or {'train', 'val'[, 'test']} of Datasets or DataLoaders"
-    if isinstance(result, Mapping) and "train" in result and "val" in result:
-        parts = [result["train"], result["val"], result.get("test")]
-    elif isinstance(result, (tuple, list)) and len(result) in (2, 3):
-        parts = [*result, None][:3]
-    else:
-        raise WorkloadError(f"--data {spec} : the function returned {type(result).__name__}, expected {expected}")
     roles = ("train", "val", "test")
-    given = {role: _as_dataset(p, role, spec) for role, p in zip(roles, parts) if p is not None}
+    given = {role: _as_dataset(p, role, spec) for role, p in zip(roles, _split_parts(result, spec)) if p is not None}
     # Check the item format before reading labels: a dataset of PIL images would fail there less clearly.
     shapes = {role: _item_shape(ds, role, spec) for role, ds in given.items()}
     if len(set(shapes.values())) != 1:
@@ -71,15 +60,87 @@ def _load_from_function(
     labels = {role: _labels_of(ds) for role, ds in given.items()}
     layout = "train, val, test from the function"
     if "test" not in given:
-        halves = _stratified_split(labels["val"], (0.5, 0.5), seed)
-        given["val"], given["test"] = (Subset(given["val"], idx.tolist()) for idx in halves)
-        labels["val"], labels["test"] = (labels["val"][idx] for idx in halves)
+        given, labels = _halve_val(given, labels, seed=seed)
         layout = "train, val from the function, val halved (stratified) into val and test"
     sources = {role: len(labels[role]) for role in roles}
-    for role in roles:
+    given, labels = _cap_splits(given, labels, max_samples=max_samples, seed=seed)
+    classes, top = _check_labels(given, labels, spec)
+    return DataSplits(
+        given["train"],
+        given["val"],
+        given["test"],
+        input_shape=shapes["train"],
+        num_classes=len(classes) if classes else top + 1,
+        info={
+            "data": spec,
+            "source": "function",
+            "layout": layout,
+            "classes": classes,
+            "seed": seed,
+            "max_samples": max_samples,
+            "preprocess": _describe_preprocess(preprocess, None) if "preprocess" in kwargs else f"by {name}()",
+            "source_sizes": sources,
+            **_sizes(*(given[r] for r in roles)),
+        },
+    )
+
+
+def _arguments_for(
+    fn: Callable[..., Any],
+    spec: str,
+    *,
+    seed: int,
+    input_size: int | None,
+    channels: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+) -> dict[str, Any]:
+    """The keyword arguments ``fn`` accepts among those offered; a warning when it would ignore ``preprocess``."""
+    offered = {"seed": seed, "input_size": input_size, "channels": channels, "preprocess": preprocess}
+    kwargs = {k: v for k, v in offered.items() if v is not None and _accepts(fn, k)}
+    if preprocess is not None and "preprocess" not in kwargs:
+        logger.warning(
+            "%s takes no preprocess argument: its images are used as it returns them, not with %s",
+            spec,
+            _describe_preprocess(preprocess, None),
+        )
+    return kwargs
+
+
+def _split_parts(result: Any, spec: str) -> list[Any]:
+    """``[train, val, test]`` from the function's tuple, list or dict (``test`` is ``None`` when not given)."""
+    expected = "a DataSplits, (train, val[, test]) or {'train', 'val'[, 'test']} of Datasets or DataLoaders"
+    if isinstance(result, Mapping) and "train" in result and "val" in result:
+        return [result["train"], result["val"], result.get("test")]
+    if isinstance(result, (tuple, list)) and len(result) in (2, 3):
+        return [*result, None][:3]
+    raise WorkloadError(f"--data {spec} : the function returned {type(result).__name__}, expected {expected}")
+
+
+def _halve_val(
+    given: dict[str, Dataset], labels: dict[str, np.ndarray], *, seed: int
+) -> tuple[dict[str, Dataset], dict[str, np.ndarray]]:
+    """The splits with val halved, class by class, into val and test (for a function that returns no test)."""
+    halves = _stratified_split(labels["val"], (0.5, 0.5), seed)
+    val, test = (Subset(given["val"], idx.tolist()) for idx in halves)
+    val_labels, test_labels = (labels["val"][idx] for idx in halves)
+    return {**given, "val": val, "test": test}, {**labels, "val": val_labels, "test": test_labels}
+
+
+def _cap_splits(
+    given: dict[str, Dataset], labels: dict[str, np.ndarray], *, max_samples: int | None, seed: int
+) -> tuple[dict[str, Dataset], dict[str, np.ndarray]]:
+    """Each split cut to at most ``max_samples`` items, keeping its class proportions."""
+    given, labels = dict(given), dict(labels)
+    for role in list(given):
         keep = _stratified_cap(labels[role], max_samples, seed)
         if len(keep) < len(labels[role]):
             given[role], labels[role] = Subset(given[role], keep.tolist()), labels[role][keep]
+    return given, labels
+
+
+def _check_labels(given: dict[str, Dataset], labels: dict[str, np.ndarray], spec: str) -> tuple[list[str] | None, int]:
+    """The class names of the train split's dataset (``None`` without them) and the highest label; a WorkloadError
+    when a label is negative or past the class names."""
     base = given["train"].dataset if isinstance(given["train"], Subset) else given["train"]
     classes = [str(c) for c in getattr(base, "classes", None) or []] or None
     top = max(int(lab.max()) for lab in labels.values() if len(lab))
@@ -88,14 +149,7 @@ def _load_from_function(
         raise WorkloadError(
             f"--data {spec} : labels run from {low} to {top}, expected 0 .. {len(classes or []) or 'N'} - 1"
         )
-    return DataSplits(
-        given["train"], given["val"], given["test"], input_shape=shapes["train"],
-        num_classes=len(classes) if classes else top + 1,
-        info={"data": spec, "source": "function", "layout": layout, "classes": classes, "seed": seed,
-              "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, None) if "preprocess" in kwargs else f"by {name}()",
-              "source_sizes": sources, **_sizes(*(given[r] for r in roles))},
-    )
+    return classes, top
 
 
 def _as_dataset(value: Any, role: str, spec: str) -> Dataset:
@@ -148,5 +202,11 @@ class FunctionData(DataSource):
             )
 
     def load(self, spec: str, options: DataOptions) -> DataSplits:
-        return _load_from_function(spec, input_size=options.input_size, channels=options.channels, seed=options.seed,
-                                   max_samples=options.max_samples, preprocess=options.preprocess)
+        return _load_from_function(
+            spec,
+            input_size=options.input_size,
+            channels=options.channels,
+            seed=options.seed,
+            max_samples=options.max_samples,
+            preprocess=options.preprocess,
+        )

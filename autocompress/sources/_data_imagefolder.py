@@ -47,8 +47,14 @@ _Samples = list[tuple[str, int]]  # (image path, label) pairs of one split
 
 
 def _load_imagefolder(
-    spec: str, *, size: int | None, channels: int | None, seed: int, max_samples: int | None,
-    preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
+    spec: str,
+    *,
+    size: int | None,
+    channels: int | None,
+    seed: int,
+    max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    normalization: Normalization | None = None,
 ) -> DataSplits:
     root = _folder_of(spec)
     classes, (train_s, val_s, test_s), layout = _split_samples(root, spec, seed)
@@ -65,8 +71,9 @@ def _load_imagefolder(
         normalization.for_channels(channels)  # wrong per-channel count: fail before decoding anything
     if preprocess is not None:
         first_path = train_s[0][0]
-        shape = _preprocess_one(_open_image(first_path, channels, spec), preprocess, size=size, spec=spec,
-                                where=first_path).shape
+        shape = _preprocess_one(
+            _open_image(first_path, channels, spec), preprocess, size=size, spec=spec, where=first_path
+        ).shape
         shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     else:
         assert size is not None  # ImageFolderData supplies the default size when there is no preprocess
@@ -76,15 +83,29 @@ def _load_imagefolder(
     # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
     # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
     # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
-    splits = [_decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
-              for s in (train_s, val_s, test_s)]
+    splits = [
+        _decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
+        for s in (train_s, val_s, test_s)
+    ]
     return DataSplits(
-        *splits, input_shape=shape, num_classes=len(classes),
-        info={"data": spec, "source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
-              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
-              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
-              "source_sizes": sources, **_sizes(*splits)},
+        *splits,
+        input_shape=shape,
+        num_classes=len(classes),
+        info={
+            "data": spec,
+            "source": "imagefolder",
+            "root": str(root),
+            "layout": layout,
+            "classes": classes,
+            "input_size": _size_of(shape),
+            "channels": shape[0],
+            "seed": seed,
+            "max_samples": max_samples,
+            "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
+            **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
+            "source_sizes": sources,
+            **_sizes(*splits),
+        },
     )
 
 
@@ -93,8 +114,7 @@ def _folder_of(spec: str) -> Path:
     root = Path(spec.split(":", 1)[1]).expanduser()
     if not str(root) or not root.exists():
         raise WorkloadError(
-            f"--data {spec} : no such folder {str(root)!r}; "
-            "pass imagefolder:PATH with PATH/CLASS/IMAGE.png files"
+            f"--data {spec} : no such folder {str(root)!r}; pass imagefolder:PATH with PATH/CLASS/IMAGE.png files"
         )
     if not root.is_dir():
         raise WorkloadError(
@@ -148,8 +168,7 @@ def _scan_folder(folder: Path, spec: str) -> tuple[list[str], list[tuple[str, in
         classes, class_to_idx = find_classes(folder)
     except FileNotFoundError as exc:
         raise WorkloadError(
-            f"--data {spec} : no class subfolders in {folder}; "
-            f"expected {folder}/CLASS_NAME/IMAGE.png"
+            f"--data {spec} : no class subfolders in {folder}; expected {folder}/CLASS_NAME/IMAGE.png"
         ) from exc
     samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     empty = sorted(set(classes) - {classes[lab] for _, lab in samples})
@@ -183,8 +202,7 @@ def _image_mode(path: str, spec: str) -> str:
             return str(img.mode)
     except (OSError, UnidentifiedImageError) as exc:
         raise WorkloadError(
-            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
-            "remove or replace the file"
+            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); remove or replace the file"
         ) from exc
 
 
@@ -197,14 +215,18 @@ def _open_image(path: str, channels: int, spec: str) -> Any:
             return img.convert("L" if channels == 1 else "RGB")  # convert() loads the pixels: safe after close
     except (OSError, UnidentifiedImageError) as exc:
         raise WorkloadError(
-            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); "
-            "remove or replace the file"
+            f"--data {spec} : cannot read image {path} ({_one_line(exc)}); remove or replace the file"
         ) from exc
 
 
 def _decode_images(
-    samples: Sequence[tuple[str, int]], *, shape: tuple[int, int, int], spec: str,
-    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, normalization: Normalization | None = None,
+    samples: Sequence[tuple[str, int]],
+    *,
+    shape: tuple[int, int, int],
+    spec: str,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    size: int | None,
+    normalization: Normalization | None = None,
 ) -> TensorDataset:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -216,8 +238,9 @@ def _decode_images(
         if preprocess is not None:
             images[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
         else:
-            images[i] = _prepare(pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels,
-                                 normalization=normalization)[0]
+            images[i] = _prepare(
+                pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels, normalization=normalization
+            )[0]
         labels[i] = label
     return TensorDataset(images, labels)
 
@@ -233,6 +256,12 @@ class ImageFolderData(DataSource):
 
     def load(self, spec: str, options: DataOptions) -> DataSplits:
         size = options.input_size or (None if options.preprocess else _DEFAULT_FOLDER_SIZE)
-        return _load_imagefolder(spec, size=size, channels=options.channels, seed=options.seed,
-                                 max_samples=options.max_samples, preprocess=options.preprocess,
-                                 normalization=options.normalize)
+        return _load_imagefolder(
+            spec,
+            size=size,
+            channels=options.channels,
+            seed=options.seed,
+            max_samples=options.max_samples,
+            preprocess=options.preprocess,
+            normalization=options.normalize,
+        )

@@ -41,8 +41,15 @@ _SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets w
 
 
 def _load_torchvision(
-    spec: str, *, size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
-    preprocess: Callable[[Any], torch.Tensor] | None, normalization: Normalization | None = None,
+    spec: str,
+    *,
+    size: int | None,
+    channels: int | None,
+    seed: int,
+    download: bool,
+    max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    normalization: Normalization | None = None,
 ) -> DataSplits:
     canonical, cls, root = _dataset_class(spec)
     official_train, official_test = _official_splits(spec, canonical, cls, root, download=download)
@@ -54,8 +61,13 @@ def _load_torchvision(
     test_idx = _stratified_cap(test_y, max_samples, seed)
     if preprocess is not None:
         channels = channels or 3
-        out = _preprocess_one(_pil_image(official_train, arrays["train"], 0, channels), preprocess, size=size,
-                              spec=spec, where=f"{canonical} image 0")
+        out = _preprocess_one(
+            _pil_image(official_train, arrays["train"], 0, channels),
+            preprocess,
+            size=size,
+            spec=spec,
+            where=f"{canonical} image 0",
+        )
         shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
     else:
         channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
@@ -63,24 +75,45 @@ def _load_torchvision(
         if normalization is not None:
             normalization.for_channels(channels)  # wrong per-channel count: fail before converting anything
     _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
-    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "name": canonical,
-            "normalization": normalization}
+    prep = {
+        "shape": shape,
+        "preprocess": preprocess,
+        "size": size,
+        "spec": spec,
+        "name": canonical,
+        "normalization": normalization,
+    }
     splits = [
         TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
-        for ds, key, labels, idx in ((official_train, "train", train_y, train_idx),
-                                     (official_train, "train", train_y, val_idx),
-                                     (official_test, "test", test_y, test_idx))
+        for ds, key, labels, idx in (
+            (official_train, "train", train_y, train_idx),
+            (official_train, "train", train_y, val_idx),
+            (official_test, "test", test_y, test_idx),
+        )
     ]
     classes = [str(c) for c in getattr(official_train, "classes", [])]
     num_classes = len(classes) or int(max(train_y.max(), test_y.max())) + 1
     return DataSplits(
-        *splits, input_shape=shape, num_classes=num_classes,
-        info={"data": spec, "source": "torchvision", "dataset": canonical, "root": root, "classes": classes or None,
-              "input_size": _size_of(shape), "channels": shape[0], "seed": seed, "max_samples": max_samples,
-              "preprocess": _describe_preprocess(preprocess, shape, size=size if preprocess else None,
-                                                 normalization=normalization),
-              **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
-              "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)}, **_sizes(*splits)},
+        *splits,
+        input_shape=shape,
+        num_classes=num_classes,
+        info={
+            "data": spec,
+            "source": "torchvision",
+            "dataset": canonical,
+            "root": root,
+            "classes": classes or None,
+            "input_size": _size_of(shape),
+            "channels": shape[0],
+            "seed": seed,
+            "max_samples": max_samples,
+            "preprocess": _describe_preprocess(
+                preprocess, shape, size=size if preprocess else None, normalization=normalization
+            ),
+            **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
+            "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)},
+            **_sizes(*splits),
+        },
     )
 
 
@@ -93,8 +126,11 @@ def _dataset_class(spec: str) -> tuple[str, Any, str]:
     if len(parts) != 3 or not parts[1] or not parts[2]:
         raise WorkloadError(f"--data {spec} : expected torchvision:NAME:ROOT, e.g. torchvision:CIFAR10:./data")
     _, name, root = parts
-    available = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and issubclass(v, tvd.VisionDataset)
-                       and v is not tvd.VisionDataset)
+    available = sorted(
+        n
+        for n, v in vars(tvd).items()
+        if isinstance(v, type) and issubclass(v, tvd.VisionDataset) and v is not tvd.VisionDataset
+    )
     canonical = {n.lower(): n for n in available}.get(name.lower())
     if canonical is None:
         close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
@@ -110,10 +146,16 @@ def _official_splits(spec: str, canonical: str, cls: Any, root: str, *, download
     params = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {"download": download} if "download" in params else {}
     if "train" in params:
-        make: Callable[[bool], Any] = lambda train: cls(root, train=train, **kwargs)
+
+        def make(train: bool) -> Any:
+            return cls(root, train=train, **kwargs)
+
     elif "split" in params:
         names = _SPLIT_NAMES.get(canonical, ("train", "test"))
-        make = lambda train: cls(root, split=names[0] if train else names[1], **kwargs)
+
+        def make(train: bool) -> Any:
+            return cls(root, split=names[0] if train else names[1], **kwargs)
+
     else:
         raise WorkloadError(
             f"--data {spec} : {canonical} has neither a train= nor a split= argument; "
@@ -168,23 +210,31 @@ def _pil_image(dataset: Any, array: torch.Tensor | None, index: int, channels: i
 
 
 def _prepare_split(
-    dataset: Any, array: torch.Tensor | None, indices: np.ndarray, *, shape: tuple[int, int, int],
-    preprocess: Callable[[Any], torch.Tensor] | None, size: int | None, spec: str, name: str,
+    dataset: Any,
+    array: torch.Tensor | None,
+    indices: np.ndarray,
+    *,
+    shape: tuple[int, int, int],
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    size: int | None,
+    spec: str,
+    name: str,
     normalization: Normalization | None = None,
 ) -> torch.Tensor:
     out = torch.empty(len(indices), *shape)
     if preprocess is not None:  # a user transform takes one PIL image at a time
         for i, index in enumerate(indices.tolist()):
             image = _pil_image(dataset, array, index, shape[0])
-            out[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=f"{name} image {index}",
-                                     shape=shape)
+            out[i] = _preprocess_one(
+                image, preprocess, size=size, spec=spec, where=f"{name} image {index}", shape=shape
+            )
         return out
     channels, size = shape[0], shape[1]
     step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time
     for start in range(0, len(indices), step):
-        chunk = indices[start:start + step]
+        chunk = indices[start : start + step]
         pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
-        out[start:start + len(chunk)] = _prepare(pixels, size=size, channels=channels, normalization=normalization)
+        out[start : start + len(chunk)] = _prepare(pixels, size=size, channels=channels, normalization=normalization)
     return out
 
 
@@ -198,6 +248,13 @@ class TorchvisionData(DataSource):
     settings = ("--input-size", "--channels", "--max-samples", "--normalize", "--download")
 
     def load(self, spec: str, options: DataOptions) -> DataSplits:
-        return _load_torchvision(spec, size=options.input_size, channels=options.channels, seed=options.seed,
-                                 download=options.download, max_samples=options.max_samples,
-                                 preprocess=options.preprocess, normalization=options.normalize)
+        return _load_torchvision(
+            spec,
+            size=options.input_size,
+            channels=options.channels,
+            seed=options.seed,
+            download=options.download,
+            max_samples=options.max_samples,
+            preprocess=options.preprocess,
+            normalization=options.normalize,
+        )

@@ -57,9 +57,7 @@ class DemoModel(ModelSource):
         return load_demo_workload(config.cache_dir, progress=progress)
 
 
-def load_demo_workload(
-    cache_dir: Path, *, epochs: int = 20, progress: Callable[[str], None] | None = None
-) -> Workload:
+def load_demo_workload(cache_dir: Path, *, epochs: int = 20, progress: Callable[[str], None] | None = None) -> Workload:
     """The embedded demo: :class:`~autocompress.sources.demo_model.DemoResNet` trained on digits, cached in
     ``cache_dir``.
 
@@ -81,13 +79,23 @@ def load_demo_workload(
         test=test,
         input_shape=(1, DIGITS_SIZE, DIGITS_SIZE),
         num_classes=10,
-        info={"model": "demo (DemoResNet, width 32)", "data": "digits (sklearn load_digits, 32x32, 60/20/20 split)",
-              "preprocess": DIGITS_PREPROCESS, "train_size": len(train), "val_size": len(val), "test_size": len(test)},
+        info={
+            "model": "demo (DemoResNet, width 32)",
+            "data": "digits (sklearn load_digits, 32x32, 60/20/20 split)",
+            "preprocess": DIGITS_PREPROCESS,
+            "train_size": len(train),
+            "val_size": len(val),
+            "test_size": len(test),
+        },
     )
 
 
 def _train_demo_teacher(
-    model: nn.Module, splits: tuple[TensorDataset, TensorDataset, TensorDataset], weights: Path, *, epochs: int,
+    model: nn.Module,
+    splits: tuple[TensorDataset, TensorDataset, TensorDataset],
+    weights: Path,
+    *,
+    epochs: int,
     say: Callable[[str], None],
 ) -> None:
     """Train ``model`` on the digits train split and save it at ``weights`` (+ a ``.json`` with its accuracies)."""
@@ -107,11 +115,17 @@ def _train_demo_teacher(
     )
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, weights)
-    meta = {"train_seconds": round(time.perf_counter() - started, 1), "epochs": epochs,
-            "val_accuracy": _accuracy(model, val), "test_accuracy": _accuracy(model, test)}
+    meta = {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "epochs": epochs,
+        "val_accuracy": _accuracy(model, val),
+        "test_accuracy": _accuracy(model, test),
+    }
     weights.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-    say(f"demo teacher trained in {meta['train_seconds']} s: val accuracy {meta['val_accuracy']:.2%}, "
-        f"test accuracy {meta['test_accuracy']:.2%}")
+    say(
+        f"demo teacher trained in {meta['train_seconds']} s: val accuracy {meta['val_accuracy']:.2%}, "
+        f"test accuracy {meta['test_accuracy']:.2%}"
+    )
 
 
 def _accuracy(model: nn.Module, dataset: TensorDataset) -> float:

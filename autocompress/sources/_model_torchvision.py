@@ -36,15 +36,21 @@ class TorchvisionModel(ModelSource):
         return _build_torchvision(spec, num_classes=num_classes, small_input=small_input)
 
     def load(
-        self, spec: str, *, num_classes: int | None, weights: str | Path | None, trust_checkpoint: bool,
+        self,
+        spec: str,
+        *,
+        num_classes: int | None,
+        weights: str | Path | None,
+        trust_checkpoint: bool,
         small_input: bool,
     ) -> nn.Module:
         enum = _weights_enum(spec, weights)
         if enum is not None:
             model = _build_pretrained(spec, enum, given=str(weights), num_classes=num_classes, small_input=small_input)
             return model.eval()
-        return super().load(spec, num_classes=num_classes, weights=weights, trust_checkpoint=trust_checkpoint,
-                            small_input=small_input)
+        return super().load(
+            spec, num_classes=num_classes, weights=weights, trust_checkpoint=trust_checkpoint, small_input=small_input
+        )
 
     def preprocess(self, spec: str, weights: str | Path | None) -> Callable[[Any], torch.Tensor] | None:
         enum = _weights_enum(spec, weights)

@@ -70,9 +70,9 @@ def _weights_enum(spec: str, weights: str | Path | None) -> Any:
             "pass --weights PATH with a checkpoint"
         ) from exc
     # Accept "IMAGENET1K_V1", "imagenet1k_v1" and torchvision's own "ResNet18_Weights.IMAGENET1K_V1".
-    member = str(weights)[len(TORCHVISION_WEIGHTS_PREFIX):].strip()
+    member = str(weights)[len(TORCHVISION_WEIGHTS_PREFIX) :].strip()
     if member.lower().startswith(enum_cls.__name__.lower() + "."):
-        member = member[len(enum_cls.__name__) + 1:]
+        member = member[len(enum_cls.__name__) + 1 :]
     members = enum_cls.__members__  # includes the alias DEFAULT
     found = {n.lower(): n for n in members}.get(member.lower())
     if found is None:
@@ -133,8 +133,9 @@ def _fetch_weights(name: str, enum: Any, *, given: str) -> None:
         return
     logger.info("downloading torchvision weights %s.%s from %s into %s", name, enum.name, enum.url, path.parent)
     try:
-        torch.hub.load_state_dict_from_url(enum.url, progress=logger.isEnabledFor(logging.INFO), check_hash=True,
-                                           map_location="cpu")
+        torch.hub.load_state_dict_from_url(
+            enum.url, progress=logger.isEnabledFor(logging.INFO), check_hash=True, map_location="cpu"
+        )
     except (OSError, RuntimeError) as exc:  # URLError/HTTPError/timeouts are OSErrors; a bad hash is a RuntimeError
         raise WorkloadError(
             f"--weights {given} : could not download torchvision weights {name}.{enum.name} "

@@ -67,7 +67,12 @@ def _prepare(
 
 
 def _preprocess_one(
-    image: Any, preprocess: Callable[[Any], torch.Tensor], *, size: int | None, spec: str, where: str,
+    image: Any,
+    preprocess: Callable[[Any], torch.Tensor],
+    *,
+    size: int | None,
+    spec: str,
+    where: str,
     shape: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """``preprocess(image)``, checked to be a float ``C x H x W`` tensor (of ``shape`` when given).
@@ -84,8 +89,9 @@ def _preprocess_one(
             f"({type(exc).__name__}: {_one_line(exc)}); it must take a PIL image and return a float tensor C x H x W"
         ) from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 3 or not out.is_floating_point():
-        got = (f"a {out.dtype} tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor)
-               else type(out).__name__)
+        got = (
+            f"a {out.dtype} tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        )
         raise WorkloadError(
             f"--data {spec} : the preprocessing returned {got} for {where}, expected a float tensor C x H x W; "
             "end it with ToTensor() (or ToImage() + ToDtype(torch.float32, scale=True)) and Normalize"
@@ -104,15 +110,20 @@ def _preprocess_one(
 
 
 def _describe_preprocess(
-    preprocess: Callable[[Any], torch.Tensor] | None, shape: tuple[int, ...] | None, *, size: int | None = None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    shape: tuple[int, ...] | None,
+    *,
+    size: int | None = None,
     normalization: Normalization | None = None,
 ) -> str:
     """One line for reports: the transform's repr with its whitespace collapsed, or the default pipeline."""
     if preprocess is None:
         assert shape is not None
         norm = normalization or default_normalization(shape[0])
-        return (f"default: resize shorter side to {shape[1]}, centre crop {shape[1]}x{shape[2]}, scale to [0, 1], "
-                f"{norm.describe()}")
+        return (
+            f"default: resize shorter side to {shape[1]}, centre crop {shape[1]}x{shape[2]}, scale to [0, 1], "
+            f"{norm.describe()}"
+        )
     text = re.sub(r"\s+", " ", repr(preprocess)).replace("( ", "(").replace(" )", ")").strip()
     text = text if len(text) <= 300 else text[:297] + "..."
     return f"{text}, then resize to {size}x{size}" if size is not None else text

@@ -38,8 +38,7 @@ def _torchvision_name(spec: str) -> str:
         close = difflib.get_close_matches(name.lower(), available, n=3, cutoff=0.6)
         found = f"close matches: {', '.join(close)}" if close else f"{len(available)} models exist"
         raise WorkloadError(
-            f"--model {spec} : no torchvision classification model named {name!r}; "
-            f"{found} (list: {_LIST_HINT})"
+            f"--model {spec} : no torchvision classification model named {name!r}; {found} (list: {_LIST_HINT})"
         )
     return canonical
 

@@ -37,12 +37,7 @@ from typing import Any
 
 import torch
 
-from autocompress.config import (
-    MIN_INPUT_SIZE,
-    MIN_MAX_SAMPLES,
-    Normalization,
-    parse_normalize,
-)
+from autocompress.config import MIN_INPUT_SIZE, MIN_MAX_SAMPLES, Normalization, parse_normalize
 from autocompress.errors import WorkloadError
 from autocompress.sources._base import DataOptions, data_spec_forms, match_data_source
 from autocompress.sources._splits import _describe_preprocess
@@ -102,16 +97,29 @@ def load_data(
             missing or empty folders, mismatched classes, missing dataset files.
         ConfigError: a malformed ``normalize`` or one whose per-channel values do not fit ``channels``.
     """
-    options = _validated(input_size=input_size, channels=channels, seed=seed, download=download,
-                         max_samples=max_samples, preprocess=preprocess, normalize=normalize)
+    options = _validated(
+        input_size=input_size,
+        channels=channels,
+        seed=seed,
+        download=download,
+        max_samples=max_samples,
+        preprocess=preprocess,
+        normalize=normalize,
+    )
     source = match_data_source(spec)
     source.check(spec, options)
     return source.load(spec, options)
 
 
 def _validated(
-    *, input_size: int | None, channels: int | None, seed: int, download: bool, max_samples: int | None,
-    preprocess: Callable[[Any], torch.Tensor] | None, normalize: str | Normalization | None,
+    *,
+    input_size: int | None,
+    channels: int | None,
+    seed: int,
+    download: bool,
+    max_samples: int | None,
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    normalize: str | Normalization | None,
 ) -> DataOptions:
     """The options of :func:`load_data` checked (one-line errors) and ``normalize`` parsed; what every source gets."""
     if channels not in (None, 1, 3):
@@ -119,8 +127,9 @@ def _validated(
     if input_size is not None and input_size < MIN_INPUT_SIZE:
         raise WorkloadError(f"--input-size {input_size} : expected at least {MIN_INPUT_SIZE} pixels, e.g. 224")
     if max_samples is not None and max_samples < MIN_MAX_SAMPLES:
-        raise WorkloadError(f"--max-samples {max_samples} : expected a cap of at least {MIN_MAX_SAMPLES} images per "
-                            "split")
+        raise WorkloadError(
+            f"--max-samples {max_samples} : expected a cap of at least {MIN_MAX_SAMPLES} images per split"
+        )
     if preprocess is not None and not callable(preprocess):
         raise WorkloadError(
             f"preprocess={preprocess!r} : expected a callable mapping a PIL image to a float tensor C x H x W, got a "
@@ -134,5 +143,12 @@ def _validated(
         )
     if normalization is not None and channels is not None:
         normalization.for_channels(channels)  # a per-channel list for the wrong channel count fails before any decoding
-    return DataOptions(input_size=input_size, channels=channels, seed=seed, download=download,
-                       max_samples=max_samples, preprocess=preprocess, normalize=normalization)
+    return DataOptions(
+        input_size=input_size,
+        channels=channels,
+        seed=seed,
+        download=download,
+        max_samples=max_samples,
+        preprocess=preprocess,
+        normalize=normalization,
+    )

@@ -95,12 +95,12 @@ def load_model(
     """
     if num_classes is not None and num_classes < MIN_CLASSES:
         raise WorkloadError(
-            f"--num-classes {num_classes} : expected at least {MIN_CLASSES} classes; "
-            "pass e.g. --num-classes 10"
+            f"--num-classes {num_classes} : expected at least {MIN_CLASSES} classes; pass e.g. --num-classes 10"
         )
     source = match_model_source(spec)
-    return source.load(spec, num_classes=num_classes, weights=weights, trust_checkpoint=trust_checkpoint,
-                       small_input=small_input)
+    return source.load(
+        spec, num_classes=num_classes, weights=weights, trust_checkpoint=trust_checkpoint, small_input=small_input
+    )
 
 
 def weights_transform(spec: str, weights: str | Path | None) -> Callable[[Any], torch.Tensor] | None:
@@ -123,11 +123,7 @@ def weights_transform(spec: str, weights: str | Path | None) -> Callable[[Any], 
 
 
 def check_num_classes(
-    model: nn.Module,
-    num_classes: int,
-    input_shape: tuple[int, int, int],
-    *,
-    class_names: Sequence[str] | None = None,
+    model: nn.Module, num_classes: int, input_shape: tuple[int, int, int], *, class_names: Sequence[str] | None = None
 ) -> None:
     """Check that ``model`` accepts one ``input_shape`` image and outputs ``num_classes`` logits.
 
@@ -192,7 +188,11 @@ def _logits_of(output: Any) -> torch.Tensor | None:
 def _input_hint(model: nn.Module, input_shape: tuple[int, int, int]) -> str:
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None and first.in_channels != input_shape[0]:
-        return (f"the model's first conv expects {first.in_channels} channels but the data has {input_shape[0]}: "
-                f"load the data with --channels {first.in_channels}")
-    return (f"the data is {input_shape[1]}x{input_shape[2]}: resize it with --input-size (e.g. the size the model was "
-            "trained at) or adapt the model to small images with --small-input")
+        return (
+            f"the model's first conv expects {first.in_channels} channels but the data has {input_shape[0]}: "
+            f"load the data with --channels {first.in_channels}"
+        )
+    return (
+        f"the data is {input_shape[1]}x{input_shape[2]}: resize it with --input-size (e.g. the size the model was "
+        "trained at) or adapt the model to small images with --small-input"
+    )

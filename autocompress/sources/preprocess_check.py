@@ -83,8 +83,12 @@ class NormalizationScore:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NormalizationScore:
-        return cls(label=str(data["label"]), normalize=str(data["normalize"]), accuracy=float(data["accuracy"]),
-                   in_use=bool(data.get("in_use", False)))
+        return cls(
+            label=str(data["label"]),
+            normalize=str(data["normalize"]),
+            accuracy=float(data["accuracy"]),
+            in_use=bool(data.get("in_use", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,10 @@ class PreprocessCheck:
     @property
     def suggestion(self) -> NormalizationScore | None:
         """The far better alternative to switch to, if any."""
-        return next((s for s in self.scores if self.suggested is not None and s.normalize == self.suggested
-                     and not s.in_use), None)
+        return next(
+            (s for s in self.scores if self.suggested is not None and s.normalize == self.suggested and not s.in_use),
+            None,
+        )
 
     def checked(self) -> str:
         """``none 94.5%, 0.5/0.5 15.5%, data mean/std 81.7%``: every score, in order."""
@@ -146,26 +152,42 @@ class PreprocessCheck:
         if used is None or better is None:
             return ""
         what = " (the train split's own per-channel mean/std)" if better.label == DATA_LABEL else ""
-        return (f"the teacher scores {used.accuracy:.1%} val with --normalize {self.normalize} "
-                f"({self.normalize_source}) but {better.accuracy:.1%} with --normalize {better.normalize}{what}, "
-                f"so it was most likely trained on pixels normalised that way: pass --normalize {better.normalize} "
-                f"(checked on {self.images} val images: {self.checked()})")
+        return (
+            f"the teacher scores {used.accuracy:.1%} val with --normalize {self.normalize} "
+            f"({self.normalize_source}) but {better.accuracy:.1%} with --normalize {better.normalize}{what}, "
+            f"so it was most likely trained on pixels normalised that way: pass --normalize {better.normalize} "
+            f"(checked on {self.images} val images: {self.checked()})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        return {"ran": self.ran, "reason": self.reason, "normalize": self.normalize,
-                "normalize_source": self.normalize_source, "images": self.images,
-                "val_accuracy": {s.label: s.accuracy for s in self.scores},
-                "scores": [s.to_dict() for s in self.scores], "best": best.label if best else None,
-                "suggested": self.suggested, "note": self.note, "seconds": round(self.seconds, 3)}
+        return {
+            "ran": self.ran,
+            "reason": self.reason,
+            "normalize": self.normalize,
+            "normalize_source": self.normalize_source,
+            "images": self.images,
+            "val_accuracy": {s.label: s.accuracy for s in self.scores},
+            "scores": [s.to_dict() for s in self.scores],
+            "best": best.label if best else None,
+            "suggested": self.suggested,
+            "note": self.note,
+            "seconds": round(self.seconds, 3),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessCheck:
-        return cls(ran=bool(data["ran"]), reason=str(data.get("reason", "")), normalize=data.get("normalize"),
-                   normalize_source=data.get("normalize_source"), images=int(data.get("images", 0)),
-                   scores=tuple(NormalizationScore.from_dict(s) for s in data.get("scores", ())),
-                   suggested=data.get("suggested"), note=str(data.get("note", "")),
-                   seconds=float(data.get("seconds", 0.0)))
+        return cls(
+            ran=bool(data["ran"]),
+            reason=str(data.get("reason", "")),
+            normalize=data.get("normalize"),
+            normalize_source=data.get("normalize_source"),
+            images=int(data.get("images", 0)),
+            scores=tuple(NormalizationScore.from_dict(s) for s in data.get("scores", ())),
+            suggested=data.get("suggested"),
+            note=str(data.get("note", "")),
+            seconds=float(data.get("seconds", 0.0)),
+        )
 
 
 def far_better(candidate: float, in_use: float, count: int, *, chance: float = 0.0) -> bool:
@@ -191,8 +213,12 @@ def far_better(candidate: float, in_use: float, count: int, *, chance: float = 0
     """
     gain = candidate - in_use
     se = math.sqrt((candidate * (1 - candidate) + in_use * (1 - in_use)) / count) if count else math.inf
-    return (gain >= MIN_GAIN - 1e-12 and (1 - in_use) >= MIN_ERROR_RATIO * (1 - candidate) - 1e-12
-            and gain >= MIN_Z * se and candidate >= low_accuracy_threshold(chance, count))
+    return (
+        gain >= MIN_GAIN - 1e-12
+        and (1 - in_use) >= MIN_ERROR_RATIO * (1 - candidate) - 1e-12
+        and gain >= MIN_Z * se
+        and candidate >= low_accuracy_threshold(chance, count)
+    )
 
 
 def suggest(scores: tuple[NormalizationScore, ...], count: int, *, chance: float = 0.0) -> str | None:
@@ -213,8 +239,9 @@ def suggest(scores: tuple[NormalizationScore, ...], count: int, *, chance: float
     return max(named, key=lambda s: s.accuracy).normalize if named else top.normalize
 
 
-def check_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, batch_size: int = 128,
-                        every: bool = False) -> PreprocessCheck:
+def check_preprocessing(
+    workload: Workload, *, max_images: int = MAX_IMAGES, batch_size: int = 128, every: bool = False
+) -> PreprocessCheck:
     """Score the teacher on val under the normalisation in use and the usual alternatives; never raises for a mismatch.
 
     Runs on CPU in eval mode without gradients, on at most ``max_images`` val images (a stratified, fixed subset),
@@ -244,14 +271,22 @@ def check_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, bat
     used_mean, used_std = (torch.tensor(v).view(1, -1, 1, 1) for v in used.for_channels(channels))
     images, labels = _capped(workload.val, max_images)
     count = int(labels.numel())
-    score = partial(_score, workload.model, images, labels, used_mean, used_std, channels=channels,
-                    batch_size=batch_size)
+    score = partial(
+        _score, workload.model, images, labels, used_mean, used_std, channels=channels, batch_size=batch_size
+    )
 
     in_use = NormalizationScore(label=str(used), normalize=str(used), accuracy=score([None])[0] / count, in_use=True)
     if in_use.accuracy > 1.0 - MIN_GAIN + 1e-9 and not every:
-        return PreprocessCheck(ran=True, normalize=str(used), normalize_source=source, images=count, scores=(in_use,),
-                               note=f"alternatives not scored: {in_use.accuracy:.1%} leaves no room for one "
-                                    f"{MIN_GAIN * 100:g} points higher", seconds=time.perf_counter() - started)
+        return PreprocessCheck(
+            ran=True,
+            normalize=str(used),
+            normalize_source=source,
+            images=count,
+            scores=(in_use,),
+            note=f"alternatives not scored: {in_use.accuracy:.1%} leaves no room for one "
+            f"{MIN_GAIN * 100:g} points higher",
+            seconds=time.perf_counter() - started,
+        )
 
     alternatives = [("none", parse_normalize("none")), ("0.5/0.5", Normalization((0.5,), (0.5,)))]
     if channels == 3:
@@ -264,11 +299,23 @@ def check_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, bat
         if not any(_same(norm, other, channels) for other in (used, *(n for _, n in kept))):
             kept.append((label, norm))
     hits = score([norm for _, norm in kept])
-    scores = (in_use, *(NormalizationScore(label=label, normalize=str(norm), accuracy=h / count)
-                        for (label, norm), h in zip(kept, hits)))
+    scores = (
+        in_use,
+        *(
+            NormalizationScore(label=label, normalize=str(norm), accuracy=h / count)
+            for (label, norm), h in zip(kept, hits)
+        ),
+    )
     chance, _ = chance_accuracy(workload)
-    return PreprocessCheck(ran=True, normalize=str(used), normalize_source=source, images=count, scores=scores,
-                           suggested=suggest(scores, count, chance=chance), seconds=time.perf_counter() - started)
+    return PreprocessCheck(
+        ran=True,
+        normalize=str(used),
+        normalize_source=source,
+        images=count,
+        scores=scores,
+        suggested=suggest(scores, count, chance=chance),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def verify_preprocessing(workload: Workload, *, max_images: int = MAX_IMAGES, every: bool = False) -> PreprocessCheck:
@@ -296,13 +343,19 @@ def _skip_reason(workload: Workload) -> str:
     preprocess = str(info.get("preprocess") or "")
     if "normalize" not in info:
         if str(info.get("data", "")).startswith("digits"):
-            return ("--data digits is standardised with the whole set's own mean and std, not with --normalize; "
-                    "the demo teacher is trained on exactly that")
+            return (
+                "--data digits is standardised with the whole set's own mean and std, not with --normalize; "
+                "the demo teacher is trained on exactly that"
+            )
         if preprocess:
-            return (f"the images are preprocessed by {preprocess.removeprefix('default: ')} (a preprocess transform, "
-                    "e.g. the --weights transforms), not with --normalize")
-        return ("the data comes ready-made (a dataset function or the Python API), so the tool does not know how it "
-                "was normalised")
+            return (
+                f"the images are preprocessed by {preprocess.removeprefix('default: ')} (a preprocess transform, "
+                "e.g. the --weights transforms), not with --normalize"
+            )
+        return (
+            "the data comes ready-made (a dataset function or the Python API), so the tool does not know how it "
+            "was normalised"
+        )
     if len(workload.val) == 0:  # type: ignore[arg-type]
         return "the val split is empty"
     return ""
@@ -318,8 +371,9 @@ def _capped(dataset: Dataset, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(labels)[idx]
 
 
-def _train_normalization(train: Dataset, cap: int, used_mean: torch.Tensor,
-                         used_std: torch.Tensor) -> Normalization | None:
+def _train_normalization(
+    train: Dataset, cap: int, used_mean: torch.Tensor, used_std: torch.Tensor
+) -> Normalization | None:
     """Per-channel mean/std of the train split's [0, 1] pixels (at most ``cap`` images), rounded to 4 decimals."""
     if len(train) == 0:  # type: ignore[arg-type]
         return None
@@ -341,20 +395,33 @@ def _same(a: Normalization, b: Normalization, channels: int) -> bool:
 
 
 @torch.no_grad()
-def _score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, used_mean: torch.Tensor,
-           used_std: torch.Tensor, norms: list[Normalization | None], *, channels: int, batch_size: int) -> list[int]:
+def _score(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    used_mean: torch.Tensor,
+    used_std: torch.Tensor,
+    norms: list[Normalization | None],
+    *,
+    channels: int,
+    batch_size: int,
+) -> list[int]:
     """Correct answers of ``model`` under each normalisation (``None``: the tensors as they are), batch by batch.
 
     ``batch * used_std + used_mean`` gives back the [0, 1] pixels of a batch; only one batch of them is in memory.
     """
-    stats = [None if n is None else tuple(torch.tensor(v, dtype=images.dtype).view(1, -1, 1, 1)
-                                          for v in n.for_channels(channels)) for n in norms]
+    stats = [
+        None
+        if n is None
+        else tuple(torch.tensor(v, dtype=images.dtype).view(1, -1, 1, 1) for v in n.for_channels(channels))
+        for n in norms
+    ]
     hits = [0] * len(norms)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(labels), batch_size):
-            batch, target = images[start:start + batch_size], labels[start:start + batch_size]
+            batch, target = images[start : start + batch_size], labels[start : start + batch_size]
             raw = batch * used_std + used_mean if any(st is not None for st in stats) else batch
             for k, st in enumerate(stats):
                 x = batch if st is None else (raw - st[0]) / st[1]

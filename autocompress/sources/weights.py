@@ -46,14 +46,18 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
             f"weights file {str(path)!r} does not exist; the trial folder is incomplete — rerun the trial"
         ) from None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise WorkloadError(f"weights file {str(path)!r} is not a plain-array .npz ({exc}); it was not written by "
-                            "autocompress and is refused (nothing from results/ is ever unpickled)") from None
+        raise WorkloadError(
+            f"weights file {str(path)!r} is not a plain-array .npz ({exc}); it was not written by "
+            "autocompress and is refused (nothing from results/ is ever unpickled)"
+        ) from None
     own = model.state_dict()
     wrong = sorted(k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape))
     extra = sorted(set(state) - set(own))
     if wrong or extra:
         first = (wrong or extra)[0]
-        raise WorkloadError(f"weights file {str(path)!r} does not fit the model rebuilt from its policy "
-                            f"(first mismatch: {first}); it belongs to another model or study")
+        raise WorkloadError(
+            f"weights file {str(path)!r} does not fit the model rebuilt from its policy "
+            f"(first mismatch: {first}); it belongs to another model or study"
+        )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model

@@ -54,24 +54,41 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
     """
     data_source, model_source = match_data_source(config.data), match_model_source(config.model)
     # The split seed is fixed, not the search seed: held-out images must stay the same across studies.
-    options = DataOptions(input_size=config.input_size, channels=config.channels, seed=_SPLIT_SEED,
-                          download=config.download, max_samples=config.max_samples,
-                          normalize=parse_normalize(config.normalize) if config.normalize is not None else None)
+    options = DataOptions(
+        input_size=config.input_size,
+        channels=config.channels,
+        seed=_SPLIT_SEED,
+        download=config.download,
+        max_samples=config.max_samples,
+        normalize=parse_normalize(config.normalize) if config.normalize is not None else None,
+    )
     data_source.check(config.data, options)  # before a model with its own data takes over: --data digits --normalize
     model_source.check(config)
     bundled = model_source.bundled_workload(config, progress=progress)
     if bundled is not None:
         return bundled
-    splits = load_data(config.data, input_size=options.input_size, channels=options.channels, seed=options.seed,
-                       download=options.download, max_samples=options.max_samples,
-                       preprocess=model_source.preprocess(config.model, config.weights), normalize=options.normalize)
+    splits = load_data(
+        config.data,
+        input_size=options.input_size,
+        channels=options.channels,
+        seed=options.seed,
+        download=options.download,
+        max_samples=options.max_samples,
+        preprocess=model_source.preprocess(config.model, config.weights),
+        normalize=options.normalize,
+    )
     if splits.num_classes < MIN_CLASSES:
         raise WorkloadError(
             f"--data {config.data} : the data has {splits.num_classes} class; a classifier needs at least "
             f"{MIN_CLASSES} classes (labels 0 .. N-1 with N >= {MIN_CLASSES})"
         )
-    model = load_model(config.model, num_classes=config.num_classes or splits.num_classes, weights=config.weights,
-                       trust_checkpoint=config.trust_checkpoint, small_input=config.small_input)
+    model = load_model(
+        config.model,
+        num_classes=config.num_classes or splits.num_classes,
+        weights=config.weights,
+        trust_checkpoint=config.trust_checkpoint,
+        small_input=config.small_input,
+    )
     model.eval()
     check_num_classes(model, splits.num_classes, splits.input_shape, class_names=splits.info.get("classes"))
     return Workload(
@@ -134,21 +151,27 @@ def check_teacher_accuracy(val_accuracy: float, workload: Workload, *, allow_low
     threshold = low_accuracy_threshold(chance, count)
     if val_accuracy >= threshold:
         return
-    head = (f"the teacher's val accuracy is {val_accuracy:.1%}, near chance ({workload.num_classes} classes; always "
-            f"guessing the most frequent one scores {chance:.1%} on the {count} val images, a trained model should "
-            f"reach at least {threshold:.1%})")
+    head = (
+        f"the teacher's val accuracy is {val_accuracy:.1%}, near chance ({workload.num_classes} classes; always "
+        f"guessing the most frequent one scores {chance:.1%} on the {count} val images, a trained model should "
+        f"reach at least {threshold:.1%})"
+    )
     if allow_low:
         logger.warning("%s; searching anyway (--allow-low-teacher-accuracy)", head)
         return
     info = workload.info
     preprocess = str(info.get("preprocess") or "as the datasets return the images").removeprefix("default: ")
     if "normalize" in info:
-        cause = (f"the images were normalised with --normalize {info['normalize']} "
-                 f"({info.get('normalize_source', 'given with --normalize')}; preprocessing: {preprocess}), probably "
-                 "not what the model was trained on; pass its normalisation: --normalize none for plain ToTensor() "
-                 "pixels in [0, 1], --normalize imagenet, or --normalize MEAN/STD (e.g. 0.5/0.25 or "
-                 "0.485,0.456,0.406/0.229,0.224,0.225)")
+        cause = (
+            f"the images were normalised with --normalize {info['normalize']} "
+            f"({info.get('normalize_source', 'given with --normalize')}; preprocessing: {preprocess}), probably "
+            "not what the model was trained on; pass its normalisation: --normalize none for plain ToTensor() "
+            "pixels in [0, 1], --normalize imagenet, or --normalize MEAN/STD (e.g. 0.5/0.25 or "
+            "0.485,0.456,0.406/0.229,0.224,0.225)"
+        )
     else:
-        cause = (f"the data is probably preprocessed unlike the model's training data (preprocessing: {preprocess}); "
-                 "feed it the way the model was trained")
+        cause = (
+            f"the data is probably preprocessed unlike the model's training data (preprocessing: {preprocess}); "
+            "feed it the way the model was trained"
+        )
     raise WorkloadError(f"{head}: {cause}; or pass --allow-low-teacher-accuracy to search anyway")

@@ -38,9 +38,14 @@ def trial_line(trial: optuna.trial.FrozenTrial, done: int | None, total: int | N
         return f"{head}{label} {record.summary} → skipped, not built: {record.stopped_reason}"
     if record.outcome == "failed":
         return f"{head}{label} FAILED {record.summary}: {record.fail_reason}"
-    acc = (f"val acc {record.accuracy:.2%} (drop {record.accuracy_drop_pt:+.2f} pt)" if record.accuracy is not None
-           else "accuracy not measured (never fine-tuned)")
+    acc = (
+        f"val acc {record.accuracy:.2%} (drop {record.accuracy_drop_pt:+.2f} pt)"
+        if record.accuracy is not None
+        else "accuracy not measured (never fine-tuned)"
+    )
     status = "feasible" if record.feasible else "infeasible"
     stopped = " · stopped before fine-tuning (over budget)" if record.outcome == "stopped" else ""
-    return (f"{head}{label} {record.summary} → {acc} · {record.latency_ms:.3f} ms (budget {budget_ms:.3f}) · "
-            f"{status}{stopped} · {record.timings.get('total_s', 0):.1f} s")
+    return (
+        f"{head}{label} {record.summary} → {acc} · {record.latency_ms:.3f} ms (budget {budget_ms:.3f}) · "
+        f"{status}{stopped} · {record.timings.get('total_s', 0):.1f} s"
+    )

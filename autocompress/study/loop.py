@@ -36,8 +36,15 @@ from autocompress.study.record import (
 from autocompress.study.resume import recover_interrupted
 from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 
-__all__ = ["PROPOSALS_PER_TRIAL", "optimize", "recover", "requeue_stopped", "serve_build_hosts", "stop_on_ctrl_c",
-           "wait_for_other_workers"]
+__all__ = [
+    "PROPOSALS_PER_TRIAL",
+    "optimize",
+    "recover",
+    "requeue_stopped",
+    "serve_build_hosts",
+    "stop_on_ctrl_c",
+    "wait_for_other_workers",
+]
 
 PROPOSALS_PER_TRIAL = 4  # skipped and stopped proposals do not count as trials; this bounds them
 _MAX_CONSECUTIVE_FAILURES = 5
@@ -74,12 +81,15 @@ class _TrialEnd:
         if done + waiting < self.total:
             promoted = promote_near_miss(study, records, space=self.runner.space, trials=self.total)
             if promoted is not None:
-                self.say(f"trial {promoted} is a near miss (within the budget, drop just over the limit): queued "
-                         f"again with {NEAR_MISS_STEPS_SCALE}x the fine-tuning")
+                self.say(
+                    f"trial {promoted} is a near miss (within the budget, drop just over the limit): queued "
+                    f"again with {NEAR_MISS_STEPS_SCALE}x the fine-tuning"
+                )
 
 
-def optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say,
-             progress: SearchProgress) -> None:
+def optimize(
+    study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say, progress: SearchProgress
+) -> None:
     """Run trials until ``config.trials`` of them count (:func:`~autocompress.study.record.counted`) across every
     process on the study, at most :data:`PROPOSALS_PER_TRIAL` proposals per counted trial in all; near misses are
     promoted as they appear. One trial at a time, each in a slot reserved in the storage."""
@@ -102,9 +112,11 @@ def optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, 
         if done >= total:
             return
         if own >= remaining_at_start and _proposals_used(records) >= PROPOSALS_PER_TRIAL * total:
-            say(f"ended with {len(counted(read_records(study)))} of {total} counted trials: the sampler's proposals "
+            say(
+                f"ended with {len(counted(read_records(study)))} of {total} counted trials: the sampler's proposals "
                 f"({PROPOSALS_PER_TRIAL} per trial in all) were skipped or stopped over the budget; a looser "
-                "--latency-budget or a space that prunes more leaves more to fine-tune")
+                "--latency-budget or a space that prunes more leaves more to fine-tune"
+            )
             return
         token = slots.reserve(done)
         if token is None:  # the trials in flight in other processes may fill --trials: wait for them
@@ -125,8 +137,9 @@ def optimize(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, 
         own += 1
 
 
-def wait_for_other_workers(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say,
-                           progress: SearchProgress) -> None:
+def wait_for_other_workers(
+    study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, say: Say, progress: SearchProgress
+) -> None:
     """Before the rescue and the choice: let other processes' trials finish, and run what a dead one left queued."""
     said = False
     while not runner.stop_requested:
@@ -160,25 +173,42 @@ def serve_build_hosts(study: optuna.Study, runner: TrialRunner, *, config: Searc
         fail_stale_trials(study)
         records = read_records(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        return not running and (len(counted(records)) >= total or _proposals_used(records) >= PROPOSALS_PER_TRIAL * total)
+        return not running and (
+            len(counted(records)) >= total or _proposals_used(records) >= PROPOSALS_PER_TRIAL * total
+        )
 
-    say(f"measure worker: serving latency and accuracy for study {config.study_name!r}; start build hosts with "
-        f"`python -m autocompress search --build-only` and the same --storage, --study-name and --output")
-    answered = serve(MeasureQueue(study), measure=runner.meter.measure, score=runner.score_artifact,
-                     anchor=lambda: runner.meter.anchor_ms, done=done, say=say)
+    say(
+        f"measure worker: serving latency and accuracy for study {config.study_name!r}; start build hosts with "
+        f"`python -m autocompress search --build-only` and the same --storage, --study-name and --output"
+    )
+    answered = serve(
+        MeasureQueue(study),
+        measure=runner.meter.measure,
+        score=runner.score_artifact,
+        anchor=lambda: runner.meter.anchor_ms,
+        done=done,
+        say=say,
+    )
     say(f"measure worker: {answered} figures taken for build hosts")
 
 
 def _record_interrupted(study: optuna.Study, runner: TrialRunner) -> Callable[[optuna.trial.FrozenTrial, str], None]:
     def on_failed(trial: optuna.trial.FrozenTrial, reason: str) -> None:
         try:
-            policy = runner.space.fixed_policy(trial.params, runner.groups, int8_kernel=runner.int8_kernel,
-                                               train_size=runner.train_size)
+            policy = runner.space.fixed_policy(
+                trial.params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
+            )
         except Exception:  # parameters incomplete: the process died while sampling them
             policy = None
-        record = runner.failed_record(policy, number=trial.number, role=str(trial.user_attrs.get(ROLE_ATTR, "sampled")),
-                                      label=str(trial.user_attrs.get(LABEL_ATTR, "")), reason=reason)
+        record = runner.failed_record(
+            policy,
+            number=trial.number,
+            role=str(trial.user_attrs.get(ROLE_ATTR, "sampled")),
+            label=str(trial.user_attrs.get(LABEL_ATTR, "")),
+            reason=reason,
+        )
         write_failed_record(study, trial, record)
+
     return on_failed
 
 
@@ -186,8 +216,10 @@ def recover(study: optuna.Study, runner: TrialRunner, say: Say) -> None:
     """Fail and queue again the RUNNING trials of dead processes on this host (a killed worker, an earlier run)."""
     recovered = recover_interrupted(study, on_failed=_record_interrupted(study, runner))
     if recovered:
-        say(f"trial(s) {', '.join(map(str, recovered))} were interrupted (their process ended); marked failed and "
-            "queued again")
+        say(
+            f"trial(s) {', '.join(map(str, recovered))} were interrupted (their process ended); marked failed and "
+            "queued again"
+        )
 
 
 def requeue_stopped(study: optuna.Study) -> None:
@@ -200,8 +232,9 @@ def requeue_stopped(study: optuna.Study) -> None:
             if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
                 continue
             attrs = {k: v for k, v in trial.user_attrs.items() if k in (ROLE_ATTR, LABEL_ATTR)}
-            study.enqueue_trial(dict(trial.params), user_attrs={**attrs, "retry_of": trial.number},
-                                skip_if_exists=False)
+            study.enqueue_trial(
+                dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}, skip_if_exists=False
+            )
 
 
 @contextlib.contextmanager

@@ -5,9 +5,9 @@ measured (``complete``), is within the latency budget and its accuracy drop is w
 
 **The choice is a promise.** The chosen model is the most accurate feasible one (ties: one whose whole latency
 interval is within the budget, then the faster). Before it is called chosen, it is measured again in a fresh process
-with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed over
-(``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model whose measured accuracy drop
-keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would make it feasible. A model
+with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed
+over (``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model whose measured accuracy
+drop keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would make it feasible. A model
 whose measured drop breaks the limit is never chosen. A layer-refined variant (``weights_from`` set: its source's
 weights deployed again with some layers in fp32) is a candidate only where it helped its source
 (:func:`refinement_helped`): refinement exists to make the choice faster, so a variant one val image more accurate
@@ -113,8 +113,12 @@ def choose(records: Sequence[TrialRecord], *, exclude: Sequence[int] = ()) -> Ch
     feasible = [r for r in records if _candidate(r, by_number) and r.number not in set(exclude)]
     if feasible:
         best = min(feasible, key=lambda r: (-(r.accuracy or 0.0), not r.confidently_within, r.latency_ms, r.number))
-        return Choice(best, True, "the most accurate model within the latency budget and the accuracy limit",
-                      passed_over=tuple(exclude))
+        return Choice(
+            best,
+            True,
+            "the most accurate model within the latency budget and the accuracy limit",
+            passed_over=tuple(exclude),
+        )
     within = [r for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms is not None]
     if not within:
         return None
@@ -122,10 +126,12 @@ def choose(records: Sequence[TrialRecord], *, exclude: Sequence[int] = ()) -> Ch
     assert fastest.latency_ms is not None
     suggested = suggested_budget_ms(fastest.latency_ms)
     return Choice(
-        fastest, False,
+        fastest,
+        False,
         f"no policy meets the {fastest.budget_ms:.3f} ms budget; this is the fastest model within the accuracy limit, "
         f"{fastest.overshoot_ms:.3f} ms over the budget",
-        suggested_budget_ms=suggested, passed_over=tuple(exclude),
+        suggested_budget_ms=suggested,
+        passed_over=tuple(exclude),
     )
 
 

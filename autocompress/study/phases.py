@@ -29,19 +29,28 @@ import optuna
 from autocompress.errors import AutocompressError
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
-from autocompress.study.pareto import Choice, choose, refinement_helped
 from autocompress.study.events import trial_line
+from autocompress.study.pareto import Choice, choose, refinement_helped
 from autocompress.study.record import TrialRecord, read_records
 from autocompress.study.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
 if TYPE_CHECKING:
     from autocompress.config import SearchConfig
-    from autocompress.study.space import SearchSpace
     from autocompress.study.reference import Reference
+    from autocompress.study.space import SearchSpace
     from autocompress.study.trial import TrialRunner
 
-__all__ = ["NEAR_MISS_STEPS_SCALE", "RESCUE_ROUNDS", "RESCUE_PER_ROUND", "CONFIRM_CANDIDATES", "near_misses",
-           "promote_near_miss", "rescue", "refine_layers", "confirm_choice"]
+__all__ = [
+    "NEAR_MISS_STEPS_SCALE",
+    "RESCUE_ROUNDS",
+    "RESCUE_PER_ROUND",
+    "CONFIRM_CANDIDATES",
+    "near_misses",
+    "promote_near_miss",
+    "rescue",
+    "refine_layers",
+    "confirm_choice",
+]
 
 logger = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -70,25 +79,39 @@ def near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     promoted = {r.label for r in records if r.role == "promoted"}
     out = []
     for r in records:
-        if (r.outcome == "complete" and r.finetuned and r.role in ("sampled", "seed", "rescue") and r.within_budget
-                and _just_over_the_limit(r) and _label(r.number) not in promoted):
+        if (
+            r.outcome == "complete"
+            and r.finetuned
+            and r.role in ("sampled", "seed", "rescue")
+            and r.within_budget
+            and _just_over_the_limit(r)
+            and _label(r.number) not in promoted
+        ):
             out.append(r)
     return sorted(out, key=lambda r: (r.accuracy_drop_pt, r.number))
 
 
 def _enqueue_promotion(study: optuna.Study, record: TrialRecord) -> None:
     params = dict(study.trials[record.number].params)
-    study.enqueue_trial(params, user_attrs={ROLE_ATTR: "promoted", LABEL_ATTR: _label(record.number),
-                                            STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE}, skip_if_exists=False)
+    study.enqueue_trial(
+        params,
+        user_attrs={ROLE_ATTR: "promoted", LABEL_ATTR: _label(record.number), STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE},
+        skip_if_exists=False,
+    )
 
 
-def promote_near_miss(study: optuna.Study, records: Sequence[TrialRecord], *, space: SearchSpace, trials: int) -> int | None:
+def promote_near_miss(
+    study: optuna.Study, records: Sequence[TrialRecord], *, space: SearchSpace, trials: int
+) -> int | None:
     """Queue the best near miss again with longer fine-tuning; at most ``max(2, trials // 5)`` per study.
 
     Returns the promoted trial's number, or ``None``.
     """
-    waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-               if t.user_attrs.get(ROLE_ATTR) == "promoted"]
+    waiting = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if t.user_attrs.get(ROLE_ATTR) == "promoted"
+    ]
     done = sum(1 for r in records if r.role == "promoted")
     if done + len(waiting) >= max(2, trials // 5):
         return None
@@ -120,8 +143,12 @@ def _fastest_params(runner: TrialRunner, level: float) -> tuple[dict[str, Any], 
     dense = {"prune.sparsity": space.sparsity.clamp(0.0)} if space.sparsity is not None else {}
     best: tuple[float, str] | None = None
     for mode in space.quant_modes:
-        policy = space.fixed_policy({**dense, **prune, **space.quant_params(mode, runner.groups)}, runner.groups,
-                                    int8_kernel=runner.int8_kernel, train_size=runner.train_size)
+        policy = space.fixed_policy(
+            {**dense, **prune, **space.quant_params(mode, runner.groups)},
+            runner.groups,
+            int8_kernel=runner.int8_kernel,
+            train_size=runner.train_size,
+        )
         _, prediction = runner.predict(policy)
         ms = prediction.ms if prediction is not None else float("inf")
         if best is None or ms < best[0]:
@@ -136,12 +163,24 @@ def _bracket(records: Sequence[TrialRecord], *, longest_steps: int) -> tuple[flo
     Only a trial fine-tuned at least ``longest_steps`` (what the rescue gives) counts as a failure: a level that lost
     accuracy with a short fine-tuning may keep it with the longest.
     """
-    scored = [r for r in records if r.outcome == "complete" and r.accuracy is not None and r.policy is not None
-              and (r.finetuned or r.policy.prune.is_identity)]
+    scored = [
+        r
+        for r in records
+        if r.outcome == "complete"
+        and r.accuracy is not None
+        and r.policy is not None
+        and (r.finetuned or r.policy.prune.is_identity)
+    ]
     passes = [_level_of(r) for r in scored if r.within_accuracy]
     low = max(passes, default=0.0)
-    fails = [_level_of(r) for r in scored if not r.within_accuracy and _level_of(r) > low
-             and r.policy is not None and r.policy.distill.steps >= longest_steps]
+    fails = [
+        _level_of(r)
+        for r in scored
+        if not r.within_accuracy
+        and _level_of(r) > low
+        and r.policy is not None
+        and r.policy.distill.steps >= longest_steps
+    ]
     return low, min(fails, default=None)
 
 
@@ -159,23 +198,37 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
     def run(todo: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         for params, attrs in todo:
             study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
-        study.optimize(runner, n_trials=len(todo), catch=(Exception,),
-                       callbacks=[lambda s, t: say(_rescue_line(t, runner))])
+        study.optimize(
+            runner, n_trials=len(todo), catch=(Exception,), callbacks=[lambda s, t: say(_rescue_line(t, runner))]
+        )
 
-    say(f"no trial is feasible: rescue — near misses fine-tuned longer, then a bisection over the prune level (up to "
-        f"{RESCUE_ROUNDS * RESCUE_PER_ROUND} fine-tunings) for the fastest model within the accuracy limit")
+    say(
+        f"no trial is feasible: rescue — near misses fine-tuned longer, then a bisection over the prune level (up to "
+        f"{RESCUE_ROUNDS * RESCUE_PER_ROUND} fine-tunings) for the fastest model within the accuracy limit"
+    )
     misses = near_misses(read_records(study))[:RESCUE_PER_ROUND]
     if misses:
-        run([(dict(study.trials[r.number].params), {ROLE_ATTR: "promoted", LABEL_ATTR: _label(r.number),
-                                                     STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE}) for r in misses])
+        run(
+            [
+                (
+                    dict(study.trials[r.number].params),
+                    {ROLE_ATTR: "promoted", LABEL_ATTR: _label(r.number), STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE},
+                )
+                for r in misses
+            ]
+        )
         if any(r.feasible for r in read_records(study)):
             return
     grid = _grid(space)
     # The KD length the rescue gives (the space's longest; it does not depend on the level or the precision).
-    strongest = {**space.uniform_params(runner.groups, grid[-1]), **space.quant_params(space.quant_modes[0], runner.groups),
-                 **space.kd_params(longest=True)}
-    longest = space.fixed_policy(strongest, runner.groups, int8_kernel=runner.int8_kernel,
-                                 train_size=runner.train_size).distill.steps
+    strongest = {
+        **space.uniform_params(runner.groups, grid[-1]),
+        **space.quant_params(space.quant_modes[0], runner.groups),
+        **space.kd_params(longest=True),
+    }
+    longest = space.fixed_policy(
+        strongest, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
+    ).distill.steps
     tried: set[float] = set()
     for _ in range(RESCUE_ROUNDS):
         low, high = _bracket(read_records(study), longest_steps=longest)
@@ -203,31 +256,59 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
     finish = list({r.number: r for r in (_budget_side_misses(records)[:1] + _rescue_near_misses(records))}.values())
     finish = finish[:RESCUE_PER_ROUND]
     if finish:
-        run([(dict(study.trials[r.number].params), {ROLE_ATTR: "rescue", STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE,
-                                                     LABEL_ATTR: f"rescue: {_label(r.number)}"}) for r in finish])
+        run(
+            [
+                (
+                    dict(study.trials[r.number].params),
+                    {
+                        ROLE_ATTR: "rescue",
+                        STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE,
+                        LABEL_ATTR: f"rescue: {_label(r.number)}",
+                    },
+                )
+                for r in finish
+            ]
+        )
 
 
 def _budget_side_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Fine-tuned trials within the budget that missed the accuracy limit and were never fine-tuned longer, smallest
     drop first (however far over: the rescue runs only when nothing is feasible)."""
     retried = {r.label for r in records if r.role in ("promoted", "rescue")}
-    out = [r for r in records
-           if r.outcome == "complete" and r.finetuned and r.role in ("sampled", "seed", "rescue") and r.within_budget
-           and not r.within_accuracy and r.accuracy_drop_pt is not None
-           and _label(r.number) not in retried and f"rescue: {_label(r.number)}" not in retried
-           and not (r.label or "").startswith("rescue: near miss")]  # a retry itself is not fine-tuned a third time
+    out = [
+        r
+        for r in records
+        if r.outcome == "complete"
+        and r.finetuned
+        and r.role in ("sampled", "seed", "rescue")
+        and r.within_budget
+        and not r.within_accuracy
+        and r.accuracy_drop_pt is not None
+        and _label(r.number) not in retried
+        and f"rescue: {_label(r.number)}" not in retried
+        and not (r.label or "").startswith("rescue: near miss")
+    ]  # a retry itself is not fine-tuned a third time
     return sorted(out, key=lambda r: (r.accuracy_drop_pt, r.number))
 
 
 def _rescue_near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Rescue trials just over the accuracy limit and faster than the fastest model within it, fastest first."""
-    best = min((r.latency_ms for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms),
-               default=float("inf"))
+    best = min(
+        (r.latency_ms for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms),
+        default=float("inf"),
+    )
     done = {r.label for r in records if r.role == "rescue"}
     out = []
     for r in records:
-        if (r.role == "rescue" and r.outcome == "complete" and r.finetuned and _just_over_the_limit(r) and r.latency_ms
-                and r.latency_ms < best and f"rescue: {_label(r.number)}" not in done):
+        if (
+            r.role == "rescue"
+            and r.outcome == "complete"
+            and r.finetuned
+            and _just_over_the_limit(r)
+            and r.latency_ms
+            and r.latency_ms < best
+            and f"rescue: {_label(r.number)}" not in done
+        ):
             out.append(r)
     return sorted(out, key=lambda r: (r.latency_ms or 0.0, r.number))
 
@@ -262,29 +343,47 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
             label = f"refine of trial {source.number}: {', '.join(layers)} fp32"
             if label in done:
                 continue
-            study.enqueue_trial(params, user_attrs={ROLE_ATTR: "refined", LABEL_ATTR: label,
-                                                    WEIGHTS_FROM_ATTR: source.number, FP32_LAYERS_ATTR: list(layers),
-                                                    STEPS_SCALE_ATTR: scale},  # the policy the weights were tuned by
-                                skip_if_exists=False)
+            study.enqueue_trial(
+                params,
+                user_attrs={
+                    ROLE_ATTR: "refined",
+                    LABEL_ATTR: label,
+                    WEIGHTS_FROM_ATTR: source.number,
+                    FP32_LAYERS_ATTR: list(layers),
+                    STEPS_SCALE_ATTR: scale,
+                },  # the policy the weights were tuned by
+                skip_if_exists=False,
+            )
             todo.append(label)
         if todo:
-            study.optimize(runner, n_trials=len(todo), catch=(Exception,),
-                           callbacks=[lambda s, t: say(_rescue_line(t, runner))])
+            study.optimize(
+                runner, n_trials=len(todo), catch=(Exception,), callbacks=[lambda s, t: say(_rescue_line(t, runner))]
+            )
         return [r for r in read_records(study) if r.role == "refined" and r.label in todo]
 
-    say(f"layer refinement of trial {source.number} ({source.policy.describe()}): each of its "  # type: ignore[union-attr]
-        f"{len(runner.groups)} prunable groups' root layer in fp32 alone, from its fine-tuned weights")
+    say(
+        f"layer refinement of trial {source.number} ({source.policy.describe()}): each of its "  # type: ignore[union-attr]
+        f"{len(runner.groups)} prunable groups' root layer in fp32 alone, from its fine-tuned weights"
+    )
     singles = [(g.name,) for g in runner.groups if g.name not in quant.fp32_layers]
     measured = run(singles)
-    helped = sorted({layer for r in measured if refinement_helped(r, source) and r.policy is not None
-                     for layer in r.policy.quant.fp32_layers if layer not in quant.fp32_layers})
+    helped = sorted(
+        {
+            layer
+            for r in measured
+            if refinement_helped(r, source) and r.policy is not None
+            for layer in r.policy.quant.fp32_layers
+            if layer not in quant.fp32_layers
+        }
+    )
     extra = run([tuple(helped)]) if len(helped) > 1 else []
     return len(measured) + len(extra)
 
 
 # ---------------------------------------------------------------------------------------------------- the choice
-def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, config: SearchConfig,
-                   input_shape: Sequence[int], say: Say) -> Choice | None:
+def confirm_choice(
+    records: Sequence[TrialRecord], *, reference: Reference, config: SearchConfig, input_shape: Sequence[int], say: Say
+) -> Choice | None:
     """:func:`autocompress.study.pareto.choose`, confirmed by a fresh-process re-measurement (longer protocol).
 
     A feasible candidate whose re-measured figure is over the budget (after a second fresh process when the first
@@ -300,19 +399,30 @@ def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, conf
             artifact = record.artifact_in(config.study_dir)
             if artifact is None:
                 return None
-            return remeasure_fresh(artifact, reference.artifact, input_shape,
-                                   threads=config.threads, batch_size=config.batch_size, protocol=protocol)
+            return remeasure_fresh(
+                artifact,
+                reference.artifact,
+                input_shape,
+                threads=config.threads,
+                batch_size=config.batch_size,
+                protocol=protocol,
+            )
         except (AutocompressError, OSError, ValueError) as exc:
-            say(f"warning: could not re-measure trial {record.number} in a fresh process ({exc}); its search "
-                "figure is kept")
+            say(
+                f"warning: could not re-measure trial {record.number} in a fresh process ({exc}); its search "
+                "figure is kept"
+            )
             return None
 
     def remeasure(record: TrialRecord) -> tuple[Latency, Latency] | None:
         if record.number not in fresh:
             measured = once(record)
             budget = record.budget_ms
-            if measured is not None and measured[0].median_ms > budget and (
-                    measured[0].noise != "quiet" or measured[0].straddles(budget)):
+            if (
+                measured is not None
+                and measured[0].median_ms > budget
+                and (measured[0].noise != "quiet" or measured[0].straddles(budget))
+            ):
                 # Over the budget, but not clearly (a noisy window, or an interval across the budget): one more fresh
                 # process, blocks pooled, before the candidate is passed over.
                 again = once(record)
@@ -333,12 +443,16 @@ def confirm_choice(records: Sequence[TrialRecord], *, reference: Reference, conf
         if not choice.feasible or latency.median_ms <= choice.record.budget_ms:
             search = choice.record.latency
             inside = search is not None and search.low <= latency.median_ms <= search.high
-            say(f"trial {choice.record.number} re-measured in a fresh process: {latency} "
+            say(
+                f"trial {choice.record.number} re-measured in a fresh process: {latency} "
                 f"({'inside' if inside else 'outside'} the search's interval"
-                f"{f' [{search.low:.3f}, {search.high:.3f}]' if search else ''})")
+                f"{f' [{search.low:.3f}, {search.high:.3f}]' if search else ''})"
+            )
             return dataclasses.replace(choice, confirmed=latency, confirmed_reference=teacher)
-        say(f"trial {choice.record.number} re-measured in a fresh process at {latency}: over the "
-            f"{choice.record.budget_ms:.3f} ms budget, so it is not called chosen; trying the next candidate")
+        say(
+            f"trial {choice.record.number} re-measured in a fresh process at {latency}: over the "
+            f"{choice.record.budget_ms:.3f} ms budget, so it is not called chosen; trying the next candidate"
+        )
         excluded.append(choice.record.number)
         if len(excluded) >= CONFIRM_CANDIDATES:
             feasible_left = [r.number for r in records if r.feasible and r.number not in excluded]

@@ -1,9 +1,9 @@
 """The reachable-range probe: what latencies can this space reach on this CPU, before trial 1?
 
-A handful of structures that span the space — uniform prune levels 0 / 25 / 50 / 65 / 75 % / the space's maximum, each in every
-quantization mode the space has — are pruned, deployed and timed, with no fine-tuning (seconds, not trials). The
-result says at once whether the budget is reachable ("this space reaches 0.10–0.83 ms on this CPU"), suggests a budget
-when it is not, and seeds the search with the probed structure nearest the budget. Each measurement lands in the
+A handful of structures that span the space — uniform prune levels 0 / 25 / 50 / 65 / 75 % / the space's maximum, each
+in every quantization mode the space has — are pruned, deployed and timed, with no fine-tuning (seconds, not trials).
+The result says at once whether the budget is reachable ("this space reaches 0.10–0.83 ms on this CPU"), suggests a
+budget when it is not, and seeds the search with the probed structure nearest the budget. Each measurement lands in the
 runner's latency cache, so a trial of the same structure is not timed twice.
 """
 
@@ -39,13 +39,23 @@ class ProbePoint:
         return f"prune {self.level:.0%} · {quant}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "quant": self.quant, "kernel": self.kernel, "latency": self.latency.to_dict(),
-                "params": dict(self.params)}
+        return {
+            "level": self.level,
+            "quant": self.quant,
+            "kernel": self.kernel,
+            "latency": self.latency.to_dict(),
+            "params": dict(self.params),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbePoint:
-        return cls(level=float(data["level"]), quant=str(data["quant"]), kernel=str(data["kernel"]),
-                   latency=Latency.from_dict(data["latency"]), params=dict(data["params"]))
+        return cls(
+            level=float(data["level"]),
+            quant=str(data["quant"]),
+            kernel=str(data["kernel"]),
+            latency=Latency.from_dict(data["latency"]),
+            params=dict(data["params"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -79,15 +89,19 @@ class Probe:
         return suggested_budget_ms(self.floor.latency.median_ms)
 
     def describe(self) -> str:
-        return (f"this space reaches {self.floor.latency.median_ms:.3f}–{self.ceiling.latency.median_ms:.3f} ms on "
-                f"this CPU (fastest: {self.floor.label}; {len(self.points)} structures timed in {self.seconds:.1f} s)")
+        return (
+            f"this space reaches {self.floor.latency.median_ms:.3f}–{self.ceiling.latency.median_ms:.3f} ms on "
+            f"this CPU (fastest: {self.floor.label}; {len(self.points)} structures timed in {self.seconds:.1f} s)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"points": [p.to_dict() for p in self.points], "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Probe:
-        return cls(points=tuple(ProbePoint.from_dict(p) for p in data["points"]), seconds=float(data.get("seconds", 0.0)))
+        return cls(
+            points=tuple(ProbePoint.from_dict(p) for p in data["points"]), seconds=float(data.get("seconds", 0.0))
+        )
 
 
 PROBE_LEVELS = (0.0, 0.25, 0.5, 0.65, 0.75)
@@ -107,8 +121,9 @@ def probe_levels(runner: TrialRunner) -> list[float]:
     return sorted(dict.fromkeys(round(lv, 4) for lv in levels))
 
 
-def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
-              levels: Sequence[float] | None = None) -> Probe:
+def run_probe(
+    runner: TrialRunner, *, say: Callable[[str], None] | None = None, levels: Sequence[float] | None = None
+) -> Probe:
     """Time every (level, quantization mode) pair of the space without fine-tuning."""
     started = time.perf_counter()
     space = runner.space
@@ -118,7 +133,9 @@ def run_probe(runner: TrialRunner, *, say: Callable[[str], None] | None = None,
         prune = space.uniform_params(runner.groups, level)
         for mode in space.quant_modes:
             params = {**prune, **space.quant_params(mode, runner.groups)}
-            policy = space.fixed_policy(params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size)
+            policy = space.fixed_policy(
+                params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
+            )
             student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
             latency, hit, _ = runner.time(student, artifact)
             if not hit:

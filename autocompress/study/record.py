@@ -8,9 +8,9 @@ with :func:`read_record` / :func:`read_records` instead of reaching into string-
 pruned artifact was already over the latency budget, so nothing was fine-tuned (fine-tuning cannot change the
 architecture); the Optuna trial is PRUNED, and the accuracy of a model that was never fine-tuned is *not* the policy's
 accuracy, so it is neither recorded as an objective nor charged as a constraint. ``skipped``: the latency model
-(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), so nothing was built; the
-trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a stopped one.
-``failed``: an error, with its reason.
+(:mod:`autocompress.measure.model`) predicted the proposal over the budget (``Prediction.likely_over``), so nothing was
+built; the trial is PRUNED with its *predicted* latency as the constraint, so the sampler learns from it like from a
+stopped one. ``failed``: an error, with its reason.
 
 **Latency decisions use the interval.** A figure whose interval straddles the budget is measured again (bounded)
 before the trial decides; ``within_budget`` is then the figure against the budget, and ``confidently_within`` says
@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 RECORD_KEY = "record"
-WEIGHTS_FROM_ATTR = "weights_from"  # a refined trial's user attribute: the trial whose fine-tuned weights it deploys again
+WEIGHTS_FROM_ATTR = (
+    "weights_from"  # a refined trial's user attribute: the trial whose fine-tuned weights it deploys again
+)
 ARTIFACTS_DIR = "artifacts"  # under the study folder: Optuna's artifact store (each trial's model.onnx, policy.json)
 CONSTRAINT_NAMES = ("latency", "accuracy")
 OUTCOMES = ("complete", "stopped", "skipped", "failed")
@@ -98,14 +100,16 @@ class TrialRecord:
         budget_ms / max_drop_pt: the constraints this trial was judged against.
         accuracy: val top-1 of the artifact; ``None`` when it is not the policy's accuracy (stopped and pruned).
         accuracy_before_finetune: val top-1 of a stopped, pruned artifact that was never fine-tuned (display only).
-        teacher_accuracy: val top-1 of the teacher's fp32 artifact on the study's runtime (the reference of ``accuracy_drop_pt``).
+        teacher_accuracy: val top-1 of the teacher's fp32 artifact on the study's runtime (the reference of
+            ``accuracy_drop_pt``).
         latency: the artifact that ships (after fine-tuning when there was one); ``latency_before_finetune`` is the
             gate measurement taken before fine-tuning.
         finetuned: whether distillation ran.
         stopped_reason / fail_reason: why the trial stopped early or failed.
         macs / params / size_mb / weight_sparsity: of the pruned model and its artifact.
         artifact: the ONNX file, relative to the study folder.
-        timings: seconds per stage (``prune_s``, ``deploy_s``, ``latency_s``, ``distill_s``, ``evaluate_s``, ``total_s``).
+        timings: seconds per stage (``prune_s``, ``deploy_s``, ``latency_s``, ``distill_s``, ``evaluate_s``,
+            ``total_s``).
         kd_loss: first and last distillation loss, when fine-tuned.
         fingerprint: host, CPU model, int8 ISA, int8 kernel and library versions of the process that ran the trial.
         predicted: the latency model's prediction before the trial was built (``ms``, ``low_ms``, ``high_ms``).
@@ -222,7 +226,9 @@ class TrialRecord:
         data["fingerprint"] = dict(self.fingerprint)
         data["kd_loss"] = list(self.kd_loss) if self.kd_loss else None
         data["latency"] = self.latency.to_dict() if self.latency else None
-        data["latency_before_finetune"] = self.latency_before_finetune.to_dict() if self.latency_before_finetune else None
+        data["latency_before_finetune"] = (
+            self.latency_before_finetune.to_dict() if self.latency_before_finetune else None
+        )
         data["predicted"] = dict(self.predicted) if self.predicted else None
         data["target"] = dict(self.target)
         data["precision"] = dict(self.precision) if self.precision is not None else None
@@ -294,8 +300,12 @@ def counted(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """The trials that count towards ``--trials``: those that were fully measured (fine-tuned where they prune) or
     failed. Not proposals skipped or stopped over the budget before fine-tuning (seconds, not a trial's worth of
     work), not the rescue phase or the layer refinement, not trials cut short by an interruption."""
-    return [r for r in records if r.role not in AFTER_SEARCH_ROLES and (r.outcome == "complete" or (
-        r.outcome == "failed" and not (r.fail_reason or "").startswith(INTERRUPTED)))]
+    return [
+        r
+        for r in records
+        if r.role not in AFTER_SEARCH_ROLES
+        and (r.outcome == "complete" or (r.outcome == "failed" and not (r.fail_reason or "").startswith(INTERRUPTED)))
+    ]
 
 
 def read_record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
@@ -312,8 +322,9 @@ def read_record(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
     return record
 
 
-def read_records(trials: Iterable[optuna.trial.FrozenTrial] | optuna.Study, *,
-                 outcomes: Iterable[str] = OUTCOMES) -> list[TrialRecord]:
+def read_records(
+    trials: Iterable[optuna.trial.FrozenTrial] | optuna.Study, *, outcomes: Iterable[str] = OUTCOMES
+) -> list[TrialRecord]:
     """Records of every trial of a study (or of ``trials``) whose outcome is in ``outcomes``, in trial order."""
     if isinstance(trials, optuna.Study):
         trials = trials.get_trials(deepcopy=False)

@@ -59,21 +59,38 @@ class Reference:
     def from_stored(cls, data: dict[str, Any]) -> Reference:
         """The reference a study stored (a build host's: it never measures the teacher; its artifact stays on the
         target, so ``artifact`` names no file here)."""
-        return cls(torch_latency=Latency.from_dict(data["teacher_torch_latency"]),
-                   runtime_latency=Latency.from_dict(data["teacher_runtime_latency"]),
-                   val_accuracy=float(data["teacher_val_accuracy"]), budget_ms=float(data["budget_ms"]),
-                   macs=int(data["teacher_macs"]), params=int(data["teacher_params"]),
-                   artifact=Artifact(Path("(on the target)"), QuantPolicy(mode="none")), target=dict(data["target"]))
+        return cls(
+            torch_latency=Latency.from_dict(data["teacher_torch_latency"]),
+            runtime_latency=Latency.from_dict(data["teacher_runtime_latency"]),
+            val_accuracy=float(data["teacher_val_accuracy"]),
+            budget_ms=float(data["budget_ms"]),
+            macs=int(data["teacher_macs"]),
+            params=int(data["teacher_params"]),
+            artifact=Artifact(Path("(on the target)"), QuantPolicy(mode="none")),
+            target=dict(data["target"]),
+        )
 
 
 def study_target(runtime: Runtime, config: SearchConfig, cpu: CpuInfo) -> dict[str, Any]:
     """Where latency is measured: runtime + version + threads + batch + CPU model and ISA (on every record)."""
-    return {"runtime": runtime.name, "version": runtime.version(), "threads": config.threads,
-            "batch_size": config.batch_size, "cpu": cpu.model, "isa": cpu.isa}
+    return {
+        "runtime": runtime.name,
+        "version": runtime.version(),
+        "threads": config.threads,
+        "batch_size": config.batch_size,
+        "cpu": cpu.model,
+        "isa": cpu.isa,
+    }
 
 
-def measure_reference(workload: Workload, config: SearchConfig, workdir: Path, *, runtime: Runtime | None = None,
-                      cpu: CpuInfo | None = None) -> tuple[Reference, LatencyMeter]:
+def measure_reference(
+    workload: Workload,
+    config: SearchConfig,
+    workdir: Path,
+    *,
+    runtime: Runtime | None = None,
+    cpu: CpuInfo | None = None,
+) -> tuple[Reference, LatencyMeter]:
     """Teacher latency in PyTorch and as an fp32 artifact on the study's runtime, and the artifact's val accuracy.
 
     Returns the reference and the study's :class:`LatencyMeter`, whose reference is this artifact: its long first
@@ -81,14 +98,27 @@ def measure_reference(workload: Workload, config: SearchConfig, workdir: Path, *
     """
     runtime = runtime or get_runtime(config.runtime)
     x = workload.example_input()
-    artifact = runtime.build(workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train,
-                             workdir=workdir)
-    meter = LatencyMeter(runtime, artifact, workload.input_shape, threads=config.threads, batch_size=config.batch_size,
-                         protocol=config.protocol)
+    artifact = runtime.build(
+        workload.model, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir
+    )
+    meter = LatencyMeter(
+        runtime,
+        artifact,
+        workload.input_shape,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        protocol=config.protocol,
+    )
     runtime_latency = meter.calibrate()
-    torch_latency = measure_torch(workload.model, workload.input_shape, threads=config.threads,
-                                  batch_size=config.batch_size, warmup=config.warmup, repeats=config.repeats,
-                                  protocol=config.protocol)
+    torch_latency = measure_torch(
+        workload.model,
+        workload.input_shape,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        protocol=config.protocol,
+    )
     macs, params = count_macs_params(workload.model, x)
     reference = Reference(
         torch_latency=torch_latency,

@@ -29,20 +29,41 @@ from torch.utils.data import Dataset
 
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError
-from autocompress.study.space import SearchSpace
 from autocompress.scale.storage import fail_trial
 from autocompress.scale.workers import owner, owner_is_dead_here
-from autocompress.study.record import INTERRUPTED
 from autocompress.sources.workload import Workload
+from autocompress.study.record import INTERRUPTED
+from autocompress.study.space import SearchSpace
 
-__all__ = ["study_identity", "check_identity", "recover_interrupted", "owner_attrs", "INTERRUPTED",
-           "OWNER_ATTR", "IDENTITY_ATTR"]
+__all__ = [
+    "study_identity",
+    "check_identity",
+    "recover_interrupted",
+    "owner_attrs",
+    "INTERRUPTED",
+    "OWNER_ATTR",
+    "IDENTITY_ATTR",
+]
 
 IDENTITY_ATTR = "identity"
 OWNER_ATTR = "owner"
 # Options that do not change what a trial means: how many trials, how long, where, and which sampler proposes next.
-_NOT_IDENTITY = {"trials", "timeout", "study_name", "storage", "output", "seed", "sampler", "download",
-                 "trust_checkpoint", "allow_low_teacher_accuracy", "weights", "device", "workers", "build_only"}
+_NOT_IDENTITY = {
+    "trials",
+    "timeout",
+    "study_name",
+    "storage",
+    "output",
+    "seed",
+    "sampler",
+    "download",
+    "trust_checkpoint",
+    "allow_low_teacher_accuracy",
+    "weights",
+    "device",
+    "workers",
+    "build_only",
+}
 _SAMPLE_IMAGES = 32
 # How to fix each kind of difference.
 _FIX = {
@@ -72,7 +93,9 @@ def _data_summary(name: str, dataset: Dataset) -> str:
     return f"{name}:{n}:{digest.hexdigest()[:12]}"
 
 
-def study_identity(workload: Workload, space: SearchSpace, config: SearchConfig, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+def study_identity(
+    workload: Workload, space: SearchSpace, config: SearchConfig, fingerprint: Mapping[str, Any]
+) -> dict[str, Any]:
     """Everything that changes what a trial means, as a flat JSON-able dict (see the module docstring)."""
     options = {k: v for k, v in config.to_dict().items() if k not in _NOT_IDENTITY}
     return {
@@ -81,7 +104,9 @@ def study_identity(workload: Workload, space: SearchSpace, config: SearchConfig,
         "input_shape": list(workload.input_shape),
         "num_classes": workload.num_classes,
         "data": " ".join(_data_summary(n, getattr(workload, n)) for n in ("train", "val", "test")),
-        "space_sha256": hashlib.sha256(json.dumps(dict(space.raw), sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "space_sha256": hashlib.sha256(json.dumps(dict(space.raw), sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ],
         "cpu": f"{fingerprint.get('cpu')} ({fingerprint.get('isa')})",
     }
 
@@ -99,8 +124,10 @@ def check_identity(stored: Mapping[str, Any], current: Mapping[str, Any], *, stu
             else:
                 diffs.append(f"{why or label} ({old} → {new})")
     if diffs:
-        raise ConfigError(f"study {study_name!r} was created with other settings: {'; '.join(diffs)}; its trials would not "
-                          "be comparable — rerun with the original model, data, space and options, or pick a new --study-name")
+        raise ConfigError(
+            f"study {study_name!r} was created with other settings: {'; '.join(diffs)}; its trials would not "
+            "be comparable — rerun with the original model, data, space and options, or pick a new --study-name"
+        )
 
 
 def owner_attrs() -> dict[str, Any]:
@@ -108,7 +135,9 @@ def owner_attrs() -> dict[str, Any]:
     return owner()
 
 
-def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.trial.FrozenTrial, str], None]) -> list[int]:
+def recover_interrupted(
+    study: optuna.Study, *, on_failed: Callable[[optuna.trial.FrozenTrial, str], None]
+) -> list[int]:
     """Fail RUNNING trials whose owner process on this host is gone and enqueue their parameters again.
 
     ``on_failed(trial, reason)`` records the failure (the caller writes a failed TrialRecord). Returns the numbers of
@@ -119,8 +148,10 @@ def recover_interrupted(study: optuna.Study, *, on_failed: Callable[[optuna.tria
         who = trial.user_attrs.get(OWNER_ATTR) or {}
         if not who or not owner_is_dead_here(who):
             continue
-        reason = (f"{INTERRUPTED}: process {who.get('pid')} on {who.get('host')} ended during this trial; its policy "
-                  "was queued again")
+        reason = (
+            f"{INTERRUPTED}: process {who.get('pid')} on {who.get('host')} ended during this trial; its policy "
+            "was queued again"
+        )
         try:
             on_failed(trial, reason)  # while the trial is still RUNNING: a finished trial's attributes are frozen
             fail_trial(study, trial)

@@ -7,8 +7,8 @@
    (:mod:`autocompress.sources.preprocess_check`) and measure it (:mod:`autocompress.study.reference`: the budget's
    yardstick); once per study, under the storage's set-up lock: probe the reachable latency range
    (:mod:`autocompress.study.probe`) and enqueue the baselines and the probed structure nearest the budget.
-2. :meth:`StudySession.run_trials` — slots and ask/tell until ``--trials`` trials count (:mod:`autocompress.study.loop`);
-   a measure worker answers build hosts instead.
+2. :meth:`StudySession.run_trials` — slots and ask/tell until ``--trials`` trials count
+   (:mod:`autocompress.study.loop`); a measure worker answers build hosts instead.
 3. :meth:`StudySession.finish` — once per study, under the finish lock: wait for other processes, layer refinement,
    rescue when nothing is feasible (:mod:`autocompress.study.phases`); then the choice, confirmed in a fresh process.
 
@@ -34,11 +34,11 @@ from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.hardware.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
 from autocompress.hardware.device import resolve_device
+from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Meter
 from autocompress.measure.model import LatencyModel
 from autocompress.scale.remote import RemoteMeter
 from autocompress.scale.storage import GRACE_S, open_study
-from autocompress.measure.guard import core_guard
 from autocompress.scale.workers import StorageLock, pid_alive, process_uuid
 from autocompress.sources.preprocess_check import verify_preprocessing
 from autocompress.sources.workload import Workload, check_teacher_accuracy
@@ -125,9 +125,16 @@ def create_study(config: SearchConfig) -> optuna.Study:
     return open_study(config, sampler=make_sampler(config.sampler, seed=config.seed, trials=config.trials))
 
 
-def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, say: Say | None = None,
-              cpu: CpuInfo | None = None, progress: SearchProgress | None = None,
-              mode: Mode | None = None) -> SearchResult:
+def run_study(
+    workload: Workload,
+    space: SearchSpace,
+    config: SearchConfig,
+    *,
+    say: Say | None = None,
+    cpu: CpuInfo | None = None,
+    progress: SearchProgress | None = None,
+    mode: Mode | None = None,
+) -> SearchResult:
     """Run (or resume, or join) the study until it has ``config.trials`` counted trials or the timeout passes.
 
     Several processes may run this on one storage (``--workers``, or plain ``search`` commands): the set-up happens
@@ -139,8 +146,15 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
     Raises:
         SearchInterrupted: Ctrl-C; the trial in progress is queued again and the same call resumes.
     """
-    session = StudySession(workload, space, config, mode=mode or Mode.of(config), say=say or logger.info,
-                           cpu=cpu, progress=progress or SearchProgress())
+    session = StudySession(
+        workload,
+        space,
+        config,
+        mode=mode or Mode.of(config),
+        say=say or logger.info,
+        cpu=cpu,
+        progress=progress or SearchProgress(),
+    )
     session.set_up()
     session.run_trials()
     return session.finish()
@@ -149,8 +163,17 @@ def run_study(workload: Workload, space: SearchSpace, config: SearchConfig, *, s
 class StudySession:
     """One process's part of a study (module docstring). Call :meth:`set_up`, :meth:`run_trials`, :meth:`finish`."""
 
-    def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, mode: Mode, say: Say,
-                 cpu: CpuInfo | None, progress: SearchProgress) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        space: SearchSpace,
+        config: SearchConfig,
+        *,
+        mode: Mode,
+        say: Say,
+        cpu: CpuInfo | None,
+        progress: SearchProgress,
+    ) -> None:
         self.workload, self.space, self.config, self.mode = workload, space, config, mode
         self.say, self.progress, self._cpu = say, progress, cpu
         self.study: optuna.Study
@@ -175,15 +198,20 @@ class StudySession:
         # set-up lock below decides for a study another process sets up at this moment.
         _stored_reference(self.study, config, self.identity)
         self._measure_teacher()
-        with StorageLock(self.study, "setup", stale_s=GRACE_S,
-                         on_wait=lambda line: say(f"{line}: another process is setting this study up")):
+        with StorageLock(
+            self.study,
+            "setup",
+            stale_s=GRACE_S,
+            on_wait=lambda line: say(f"{line}: another process is setting this study up"),
+        ):
             stored = _stored_reference(self.study, config, self.identity)
             if stored is None:
                 self._set_up_new_study()
         if stored is not None:
             # A resumed (or joined) study keeps the budget and accuracy reference its first trials were scored against.
-            self.reference = dataclasses.replace(self.reference, budget_ms=stored["budget_ms"],
-                                                 val_accuracy=stored["teacher_val_accuracy"])
+            self.reference = dataclasses.replace(
+                self.reference, budget_ms=stored["budget_ms"], val_accuracy=stored["teacher_val_accuracy"]
+            )
             self.runner = self._make_runner()
             self.probe = self._run_probe(fresh=False)
         self._say_set_up()
@@ -194,14 +222,19 @@ class StudySession:
 
         self.runtime = get_runtime(self.config.runtime)
         self.kernel = self.runtime.int8_kernel(self.cpu)
-        self.space = self.space.for_runtime(self.runtime.modes(self.cpu), self.runtime.kernels(),
-                                            runtime=self.runtime.name)
+        self.space = self.space.for_runtime(
+            self.runtime.modes(self.cpu), self.runtime.kernels(), runtime=self.runtime.name
+        )
         workload = self.workload
-        self.groups = (prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes)
-                       if self.space.prune_per != "none" else [])
+        self.groups = (
+            prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes)
+            if self.space.prune_per != "none"
+            else []
+        )
         self.identity = study_identity(workload, self.space, self.config, self.fingerprint)
-        self.say(f"CPU: {self.cpu.model} · int8 ISA {self.cpu.isa} → int8 kernel {self.kernel.name} "
-                 f"({self.kernel.reason})")
+        self.say(
+            f"CPU: {self.cpu.model} · int8 ISA {self.cpu.isa} → int8 kernel {self.kernel.name} ({self.kernel.reason})"
+        )
         self.device, device_note = resolve_device(self.config.device)
         self.say(device_note)
 
@@ -214,23 +247,37 @@ class StudySession:
         if not self.mode.measures_here:
             self.reference = Reference.from_stored(self.study.user_attrs["reference"])
             self.meter = RemoteMeter(self.study)
-            say(f"build only: every latency and accuracy figure is taken by the measure worker on the target "
-                f"({self.fingerprint.get('host')}, {self.cpu.model}, {self.cpu.isa})")
+            say(
+                f"build only: every latency and accuracy figure is taken by the measure worker on the target "
+                f"({self.fingerprint.get('host')}, {self.cpu.model}, {self.cpu.isa})"
+            )
             return
         say(f"measuring the teacher (PyTorch fp32 and {self.runtime.name} fp32)")
-        self.reference, self.meter = measure_reference(self.workload, self.config, _teacher_folder(self.config),
-                                                       runtime=self.runtime, cpu=self.cpu)
-        check_teacher_accuracy(self.reference.val_accuracy, self.workload,
-                               allow_low=self.config.allow_low_teacher_accuracy)
+        self.reference, self.meter = measure_reference(
+            self.workload, self.config, _teacher_folder(self.config), runtime=self.runtime, cpu=self.cpu
+        )
+        check_teacher_accuracy(
+            self.reference.val_accuracy, self.workload, allow_low=self.config.allow_low_teacher_accuracy
+        )
 
     def _make_runner(self) -> TrialRunner:
         stored = self.study.user_attrs.get("latency_model")  # a resumed study's; the probe and trials extend it
-        runner = TrialRunner(self.workload, self.space, self.config, budget_ms=self.reference.budget_ms,
-                             teacher_accuracy=self.reference.val_accuracy, groups=self.groups, int8_kernel=self.kernel,
-                             fingerprint=self.fingerprint, meter=self.meter, runtime=self.runtime,
-                             target=self.reference.target, device=self.device,
-                             latency_model=LatencyModel.from_dict(stored) if stored else LatencyModel(),
-                             scorer=self.meter.score if isinstance(self.meter, RemoteMeter) else None)
+        runner = TrialRunner(
+            self.workload,
+            self.space,
+            self.config,
+            budget_ms=self.reference.budget_ms,
+            teacher_accuracy=self.reference.val_accuracy,
+            groups=self.groups,
+            int8_kernel=self.kernel,
+            fingerprint=self.fingerprint,
+            meter=self.meter,
+            runtime=self.runtime,
+            target=self.reference.target,
+            device=self.device,
+            latency_model=LatencyModel.from_dict(stored) if stored else LatencyModel(),
+            scorer=self.meter.score if isinstance(self.meter, RemoteMeter) else None,
+        )
         runner.on_stage = self.progress.stage
         return runner
 
@@ -253,8 +300,10 @@ class StudySession:
             duplicate = any(all(params.get(k) == v for k, v in seed.params.items()) for _, params in baselines)
             if seed.level > 0 and not duplicate:
                 # The seed sits at the edge of the budget, where accuracy is hardest to keep: fine-tune it fully.
-                study.enqueue_trial({**seed.params, **self.space.kd_params(longest=True)},
-                                    user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"})
+                study.enqueue_trial(
+                    {**seed.params, **self.space.kd_params(longest=True)},
+                    user_attrs={ROLE_ATTR: "seed", LABEL_ATTR: f"probe: {seed.label}"},
+                )
         study.set_user_attr(IDENTITY_ATTR, self.identity)  # last but one: a study with an identity is set up
         study.set_user_attr("latency_model", self.runner.latency_model.to_dict())  # other workers start from it
 
@@ -272,17 +321,21 @@ class StudySession:
 
     def _say_set_up(self) -> None:
         reference, config, say = self.reference, self.config, self.say
-        say(f"teacher: PyTorch {reference.torch_latency}; {self.runtime.name} {reference.runtime_latency}; "
-            f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms ({config.latency_budget}); "
-            f"{len(self.groups)} prunable groups")
+        say(
+            f"teacher: PyTorch {reference.torch_latency}; {self.runtime.name} {reference.runtime_latency}; "
+            f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms "
+            f"({config.latency_budget}); {len(self.groups)} prunable groups"
+        )
         probe = self.probe
         if probe is not None and not probe.reachable(reference.budget_ms):
             suggested = probe.suggested_budget_ms()
-            say(f"warning: the budget {reference.budget_ms:.3f} ms ({config.latency_budget}) is below the fastest this "
+            say(
+                f"warning: the budget {reference.budget_ms:.3f} ms ({config.latency_budget}) is below the fastest this "
                 f"space reaches on this CPU ({probe.floor.latency.median_ms:.3f} ms, {probe.floor.label}); no policy "
                 f"can meet it — ask for --latency-budget {suggested:g}ms "
                 f"({suggested / reference.runtime_latency.median_ms:.2f}x) or more; searching anyway for the fastest "
-                "model within the accuracy limit")
+                "model within the accuracy limit"
+            )
         finished = counted(read_records(self.study))
         if finished:
             say(f"resuming study {config.study_name!r}: {len(finished)} of {config.trials} trials already finished")
@@ -306,9 +359,15 @@ class StudySession:
         """
         runner, study = self.runner, self.study
         if self.mode.finishes and not runner.stop_requested:
-            with loop.stop_on_ctrl_c(runner, study, self.say), StorageLock(
-                    study, "finish", stale_s=GRACE_S,
-                    on_wait=lambda line: self.say(f"{line}: another process is finishing this study")):
+            with (
+                loop.stop_on_ctrl_c(runner, study, self.say),
+                StorageLock(
+                    study,
+                    "finish",
+                    stale_s=GRACE_S,
+                    on_wait=lambda line: self.say(f"{line}: another process is finishing this study"),
+                ),
+            ):
                 loop.wait_for_other_workers(study, runner, config=self.config, say=self.say, progress=self.progress)
                 self._after_search()
         self._save_state()
@@ -319,15 +378,23 @@ class StudySession:
         if not self.mode.finishes:
             return self._result(records, choice=None)
         if not any(r.outcome == "complete" for r in records) and not any(
-                r.outcome in ("stopped", "skipped") for r in records):
+            r.outcome in ("stopped", "skipped") for r in records
+        ):
             reasons = sorted({r.fail_reason or "unknown" for r in records}) or ["no trial ran"]
             raise UnsupportedModelError(f"every trial failed; first reason: {reasons[0]}")
-        choice = confirm_choice(records, reference=self.reference, config=self.config,
-                                input_shape=self.workload.input_shape, say=self.say)
+        choice = confirm_choice(
+            records, reference=self.reference, config=self.config, input_shape=self.workload.input_shape, say=self.say
+        )
         if choice is not None:
-            study.set_user_attr("choice", {"trial": choice.record.number, "feasible": choice.feasible,
-                                           "passed_over": list(choice.passed_over),
-                                           "confirmed": choice.confirmed.to_dict() if choice.confirmed else None})
+            study.set_user_attr(
+                "choice",
+                {
+                    "trial": choice.record.number,
+                    "feasible": choice.feasible,
+                    "passed_over": list(choice.passed_over),
+                    "confirmed": choice.confirmed.to_dict() if choice.confirmed else None,
+                },
+            )
         return self._result(records, choice=choice)
 
     def _after_search(self) -> None:
@@ -339,8 +406,11 @@ class StudySession:
             refine_layers(study, runner, say=self.say)
             study.set_user_attr("refined_at", done)
         records = read_records(study)
-        if not runner.stop_requested and not any(r.feasible for r in records) and study.user_attrs.get(
-                "rescued_at") != done:
+        if (
+            not runner.stop_requested
+            and not any(r.feasible for r in records)
+            and study.user_attrs.get("rescued_at") != done
+        ):
             rescue(study, runner, config=self.config, say=self.say)
             study.set_user_attr("rescued_at", done)
 
@@ -355,10 +425,18 @@ class StudySession:
 
     def _result(self, records: list[TrialRecord], *, choice: Choice | None) -> SearchResult:
         complete = [r for r in records if r.outcome == "complete"]
-        return SearchResult(study=self.study, records=records, front=pareto_front(complete), choice=choice,
-                            reference=self.reference, probe=self.probe, cpu=self.cpu,
-                            failed=sum(1 for r in records if r.outcome == "failed"),
-                            latency_model=self.runner.latency_model.summary(), noise=self.meter.noise_summary())
+        return SearchResult(
+            study=self.study,
+            records=records,
+            front=pareto_front(complete),
+            choice=choice,
+            reference=self.reference,
+            probe=self.probe,
+            cpu=self.cpu,
+            failed=sum(1 for r in records if r.outcome == "failed"),
+            latency_model=self.runner.latency_model.summary(),
+            noise=self.meter.noise_summary(),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -375,13 +453,16 @@ def _stored_reference(study: optuna.Study, config: SearchConfig, identity: dict[
         changed = [k for k in _RESUME_KEYS if stored.get(k) != current.get(k)]
         if changed:
             diffs = ", ".join(f"{k}: {stored.get(k)!r} → {current.get(k)!r}" for k in changed)
-            raise ConfigError(f"study {config.study_name!r} was created with other settings ({diffs}); "
-                              "rerun with the original options or pick a new --study-name")
+            raise ConfigError(
+                f"study {config.study_name!r} was created with other settings ({diffs}); "
+                "rerun with the original options or pick a new --study-name"
+            )
     return study.user_attrs.get("reference")
 
 
-def _wait_for_target(study: optuna.Study, config: SearchConfig, say: Say, *, timeout_s: float = _TARGET_WAIT_S,
-                     poll_s: float = 1.0) -> dict[str, Any]:
+def _wait_for_target(
+    study: optuna.Study, config: SearchConfig, say: Say, *, timeout_s: float = _TARGET_WAIT_S, poll_s: float = 1.0
+) -> dict[str, Any]:
     """A build host's start: the target's fingerprint, once a measure worker has set the study up."""
     import time
 
@@ -389,9 +470,11 @@ def _wait_for_target(study: optuna.Study, config: SearchConfig, say: Say, *, tim
     told = False
     while IDENTITY_ATTR not in study.user_attrs:
         if time.monotonic() >= deadline:
-            raise ConfigError(f"--build-only: study {config.study_name!r} was not set up by a measure worker within "
-                              f"{timeout_s:.0f} s; start `python -m autocompress measure-worker` with the same options "
-                              "on the target host first")
+            raise ConfigError(
+                f"--build-only: study {config.study_name!r} was not set up by a measure worker within "
+                f"{timeout_s:.0f} s; start `python -m autocompress measure-worker` with the same options "
+                "on the target host first"
+            )
         if not told:
             say(f"waiting for a measure worker on the target to set study {config.study_name!r} up")
             told = True

@@ -65,9 +65,9 @@ from typing import Any
 import optuna
 
 from autocompress.compress.prune import PrunableGroup, stage_of
-from autocompress.hardware.cpu import Int8Kernel
 from autocompress.config import read_yaml
 from autocompress.errors import ConfigError
+from autocompress.hardware.cpu import Int8Kernel
 from autocompress.policy import (
     CALIBRATION_METHODS,
     GRANULARITIES,
@@ -78,14 +78,27 @@ from autocompress.policy import (
     QuantPolicy,
 )
 
-__all__ = ["FloatRange", "SearchSpace", "list_spaces", "load_space", "stage_of", "INT8_KERNELS", "FP32_LAYER_PARAM",
-           "QUANT_RULED_OUT_ATTR"]
+__all__ = [
+    "FloatRange",
+    "SearchSpace",
+    "list_spaces",
+    "load_space",
+    "stage_of",
+    "INT8_KERNELS",
+    "FP32_LAYER_PARAM",
+    "QUANT_RULED_OUT_ATTR",
+]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
 QUANT_RULED_OUT_ATTR = "quant_ruled_out"  # trial user attribute: why quant.* was not sampled (the trial is fp32)
 FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer fp32 in an int8 trial
-# Static-int8 type choices a space may name; ``auto`` is resolved from the CPU (autocompress.hardware.cpu.int8_kernel_for).
-INT8_KERNELS: dict[str, tuple[str, bool]] = {"u8s8": ("uint8", False), "u8s8_reduce": ("uint8", True), "s8s8": ("int8", False)}
+# Static-int8 type choices a space may name; ``auto`` is resolved from the CPU
+# (autocompress.hardware.cpu.int8_kernel_for).
+INT8_KERNELS: dict[str, tuple[str, bool]] = {
+    "u8s8": ("uint8", False),
+    "u8s8_reduce": ("uint8", True),
+    "s8s8": ("int8", False),
+}
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
     "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer", "refine_layers"},
@@ -147,14 +160,17 @@ class SearchSpace:
         """
         kept = tuple(m for m in self.quant_modes if m in modes)
         if not kept:
-            raise ConfigError(f"{self.source}: quantize.mode {list(self.quant_modes)} has nothing --runtime {runtime} "
-                              f"can build on this CPU; it offers {', '.join(modes)} — use a space with one of them")
+            raise ConfigError(
+                f"{self.source}: quantize.mode {list(self.quant_modes)} has nothing --runtime {runtime} "
+                f"can build on this CPU; it offers {', '.join(modes)} — use a space with one of them"
+            )
         explicit = [k for k in self.kernels if k != "auto"]
         if explicit and kernels is not None and not set(explicit) <= set(kernels):
-            raise ConfigError(f"{self.source}: quantize.kernel {explicit} are not int8 kernels of --runtime {runtime}; "
-                              f"use auto or one of {', '.join(kernels)}")
-        return dataclasses.replace(self, quant_modes=kept,
-                                   kernels=self.kernels if kernels is not None else ("auto",))
+            raise ConfigError(
+                f"{self.source}: quantize.kernel {explicit} are not int8 kernels of --runtime {runtime}; "
+                f"use auto or one of {', '.join(kernels)}"
+            )
+        return dataclasses.replace(self, quant_modes=kept, kernels=self.kernels if kernels is not None else ("auto",))
 
     # ---------------------------------------------------------------- sampling
     @property
@@ -204,23 +220,33 @@ class SearchSpace:
         """The fine-tuning length of ``trial`` in optimizer steps (from ``kd.epochs`` and the train size, or
         ``kd.steps``)."""
         if self.epochs is None:
-            return trial.suggest_int("kd.steps", int(self.steps.low), int(self.steps.high), step=int(self.steps.step or 1))
-        epochs = trial.suggest_float("kd.epochs", self.epochs.low, self.epochs.high, step=self.epochs.step, log=self.epochs.log)
+            return trial.suggest_int(
+                "kd.steps", int(self.steps.low), int(self.steps.high), step=int(self.steps.step or 1)
+            )
+        epochs = trial.suggest_float(
+            "kd.epochs", self.epochs.low, self.epochs.high, step=self.epochs.step, log=self.epochs.log
+        )
         if train_size is None:
             raise ConfigError(f"{self.source}: distill.epochs needs the training-set size to turn epochs into steps")
         return max(1, int(round(epochs * train_size / self.batch_size)))
 
-    def suggest(self, trial: optuna.Trial, groups: Sequence[PrunableGroup], *,
-                int8_kernel: Int8Kernel | None = None, train_size: int | None = None,
-                quantize_unless: Callable[[PrunePolicy], str | None] | None = None) -> Policy:
+    def suggest(
+        self,
+        trial: optuna.Trial,
+        groups: Sequence[PrunableGroup],
+        *,
+        int8_kernel: Int8Kernel | None = None,
+        train_size: int | None = None,
+        quantize_unless: Callable[[PrunePolicy], str | None] | None = None,
+    ) -> Policy:
         """Sample one :class:`Policy` from this space for ``trial``.
 
-        ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings, :func:`autocompress.hardware.cpu.int8_kernel_for`);
-        without it ``auto`` means full-range U8S8. ``train_size`` turns ``distill.epochs`` into steps.
-        ``quantize_unless`` is asked with the sampled structure before the precision is sampled: a reason (the latency
-        model predicts every quantized mode no faster than fp32 there) makes the trial fp32 without sampling
-        ``quant.*`` (a conditional parameter, as Optuna's define-by-run spaces allow), and the reason is stored as the
-        trial's ``quant_ruled_out`` user attribute.
+        ``int8_kernel`` resolves the ``auto`` kernel choice (the CPU's settings,
+        :func:`autocompress.hardware.cpu.int8_kernel_for`); without it ``auto`` means full-range U8S8. ``train_size``
+        turns ``distill.epochs`` into steps. ``quantize_unless`` is asked with the sampled structure before the
+        precision is sampled: a reason (the latency model predicts every quantized mode no faster than fp32 there) makes
+        the trial fp32 without sampling ``quant.*`` (a conditional parameter, as Optuna's define-by-run spaces allow),
+        and the reason is stored as the trial's ``quant_ruled_out`` user attribute.
         """
         ratios = self._suggest_ratios(trial, groups)
         sparsity = 0.0
@@ -238,7 +264,11 @@ class SearchSpace:
         activation_type, reduce_range = "uint8", False
         if mode.startswith("int8"):  # bf16 has no scales and no kernel to choose: nothing more to sample
             granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
-            kernel = self.kernels[0] if len(self.kernels) == 1 else trial.suggest_categorical("quant.kernel", list(self.kernels))
+            kernel = (
+                self.kernels[0]
+                if len(self.kernels) == 1
+                else trial.suggest_categorical("quant.kernel", list(self.kernels))
+            )
             if kernel == "auto":
                 if int8_kernel is not None:
                     activation_type, reduce_range = int8_kernel.activation_type, int8_kernel.reduce_range
@@ -248,20 +278,31 @@ class SearchSpace:
         if mode == "int8":
             calibration = trial.suggest_categorical("quant.calibration", list(self.calibrations))
             if self.per_layer:
-                fp32_layers = tuple(g.name for g in groups
-                                    if trial.suggest_categorical(f"{FP32_LAYER_PARAM}{g.name}", [False, True]))
+                fp32_layers = tuple(
+                    g.name for g in groups if trial.suggest_categorical(f"{FP32_LAYER_PARAM}{g.name}", [False, True])
+                )
         distill = DistillPolicy(steps=0, batch_size=self.batch_size)
         if not prune.is_identity:
             distill = DistillPolicy(
-                temperature=trial.suggest_float("kd.temperature", self.temperature.low, self.temperature.high, log=self.temperature.log),
-                alpha=trial.suggest_float("kd.alpha", self.alpha.low, self.alpha.high, step=self.alpha.step, log=self.alpha.log),
+                temperature=trial.suggest_float(
+                    "kd.temperature", self.temperature.low, self.temperature.high, log=self.temperature.log
+                ),
+                alpha=trial.suggest_float(
+                    "kd.alpha", self.alpha.low, self.alpha.high, step=self.alpha.step, log=self.alpha.log
+                ),
                 lr=trial.suggest_float("kd.lr", self.lr.low, self.lr.high, log=self.lr.log),
                 steps=self.kd_steps(trial, train_size),
                 batch_size=self.batch_size,
             )
-        quant = QuantPolicy(mode=mode, granularity=granularity, calibration=calibration,
-                            calibration_samples=self.calibration_samples, activation_type=activation_type,
-                            reduce_range=reduce_range, fp32_layers=fp32_layers)
+        quant = QuantPolicy(
+            mode=mode,
+            granularity=granularity,
+            calibration=calibration,
+            calibration_samples=self.calibration_samples,
+            activation_type=activation_type,
+            reduce_range=reduce_range,
+            fp32_layers=fp32_layers,
+        )
         return Policy(prune=prune, quant=quant, distill=distill)
 
     # ------------------------------------------------------- fixed points (baselines, probe, seeds, rescue)
@@ -283,7 +324,9 @@ class SearchSpace:
             return {}
         params: dict[str, Any] = {"quant.mode": mode}
         if mode.startswith("int8"):
-            params["quant.granularity"] = "per_channel" if "per_channel" in self.granularities else self.granularities[0]
+            params["quant.granularity"] = (
+                "per_channel" if "per_channel" in self.granularities else self.granularities[0]
+            )
             if len(self.kernels) > 1:
                 params["quant.kernel"] = "auto" if "auto" in self.kernels else self.kernels[0]
         if mode == "int8":
@@ -308,15 +351,22 @@ class SearchSpace:
             params["kd.steps"] = int(self.steps.clamp(wanted))
         return params
 
-    def fixed_policy(self, params: Mapping[str, Any], groups: Sequence[PrunableGroup], *,
-                     int8_kernel: Int8Kernel | None = None, train_size: int | None = None) -> Policy:
+    def fixed_policy(
+        self,
+        params: Mapping[str, Any],
+        groups: Sequence[PrunableGroup],
+        *,
+        int8_kernel: Int8Kernel | None = None,
+        train_size: int | None = None,
+    ) -> Policy:
         """The policy ``params`` describe, without a study (:class:`optuna.trial.FixedTrial`)."""
         full = {**self.kd_params(), **params}
         dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
         if self.per_layer:  # a fixed policy keeps every layer int8 unless ``params`` says otherwise
             dense.update({f"{FP32_LAYER_PARAM}{g.name}": False for g in groups})
-        return self.suggest(optuna.trial.FixedTrial({**dense, **full}), groups, int8_kernel=int8_kernel,
-                            train_size=train_size)
+        return self.suggest(
+            optuna.trial.FixedTrial({**dense, **full}), groups, int8_kernel=int8_kernel, train_size=train_size
+        )
 
     def baselines(self, groups: Sequence[PrunableGroup]) -> list[tuple[str, dict[str, Any]]]:
         """Reference policies enqueued at the start of every new study, as ``(label, params)``.
@@ -333,74 +383,118 @@ class SearchSpace:
         if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
             out.append(("int8 per-channel only", {**zero, **self.quant_params("int8", groups)}))
             if half and self.max_prune >= 0.5:
-                out.append(("uniform 50% prune + KD + int8", {**half, **dense, **self.quant_params("int8", groups),
-                                                                 **self.kd_params()}))
+                out.append(
+                    (
+                        "uniform 50% prune + KD + int8",
+                        {**half, **dense, **self.quant_params("int8", groups), **self.kd_params()},
+                    )
+                )
         return out
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> SearchSpace:
         """Validate ``data`` (the parsed YAML) and build a space; errors name ``source`` and the key."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping with keys prune/quantize/distill, got {type(data).__name__}")
-        for section, body in data.items():
-            if section not in _SCHEMA:
-                raise ConfigError(f"{source}: unknown key {section!r}; expected one of {', '.join(_SCHEMA)}")
-            if not isinstance(body, Mapping):
-                raise ConfigError(f"{source}: {section} must be a mapping, got {body!r}")
-            for key in body:
-                if key not in _SCHEMA[section]:
-                    raise ConfigError(f"{source}: unknown key {section}.{key}; expected one of {', '.join(sorted(_SCHEMA[section]))}")
-        prune = data.get("prune", {}) or {}
-        quant = data.get("quantize", {}) or {}
-        kd = data.get("distill", {}) or {}
-        d = cls()
-        ratio = _range(source, "prune.ratio", prune.get("ratio"), d.prune_ratio)
-        if ratio.low < 0 or ratio.high >= 1:
-            raise ConfigError(f"{source}: prune.ratio must lie in [0, 1), got low={ratio.low} high={ratio.high}; a ratio of 1 would remove every channel")
-        level = _range(source, "prune.level", prune.get("level"), FloatRange(0.0, 0.0)) if "level" in prune else None
-        if level is not None and (level.low < ratio.low or level.high > ratio.high):
-            raise ConfigError(f"{source}: prune.level must lie inside prune.ratio's bounds [{ratio.low}, {ratio.high}], "
-                              f"got low={level.low} high={level.high}; widen prune.ratio or narrow prune.level")
-        spread = prune.get("spread", d.prune_spread)
-        if not isinstance(spread, (int, float)) or isinstance(spread, bool) or not 0 <= spread < 1:
-            raise ConfigError(f"{source}: prune.spread must be a number in [0, 1), got {spread!r}")
-        per = prune.get("per", d.prune_per)
-        if per not in PRUNE_MODES:
-            raise ConfigError(f"{source}: prune.per must be one of {', '.join(PRUNE_MODES)}, got {per!r}")
-        round_to = prune.get("round_to", d.round_to)
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise ConfigError(f"{source}: prune.round_to must be a positive integer or null, got {round_to!r}")
-        sparsity = _range(source, "prune.sparsity", prune.get("sparsity"), FloatRange(0.0, 0.0)) if "sparsity" in prune else None
-        if sparsity is not None and (sparsity.low < 0 or sparsity.high >= 1):
-            raise ConfigError(f"{source}: prune.sparsity must lie in [0, 1), got low={sparsity.low} high={sparsity.high}")
-        importance = prune.get("importance", d.importance)
-        if importance not in ("l1", "l2"):
-            raise ConfigError(f"{source}: prune.importance must be l1 or l2, got {importance!r}")
+        _check_keys(data, source=source)
+        defaults = cls()
         return cls(
             source=source,
-            prune_per=per,
-            prune_level=level,
-            prune_spread=float(spread),
-            prune_ratio=ratio,
-            round_to=round_to,
-            importance=importance,
-            sparsity=sparsity,
-            quant_modes=_choices(source, "quantize.mode", quant.get("mode"), d.quant_modes, QUANT_MODES),
-            granularities=_choices(source, "quantize.granularity", quant.get("granularity"), d.granularities, GRANULARITIES),
-            calibrations=_choices(source, "quantize.calibration", quant.get("calibration"), d.calibrations, CALIBRATION_METHODS),
-            calibration_samples=_positive_int(source, "quantize.calibration_samples", quant.get("calibration_samples", d.calibration_samples)),
-            kernels=_choices(source, "quantize.kernel", quant.get("kernel"), d.kernels, ("auto", *INT8_KERNELS)),
-            per_layer=_flag(source, "quantize.per_layer", quant.get("per_layer", d.per_layer)),
-            refine_layers=_flag(source, "quantize.refine_layers", quant.get("refine_layers", d.refine_layers)),
-            temperature=_range(source, "distill.temperature", kd.get("temperature"), d.temperature, positive=True),
-            alpha=_range(source, "distill.alpha", kd.get("alpha"), d.alpha, unit=True),
-            lr=_range(source, "distill.lr", kd.get("lr"), d.lr, positive=True),
-            steps=_range(source, "distill.steps", kd.get("steps"), d.steps, integer=True),
-            epochs=_epochs(source, kd),
-            batch_size=_positive_int(source, "distill.batch_size", kd.get("batch_size", d.batch_size)),
+            **_prune_fields(data.get("prune", {}) or {}, defaults, source=source),
+            **_quantize_fields(data.get("quantize", {}) or {}, defaults, source=source),
+            **_distill_fields(data.get("distill", {}) or {}, defaults, source=source),
             raw=dict(data),
         )
+
+
+def _check_keys(data: Any, *, source: str) -> None:
+    """``data`` is a mapping of known sections, each a mapping of known keys: a typo is an error, not a default."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with keys prune/quantize/distill, got {type(data).__name__}")
+    for section, body in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"{source}: unknown key {section!r}; expected one of {', '.join(_SCHEMA)}")
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{source}: {section} must be a mapping, got {body!r}")
+        for key in body:
+            if key not in _SCHEMA[section]:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{key}; expected one of {', '.join(sorted(_SCHEMA[section]))}"
+                )
+
+
+def _prune_fields(prune: Mapping[str, Any], defaults: SearchSpace, *, source: str) -> dict[str, Any]:
+    """The ``prune`` section as :class:`SearchSpace` fields, validated; absent keys take ``defaults``' values."""
+    ratio = _range(source, "prune.ratio", prune.get("ratio"), defaults.prune_ratio)
+    if ratio.low < 0 or ratio.high >= 1:
+        raise ConfigError(
+            f"{source}: prune.ratio must lie in [0, 1), got low={ratio.low} high={ratio.high}; "
+            "a ratio of 1 would remove every channel"
+        )
+    level = _range(source, "prune.level", prune.get("level"), FloatRange(0.0, 0.0)) if "level" in prune else None
+    if level is not None and (level.low < ratio.low or level.high > ratio.high):
+        raise ConfigError(
+            f"{source}: prune.level must lie inside prune.ratio's bounds [{ratio.low}, {ratio.high}], "
+            f"got low={level.low} high={level.high}; widen prune.ratio or narrow prune.level"
+        )
+    spread = prune.get("spread", defaults.prune_spread)
+    if not isinstance(spread, (int, float)) or isinstance(spread, bool) or not 0 <= spread < 1:
+        raise ConfigError(f"{source}: prune.spread must be a number in [0, 1), got {spread!r}")
+    per = prune.get("per", defaults.prune_per)
+    if per not in PRUNE_MODES:
+        raise ConfigError(f"{source}: prune.per must be one of {', '.join(PRUNE_MODES)}, got {per!r}")
+    round_to = prune.get("round_to", defaults.round_to)
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise ConfigError(f"{source}: prune.round_to must be a positive integer or null, got {round_to!r}")
+    sparsity = (
+        _range(source, "prune.sparsity", prune.get("sparsity"), FloatRange(0.0, 0.0)) if "sparsity" in prune else None
+    )
+    if sparsity is not None and (sparsity.low < 0 or sparsity.high >= 1):
+        raise ConfigError(f"{source}: prune.sparsity must lie in [0, 1), got low={sparsity.low} high={sparsity.high}")
+    importance = prune.get("importance", defaults.importance)
+    if importance not in ("l1", "l2"):
+        raise ConfigError(f"{source}: prune.importance must be l1 or l2, got {importance!r}")
+    return {
+        "prune_per": per,
+        "prune_level": level,
+        "prune_spread": float(spread),
+        "prune_ratio": ratio,
+        "round_to": round_to,
+        "importance": importance,
+        "sparsity": sparsity,
+    }
+
+
+def _quantize_fields(quant: Mapping[str, Any], defaults: SearchSpace, *, source: str) -> dict[str, Any]:
+    """The ``quantize`` section as :class:`SearchSpace` fields, validated; absent keys take ``defaults``' values."""
+    return {
+        "quant_modes": _choices(source, "quantize.mode", quant.get("mode"), defaults.quant_modes, QUANT_MODES),
+        "granularities": _choices(
+            source, "quantize.granularity", quant.get("granularity"), defaults.granularities, GRANULARITIES
+        ),
+        "calibrations": _choices(
+            source, "quantize.calibration", quant.get("calibration"), defaults.calibrations, CALIBRATION_METHODS
+        ),
+        "calibration_samples": _positive_int(
+            source, "quantize.calibration_samples", quant.get("calibration_samples", defaults.calibration_samples)
+        ),
+        "kernels": _choices(source, "quantize.kernel", quant.get("kernel"), defaults.kernels, ("auto", *INT8_KERNELS)),
+        "per_layer": _flag(source, "quantize.per_layer", quant.get("per_layer", defaults.per_layer)),
+        "refine_layers": _flag(source, "quantize.refine_layers", quant.get("refine_layers", defaults.refine_layers)),
+    }
+
+
+def _distill_fields(kd: Mapping[str, Any], defaults: SearchSpace, *, source: str) -> dict[str, Any]:
+    """The ``distill`` section as :class:`SearchSpace` fields, validated; absent keys take ``defaults``' values."""
+    return {
+        "temperature": _range(
+            source, "distill.temperature", kd.get("temperature"), defaults.temperature, positive=True
+        ),
+        "alpha": _range(source, "distill.alpha", kd.get("alpha"), defaults.alpha, unit=True),
+        "lr": _range(source, "distill.lr", kd.get("lr"), defaults.lr, positive=True),
+        "steps": _range(source, "distill.steps", kd.get("steps"), defaults.steps, integer=True),
+        "epochs": _epochs(source, kd),
+        "batch_size": _positive_int(source, "distill.batch_size", kd.get("batch_size", defaults.batch_size)),
+    }
 
 
 def _flag(source: str, key: str, value: Any) -> bool:
@@ -409,7 +503,16 @@ def _flag(source: str, key: str, value: Any) -> bool:
     return value
 
 
-def _range(source: str, key: str, value: Any, default: FloatRange, *, positive: bool = False, unit: bool = False, integer: bool = False) -> FloatRange:
+def _range(
+    source: str,
+    key: str,
+    value: Any,
+    default: FloatRange,
+    *,
+    positive: bool = False,
+    unit: bool = False,
+    integer: bool = False,
+) -> FloatRange:
     if value is None:
         return default
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -443,8 +546,10 @@ def _epochs(source: str, kd: Mapping[str, Any]) -> FloatRange | None:
     if "epochs" not in kd:
         return None
     if "steps" in kd:
-        raise ConfigError(f"{source}: distill has both epochs and steps; give the fine-tuning length one way "
-                          "(epochs scale with the training set)")
+        raise ConfigError(
+            f"{source}: distill has both epochs and steps; give the fine-tuning length one way "
+            "(epochs scale with the training set)"
+        )
     epochs = _range(source, "distill.epochs", kd["epochs"], FloatRange(1.0, 1.0), positive=True)
     return epochs
 
@@ -483,7 +588,12 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not path.suffix and not path.exists():
         path = _builtin_dir() / f"{name_or_path}.yaml"
         if not path.exists():
-            raise ConfigError(f"--space: no search space named {name_or_path!r}; shipped: {', '.join(list_spaces())}, or give a path to a .yaml file")
+            raise ConfigError(
+                f"--space: no search space named {name_or_path!r}; shipped: {', '.join(list_spaces())}, "
+                "or give a path to a .yaml file"
+            )
     if not path.is_file():
-        raise ConfigError(f"--space: file {str(path)!r} does not exist; give a YAML file or one of {', '.join(list_spaces())}")
+        raise ConfigError(
+            f"--space: file {str(path)!r} does not exist; give a YAML file or one of {', '.join(list_spaces())}"
+        )
     return SearchSpace.from_dict(read_yaml(path, option="--space"), source=str(path))

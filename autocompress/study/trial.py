@@ -27,30 +27,35 @@ import torch
 from torch import nn
 
 from autocompress.compress.distill import distill
-from autocompress.compress.prune import (
-    PrunableGroup,
-    count_macs_params,
-    prune_model,
-    sparsify_model,
-    weight_sparsity,
-)
+from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_model, sparsify_model, weight_sparsity
+from autocompress.compress.training import predict_logits
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate
+from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
 from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
+from autocompress.scale.workers import owner
+from autocompress.sources.weights import load_weights, save_weights
+from autocompress.sources.workload import Workload
 from autocompress.study.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
 from autocompress.study.space import QUANT_RULED_OUT_ATTR, SearchSpace
-from autocompress.compress.training import predict_logits
-from autocompress.sources.weights import load_weights, save_weights
-from autocompress.measure.guard import core_guard
-from autocompress.scale.workers import owner
-from autocompress.sources.workload import Workload
 
-__all__ = ["Objective", "TrialRunner", "StopRequested", "ROLE_ATTR", "LABEL_ATTR", "STEPS_SCALE_ATTR", "WEIGHTS_FILE",
-           "WEIGHTS_FROM_ATTR", "FP32_LAYERS_ATTR", "MAX_REMEASURES", "MAX_SKIPS_IN_A_ROW"]
+__all__ = [
+    "Objective",
+    "TrialRunner",
+    "StopRequested",
+    "ROLE_ATTR",
+    "LABEL_ATTR",
+    "STEPS_SCALE_ATTR",
+    "WEIGHTS_FILE",
+    "WEIGHTS_FROM_ATTR",
+    "FP32_LAYERS_ATTR",
+    "MAX_REMEASURES",
+    "MAX_SKIPS_IN_A_ROW",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +74,21 @@ class StopRequested(Exception):
 
 
 def skip_reason(prediction: Prediction | None, budget_ms: float) -> str | None:
-    """Why a proposal need not be built (``None``: build it): predicted over the budget (:meth:`Prediction.likely_over`)."""
+    """Why a proposal need not be built (``None``: build it): predicted over the budget.
+
+    See :meth:`Prediction.likely_over`.
+    """
     if prediction is None or not prediction.likely_over(budget_ms):
         return None
-    bound = (f"at least {prediction.low_ms:.3f}" if prediction.over(budget_ms)
-             else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}")
-    return (f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, {bound}; "
-            f"budget {budget_ms:.3f} ms)")
+    bound = (
+        f"at least {prediction.low_ms:.3f}"
+        if prediction.over(budget_ms)
+        else f"interval {prediction.low_ms:.3f}-{prediction.high_ms:.3f}"
+    )
+    return (
+        f"predicted over the latency budget before anything was built ({prediction.ms:.3f} ms, {bound}; "
+        f"budget {budget_ms:.3f} ms)"
+    )
 
 
 def _noted(trial: optuna.Trial, record: TrialRecord) -> TrialRecord:
@@ -96,8 +109,14 @@ class Objective:
     Subclasses implement :meth:`evaluate`, which turns a policy into a :class:`TrialRecord` without knowing Optuna.
     """
 
-    def __init__(self, space: SearchSpace, groups: list[PrunableGroup], *, int8_kernel: Int8Kernel | None,
-                 study_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        groups: list[PrunableGroup],
+        *,
+        int8_kernel: Int8Kernel | None,
+        study_dir: Path | None = None,
+    ) -> None:
         self.space = space
         self.groups = groups
         self.int8_kernel = int8_kernel
@@ -111,10 +130,13 @@ class Objective:
     def check_stop(self, stage: str) -> None:
         """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
         if self.stop_requested:
-            raise StopRequested(f"interrupted: Ctrl-C after the {stage} stage; this policy is queued again for the resume")
+            raise StopRequested(
+                f"interrupted: Ctrl-C after the {stage} stage; this policy is queued again for the resume"
+            )
 
-    def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
-                 weights_from: int | None = None) -> TrialRecord:
+    def evaluate(
+        self, policy: Policy, *, number: int, role: str, label: str, weights_from: int | None = None
+    ) -> TrialRecord:
         """``policy`` built, measured and scored (``weights_from``: deploy that trial's fine-tuned weights instead of
         fine-tuning; the structure is the same)."""
         raise NotImplementedError
@@ -150,16 +172,26 @@ class Objective:
         policy: Policy | None = None
         try:
             # Only a sampled trial's precision is the sampler's to choose; an enqueued one keeps its parameters.
-            policy = self.space.suggest(trial, self.groups, int8_kernel=self.int8_kernel, train_size=self.train_size,
-                                        quantize_unless=self.quantized_ruled_out if role == "sampled" else None)
+            policy = self.space.suggest(
+                trial,
+                self.groups,
+                int8_kernel=self.int8_kernel,
+                train_size=self.train_size,
+                quantize_unless=self.quantized_ruled_out if role == "sampled" else None,
+            )
             scale = int(trial.user_attrs.get(STEPS_SCALE_ATTR, 1))
             if scale > 1:
-                policy = dataclasses.replace(policy, distill=dataclasses.replace(policy.distill,
-                                                                                 steps=policy.distill.steps * scale))
+                policy = dataclasses.replace(
+                    policy, distill=dataclasses.replace(policy.distill, steps=policy.distill.steps * scale)
+                )
             fp32_layers = trial.user_attrs.get(FP32_LAYERS_ATTR)
             if fp32_layers is not None:  # a refined trial: the same policy with these layers in fp32
-                policy = dataclasses.replace(policy, quant=dataclasses.replace(
-                    policy.quant, fp32_layers=tuple(sorted(set(policy.quant.fp32_layers) | set(fp32_layers)))))
+                policy = dataclasses.replace(
+                    policy,
+                    quant=dataclasses.replace(
+                        policy.quant, fp32_layers=tuple(sorted(set(policy.quant.fp32_layers) | set(fp32_layers)))
+                    ),
+                )
             weights_from = trial.user_attrs.get(WEIGHTS_FROM_ATTR)
             skipped = self.skip_record(policy, number=trial.number, role=role, label=label)
             if skipped is not None and self.skips_in_a_row < MAX_SKIPS_IN_A_ROW:
@@ -168,8 +200,16 @@ class Objective:
                 raise optuna.TrialPruned(skipped.stopped_reason)
             self.skips_in_a_row = 0
             # weights_from only when set: evaluators written before refinement (tests' synthetic ones) lack the keyword
-            record = _noted(trial, self.evaluate(policy, number=trial.number, role=role, label=label,
-                                                 **({} if weights_from is None else {"weights_from": int(weights_from)})))
+            record = _noted(
+                trial,
+                self.evaluate(
+                    policy,
+                    number=trial.number,
+                    role=role,
+                    label=label,
+                    **({} if weights_from is None else {"weights_from": int(weights_from)}),
+                ),
+            )
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -206,12 +246,25 @@ class TrialRunner(Objective):
     later run in several worker processes on one shared storage.
     """
 
-    def __init__(self, workload: Workload, space: SearchSpace, config: SearchConfig, *, budget_ms: float,
-                 teacher_accuracy: float, groups: list[PrunableGroup], int8_kernel: Int8Kernel,
-                 fingerprint: Mapping[str, Any], meter: Meter, cache: LatencyCache | None = None,
-                 latency_model: LatencyModel | None = None, runtime: Runtime | None = None,
-                 target: Mapping[str, Any] | None = None, device: torch.device | str = "cpu",
-                 scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        space: SearchSpace,
+        config: SearchConfig,
+        *,
+        budget_ms: float,
+        teacher_accuracy: float,
+        groups: list[PrunableGroup],
+        int8_kernel: Int8Kernel,
+        fingerprint: Mapping[str, Any],
+        meter: Meter,
+        cache: LatencyCache | None = None,
+        latency_model: LatencyModel | None = None,
+        runtime: Runtime | None = None,
+        target: Mapping[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None,
+    ) -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
         self.config = config
@@ -248,12 +301,19 @@ class TrialRunner(Objective):
             student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
             if weights_from is not None:
                 load_weights(student, self.config.study_dir / "trials" / f"{weights_from:05d}" / WEIGHTS_FILE)
-            artifact = self.runtime.build(student, policy.quant, example_input=x, calibration=self.workload.train,
-                                          workdir=workdir, seed=self.config.seed)
+            artifact = self.runtime.build(
+                student,
+                policy.quant,
+                example_input=x,
+                calibration=self.workload.train,
+                workdir=workdir,
+                seed=self.config.seed,
+            )
         return student, artifact
 
-    def time(self, model: nn.Module, artifact: Artifact, *, decide: bool = False,
-             expected_ms: float | None = None) -> tuple[Latency, bool, int]:
+    def time(
+        self, model: nn.Module, artifact: Artifact, *, decide: bool = False, expected_ms: float | None = None
+    ) -> tuple[Latency, bool, int]:
         """Latency of ``artifact``, whether it was reused, and how many extra figures were taken: the one cache rule
         (a figure of the same structure and precision holds for every later trial of it). ``decide``: a figure taken
         now is measured again while it straddles the budget or lies far from ``expected_ms`` (:meth:`decide`; the
@@ -273,8 +333,9 @@ class TrialRunner(Objective):
     # A trial is build steps (prune, distill, runtime.build: any device) and measure steps (these two: the target CPU
     # and runtime). The measure steps need only the artifact's files, this study's meter and the val split, so they
     # can run where the model is deployed, on an artifact another host built (``TrialRecord.artifact_in``).
-    def time_artifact(self, artifact: Artifact, *, prior: Latency | None = None,
-                      expected_ms: float | None = None) -> tuple[Latency, int]:
+    def time_artifact(
+        self, artifact: Artifact, *, prior: Latency | None = None, expected_ms: float | None = None
+    ) -> tuple[Latency, int]:
         """Latency of ``artifact`` on the target, side by side with the teacher, pooled with ``prior`` (blocks of
         the same structure and precision) and measured again while it straddles the budget or lies far from
         ``expected_ms`` (:meth:`decide`); returns the figure and how many extra figures were taken."""
@@ -293,8 +354,9 @@ class TrialRunner(Objective):
 
     def _structure_key(self, model: nn.Module, artifact: Artifact) -> str:
         cfg, q = self.config, artifact.quant
-        return structure_key(model, artifact.runtime, q.mode, q.granularity, q.kernel, q.fp32_layers, cfg.threads,
-                             cfg.batch_size)
+        return structure_key(
+            model, artifact.runtime, q.mode, q.granularity, q.kernel, q.fp32_layers, cfg.threads, cfg.batch_size
+        )
 
     def decide(self, latency: Latency, artifact: Artifact, *, expected_ms: float | None) -> tuple[Latency, int]:
         """Measure ``artifact`` again (at most :data:`MAX_REMEASURES` times, pooling the blocks) while its interval
@@ -304,7 +366,10 @@ class TrialRunner(Objective):
         [0.475, 0.53] straddles → measured again, pooled 0.48 [0.466, 0.497] is within with confidence.
         """
         extra = 0
-        far = expected_ms is not None and abs(latency.median_ms - expected_ms) > 2 * self.latency_model.width * expected_ms
+        far = (
+            expected_ms is not None
+            and abs(latency.median_ms - expected_ms) > 2 * self.latency_model.width * expected_ms
+        )
         while extra < MAX_REMEASURES and (latency.straddles(self.budget_ms) or (far and extra == 0)):
             latency = combine(latency, self.meter.measure(artifact))
             extra += 1
@@ -322,19 +387,36 @@ class TrialRunner(Objective):
         added = 0
         for r in records:
             gate = r.latency_before_finetune or r.latency
-            if (r.policy is None or gate is None or r.macs_estimate is None or r.number in self.latency_model.trials
-                    or r.outcome not in ("complete", "stopped")):
+            if (
+                r.policy is None
+                or gate is None
+                or r.macs_estimate is None
+                or r.number in self.latency_model.trials
+                or r.outcome not in ("complete", "stopped")
+            ):
                 continue
             self.learn(r.policy, r.macs_estimate, gate, trial=r.number)
             added += 1
         return added
 
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
-        stages = {"finetune": str(self.device), "measure": f"{self.target.get('runtime')} on {self.target.get('cpu')}",
-                  "worker": owner()}
-        return {"number": number, "policy": policy, "role": role, "label": label, "budget_ms": self.budget_ms,
-                "max_drop_pt": self.config.max_accuracy_drop, "teacher_accuracy": self.teacher_accuracy,
-                "fingerprint": self.fingerprint, "target": self.target, "stages": stages}
+        stages = {
+            "finetune": str(self.device),
+            "measure": f"{self.target.get('runtime')} on {self.target.get('cpu')}",
+            "worker": owner(),
+        }
+        return {
+            "number": number,
+            "policy": policy,
+            "role": role,
+            "label": label,
+            "budget_ms": self.budget_ms,
+            "max_drop_pt": self.config.max_accuracy_drop,
+            "teacher_accuracy": self.teacher_accuracy,
+            "fingerprint": self.fingerprint,
+            "target": self.target,
+            "stages": stages,
+        }
 
     def _measured_stages(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` with the host that measured the trial (a build host's remote meter: the measure worker that
@@ -343,7 +425,9 @@ class TrialRunner(Objective):
         return {**base, "stages": {**base["stages"], "measured_by": measured_by}} if measured_by else base
 
     def failed_record(self, policy: Policy | None, *, number: int, role: str, label: str, reason: str) -> TrialRecord:
-        return TrialRecord(outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label))
+        return TrialRecord(
+            outcome="failed", fail_reason=reason, **self._base(policy, number=number, role=role, label=label)
+        )
 
     def skip_record(self, policy: Policy, *, number: int, role: str, label: str) -> TrialRecord | None:
         """A ``skipped`` record for a sampled, pruned proposal :func:`skip_reason` rules out; ``None`` to build it."""
@@ -354,27 +438,36 @@ class TrialRunner(Objective):
         if reason is None or prediction is None:
             return None
         return TrialRecord(
-            outcome="skipped", predicted=prediction.to_dict(), macs_estimate=macs, timings={"total_s": 0.0},
-            stopped_reason=reason, **self._base(policy, number=number, role=role, label=label),
+            outcome="skipped",
+            predicted=prediction.to_dict(),
+            macs_estimate=macs,
+            timings={"total_s": 0.0},
+            stopped_reason=reason,
+            **self._base(policy, number=number, role=role, label=label),
         )
 
     def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
-        """Why no quantized precision is worth sampling for this structure (:meth:`LatencyModel.quantized_ruled_out`)."""
+        """Why no quantized precision is worth sampling for this structure.
+
+        See :meth:`LatencyModel.quantized_ruled_out`.
+        """
         if prune.is_identity:
             return None
         return self.latency_model.quantized_ruled_out(self.space.quant_modes, self.macs.estimate(prune))
 
     # ------------------------------------------------------------------ one trial
-    def _finetune(self, student: nn.Module, policy: Policy, *, number: int, workdir: Path,
-                  timings: dict[str, float]) -> tuple[nn.Module, Artifact, tuple[float, float]]:
+    def _finetune(
+        self, student: nn.Module, policy: Policy, *, number: int, workdir: Path, timings: dict[str, float]
+    ) -> tuple[nn.Module, Artifact, tuple[float, float]]:
         """Distil ``student`` from the teacher's logits (on the fine-tuning device), re-apply the policy's sparsity,
         and build its artifact again; returns the student, the artifact and the KD loss (first, last)."""
         cfg, wl = self.config, self.workload
         self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
         teacher_logits = self.teacher_logits
         with self.cores.heavy():
-            result = distill(student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number,
-                             device=self.device)
+            result = distill(
+                student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number, device=self.device
+            )
         timings["distill_s"] = result.seconds
         self.check_stop("fine-tuning")
         if policy.prune.sparsity > 0:
@@ -383,18 +476,92 @@ class TrialRunner(Objective):
             student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
         t = time.perf_counter()
         with self.cores.heavy():
-            artifact = self.runtime.build(student, policy.quant, example_input=wl.example_input(),
-                                          calibration=wl.train, workdir=workdir, seed=cfg.seed)
+            artifact = self.runtime.build(
+                student,
+                policy.quant,
+                example_input=wl.example_input(),
+                calibration=wl.train,
+                workdir=workdir,
+                seed=cfg.seed,
+            )
         timings["deploy_s"] = time.perf_counter() - t
         return student, artifact, (result.first_loss, result.last_loss)
 
-    def evaluate(self, policy: Policy, *, number: int, role: str, label: str,
-                 weights_from: int | None = None) -> TrialRecord:
-        cfg, wl = self.config, self.workload
-        started = time.perf_counter()
-        workdir = cfg.study_dir / "trials" / f"{number:05d}"
+    def _fresh_workdir(self, number: int) -> Path:
+        """Trial ``number``'s folder, emptied: files an earlier run left under the same number must not end up beside
+        this trial's artifact."""
+        workdir = self.config.study_dir / "trials" / f"{number:05d}"
         if workdir.exists():
             shutil.rmtree(workdir)
+        return workdir
+
+    def _gate(
+        self,
+        student: nn.Module,
+        artifact: Artifact,
+        policy: Policy,
+        macs_estimate: int,
+        prediction: Prediction | None,
+        *,
+        number: int,
+        timings: dict[str, float],
+    ) -> tuple[Latency, bool, int]:
+        """The latency gate before fine-tuning: the pruned artifact's latency (measured again while it straddles the
+        budget or lies far from the prediction), whether it came from the cache, and how many extra figures it took.
+        A new figure teaches the latency model (at ``macs_estimate``, the policy's estimated MACs)."""
+        t = time.perf_counter()
+        self.on_stage(f"trial {number}: latency gate")
+        gate, cache_hit, remeasured = self.time(
+            student, artifact, decide=True, expected_ms=prediction.ms if prediction else None
+        )
+        if not cache_hit:
+            self.learn(policy, macs_estimate, gate, trial=number)
+        timings["latency_s"] = time.perf_counter() - t
+        return gate, cache_hit, remeasured
+
+    def _stopped_record(
+        self, gate: Latency, artifact: Artifact, *, timings: dict[str, float], remeasured: int, fields: dict[str, Any]
+    ) -> TrialRecord:
+        """The ``stopped`` record of a pruned artifact over the budget at its gate: not fine-tuned (fine-tuning cannot
+        change the architecture), its gate figure as its latency; ``fields``: the rest of the trial's record (base,
+        sizes, prediction)."""
+        confidence = "with confidence" if gate.over(self.budget_ms) else "after measuring again"
+        return TrialRecord(
+            outcome="stopped",
+            latency=gate,
+            finetuned=False,
+            timings=timings,
+            remeasured=remeasured,
+            stopped_reason=(
+                f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > "
+                f"{self.budget_ms:.3f} ms, {confidence})"
+            ),
+            artifact=artifact.path.relative_to(self.config.study_dir).as_posix(),
+            size_mb=artifact.size_mb,
+            **fields,
+        )
+
+    def _time_shipped(
+        self, student: nn.Module, artifact: Artifact, gate: Latency, *, number: int, timings: dict[str, float]
+    ) -> tuple[Latency, int]:
+        """Time the artifact that ships, with the gate's figure as prior, and cache it under its structure; returns
+        the latency and how many extra figures it took (its time is added to ``timings["latency_s"]``)."""
+        t = time.perf_counter()
+        self.on_stage(f"trial {number}: latency of the artifact")
+        # The gate timed the same structure at the same precision (latency does not depend on the weights): its
+        # blocks are evidence too, and noise only adds time. Measured: prune 45 % int8 read 0.547 ms at its gate
+        # and 0.641 ms [0.622, 0.895] after fine-tuning, in a slow phase, against a 0.568 ms budget.
+        latency, more = self.time_artifact(artifact, prior=gate, expected_ms=gate.median_ms)
+        self.cache.put(self._structure_key(student, artifact), latency)
+        timings["latency_s"] += time.perf_counter() - t
+        return latency, more
+
+    def evaluate(
+        self, policy: Policy, *, number: int, role: str, label: str, weights_from: int | None = None
+    ) -> TrialRecord:
+        cfg, wl = self.config, self.workload
+        started = time.perf_counter()
+        workdir = self._fresh_workdir(number)
         timings: dict[str, float] = {}
         base = self._base(policy, number=number, role=role, label=label)
         macs_estimate, prediction = self.predict(policy)
@@ -406,28 +573,17 @@ class TrialRunner(Objective):
         macs, params = count_macs_params(student, wl.example_input())
         timings["build_s"] = time.perf_counter() - t
         self.check_stop("prune and deploy")
-        t = time.perf_counter()
-        self.on_stage(f"trial {number}: latency gate")
-        gate, cache_hit, remeasured = self.time(student, artifact, decide=True,
-                                                expected_ms=prediction.ms if prediction else None)
-        if not cache_hit:
-            self.learn(policy, macs_estimate, gate, trial=number)
-        timings["latency_s"] = time.perf_counter() - t
+        gate, cache_hit, remeasured = self._gate(
+            student, artifact, policy, macs_estimate, prediction, number=number, timings=timings
+        )
         sizes = {"macs": macs, "params": params, "latency_before_finetune": gate}
 
         # Rescue and promoted trials are fine-tuned although they may be over the budget: nothing met it (rescue), or
         # the structure was already judged within it (a near miss fine-tuned longer).
         if gate.median_ms > self.budget_ms and not policy.prune.is_identity and role not in ("rescue", "promoted"):
             timings["total_s"] = time.perf_counter() - started
-            confidence = "with confidence" if gate.over(self.budget_ms) else "after measuring again"
-            return TrialRecord(
-                outcome="stopped", latency=gate, finetuned=False, timings=timings, remeasured=remeasured,
-                stopped_reason=(f"over the latency budget before fine-tuning ({gate.median_ms:.3f} > "
-                                f"{self.budget_ms:.3f} ms, {confidence})"),
-                artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), size_mb=artifact.size_mb, **sizes,
-                **self._measured_stages(base),
-                **extra,
-            )
+            fields = {**sizes, **self._measured_stages(base), **extra}
+            return self._stopped_record(gate, artifact, timings=timings, remeasured=remeasured, fields=fields)
 
         self.check_stop("latency gate")
         finetuned, kd_loss = False, None
@@ -435,21 +591,15 @@ class TrialRunner(Objective):
         if weights_from is not None:
             finetuned = True  # the weights were fine-tuned in trial ``weights_from``; this one only deploys them again
         elif policy.distill.steps > 0 and not policy.prune.is_identity:
-            student, artifact, kd_loss = self._finetune(student, policy, number=number, workdir=workdir,
-                                                        timings=timings)
+            student, artifact, kd_loss = self._finetune(
+                student, policy, number=number, workdir=workdir, timings=timings
+            )
             finetuned = True
         if (finetuned and weights_from is None) or cache_hit:  # a refined trial's gate timed the file it ships
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
             # (before fine-tuning, or another trial's model of the same structure).
-            t = time.perf_counter()
-            self.on_stage(f"trial {number}: latency of the artifact")
-            # The gate timed the same structure at the same precision (latency does not depend on the weights): its
-            # blocks are evidence too, and noise only adds time. Measured: prune 45 % int8 read 0.547 ms at its gate
-            # and 0.641 ms [0.622, 0.895] after fine-tuning, in a slow phase, against a 0.568 ms budget.
-            latency, more = self.time_artifact(artifact, prior=gate, expected_ms=gate.median_ms)
-            self.cache.put(self._structure_key(student, artifact), latency)
+            latency, more = self._time_shipped(student, artifact, gate, number=number, timings=timings)
             remeasured += more
-            timings["latency_s"] += time.perf_counter() - t
         t = time.perf_counter()
         self.on_stage(f"trial {number}: val accuracy of the artifact")
         accuracy, precision = self.score_artifact(artifact)
@@ -457,8 +607,18 @@ class TrialRunner(Objective):
         save_weights(student, workdir / WEIGHTS_FILE)
         timings["total_s"] = time.perf_counter() - started
         return TrialRecord(
-            outcome="complete", accuracy=accuracy, latency=latency, finetuned=finetuned, kd_loss=kd_loss,
-            weight_sparsity=weight_sparsity(student), size_mb=artifact.size_mb, timings=timings, remeasured=remeasured,
-            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(), precision=precision, **sizes,
-            **self._measured_stages(base), **extra,
+            outcome="complete",
+            accuracy=accuracy,
+            latency=latency,
+            finetuned=finetuned,
+            kd_loss=kd_loss,
+            weight_sparsity=weight_sparsity(student),
+            size_mb=artifact.size_mb,
+            timings=timings,
+            remeasured=remeasured,
+            artifact=artifact.path.relative_to(cfg.study_dir).as_posix(),
+            precision=precision,
+            **sizes,
+            **self._measured_stages(base),
+            **extra,
         )

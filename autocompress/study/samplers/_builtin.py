@@ -16,8 +16,9 @@ def tpe(*, seed: int | None, trials: int) -> optuna.samplers.BaseSampler:
     # multivariate + group: TPE models correlated ratios jointly and handles the conditional KD parameters.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          n_startup_trials=max(3, min(10, trials // 3)))
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=max(3, min(10, trials // 3))
+        )
 
 
 @register_sampler("nsga2", help="NSGA-II, a genetic algorithm for several objectives (population from --trials)")

@@ -10,8 +10,15 @@ import optuna
 from autocompress.errors import ConfigError
 from autocompress.plugins import load_plugins
 
-__all__ = ["DEFAULT_SAMPLER", "SamplerEntry", "SamplerFactory", "get_sampler", "list_samplers", "make_sampler",
-           "register_sampler"]
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "SamplerEntry",
+    "SamplerFactory",
+    "get_sampler",
+    "list_samplers",
+    "make_sampler",
+    "register_sampler",
+]
 
 DEFAULT_SAMPLER = "tpe"
 ENTRY_POINT_GROUP = "autocompress.samplers"
@@ -47,8 +54,10 @@ def register_sampler(name: str, *, help: str) -> Callable[[SamplerFactory], Samp
     def decorate(factory: SamplerFactory) -> SamplerFactory:
         known = _REGISTRY.get(name)
         if known is not None and known.factory is not factory:
-            raise ValueError(f"sampler {name!r} is registered twice ({known.factory.__module__} and "
-                             f"{factory.__module__}); pick another name")
+            raise ValueError(
+                f"sampler {name!r} is registered twice ({known.factory.__module__} and "
+                f"{factory.__module__}); pick another name"
+            )
         _REGISTRY[name] = SamplerEntry(name=name, help=help, factory=factory)
         return factory
 
