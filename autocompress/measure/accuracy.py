@@ -1,7 +1,13 @@
-"""Top-1 / top-5 accuracy of an artifact on its runtime (what ships) or of an ``nn.Module`` (for comparison)."""
+"""Top-1 / top-5 accuracy of an artifact on its runtime (what ships) or of an ``nn.Module`` (for comparison).
+
+Scoring is not timing: latency keeps ``--threads`` (the deployment's setting), while accuracy is scored with every
+core this process may use (:func:`scoring_threads`), batched. The artifact and the runtime are the same, so the
+predictions are too (``tests/test_accuracy.py`` checks it on every runtime); only the wall time differs.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact, Runner, Runtime, get_runtime
 
-__all__ = ["Accuracy", "evaluate", "evaluate_artifact", "evaluate_onnx", "evaluate_torch"]
+__all__ = ["Accuracy", "evaluate", "evaluate_artifact", "evaluate_onnx", "evaluate_torch", "scoring_threads"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,17 @@ class Accuracy:
     top1: float
     top5: float
     n: int
+
+
+def scoring_threads(*, workers: int = 1) -> int:
+    """Threads for accuracy scoring: the cores this process may run on (its CPU affinity), shared evenly among the
+    ``workers`` processes of one study on this host (``--workers``). Timing never runs beside scoring: scoring is
+    heavy work under the core guard (:mod:`autocompress.measure.guard`)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
 
 
 def _score(logits: np.ndarray, labels: np.ndarray) -> Accuracy:

@@ -37,7 +37,7 @@ from torch import nn
 from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
-from autocompress.measure.accuracy import evaluate_artifact
+from autocompress.measure.accuracy import evaluate_artifact, scoring_threads
 from autocompress.measure.latency import Latency, LatencyMeter, Protocol
 from autocompress.policy import PrunePolicy, QuantPolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
@@ -101,7 +101,7 @@ class MeasureSettings:
         )
 
     def accuracy(self, artifact: Artifact, workload: Workload) -> float:
-        return evaluate_artifact(self.engine, artifact, workload.val, threads=self.threads).top1
+        return evaluate_artifact(self.engine, artifact, workload.val, threads=scoring_threads()).top1
 
     def protocol(self, *, short: bool = False) -> Protocol:
         """The study's latency protocol; ``short`` (the sensitivity profile's dozens of points) takes a 0.3 s window

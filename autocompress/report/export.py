@@ -31,7 +31,7 @@ from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.hardware.cpu import machine_fingerprint
-from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch
+from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch, scoring_threads
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, Protocol, measure_torch
 from autocompress.runtimes import Artifact, Runtime, get_runtime, list_runtimes
@@ -231,8 +231,9 @@ def _accuracy_metrics(
     """The shipped artifact's test accuracy beside the teacher's (its artifact and its torch model), and the val
     figures of the search."""
     runtime = get_runtime(shipped.runtime)
-    test = evaluate_artifact(runtime, shipped, workload.test, threads=config.threads)
-    teacher_test = evaluate_artifact(runtime, reference.artifact, workload.test, threads=config.threads)
+    scoring = scoring_threads(workers=config.workers)
+    test = evaluate_artifact(runtime, shipped, workload.test, threads=scoring)
+    teacher_test = evaluate_artifact(runtime, reference.artifact, workload.test, threads=scoring)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
     return {
         "val_top1": record.accuracy,

@@ -15,7 +15,7 @@ from typing import Any
 from autocompress.compress.prune import count_macs_params
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import CpuInfo, detect_cpu
-from autocompress.measure.accuracy import evaluate_artifact
+from autocompress.measure.accuracy import evaluate_artifact, scoring_threads
 from autocompress.measure.latency import Latency, LatencyMeter, measure_torch
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
@@ -123,7 +123,9 @@ def measure_reference(
     reference = Reference(
         torch_latency=torch_latency,
         runtime_latency=runtime_latency,
-        val_accuracy=evaluate_artifact(runtime, artifact, workload.val, threads=config.threads).top1,
+        val_accuracy=evaluate_artifact(
+            runtime, artifact, workload.val, threads=scoring_threads(workers=config.workers)
+        ).top1,
         budget_ms=config.latency_budget.resolve(runtime_latency.median_ms),
         macs=macs,
         params=params,

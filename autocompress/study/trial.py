@@ -31,7 +31,7 @@ from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_
 from autocompress.compress.training import predict_logits
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
-from autocompress.measure.accuracy import evaluate
+from autocompress.measure.accuracy import evaluate, scoring_threads
 from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
@@ -349,7 +349,7 @@ class TrialRunner(Objective):
         if self.scorer is not None:
             return self.scorer(artifact)
         with self.cores.heavy():
-            scorer = self.runtime.runner(artifact, threads=self.config.threads)
+            scorer = self.runtime.runner(artifact, threads=scoring_threads(workers=self.config.workers))
             return evaluate(scorer, self.workload.val).top1, scorer.precision()
 
     def _structure_key(self, model: nn.Module, artifact: Artifact) -> str:
