@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The one prepared GPU check: run it whenever a GPU machine is at hand (the project's device machine: one H200 +
+# 16-core Xeon, no network, Python 3.12 with torch/torchvision/onnxruntime but no optuna, SQLAlchemy, alembic,
+# colorlog, Mako or torch-pruning).
+#
+#   1. here, with the package registry:   bash benchmarks/gpu_check.sh --fetch     (wheels → .whl/, git-ignored)
+#   2. there, from the repository root:   bash benchmarks/gpu_check.sh             (carry .whl; results → $OUT)
+#
+# Step 2 installs the carried wheels and the project (outside the checkout: an uninstalled checkout cannot import
+# autocompress.search_spaces), then, within about 8 minutes:
+#   - the GPU and CPU it runs on (nvidia-smi, lscpu flags);
+#   - tests/test_device.py and tests/test_accuracy.py on that machine (CUDA logits, scoring threads);
+#   - the demo search with --device cuda, 12 trials (wall time, chosen model, per-stage times in trials.csv);
+#   - benchmarks/scoring_threads.py: accuracy scoring on every core vs one thread, side by side.
+# Everything it writes lies in $OUT (default /tmp/gpu_check): gpu_check.log, tests.log, demo.log, metrics.json,
+# trials.csv, scoring_threads.md. Without CUDA it says so and stops after the tests: no GPU figure is ever made up.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+WHEELS="$REPO/.whl"
+
+if [ "${1:-}" = "--fetch" ]; then
+  mkdir -p "$WHEELS"
+  # The versions this project is tested with (pip show here); --no-deps: each missing dependency is named.
+  for spec in optuna==5.1.0 SQLAlchemy==2.1.9 alembic==1.20.1 colorlog==6.12.0 Mako==1.4.3 torch-pruning==1.6.1 \
+              greenlet; do
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d "$WHEELS" "$spec" || { echo "gpu_check: could not fetch $spec" >&2; exit 1; }
+  done
+  ls -la "$WHEELS"
+  echo "now run on the GPU machine: bash benchmarks/gpu_check.sh (carry .whl)"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+say() { echo "== $*" | tee -a "$LOG"; }
+export PYTHONUNBUFFERED=1
+
+say "machine"
+{ nvidia-smi -L 2>&1 || echo "no nvidia-smi"; lscpu | grep -E "Model name|^CPU\(s\)"; \
+  grep -o -w -E "avx512_vnni|amx_int8|avx512_bf16" /proc/cpuinfo | sort -u | tr '\n' ' '; echo; } >>"$LOG" 2>&1
+
+say "install (carried wheels, then the project outside the checkout)"
+SITE=/tmp/gpu_check_site
+rm -rf "$SITE" && mkdir -p "$SITE"
+if [ -d "$WHEELS" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$WHEELS"/*.whl >>"$LOG" 2>&1 || { say "wheel install failed"; exit 1; }
+fi
+python3 -m pip install -q --no-deps --no-build-isolation --target "$SITE" "$REPO" >>"$LOG" 2>&1 ||
+  { say "project install failed"; exit 1; }
+export PYTHONPATH="$SITE"
+cd /tmp  # never the checkout: the installed package is the one under test
+python3 -c "import autocompress, optuna, torch_pruning, torch; print('torch', torch.__version__, 'cuda',
+torch.cuda.is_available(), 'optuna', optuna.__version__)" >>"$LOG" 2>&1 || { say "imports failed"; exit 1; }
+tail -1 "$LOG"
+
+say "tests: device and scoring threads"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" "$REPO/tests/test_device.py" \
+  "$REPO/tests/test_accuracy.py" >"$OUT/tests.log" 2>&1
+echo "tests exit $? ($(tail -1 "$OUT/tests.log"))" | tee -a "$LOG"
+
+if ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  say "no CUDA device here: no GPU figures taken"
+  exit 0
+fi
+
+say "demo search on cuda (12 trials)"
+started=$(date +%s)
+timeout 330 python3 -m autocompress search --device cuda --trials 12 --no-explain --output "$OUT/study" \
+  --study-name gpu-demo >"$OUT/demo.log" 2>&1
+echo "demo exit $? in $(( $(date +%s) - started )) s: $(grep -E '^(chosen|over budget)' "$OUT/demo.log")" | tee -a "$LOG"
+cp "$OUT/study/gpu-demo/chosen/metrics.json" "$OUT/metrics.json" 2>/dev/null
+cp "$OUT/study/gpu-demo/trials.csv" "$OUT/trials.csv" 2>/dev/null
+rm -rf "$OUT/study"  # only files two folders down come back; the copies above are what matters
+
+say "scoring threads (every core vs one thread)"
+timeout 120 python3 "$REPO/benchmarks/scoring_threads.py" --rounds 3 --output "$OUT/scoring_threads.md" >>"$LOG" 2>&1
+echo "scoring exit $?" | tee -a "$LOG"
