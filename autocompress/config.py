@@ -348,7 +348,8 @@ class SearchConfig:
         space: search-space name in ``search_spaces/`` or a YAML path.
         study_name / storage / output: where the study lives (default ``sqlite:///<output>/<study>/study.db``).
         seed: sampler, pruning and fine-tuning seed.
-        threads / batch_size: the deployment setting latency is measured at.
+        threads / batch_size: the deployment setting latency is measured at (accuracy is scored with every core:
+            :func:`autocompress.measure.accuracy.scoring_threads`).
         runtime: the inference engine artifacts are built for, timed on and exported to (``onnxruntime``,
             ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`). The budget is relative to the
             teacher on the same runtime.
@@ -453,7 +454,9 @@ class SearchConfig:
         "the teacher on it",
         choices=RUNTIMES,
     )
-    threads: int = option(1, "measurement", "intra-op threads latency is measured with", type=int)
+    threads: int = option(
+        1, "measurement", "intra-op threads latency is measured with (accuracy is scored on every core)", type=int
+    )
     batch_size: int = option(1, "measurement", "batch size latency is measured at", type=int)
     repeats: int = option(30, "measurement", "least timed runs per latency figure (after warm-up)", type=int)
     latency_window: float = option(
