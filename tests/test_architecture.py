@@ -148,3 +148,9 @@ def test_no_function_is_longer_than_the_style_allows(name: str) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(node) > MAX_FUNCTION_LINES
     ]
     assert not long, f"{name}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def test_the_readme_stays_a_guide_under_450_lines() -> None:
+    # Benchmark write-ups live in benchmarks/ (history.md); the README is for a new user.
+    lines = (PACKAGE.parent / "README.md").read_text().count("\n")
+    assert lines < 450, f"README.md has {lines} lines; move write-ups to benchmarks/ and link them"
