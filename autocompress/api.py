@@ -54,6 +54,12 @@ API_ONLY_SOURCES = frozenset(
 # ``--workers N`` starts N processes of the same command; the API runs in its caller's process, whose model object
 # another process cannot share. Call search() in several processes on one ``storage`` instead: each is a worker.
 CLI_ONLY_OPTIONS = frozenset({"workers"})
+# Keywords of search() passed to SearchConfig as they are: same name, same meaning (tests/test_options.py checks that
+# each reaches the config).
+_SAME_NAME_OPTIONS = frozenset(
+    "trials timeout max_accuracy_drop study_name storage seed threads batch_size runtime sampler warmup repeats "
+    "latency_window device build_only allow_low_teacher_accuracy".split()
+)
 
 
 @dataclass
@@ -158,30 +164,16 @@ def search(
             study (set-up once, exactly ``trials`` trials in all).
         progress: called with one line per trial (``print`` to see them); ``None`` logs them.
     """
+    same_name = {k: v for k, v in locals().items() if k in _SAME_NAME_OPTIONS}  # before any local is added
     budget = _resolve_budget(latency_budget_ms=latency_budget_ms, latency_budget=latency_budget)
     model, input_shape, classes = _prepare_model(model, train, num_classes=num_classes)
     config = SearchConfig(
         model="python-api",
         data="python-api",
-        trials=trials,
-        timeout=timeout,
         latency_budget=budget,
-        max_accuracy_drop=max_accuracy_drop,
         space=space if isinstance(space, str) else space.source,
-        study_name=study_name,
-        storage=storage,
         output=Path(output),
-        seed=seed,
-        threads=threads,
-        batch_size=batch_size,
-        runtime=runtime,
-        sampler=sampler,
-        warmup=warmup,
-        repeats=repeats,
-        latency_window=latency_window,
-        device=device,
-        build_only=build_only,
-        allow_low_teacher_accuracy=allow_low_teacher_accuracy,
+        **same_name,
     )
     workload = _api_workload(model, train=train, val=val, test=test, input_shape=input_shape, num_classes=classes)
     result = _run_quietly(

@@ -95,16 +95,9 @@ def _check_destination(final: Path) -> None:
         )
 
 
-def export_chosen(
-    choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig, destination: Path | None = None
-) -> Path:
-    """Write the model folder for ``choice`` and return its path.
-
-    Default destination: ``<study>/chosen/`` for a feasible choice, ``<study>/over_budget/`` otherwise. The folder is
-    built under a temporary name and renamed at the end, so an interrupted export never leaves a half-written folder.
-    An existing destination is replaced only if it is an earlier export (our four files, our marker); anything else
-    is refused with a ConfigError and left untouched.
-    """
+def _confirmed(choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig) -> Choice:
+    """``choice`` with its fresh-process figures (taken now when the search could not), and no longer called feasible
+    when that figure is over the budget."""
     record = choice.record
     if record.artifact is not None and (choice.confirmed is None or choice.confirmed_reference is None):
         # Not confirmed by the search (the API's export of an older result, or the fresh process failed then).
@@ -129,6 +122,35 @@ def export_chosen(
             ),
             suggested_budget_ms=suggested_budget_ms(choice.confirmed.median_ms),
         )
+    return choice
+
+
+def _replace_folder(final: Path, tmp: Path) -> None:
+    """Put the finished ``tmp`` folder at ``final``; an earlier export there is removed only once the new one is in
+    place."""
+    if not final.exists():
+        tmp.rename(final)
+        return
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old)
+
+
+def export_chosen(
+    choice: Choice, *, workload: Workload, reference: Reference, config: SearchConfig, destination: Path | None = None
+) -> Path:
+    """Write the model folder for ``choice`` and return its path.
+
+    Default destination: ``<study>/chosen/`` for a feasible choice, ``<study>/over_budget/`` otherwise. The folder is
+    built under a temporary name and renamed at the end, so an interrupted export never leaves a half-written folder.
+    An existing destination is replaced only if it is an earlier export (our four files, our marker); anything else
+    is refused with a ConfigError and left untouched.
+    """
+    record = choice.record
+    choice = _confirmed(choice, workload=workload, reference=reference, config=config)
     default_name = "chosen" if choice.feasible else "over_budget"
     final = Path(destination) if destination is not None else config.study_dir / default_name
     _check_destination(final)
@@ -160,15 +182,7 @@ def export_chosen(
         metrics = _metrics(choice, workload=workload, reference=reference, config=config, shipped=shipped)
         metrics["model"]["pt2"] = program_note
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        _replace_folder(final, tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):

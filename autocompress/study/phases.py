@@ -195,7 +195,7 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
     if space.prune_per == "none" or not runner.groups:
         return
 
-    def run(todo: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def run(todo: _Todo) -> None:
         for params, attrs in todo:
             study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
         study.optimize(
@@ -219,6 +219,38 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
         )
         if any(r.feasible for r in read_records(study)):
             return
+    _bisect_levels(study, runner, run)
+    # Last: the fastest rescued structures that missed the accuracy limit only just, fine-tuned 3x longer (measured:
+    # at 0.02x the bisection's 80 % fp32 dropped 1.11 pt against a 1 pt limit; the same level fine-tuned again kept it).
+    # A structure that keeps the budget but missed the accuracy limit comes first: fine-tuning cannot change a
+    # latency, so only such a structure can still become feasible (near_miss scenario: prune 45 % int8 kept the
+    # budget at the space's longest KD, 2.79 pt over a 1 pt limit, while the rescue finished two over-budget ones).
+    records = read_records(study)
+    finish = list({r.number: r for r in (_budget_side_misses(records)[:1] + _rescue_near_misses(records))}.values())
+    finish = finish[:RESCUE_PER_ROUND]
+    if finish:
+        run(
+            [
+                (
+                    dict(study.trials[r.number].params),
+                    {
+                        ROLE_ATTR: "rescue",
+                        STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE,
+                        LABEL_ATTR: f"rescue: {_label(r.number)}",
+                    },
+                )
+                for r in finish
+            ]
+        )
+
+
+_Todo = list[tuple[dict[str, Any], dict[str, Any]]]  # (params, user attributes) of trials to enqueue and run
+
+
+def _bisect_levels(study: optuna.Study, runner: TrialRunner, run: Callable[[_Todo], None]) -> None:
+    """The rescue's bisection over the uniform prune level: at most :data:`RESCUE_ROUNDS` rounds of
+    :data:`RESCUE_PER_ROUND` levels, each at its fastest precision, fine-tuned with the space's longest KD."""
+    space = runner.space
     grid = _grid(space)
     # The KD length the rescue gives (the space's longest; it does not depend on the level or the precision).
     strongest = {
@@ -247,28 +279,6 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
             precision = "fp32" if mode == "none" else mode
             todo.append((params, {ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue: uniform {level:.0%} · {precision}"}))
         run(todo)
-    # Last: the fastest rescued structures that missed the accuracy limit only just, fine-tuned 3x longer (measured:
-    # at 0.02x the bisection's 80 % fp32 dropped 1.11 pt against a 1 pt limit; the same level fine-tuned again kept it).
-    # A structure that keeps the budget but missed the accuracy limit comes first: fine-tuning cannot change a
-    # latency, so only such a structure can still become feasible (near_miss scenario: prune 45 % int8 kept the
-    # budget at the space's longest KD, 2.79 pt over a 1 pt limit, while the rescue finished two over-budget ones).
-    records = read_records(study)
-    finish = list({r.number: r for r in (_budget_side_misses(records)[:1] + _rescue_near_misses(records))}.values())
-    finish = finish[:RESCUE_PER_ROUND]
-    if finish:
-        run(
-            [
-                (
-                    dict(study.trials[r.number].params),
-                    {
-                        ROLE_ATTR: "rescue",
-                        STEPS_SCALE_ATTR: NEAR_MISS_STEPS_SCALE,
-                        LABEL_ATTR: f"rescue: {_label(r.number)}",
-                    },
-                )
-                for r in finish
-            ]
-        )
 
 
 def _budget_side_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
