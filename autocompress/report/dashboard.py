@@ -29,7 +29,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
 
-from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, MissingDependencyError, StudyNotFoundError
 from autocompress.scale.storage import open_existing_study
 from autocompress.study.record import ARTIFACTS_DIR, TrialRecord, read_records
@@ -206,7 +205,6 @@ def open_dashboard(
         StudyNotFoundError: no study of that name (the message lists the studies in the storage).
     """
     dashboard = _import_dashboard()
-    output = Path(output) if output is not None else SearchConfig().output
     existing = open_existing_study(study_name=study_name, output=output, storage=storage)
     study, url, opened = existing.study, existing.url, existing.storage
     if study.metric_names is None and len(study.directions) == len(_METRIC_NAMES) and read_records(study):
@@ -216,7 +214,7 @@ def open_dashboard(
     if write_note:
         dashboard.save_note(study, study_note(study))
 
-    artifact_dir = output / study.study_name / ARTIFACTS_DIR
+    artifact_dir = existing.study_dir / ARTIFACTS_DIR
     store = None
     if artifact_dir.is_dir():
         store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))

@@ -160,11 +160,13 @@ def is_lock(study_name: str) -> bool:
 
 @dataclass(frozen=True)
 class ExistingStudy:
-    """A study opened for reading (dashboard, report): the study, its URL and the storage it was loaded from."""
+    """A study opened for reading (dashboard, report): the study, its URL, the storage it was loaded from and its
+    folder under ``--output`` (``<output>/<study>``: the artifact store, the report)."""
 
     study: optuna.Study
     url: str
     storage: optuna.storages.BaseStorage
+    study_dir: Path
 
 
 def open_existing_study(
@@ -189,7 +191,8 @@ def open_existing_study(
     else:
         url = storage
     opened = _open_existing(url)
-    return ExistingStudy(study=_load_study(opened, study_name, url=url), url=url, storage=opened)
+    study = _load_study(opened, study_name, url=url)
+    return ExistingStudy(study=study, url=url, storage=opened, study_dir=output / study.study_name)
 
 
 def _raise_missing_default(name: str, output: Path, db_file: str) -> None:
@@ -239,8 +242,9 @@ def check_connection(config: SearchConfig) -> None:
         ) from None
     shown = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite":
-        folder = Path(url.database).expanduser().parent if url.database not in (None, "", ":memory:") else None
-        if folder is not None and not folder.is_dir() and folder.resolve() != config.study_dir.resolve():
+        # SearchConfig refused in-memory URLs (config.check_storage_url): a file path is named here
+        folder = Path(url.database).expanduser().parent
+        if not folder.is_dir() and folder.resolve() != config.study_dir.resolve():
             raise ConfigError(
                 f"--storage {shown}: folder {folder} does not exist; create it or drop --storage to keep "
                 "the study in --output"

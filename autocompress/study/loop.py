@@ -113,7 +113,7 @@ def optimize(
             return
         if own >= remaining_at_start and _proposals_used(records) >= PROPOSALS_PER_TRIAL * total:
             say(
-                f"ended with {len(counted(read_records(study)))} of {total} counted trials: the sampler's proposals "
+                f"ended with {done} of {total} counted trials: the sampler's proposals "
                 f"({PROPOSALS_PER_TRIAL} per trial in all) were skipped or stopped over the budget; a looser "
                 "--latency-budget or a space that prunes more leaves more to fine-tune"
             )

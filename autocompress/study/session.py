@@ -23,6 +23,7 @@ import enum
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,8 +465,6 @@ def _wait_for_target(
     study: optuna.Study, config: SearchConfig, say: Say, *, timeout_s: float = _TARGET_WAIT_S, poll_s: float = 1.0
 ) -> dict[str, Any]:
     """A build host's start: the target's fingerprint, once a measure worker has set the study up."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     told = False
     while IDENTITY_ATTR not in study.user_attrs:
