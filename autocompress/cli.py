@@ -258,8 +258,9 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(message, highlight=False, markup=False, soft_wrap=True)
 
-    created = first_missing(config.study_dir)
-    workload = load_workload(config, progress=say)
+    created = {first_missing(config.study_dir), first_missing(config.cache_dir)} - {None}
+    with _undone_on_bad_input(config, created):
+        workload = load_workload(config, progress=say)
     if config.workers > 1:
         import torch
 
@@ -274,24 +275,31 @@ def _search(args: argparse.Namespace, console: Console) -> int:
         )
         return 0
     live = console.is_terminal and not args.quiet  # in logs and pipes the per-trial lines are the progress
-    try:
-        with _workers(config, args, say) as workers:
-            if live:
-                from autocompress.report.progress import RichProgress
+    with _undone_on_bad_input(config, created), _workers(config, args, say) as workers:
+        if live:
+            from autocompress.report.progress import RichProgress
 
-                with RichProgress(console, total=config.trials) as bar:
-                    result = run_study(workload, space, config, say=say, progress=bar, mode=mode)
-            else:
-                result = run_study(workload, space, config, say=say, mode=mode)
-            workers.join()
-    except (ConfigError, WorkloadError):
-        # Bad input found while the study was set up (e.g. a teacher at chance): remove what this run created.
-        if created is not None and not (config.study_dir / "trials").exists():
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+            with RichProgress(console, total=config.trials) as bar:
+                result = run_study(workload, space, config, say=say, progress=bar, mode=mode)
+        else:
+            result = run_study(workload, space, config, say=say, mode=mode)
+        workers.join()
     return _publish(
         result, config=config, workload=workload, console=console, say=say, started=started, explain=not args.no_explain
     )
+
+
+@contextlib.contextmanager
+def _undone_on_bad_input(config: SearchConfig, created: set[Path | None]) -> Iterator[None]:
+    """Bad input found while the data was decoded or the study set up (e.g. a teacher at chance): remove the folders
+    this run created (``created``: the study's, the image stores'), unless a trial already ran."""
+    try:
+        yield
+    except (ConfigError, WorkloadError):
+        if not (config.study_dir / "trials").exists():
+            for folder in created:
+                shutil.rmtree(folder, ignore_errors=True)  # type: ignore[arg-type]
+        raise
 
 
 def _publish(

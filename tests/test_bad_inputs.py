@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import stacked
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
@@ -86,7 +87,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assets]:
     # The scenario: a model trained on plain ToTensor() pixels, with no normalisation.
     plain = load_data(f"imagefolder:{digits}", input_size=8, normalize="none")
     model = models.digit_cnn()
-    images, labels = plain.train.tensors
+    images, labels = stacked(plain.train)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     for _ in range(200):

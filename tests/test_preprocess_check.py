@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import stacked
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
@@ -98,7 +99,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assets]:
         for i, image in enumerate(digits.images[digits.target == label][:PER_CLASS]):
             Image.fromarray((image / 16.0 * 255).astype(np.uint8), mode="L").save(root / f"d{label}" / f"{i}.png")
     plain = load_data(f"imagefolder:{root}", input_size=28, normalize="none")
-    images, labels = plain.train.tensors
+    images, labels = stacked(plain.train)
     mean, std = round(float(images.mean()), 4), round(float(images.std(unbiased=False)), 4)
     _train(models.linear(), images, labels, home / "plain.pt")
     _train(models.linear(), (images - 0.5) / 0.5, labels, home / "half.pt")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import stacked
 from PIL import Image
 from torch import nn
 
@@ -108,16 +109,16 @@ def test_imagefolder_single_folder_is_split_60_20_20_stratified_and_deterministi
     assert image.dtype == torch.float32 and image.shape == (1, 16, 16) and isinstance(int(label), int)
     assert -1.0 - 1e-6 <= float(image.min()) and float(image.max()) <= 1.0 + 1e-6, "1 channel: normalised by 0.5/0.5"
     again = load_data(f"imagefolder:{root}", input_size=16)
-    assert torch.equal(again.val.tensors[0], splits.val.tensors[0]), "same seed, same split"
+    assert torch.equal(stacked(again.val)[0], stacked(splits.val)[0]), "same seed, same split"
     other = load_data(f"imagefolder:{root}", input_size=16, seed=1)
-    assert not torch.equal(other.val.tensors[0], splits.val.tensors[0]), "another seed, another split"
+    assert not torch.equal(stacked(other.val)[0], stacked(splits.val)[0]), "another seed, another split"
 
 
 def test_imagefolder_resize_and_channels(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "digits", per_class=5)
     splits = load_data(f"imagefolder:{root}", input_size=32, channels=3)
     assert splits.input_shape == (3, 32, 32)
-    images = splits.train.tensors[0]
+    images = stacked(splits.train)[0]
     assert images.shape[1:] == (3, 32, 32)
     # A gray image becomes three equal planes, each normalised with its own ImageNet mean/std.
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -231,7 +232,7 @@ def test_torchvision_mnist_from_local_files(tmp_path: Path) -> None:
     assert sorted(_labels(splits.val)) == [0, 0, 1, 1, 2, 2]
     assert splits.num_classes == 10, "MNIST declares 10 classes even if the files hold fewer"
     resized = load_data(f"torchvision:MNIST:{tmp_path}", input_size=32, channels=3, max_samples=10)
-    assert resized.input_shape == (3, 32, 32) and resized.train.tensors[0].shape == (10, 3, 32, 32)
+    assert resized.input_shape == (3, 32, 32) and stacked(resized.train)[0].shape == (10, 3, 32, 32)
 
 
 def test_torchvision_cifar10_from_local_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -304,7 +305,7 @@ def test_normalize_maps_known_pixels_exactly(
         for v in GRAYS[c * 3 : (c + 1) * 3]:
             Image.fromarray(np.full((8, 8), v, dtype=np.uint8), mode="L").save(root / name / f"{v}.png")
     splits = load_data(f"imagefolder:{root}", input_size=8, channels=channels, normalize=normalize)
-    images = torch.cat([splits.train.tensors[0], splits.val.tensors[0], splits.test.tensors[0]])
+    images = torch.cat([stacked(splits.train)[0], stacked(splits.val)[0], stacked(splits.test)[0]])
     assert images.shape == (6, channels, 8, 8)
     m, sd = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
     pixels = (images * sd + m) * 255  # undo the normalisation: back to the stored gray values
@@ -322,10 +323,10 @@ def test_normalize_none_on_a_torchvision_dataset_gives_the_raw_pixels(tmp_path: 
     splits = load_data(f"torchvision:MNIST:{tmp_path}", normalize="none")
     raw = (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16:]
     expected = torch.tensor(np.frombuffer(raw, dtype=np.uint8).reshape(6, 1, 28, 28).astype(np.float32)) / 255
-    assert torch.equal(splits.test.tensors[0], expected), "plain ToTensor() pixels, in file order"
+    assert torch.equal(stacked(splits.test)[0], expected), "plain ToTensor() pixels, in file order"
     assert splits.info["normalize"] == "none"
     default = load_data(f"torchvision:MNIST:{tmp_path}")
-    assert torch.allclose(default.test.tensors[0], (expected - 0.5) / 0.5), "1 channel: 0.5/0.5 by default"
+    assert torch.allclose(stacked(default.test)[0], (expected - 0.5) / 0.5), "1 channel: 0.5/0.5 by default"
 
 
 def test_normalize_that_cannot_apply_is_an_error(tmp_path: Path, user_module: WriteModule) -> None:
@@ -625,7 +626,7 @@ def test_imagefolder_with_weights_preprocess_matches_the_transform_by_hand(tmp_p
     transform = weights_transform("torchvision:resnet18", "torchvision:DEFAULT")
     splits = load_data(f"imagefolder:{tmp_path / 'rgb'}", preprocess=transform)
     assert splits.input_shape == (3, 224, 224), "input_size=None keeps the transform's 224 crop"
-    loaded = torch.cat([splits.train.tensors[0], splits.val.tensors[0], splits.test.tensors[0]])
+    loaded = torch.cat([stacked(splits.train)[0], stacked(splits.val)[0], stacked(splits.test)[0]])
     assert loaded.shape == (9, 3, 224, 224)
     by_hand = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
     for image in loaded:  # the splits are shuffled: each loaded image must be one of the images transformed by hand
@@ -655,8 +656,8 @@ def test_torchvision_dataset_and_function_data_with_preprocess(tmp_path: Path, u
     transform = weights_transform("torchvision:mobilenet_v3_small", "torchvision:DEFAULT")
     _write_fake_mnist(tmp_path, train=30, test=6)
     splits = load_data(f"torchvision:MNIST:{tmp_path}", preprocess=transform, max_samples=10)
-    assert splits.input_shape == (3, 224, 224) and splits.train.tensors[0].shape == (10, 3, 224, 224)
-    assert splits.test.tensors[0].shape == (6, 3, 224, 224), "a split under the cap is kept whole"
+    assert splits.input_shape == (3, 224, 224) and stacked(splits.train)[0].shape == (10, 3, 224, 224)
+    assert stacked(splits.test)[0].shape == (6, 3, 224, 224), "a split under the cap is kept whole"
     assert splits.info["preprocess"].startswith("ImageClassification(crop_size=[224]") and splits.info["channels"] == 3
 
     name = user_module(

@@ -186,6 +186,8 @@ class DataOptions:
         max_samples: cap on the images per split (stratified).
         preprocess: maps one PIL image to a float tensor ``C x H x W`` instead of the default pipeline.
         normalize: the normalisation of pixels scaled to [0, 1]; ``None``: the default for the channel count.
+        cache_dir: where decoded image stores are kept and reused (``<output>/_cache`` in a search); ``None``: a
+            temporary folder removed when the process exits.
     """
 
     input_size: int | None = None
@@ -195,6 +197,7 @@ class DataOptions:
     max_samples: int | None = None
     preprocess: Callable[[Any], torch.Tensor] | None = None
     normalize: Normalization | None = None
+    cache_dir: Path | None = None
 
 
 class DataSource(_Source):

@@ -1,46 +1,42 @@
 """The ``imagefolder:PATH`` data loader: one folder per class, split into train / val / test.
 
 Scans the class folders (or ``train/``, ``val/`` and optional ``test/`` under ``PATH``), splits them stratified
-where needed, and decodes every image once into tensors with the default pipeline or a ``preprocess`` callable.
+where needed, and decodes every image once into an image store per split (:mod:`autocompress.sources._store`) with
+the default pipeline or a ``preprocess`` callable.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
-from autocompress.config import Normalization
+from autocompress.config import Normalization, default_normalization
 from autocompress.errors import WorkloadError
 from autocompress.sources._base import DataOptions, DataSource
 from autocompress.sources._splits import (
     _GRAY_MODES,
-    _check_memory,
     _describe_preprocess,
     _normalization_info,
-    _prepare,
     _preprocess_one,
+    _resize_crop,
     _size_of,
     _sizes,
     _stratified_cap,
     _stratified_split,
 )
+from autocompress.sources._store import ImageStore, PixelDecoder, StoreSpec, open_store, store_dir, store_info
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = [
-    "ImageFolderData",
-    "_check_same_classes",
-    "_decode_images",
-    "_image_mode",
-    "_load_imagefolder",
-    "_open_image",
-    "_scan_folder",
-]
+__all__ = ["ImageFolderData", "_check_same_classes", "_image_mode", "_load_imagefolder", "_open_image", "_scan_folder"]
 
 _DEFAULT_FOLDER_SIZE = 224  # without --input-size (and without a preprocess that decides)
 _Samples = list[tuple[str, int]]  # (image path, label) pairs of one split
@@ -55,6 +51,7 @@ def _load_imagefolder(
     max_samples: int | None,
     preprocess: Callable[[Any], torch.Tensor] | None,
     normalization: Normalization | None = None,
+    cache_dir: Path | None = None,
 ) -> DataSplits:
     root = _folder_of(spec)
     classes, (train_s, val_s, test_s), layout = _split_samples(root, spec, seed)
@@ -78,17 +75,23 @@ def _load_imagefolder(
     else:
         assert size is not None  # ImageFolderData supplies the default size when there is no preprocess
         shape = (channels, size, size)
-    _check_memory(len(train_s) + len(val_s) + len(test_s), shape, spec)
-    # Decode once, keep tensors: the search reads every split many times (each trial fine-tunes on train,
-    # calibrates, evaluates val), and decoding + resizing a JPEG costs milliseconds per image while indexing a
-    # tensor costs microseconds. The price is memory: 4 * C * H * W bytes per image, 0.6 MB at 3x224x224, i.e.
-    # 0.6 GB per 1,000 images; _check_memory refuses what cannot fit and max_samples caps huge folders.
-    splits = [
-        _decode_images(s, shape=shape, spec=spec, preprocess=preprocess, size=size, normalization=normalization)
-        for s in (train_s, val_s, test_s)
+    # Decoded once into an image store per split (uint8 pixels after resize and crop, or a preprocess's float32),
+    # read back one image at a time: the whole dataset is never in RAM (autocompress.sources._store says why).
+    stores = [
+        _open_split_store(
+            split,
+            samples,
+            shape=shape,
+            spec=spec,
+            preprocess=preprocess,
+            size=size,
+            normalization=normalization,
+            cache_dir=cache_dir,
+        )
+        for split, samples in (("train", train_s), ("val", val_s), ("test", test_s))
     ]
     return DataSplits(
-        *splits,
+        *stores,
         input_shape=shape,
         num_classes=len(classes),
         info={
@@ -104,7 +107,8 @@ def _load_imagefolder(
             "preprocess": _describe_preprocess(preprocess, shape, size=size, normalization=normalization),
             **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
             "source_sizes": sources,
-            **_sizes(*splits),
+            **_sizes(*stores),
+            "image_store": store_info(stores),
         },
     )
 
@@ -219,30 +223,79 @@ def _open_image(path: str, channels: int, spec: str) -> Any:
         ) from exc
 
 
-def _decode_images(
+class _FolderDecoder(PixelDecoder):
+    """The images of one split's ``(path, label)`` samples as the store keeps them: uint8 after resize and crop, or
+    the float32 a ``preprocess`` returns."""
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        *,
+        shape: tuple[int, int, int],
+        spec: str,
+        preprocess: Callable[[Any], torch.Tensor] | None,
+        size: int | None,
+    ) -> None:
+        self.samples, self.shape, self.spec, self.preprocess, self.size = samples, shape, spec, preprocess, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str]:
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        path = self.samples[index][0]
+        try:
+            image = _open_image(path, self.shape[0], self.spec)
+            if self.preprocess is not None:
+                pixels = _preprocess_one(
+                    image, self.preprocess, size=self.size, spec=self.spec, where=path, shape=self.shape
+                )
+                return pixels.float().contiguous(), ""
+            pixels = pil_to_tensor(image).unsqueeze(0)
+            return _resize_crop(pixels, size=self.shape[1], channels=self.shape[0])[0].contiguous(), ""
+        except WorkloadError as exc:
+            return None, str(exc)
+
+
+def _open_split_store(
+    split: str,
     samples: Sequence[tuple[str, int]],
     *,
     shape: tuple[int, int, int],
     spec: str,
     preprocess: Callable[[Any], torch.Tensor] | None,
     size: int | None,
-    normalization: Normalization | None = None,
-) -> TensorDataset:
-    from torchvision.transforms.v2.functional import pil_to_tensor
+    normalization: Normalization | None,
+    cache_dir: Path | None,
+) -> ImageStore:
+    """The image store of one split, keyed by its files (path, size, modification time, label) and pipeline."""
+    files = []
+    for path, label in samples:
+        stat = os.stat(path)
+        files.append((path, stat.st_size, stat.st_mtime_ns, label))
+    if preprocess is None:
+        mean, std = (normalization or default_normalization(shape[0])).for_channels(shape[0])
+        pipeline: dict[str, Any] = {"pipeline": "resize-crop-uint8"}
+        store_spec = StoreSpec(f"imagefolder-{split}", {}, shape, "uint8", mean, std)
+    else:
+        pipeline = {"pipeline": "preprocess", "preprocess": _describe_preprocess(preprocess, shape, size=size)}
+        pipeline["first"] = _fingerprint(samples[0][0], preprocess, shape=shape, spec=spec, size=size)
+        store_spec = StoreSpec(f"imagefolder-{split}", {}, shape, "float32")
+    files_digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()
+    store_spec = dataclasses.replace(store_spec, key={"source": "imagefolder", "files": files_digest, **pipeline})
+    decoder = _FolderDecoder(samples, shape=shape, spec=spec, preprocess=preprocess, size=size)
+    return open_store(store_dir(cache_dir), store_spec, decoder=decoder, labels=[lab for _, lab in samples], what=spec)
 
-    channels = shape[0]
-    images = torch.empty(len(samples), *shape)
-    labels = torch.empty(len(samples), dtype=torch.long)
-    for i, (path, label) in enumerate(samples):
-        image = _open_image(path, channels, spec)
-        if preprocess is not None:
-            images[i] = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
-        else:
-            images[i] = _prepare(
-                pil_to_tensor(image).unsqueeze(0), size=shape[1], channels=channels, normalization=normalization
-            )[0]
-        labels[i] = label
-    return TensorDataset(images, labels)
+
+def _fingerprint(
+    path: str, preprocess: Callable[[Any], torch.Tensor], *, shape: tuple[int, int, int], spec: str, size: int | None
+) -> str:
+    """A digest of what ``preprocess`` makes of the image at ``path``: two transforms with the same repr but a
+    different behaviour (a lambda, a changed closure) do not share a store."""
+    image = _open_image(path, shape[0], spec)
+    out = _preprocess_one(image, preprocess, size=size, spec=spec, where=path, shape=shape)
+    return hashlib.sha256(out.float().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 class ImageFolderData(DataSource):
@@ -264,4 +317,5 @@ class ImageFolderData(DataSource):
             max_samples=options.max_samples,
             preprocess=options.preprocess,
             normalization=options.normalize,
+            cache_dir=options.cache_dir,
         )

@@ -1,41 +1,43 @@
 """The ``torchvision:NAME:ROOT`` data loader: a torchvision dataset on disk (or downloaded) as train / val / test.
 
 Finds the dataset class by name, builds its official train and test splits, takes a stratified 10 % of train as
-val, and converts the images to tensors in chunks (from the dataset's uint8 array where torchvision keeps one,
-else image by image).
+val, and decodes the images once into an image store per split (:mod:`autocompress.sources._store`), from the
+dataset's uint8 array where torchvision keeps one, else image by image.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
-from autocompress.config import Normalization
+from autocompress.config import Normalization, default_normalization
 from autocompress.errors import WorkloadError
 from autocompress.sources._base import DataOptions, DataSource
 from autocompress.sources._splits import (
     _GRAY_MODES,
-    _check_memory,
     _describe_preprocess,
     _labels_of,
     _normalization_info,
-    _prepare,
     _preprocess_one,
+    _resize_crop,
     _size_of,
     _sizes,
     _stratified_cap,
     _stratified_split,
 )
+from autocompress.sources._store import ImageStore, PixelDecoder, StoreSpec, open_store, store_dir, store_info
 from autocompress.sources._text import _one_line
 from autocompress.sources._types import DataSplits
 
-__all__ = ["TorchvisionData", "_load_torchvision", "_pil_image", "_pil_pixels", "_prepare_split", "_uint8_array"]
+__all__ = ["TorchvisionData", "_load_torchvision", "_pil_image", "_pil_pixels", "_uint8_array"]
 
 _SPLIT_NAMES = {"OxfordIIITPet": ("trainval", "test")}  # torchvision datasets whose split= names are not train/test
 
@@ -50,6 +52,7 @@ def _load_torchvision(
     max_samples: int | None,
     preprocess: Callable[[Any], torch.Tensor] | None,
     normalization: Normalization | None = None,
+    cache_dir: Path | None = None,
 ) -> DataSplits:
     canonical, cls, root = _dataset_class(spec)
     official_train, official_test = _official_splits(spec, canonical, cls, root, download=download)
@@ -74,21 +77,23 @@ def _load_torchvision(
         shape = (channels, size, size)
         if normalization is not None:
             normalization.for_channels(channels)  # wrong per-channel count: fail before converting anything
-    _check_memory(len(train_idx) + len(val_idx) + len(test_idx), shape, spec)
-    prep = {
-        "shape": shape,
-        "preprocess": preprocess,
-        "size": size,
-        "spec": spec,
-        "name": canonical,
-        "normalization": normalization,
-    }
+    # Decoded once into an image store per split (autocompress.sources._store): never the whole set in RAM.
+    prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "normalization": normalization}
     splits = [
-        TensorDataset(_prepare_split(ds, arrays[key], idx, **prep), torch.as_tensor(labels[idx]))
-        for ds, key, labels, idx in (
-            (official_train, "train", train_y, train_idx),
-            (official_train, "train", train_y, val_idx),
-            (official_test, "test", test_y, test_idx),
+        _open_split_store(
+            ds,
+            arrays[key],
+            labels[idx],
+            idx,
+            store_name=f"{canonical}-{split}",
+            key={"source": "torchvision", "dataset": canonical, "root": os.path.abspath(root), "official": key},
+            cache_dir=cache_dir,
+            **prep,
+        )
+        for ds, key, split, labels, idx in (
+            (official_train, "train", "train", train_y, train_idx),
+            (official_train, "train", "val", train_y, val_idx),
+            (official_test, "test", "test", test_y, test_idx),
         )
     ]
     classes = [str(c) for c in getattr(official_train, "classes", [])]
@@ -113,6 +118,7 @@ def _load_torchvision(
             **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
             "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)},
             **_sizes(*splits),
+            "image_store": store_info(splits),
         },
     )
 
@@ -209,33 +215,82 @@ def _pil_image(dataset: Any, array: torch.Tensor | None, index: int, channels: i
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def _prepare_split(
+class _DatasetDecoder(PixelDecoder):
+    """Images ``indices`` of a torchvision dataset as the store keeps them: uint8 after resize and crop (from the
+    dataset's uint8 array where it keeps one, else its PIL images), or the float32 a ``preprocess`` returns."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        array: torch.Tensor | None,
+        indices: np.ndarray,
+        *,
+        shape: tuple[int, int, int],
+        preprocess: Callable[[Any], torch.Tensor] | None,
+        size: int | None,
+        spec: str,
+        name: str,
+    ) -> None:
+        self.dataset, self.array, self.indices = dataset, array, indices
+        self.shape, self.preprocess, self.size, self.spec, self.name = shape, preprocess, size, spec, name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, str]:
+        index = int(self.indices[i])
+        try:
+            if self.preprocess is not None:  # a user transform takes one PIL image at a time
+                image = _pil_image(self.dataset, self.array, index, self.shape[0])
+                out = _preprocess_one(
+                    image,
+                    self.preprocess,
+                    size=self.size,
+                    spec=self.spec,
+                    where=f"{self.name} image {index}",
+                    shape=self.shape,
+                )
+                return out.float().contiguous(), ""
+            pixels = self.array[index : index + 1] if self.array is not None else _pil_pixels(self.dataset, index)
+            return _resize_crop(pixels, size=self.shape[1], channels=self.shape[0])[0].contiguous(), ""
+        except WorkloadError as exc:
+            return None, str(exc)
+
+
+def _open_split_store(
     dataset: Any,
     array: torch.Tensor | None,
+    labels: np.ndarray,
     indices: np.ndarray,
     *,
+    store_name: str,
+    key: dict[str, Any],
     shape: tuple[int, int, int],
     preprocess: Callable[[Any], torch.Tensor] | None,
     size: int | None,
     spec: str,
-    name: str,
-    normalization: Normalization | None = None,
-) -> torch.Tensor:
-    out = torch.empty(len(indices), *shape)
-    if preprocess is not None:  # a user transform takes one PIL image at a time
-        for i, index in enumerate(indices.tolist()):
-            image = _pil_image(dataset, array, index, shape[0])
-            out[i] = _preprocess_one(
-                image, preprocess, size=size, spec=spec, where=f"{name} image {index}", shape=shape
-            )
-        return out
-    channels, size = shape[0], shape[1]
-    step = 1024 if array is not None else 1  # array: chunks bound the float32 intermediate; PIL: one image at a time
-    for start in range(0, len(indices), step):
-        chunk = indices[start : start + step]
-        pixels = array[torch.as_tensor(chunk)] if array is not None else _pil_pixels(dataset, int(chunk[0]))
-        out[start : start + len(chunk)] = _prepare(pixels, size=size, channels=channels, normalization=normalization)
-    return out
+    normalization: Normalization | None,
+    cache_dir: Path | None,
+) -> ImageStore:
+    """The image store of one split, keyed by the dataset's pixels (or size), the indices and the pipeline."""
+    content = hashlib.sha256()
+    if array is not None:
+        content.update(array.contiguous().numpy().tobytes())
+    content.update(np.asarray(indices, dtype=np.int64).tobytes())
+    key = {**key, "content": content.hexdigest(), "count": len(dataset)}
+    name = str(key["dataset"])
+    decoder = _DatasetDecoder(
+        dataset, array, indices, shape=shape, preprocess=preprocess, size=size, spec=spec, name=name
+    )
+    if preprocess is None:
+        mean, std = (normalization or default_normalization(shape[0])).for_channels(shape[0])
+        store_spec = StoreSpec(store_name, {**key, "pipeline": "resize-crop-uint8"}, shape, "uint8", mean, std)
+    else:
+        first = decoder[0][0] if len(decoder) else None
+        fingerprint = hashlib.sha256(first.numpy().tobytes()).hexdigest()[:16] if first is not None else ""
+        pipeline = {"pipeline": "preprocess", "preprocess": _describe_preprocess(preprocess, shape, size=size)}
+        store_spec = StoreSpec(store_name, {**key, **pipeline, "first": fingerprint}, shape, "float32")
+    return open_store(store_dir(cache_dir), store_spec, decoder=decoder, labels=labels, what=spec)
 
 
 class TorchvisionData(DataSource):
@@ -257,4 +312,5 @@ class TorchvisionData(DataSource):
             max_samples=options.max_samples,
             preprocess=options.preprocess,
             normalization=options.normalize,
+            cache_dir=options.cache_dir,
         )

@@ -1,15 +1,13 @@
 """Helpers shared by the data loaders: preprocessing, stratified splits and subsamples, sizes and memory.
 
 Holds the default resize / centre crop / normalise pipeline, the checks around a user ``preprocess`` callable,
-the stratified split and cap of label arrays (deterministic for a seed), reading a dataset's labels, the check
-that decoded images fit in memory, and the split sizes written to ``DataSplits.info``.
+the stratified split and cap of label arrays (deterministic for a seed), reading a dataset's labels, and the split
+sizes written to ``DataSplits.info``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,12 +24,13 @@ __all__ = [
     "_GRAY_MODES",
     "_allocate",
     "_by_class",
-    "_check_memory",
     "_describe_preprocess",
     "_labels_of",
     "_normalization_info",
+    "_normalize",
     "_prepare",
     "_preprocess_one",
+    "_resize_crop",
     "_size_of",
     "_sizes",
     "_stratified_cap",
@@ -49,10 +48,18 @@ def _prepare(
 ) -> torch.Tensor:
     """``uint8 N x C x H x W`` → normalised ``float32 N x channels x size x size`` (resize shorter side, centre crop).
 
+    :func:`_resize_crop` then :func:`_normalize`; an image store keeps the uint8 result of the first and applies the
+    second on read, which gives the same tensors.
+    """
+    return _normalize(_resize_crop(pixels, size=size, channels=channels), normalization=normalization)
+
+
+def _resize_crop(pixels: torch.Tensor, *, size: int, channels: int) -> torch.Tensor:
+    """``uint8 N x C x H x W`` → ``uint8 N x channels x size x size``: channels converted, shorter side resized to
+    ``size``, centre crop.
+
     Resize-to-size then crop-to-size keeps the whole image of a square input; the ImageNet habit (resize 256, crop
     224) would cut the borders that small images cannot spare. Teacher and student see the same preprocessing.
-    Pixels are scaled to [0, 1], then ``(x - mean) / std`` with ``normalization`` (``None``: the default for
-    ``channels``, see :func:`autocompress.config.default_normalization`).
     """
     import torchvision.transforms.v2.functional as F
 
@@ -62,6 +69,15 @@ def _prepare(
         pixels = pixels.expand(-1, 3, -1, -1)
     if tuple(pixels.shape[-2:]) != (size, size):
         pixels = F.center_crop(F.resize(pixels, [size], antialias=True), [size, size])
+    return pixels
+
+
+def _normalize(pixels: torch.Tensor, *, normalization: Normalization | None) -> torch.Tensor:
+    """``uint8`` pixels scaled to [0, 1], then ``(x - mean) / std`` with ``normalization`` (``None``: the default
+    for the channel count, see :func:`autocompress.config.default_normalization`)."""
+    import torchvision.transforms.v2.functional as F
+
+    channels = pixels.shape[-3]
     mean, std = (normalization or default_normalization(channels)).for_channels(channels)
     return F.normalize(pixels.float().div_(255.0), list(mean), list(std))
 
@@ -183,22 +199,6 @@ def _stratified_cap(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarra
     groups = _by_class(labels, np.random.default_rng(seed))
     quotas = _allocate(cap, [len(g) for g in groups])
     return np.sort(np.concatenate([g[:q] for g, q in zip(groups, quotas)]))
-
-
-def _check_memory(count: int, shape: tuple[int, int, int], spec: str) -> None:
-    need = count * math.prod(shape) * 4
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: skip the check
-        total = 0
-    shape_text = "x".join(map(str, shape))
-    if total and need > total // 2:
-        raise WorkloadError(
-            f"--data {spec} : {count} images at {shape_text} need {need / 1e9:.1f} GB as float32, more than half of "
-            f"this machine's {total / 1e9:.1f} GB; pass --max-samples N (caps each split) or a smaller --input-size"
-        )
-    if need > 2**31:
-        logger.warning("%s: holding %d images at %s in memory takes %.1f GB", spec, count, shape_text, need / 1e9)
 
 
 def _sizes(train: Any, val: Any, test: Any) -> dict[str, int]:

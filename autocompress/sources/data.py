@@ -32,7 +32,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,6 +66,7 @@ def load_data(
     max_samples: int | None = None,
     preprocess: Callable[[Any], torch.Tensor] | None = None,
     normalize: str | Normalization | None = None,
+    cache_dir: str | Path | None = None,
 ) -> DataSplits:
     """Load the splits named by ``spec`` (see the module docstring for the forms).
 
@@ -91,6 +94,9 @@ def load_data(
             ``None`` is ImageNet mean/std for 3 channels and 0.5/0.5 for 1 channel. It must match what the model
             was trained on. Not combinable with ``preprocess`` (which normalises itself), ``digits`` (standardised
             already) nor ``package.module:fn`` data (whose function returns finished tensors).
+        cache_dir: image folders and torchvision datasets are decoded once into image stores under
+            ``cache_dir/data`` and read back one image at a time (a later load with the same files and options
+            reuses them); ``None``: a temporary folder removed when the process exits.
 
     Raises:
         WorkloadError: unknown spec (the message lists the registered forms), options that do not apply to it,
@@ -106,6 +112,7 @@ def load_data(
         preprocess=preprocess,
         normalize=normalize,
     )
+    options = dataclasses.replace(options, cache_dir=Path(cache_dir) if cache_dir is not None else None)
     source = match_data_source(spec)
     source.check(spec, options)
     return source.load(spec, options)

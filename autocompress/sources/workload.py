@@ -76,6 +76,7 @@ def load_workload(config: SearchConfig, *, progress: Callable[[str], None] | Non
         max_samples=options.max_samples,
         preprocess=model_source.preprocess(config.model, config.weights),
         normalize=options.normalize,
+        cache_dir=config.cache_dir,
     )
     if splits.num_classes < MIN_CLASSES:
         raise WorkloadError(
