@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from autocompress.compress import count_macs_params, distill, kd_loss, prunable_groups, prune_model
+from autocompress.compress import TeacherLogits, count_macs_params, distill, kd_loss, prunable_groups, prune_model
 from autocompress.compress.training import predict_logits
 from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
 from autocompress.measure.latency import Protocol
@@ -169,6 +169,29 @@ def test_distillation_loss_falls_and_recovers_accuracy(tiny_workload: Workload) 
     assert len(result.losses) == 60
     assert result.last_loss < 0.5 * result.first_loss, (result.first_loss, result.last_loss)
     assert after > max(before, 0.8), (before, after)
+
+
+def test_teacher_logits_are_computed_for_the_images_the_steps_draw_and_reused(tiny_workload: Workload) -> None:
+    wl = tiny_workload
+    x = wl.example_input()
+    groups = prunable_groups(wl.model, x, num_classes=10)
+    eager = predict_logits(wl.model, wl.train)
+    lazy = TeacherLogits(wl.model, len(wl.train))
+    policy = DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=5, batch_size=32)
+    first = prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10)
+    distill(first, lazy, wl.train, policy, seed=0)
+    assert lazy.computed == 5 * 32, "only the 160 images five steps of 32 drew, once each"
+    seen = torch.nonzero(lazy._known).flatten()
+    assert torch.allclose(lazy.lookup(seen), eager[seen], atol=1e-5), "the same logits a whole pass computes"
+    distill(prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10), lazy, wl.train, policy)
+    assert lazy.computed == 5 * 32, "a second trial with the same shuffle draws no new image"
+    # The student learns the same either way (the logits agree to float rounding).
+    a = prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10)
+    b = prune_model(wl.model, _uniform(groups, 0.5, round_to=None), x, num_classes=10)
+    longer = DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=20, batch_size=32)
+    losses_lazy = distill(a, TeacherLogits(wl.model, len(wl.train)), wl.train, longer, seed=1).losses
+    losses_eager = distill(b, eager, wl.train, longer, seed=1).losses
+    assert np.allclose(losses_lazy, losses_eager, rtol=1e-3, atol=1e-4), (losses_lazy[-3:], losses_eager[-3:])
 
 
 def test_dynamic_int8_on_a_linear_heavy_mlp_is_small_and_accurate(tmp_path: Path) -> None:

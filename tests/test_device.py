@@ -49,3 +49,61 @@ def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(
     result = distill(teacher, logits, tiny_workload.train, DistillPolicy(steps=5), seed=0, device=device)
     assert len(result.losses) == 5 and all(torch.isfinite(torch.tensor(result.losses)))
     assert {p.device.type for p in teacher.parameters()} == {"cpu"}
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
+)
+def test_bf16_autocast_training_learns_and_returns_float32_contiguous_weights(
+    tiny_workload: Workload, device: str
+) -> None:
+    """The CUDA training setup (bf16 autocast; channels-last on a GPU), also run on the CPU where autocast works, so
+    the code path is tested on every machine."""
+    import copy
+
+    from torch import nn
+
+    from autocompress.compress.training import fit, training_setup
+
+    model = copy.deepcopy(tiny_workload.model)
+    for module in model.modules():  # start from scratch so that the loss has somewhere to go
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    losses = fit(
+        model,
+        tiny_workload.train,
+        lambda logits, labels, _: nn.functional.cross_entropy(logits, labels),
+        steps=30,
+        lr=3e-3,
+        device=device,
+        mixed_precision=True,
+    )
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])
+    for p in model.parameters():
+        assert p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+    expected = "cpu" if device == "cpu" else "bf16 autocast"
+    assert expected in training_setup(torch.device(device)), training_setup(torch.device(device))
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
+)
+def test_teacher_logits_filled_on_the_device_match_the_cpu(
+    tiny_workload: Workload, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autocompress.compress.distill import TeacherLogits
+
+    if device == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exactness is the point (see above)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    teacher = tiny_workload.model
+    lazy = TeacherLogits(teacher, len(tiny_workload.train))
+    indices = torch.arange(0, 40, 3)
+    images = torch.stack([tiny_workload.train[int(i)][0] for i in indices])
+    lazy.fill(images.to(device), indices.to(device))
+    got = lazy.lookup(indices.to(device))
+    assert got.device.type == device and lazy.computed == len(indices)
+    assert torch.allclose(got.cpu(), predict_logits(teacher, tiny_workload.train)[indices], atol=1e-4)
+    assert {p.device.type for p in teacher.parameters()} == {"cpu"}, "the study's teacher stays on the CPU"

@@ -6,7 +6,7 @@ Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the run
 
 from __future__ import annotations
 
-from autocompress.compress.distill import DistillResult, distill, kd_loss
+from autocompress.compress.distill import DistillResult, TeacherLogits, distill, kd_loss
 from autocompress.compress.prune import (
     PrunableGroup,
     count_macs_params,
@@ -20,6 +20,7 @@ __all__ = [
     "DistillResult",
     "PrunableGroup",
     "count_macs_params",
+    "TeacherLogits",
     "distill",
     "kd_loss",
     "prunable_groups",

@@ -5,12 +5,15 @@ Loss (Hinton, Vinyals & Dean 2015)::
     L = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
 
 The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard-label ones when T changes.
-The teacher's logits are computed once per study (no data augmentation, so they never go stale) and looked up by
-sample index, which makes a distillation step cost one student forward/backward only.
+The teacher's logits are kept per training image (:class:`TeacherLogits`; no data augmentation, so they never go
+stale): computed on the training device the first time a KD step draws an image, then looked up by sample index, so
+a study pays one teacher forward per image its fine-tuning actually reaches (not a pass over a large train split
+before the first step) and a later step costs one student forward/backward only.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -22,7 +25,7 @@ from torch.utils.data import Dataset
 from autocompress.compress.training import fit
 from autocompress.policy import DistillPolicy
 
-__all__ = ["DistillResult", "kd_loss", "distill"]
+__all__ = ["DistillResult", "TeacherLogits", "distill", "kd_loss"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,66 @@ class DistillResult:
         """Mean of the last 10 % of steps (a single step is noisy)."""
         tail = self.losses[-max(1, len(self.losses) // 10) :]
         return sum(tail) / len(tail) if tail else float("nan")
+
+
+class TeacherLogits:
+    """The teacher's logits on the train split, computed batch by batch when a KD step first needs them, kept on the
+    CPU for every later trial of the study.
+
+    Tiny example: 30,000 train images, a trial of 100 steps of 64 draws 6,400 of them: the teacher runs on those
+    6,400 (on the training device, in the step's own batches) and the next trial reuses them, computing only the
+    images it draws for the first time.
+
+    Args:
+        teacher: the original model (left untouched: a copy runs on an accelerator).
+        size: number of train images.
+    """
+
+    def __init__(self, teacher: nn.Module, size: int) -> None:
+        self.teacher = teacher
+        self.size = size
+        self._logits: torch.Tensor | None = None
+        self._known = torch.zeros(size, dtype=torch.bool)
+        self._on_device: dict[str, nn.Module] = {}
+
+    @classmethod
+    def from_tensor(cls, logits: torch.Tensor) -> TeacherLogits:
+        """Logits computed already (``[size, num_classes]``, in train order)."""
+        known = cls(nn.Identity(), len(logits))
+        known._logits = logits.detach().float().cpu()
+        known._known[:] = True
+        return known
+
+    @property
+    def computed(self) -> int:
+        """How many train images have their logits (the teacher's work so far)."""
+        return int(self._known.sum())
+
+    @torch.no_grad()
+    def fill(self, images: torch.Tensor, indices: torch.Tensor) -> None:
+        """Compute the logits of the images of this batch that have none yet (on the batch's device)."""
+        missing = ~self._known[indices.cpu()]
+        if not bool(missing.any()):
+            return
+        rows = missing.to(images.device)
+        logits = self._model(images.device)(images[rows]).float().cpu()
+        if self._logits is None:
+            self._logits = torch.zeros(self.size, logits.shape[1])
+        where = indices.cpu()[missing]
+        self._logits[where] = logits
+        self._known[where] = True
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """The logits of ``indices`` (all computed), on their device."""
+        assert self._logits is not None and bool(self._known[indices.cpu()].all()), "fill() the batch first"
+        return self._logits[indices.cpu()].to(indices.device, non_blocking=True)
+
+    def _model(self, device: torch.device) -> nn.Module:
+        if device.type == "cpu":
+            return self.teacher.eval()
+        if str(device) not in self._on_device:  # one copy per accelerator, kept: moving it every trial costs seconds
+            self._on_device[str(device)] = copy.deepcopy(self.teacher).to(device).eval()
+        return self._on_device[str(device)]
 
 
 def kd_loss(
@@ -64,7 +127,7 @@ def kd_loss(
 
 def distill(
     student: nn.Module,
-    teacher_logits: torch.Tensor,
+    teacher_logits: TeacherLogits | torch.Tensor,
     train: Dataset,
     policy: DistillPolicy,
     *,
@@ -75,19 +138,22 @@ def distill(
 
     Args:
         student: the pruned model (trained in place).
-        teacher_logits: ``[len(train), num_classes]`` logits of the original model on ``train``, in order.
-        train: the training split the logits were computed on.
+        teacher_logits: the teacher's logits on ``train`` (:class:`TeacherLogits`, filled as steps draw images), or
+            all of them as a ``[len(train), num_classes]`` tensor in train order.
+        train: the training split.
         policy: temperature, alpha, learning rate, steps, batch size.
         seed: shuffling seed.
         device: where the steps run (``cuda`` for an accelerator); the student comes back on the CPU.
     """
-    if len(teacher_logits) != len(train):  # type: ignore[arg-type]
-        raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but train has {len(train)} items")  # type: ignore[arg-type]
+    if isinstance(teacher_logits, torch.Tensor):
+        teacher_logits = TeacherLogits.from_tensor(teacher_logits)
+    if teacher_logits.size != len(train):  # type: ignore[arg-type]
+        raise ValueError(f"teacher_logits has {teacher_logits.size} rows but train has {len(train)} items")  # type: ignore[arg-type]
     started = time.perf_counter()
-    teacher_logits = teacher_logits.to(device)
+    targets = teacher_logits
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return kd_loss(logits, teacher_logits[indices], labels, temperature=policy.temperature, alpha=policy.alpha)
+        return kd_loss(logits, targets.lookup(indices), labels, temperature=policy.temperature, alpha=policy.alpha)
 
     losses = fit(
         student,
@@ -97,6 +163,7 @@ def distill(
         lr=policy.lr,
         batch_size=policy.batch_size,
         seed=seed,
+        before_step=targets.fill,
         device=device,
     )
     return DistillResult(losses=losses, seconds=time.perf_counter() - started)

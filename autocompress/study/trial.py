@@ -26,9 +26,9 @@ import optuna
 import torch
 from torch import nn
 
-from autocompress.compress.distill import distill
+from autocompress.compress.distill import TeacherLogits, distill
 from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_model, sparsify_model, weight_sparsity
-from autocompress.compress.training import predict_logits
+from autocompress.compress.training import training_setup
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
 from autocompress.measure.accuracy import evaluate, scoring_threads
@@ -281,15 +281,8 @@ class TrialRunner(Objective):
         self.train_size = len(workload.train)  # type: ignore[arg-type]
         self.device = torch.device(device)
         self.cores = core_guard()
-        self._teacher_logits: torch.Tensor | None = None
-
-    @property
-    def teacher_logits(self) -> torch.Tensor:
-        """Teacher logits on the train split, computed on first use (trials that stop early never need them)."""
-        if self._teacher_logits is None:
-            with self.cores.heavy():
-                self._teacher_logits = predict_logits(self.workload.model, self.workload.train, device=self.device)
-        return self._teacher_logits
+        # Filled as KD steps draw train images (trials that stop early never need them).
+        self.teacher_logits = TeacherLogits(workload.model, self.train_size)
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
     def build(self, policy: Policy, workdir: Path, *, weights_from: int | None = None) -> tuple[nn.Module, Artifact]:
@@ -401,7 +394,7 @@ class TrialRunner(Objective):
 
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
         stages = {
-            "finetune": str(self.device),
+            "finetune": training_setup(self.device),
             "measure": f"{self.target.get('runtime')} on {self.target.get('cpu')}",
             "worker": owner(),
         }
@@ -463,10 +456,9 @@ class TrialRunner(Objective):
         and build its artifact again; returns the student, the artifact and the KD loss (first, last)."""
         cfg, wl = self.config, self.workload
         self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
-        teacher_logits = self.teacher_logits
         with self.cores.heavy():
             result = distill(
-                student, teacher_logits, wl.train, policy.distill, seed=cfg.seed + number, device=self.device
+                student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number, device=self.device
             )
         timings["distill_s"] = result.seconds
         self.check_stop("fine-tuning")
