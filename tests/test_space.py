@@ -88,6 +88,67 @@ def test_baselines_are_enqueued_exactly() -> None:
 
 
 @pytest.mark.parametrize(
+    ("prune", "labels", "levels"),
+    [
+        # A space that always prunes has no uncompressed model: its least pruning stands in, fine-tuned, and says so.
+        (
+            {"per": "stage", "level": 0.25, "ratio": {"low": 0.0, "high": 0.4}},
+            ["fp32 · uniform 25% prune + KD", "int8 per-channel · uniform 25% prune + KD"],
+            {0.25},
+        ),
+        # Without a level, ratio.low is the least pruning; the third baseline says the level its 0.3 step builds.
+        (
+            {"per": "uniform", "ratio": {"low": 0.2, "high": 0.8, "step": 0.3}},
+            [
+                "fp32 · uniform 20% prune + KD",
+                "int8 per-channel · uniform 20% prune + KD",
+                "uniform 50% prune + KD + int8",
+            ],
+            {0.2, 0.5},
+        ),
+        (
+            {"per": "group", "level": {"low": 0.0, "high": 0.6, "step": 0.2}},
+            ["fp32 (uncompressed)", "int8 per-channel only", "uniform 40% prune + KD + int8"],
+            {0.0, 0.4},
+        ),
+    ],
+)
+def test_baselines_say_the_pruning_the_space_builds(prune: dict, labels: list[str], levels: set[float]) -> None:
+    space = SearchSpace.from_dict({"prune": prune, "quantize": {"granularity": ["per_channel"]}})
+    baselines = space.baselines(GROUPS)
+    assert [label for label, _ in baselines] == labels
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _, params in baselines:
+        study.enqueue_trial(params)
+    policies = [space.suggest(study.ask(), GROUPS, train_size=100) for _ in baselines]
+    assert {ratio for p in policies for ratio in p.prune.ratios.values()} == levels
+    for policy in policies:  # a pruned baseline is fine-tuned with the space's middle-of-the-road KD settings
+        assert (policy.distill.steps > 0) == (not policy.prune.is_identity)
+        assert policy.prune.is_identity or policy.distill.alpha == space.alpha.clamp(0.7)
+
+
+@pytest.mark.parametrize(
+    ("prune", "levels"),
+    [
+        (
+            {"per": "group", "level": {"low": 0.0, "high": 0.85, "step": 0.05}, "ratio": {"low": 0.0, "high": 0.9}},
+            [0.0, 0.25, 0.5, 0.65, 0.75, 0.85],
+        ),
+        ({"per": "uniform", "ratio": {"low": 0.0, "high": 0.6, "step": 0.1}}, [0.0, 0.2, 0.5, 0.6]),
+        ({"per": "stage", "level": 0.25, "ratio": {"low": 0.0, "high": 0.4}}, [0.25]),
+        ({"per": "none"}, [0.0]),
+    ],
+)
+def test_probe_levels_are_the_levels_the_space_builds(prune: dict, levels: list[float]) -> None:
+    from types import SimpleNamespace
+
+    from autocompress.study.probe import probe_levels
+
+    runner = SimpleNamespace(space=SearchSpace.from_dict({"prune": prune}), groups=GROUPS)
+    assert probe_levels(runner) == levels  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("layer", "stage"),
     [
         ("layer1.0.conv1", "layer1"),
@@ -207,3 +268,27 @@ def test_per_layer_int8_samples_which_layers_stay_fp32() -> None:
     assert not any(k.startswith("quant.fp32.") for k in SearchSpace().quant_params("int8", GROUPS))
     with pytest.raises(ConfigError, match=r"quantize.per_layer must be true or false, got 'yes'"):
         SearchSpace.from_dict({"quantize": {"per_layer": "yes"}}, source="t.yaml")
+
+
+def test_max_steps_caps_epochs_over_a_large_training_set_and_the_cost_is_described() -> None:
+    space = SearchSpace.from_dict({"distill": {"epochs": {"low": 2, "high": 9, "step": 1}, "max_steps": 2000}})
+    nine = optuna.trial.FixedTrial({"kd.epochs": 9.0})
+    assert space.kd_steps(nine, 1078) == 152, "a small training set is not affected"
+    assert space.kd_steps(nine, 30_000) == 2000, "9 epochs of 30,000 images would be 4,219 steps"
+    assert space.kd_steps(optuna.trial.FixedTrial({"kd.epochs": 2.0}), 30_000) == 938
+    small = space.describe_kd(1078)
+    assert small.startswith("KD 34-152 steps of 64 images (2-9 epochs of 1,078 train images;"), small
+    large = space.describe_kd(30_000)
+    assert "KD 938-2000 steps" in large and "capped at distill.max_steps 2000" in large, large
+    assert "60,032-128,000 images seen per trial" in large, large
+    fixed = SearchSpace.from_dict({"distill": {"steps": {"low": 30, "high": 150, "step": 30}}}).describe_kd(1078)
+    assert fixed.startswith("KD 30-150 steps of 64 images (1.8-8.9 epochs"), fixed
+    with pytest.raises(ConfigError, match="distill.max_steps must be a positive integer"):
+        SearchSpace.from_dict({"distill": {"max_steps": 0}})
+
+
+def test_every_shipped_space_caps_its_fine_tuning() -> None:
+    for name in list_spaces():
+        space = load_space(name)
+        if space.epochs is not None:
+            assert space.max_steps is not None, f"{name}: epochs without max_steps grow with the data"

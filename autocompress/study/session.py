@@ -245,6 +245,7 @@ class StudySession:
         self.preprocess_check = verify_preprocessing(self.workload)  # a far better --normalize: a one-line error
         say(f"teacher preprocessing: {self.preprocess_check.summary()}")
         say(f"runtime: {self.runtime.name} {self.runtime.version()} · precisions {', '.join(self.space.quant_modes)}")
+        say(f"fine-tuning per trial: {self.space.describe_kd(len(self.workload.train))}")  # type: ignore[arg-type]
         if not self.mode.measures_here:
             self.reference = Reference.from_stored(self.study.user_attrs["reference"])
             self.meter = RemoteMeter(self.study)
