@@ -63,9 +63,10 @@ def test_study_runs_exports_and_resumes(tiny_workload: Workload, tmp_path: Path)
     # Every record carries the CPU it was measured on and the int8 kernel chosen for it.
     assert {r.fingerprint["isa"] for r in result.records} == {result.cpu.isa}
     assert result.study.metric_names == ["accuracy", "latency_ms"]
-    # The probe timed uniform 0/25/50 % and 60 % (the space's maximum) in fp32 and int8 before trial 1.
+    # The probe timed uniform 0/20/50 % and 60 % (the space's maximum) in fp32 and int8 before trial 1: the 25 % probe
+    # level is built, and labelled, as the 20 % the space's 0.1 step allows.
     assert result.probe is not None
-    assert sorted({p.level for p in result.probe.points}) == [0.0, 0.25, 0.5, 0.6]
+    assert sorted({p.level for p in result.probe.points}) == [0.0, 0.2, 0.5, 0.6]
     assert len(result.probe.points) == 8
     assert {p.quant for p in result.probe.points} == {"none", "int8"}
     assert result.choice is not None

@@ -112,13 +112,18 @@ def probe_levels(runner: TrialRunner) -> list[float]:
 
     Denser at the strong end, where tight budgets sit: the seed is the least-compressed probed structure within the
     budget, so a coarse grid would seed a needlessly over-pruned model (measured on the demo at 0.15x: with only
-    0/25/50/85 %, 50 %+int8 was just over the budget and the seed was 85 % fp32, which lost 18.7 pt)."""
+    0/25/50/85 %, 50 %+int8 was just over the budget and the seed was 85 % fp32, which lost 18.7 pt).
+
+    Each level is the one the space really builds (:meth:`SearchSpace.uniform_level`: into its bounds, onto its step
+    grid), and levels that land on the same value are probed once. Tiny example: ``ratio: {low: 0, high: 0.6, step:
+    0.1}`` probes 0 / 20 / 50 / 60 % (25 % is built as 20 %); a fixed ``level: 0.25`` probes 25 % only (0 % is not in
+    the space)."""
     space = runner.space
     if space.prune_per == "none" or not runner.groups:
         return [0.0]
     top = space.prune_level.high if space.has_level and space.prune_level else space.prune_ratio.high
     levels = [lv for lv in PROBE_LEVELS if lv < top] + [top]
-    return sorted(dict.fromkeys(round(lv, 4) for lv in levels))
+    return sorted(dict.fromkeys(round(space.uniform_level(lv), 4) for lv in levels))
 
 
 def run_probe(

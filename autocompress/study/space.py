@@ -24,12 +24,16 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       lr: {low: 3.0e-4, high: 3.0e-3, log: true}
       epochs: {low: 2, high: 9, step: 1}   # KD length in passes over the training set (scales with the data) ...
       steps: {low: 30, high: 150, step: 30} # ... or in optimizer steps (one or the other)
+      max_steps: 2000                       # cap on one trial's steps however large the training set
       batch_size: 64
 
 **KD length scales with the data.** ``distill.epochs`` is the fine-tuning length in passes over the training split:
 ``steps = round(epochs x train images / batch_size)``, at least 1. Tiny example: 9 epochs of the demo's 1,078 images
 in batches of 64 is 152 steps; of a 3,000-image workload, 422 steps. ``distill.steps`` (a fixed count) is still
-accepted for spaces that want it; the shipped spaces use epochs.
+accepted for spaces that want it; the shipped spaces use epochs. ``distill.max_steps`` caps a trial's steps, so that
+epochs over a large training set do not make every trial a long training run: 9 epochs of 30,000 images in batches of
+64 are 4,219 steps, capped at 2,000 (128,000 images seen, about 4 epochs). :meth:`SearchSpace.describe_kd` prints
+what a trial's fine-tuning costs before the study starts.
 
 **Why a global level.** Independent per-group ratios concentrate: the mean of nine uniform ratios in [0, 0.7] is
 almost never above 0.5, so strong compression is never sampled (measured on the demo: 20 random trials never drew a
@@ -102,7 +106,7 @@ INT8_KERNELS: dict[str, tuple[str, bool]] = {
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
     "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer", "refine_layers"},
-    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "batch_size"},
+    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "max_steps", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
 
@@ -148,6 +152,7 @@ class SearchSpace:
     lr: FloatRange = FloatRange(3e-4, 3e-3, log=True)
     steps: FloatRange = FloatRange(30, 150, 30)
     epochs: FloatRange | None = None
+    max_steps: int | None = None
     batch_size: int = 64
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -228,7 +233,31 @@ class SearchSpace:
         )
         if train_size is None:
             raise ConfigError(f"{self.source}: distill.epochs needs the training-set size to turn epochs into steps")
-        return max(1, int(round(epochs * train_size / self.batch_size)))
+        return self._capped(max(1, int(round(epochs * train_size / self.batch_size))))
+
+    def _capped(self, steps: int) -> int:
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
+
+    def describe_kd(self, train_size: int) -> str:
+        """What one trial's fine-tuning costs, in steps and images seen, for a training split of ``train_size``.
+
+        Example: ``epochs 2-9`` of 1,078 images in batches of 64 → ``"KD 34-152 steps of 64 images (2-9 epochs of
+        1,078 train images; 2,176-9,728 images seen per trial)"``.
+        """
+        size = max(1, train_size)
+        if self.epochs is None:
+            low, high = int(self.steps.low), int(self.steps.high)
+            source = f"{low * self.batch_size / size:.2g}-{high * self.batch_size / size:.2g} epochs"
+        else:
+            low, high = (max(1, int(round(e * size / self.batch_size))) for e in (self.epochs.low, self.epochs.high))
+            source = f"{self.epochs.low:g}-{self.epochs.high:g} epochs"
+            if self._capped(high) < high:
+                source += f" capped at distill.max_steps {self.max_steps}"
+            low, high = self._capped(low), self._capped(high)
+        return (
+            f"KD {low}-{high} steps of {self.batch_size} images ({source} of {train_size:,} train images; "
+            f"{low * self.batch_size:,}-{high * self.batch_size:,} images seen per trial)"
+        )
 
     def suggest(
         self,
@@ -316,6 +345,15 @@ class SearchSpace:
             return {"prune.level": self.prune_level.clamp(level), **offsets}
         return {p: self.prune_ratio.clamp(level) for p in self.prune_params(groups)}
 
+    def uniform_level(self, level: float) -> float:
+        """The uniform prune level :meth:`uniform_params` builds for ``level``: moved into the space's range and onto
+        its step grid (``level: 0.25`` builds 0.25 for any ``level``; ``ratio: {low: 0, high: 0.6, step: 0.1}`` builds
+        0.2 for 0.25)."""
+        if self.prune_per == "none":
+            return 0.0
+        bounds = self.prune_level if self.has_level and self.prune_level else self.prune_ratio
+        return bounds.clamp(level)
+
     def quant_params(self, mode: str, groups: Sequence[PrunableGroup] = ()) -> dict[str, Any]:
         """Parameters for ``mode`` (``none``/``int8``/``int8_dynamic``/``bf16``) with the space's preferred settings:
         per-channel weights and minmax calibration where the space has them, the CPU's own kernel (``auto``), and
@@ -372,20 +410,25 @@ class SearchSpace:
         """Reference policies enqueued at the start of every new study, as ``(label, params)``.
 
         Uncompressed fp32, int8-only per-channel, and uniform 50 % prune + KD + int8 per-channel — each only where
-        the space contains it, so every Pareto front has the obvious recipes to beat.
+        the space contains it, so every Pareto front has the obvious recipes to beat. A space that always prunes
+        (``level: 0.25``, or ``ratio.low`` above 0) has no uncompressed model: its first two baselines are its least
+        pruning instead, fine-tuned, and say so (``fp32 · uniform 25% prune + KD``); the third is labelled with the
+        level the space really builds (:meth:`uniform_level`).
         """
         dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
-        zero = {**self.uniform_params(groups, 0.0), **dense}
+        least = self.uniform_level(0.0) if groups else 0.0
+        zero = {**self.uniform_params(groups, 0.0), **dense, **(self.kd_params() if least > 0 else {})}
+        pruned = f" · uniform {least:.0%} prune + KD" if least > 0 else ""
         half = self.uniform_params(groups, 0.5)
         out: list[tuple[str, dict[str, Any]]] = []
         if "none" in self.quant_modes:
-            out.append(("fp32 (uncompressed)", {**zero, **self.quant_params("none")}))
+            out.append((f"fp32{pruned}" if pruned else "fp32 (uncompressed)", {**zero, **self.quant_params("none")}))
         if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
-            out.append(("int8 per-channel only", {**zero, **self.quant_params("int8", groups)}))
+            out.append((f"int8 per-channel{pruned or ' only'}", {**zero, **self.quant_params("int8", groups)}))
             if half and self.max_prune >= 0.5:
                 out.append(
                     (
-                        "uniform 50% prune + KD + int8",
+                        f"uniform {self.uniform_level(0.5):.0%} prune + KD + int8",
                         {**half, **dense, **self.quant_params("int8", groups), **self.kd_params()},
                     )
                 )
@@ -493,6 +536,9 @@ def _distill_fields(kd: Mapping[str, Any], defaults: SearchSpace, *, source: str
         "lr": _range(source, "distill.lr", kd.get("lr"), defaults.lr, positive=True),
         "steps": _range(source, "distill.steps", kd.get("steps"), defaults.steps, integer=True),
         "epochs": _epochs(source, kd),
+        "max_steps": (
+            _positive_int(source, "distill.max_steps", kd["max_steps"]) if kd.get("max_steps") is not None else None
+        ),
         "batch_size": _positive_int(source, "distill.batch_size", kd.get("batch_size", defaults.batch_size)),
     }
 
