@@ -9,7 +9,8 @@
 # Step 2 installs the carried wheels and the project (outside the checkout: an uninstalled checkout cannot import
 # autocompress.search_spaces), then, within about 8 minutes:
 #   - the GPU and CPU it runs on (nvidia-smi, lscpu flags);
-#   - tests/test_device.py and tests/test_accuracy.py on that machine (CUDA logits, scoring threads);
+#   - tests/test_device.py, test_accuracy.py and test_store.py on that machine (CUDA logits and bf16 autocast
+#     training, teacher logits filled on the GPU, scoring threads, image stores);
 #   - the demo search with --device cuda, 12 trials (wall time, chosen model, per-stage times in trials.csv);
 #   - benchmarks/scoring_threads.py: accuracy scoring on every core vs one thread, side by side.
 # Everything it writes lies in $OUT (default /tmp/gpu_check): gpu_check.log, tests.log, demo.log, metrics.json,
@@ -58,9 +59,9 @@ python3 -c "import autocompress, optuna, torch_pruning, torch; print('torch', to
 torch.cuda.is_available(), 'optuna', optuna.__version__)" >>"$LOG" 2>&1 || { say "imports failed"; exit 1; }
 tail -1 "$LOG"
 
-say "tests: device and scoring threads"
+say "tests: device, scoring threads, image stores"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" "$REPO/tests/test_device.py" \
-  "$REPO/tests/test_accuracy.py" >"$OUT/tests.log" 2>&1
+  "$REPO/tests/test_accuracy.py" "$REPO/tests/test_store.py" >"$OUT/tests.log" 2>&1
 echo "tests exit $? ($(tail -1 "$OUT/tests.log"))" | tee -a "$LOG"
 
 if ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
