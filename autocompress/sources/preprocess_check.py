@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -269,11 +269,9 @@ def check_preprocessing(
     source = str(info.get("normalize_source", "given with --normalize"))
     channels = int(workload.input_shape[0])
     used_mean, used_std = (torch.tensor(v).view(1, -1, 1, 1) for v in used.for_channels(channels))
-    images, labels = _capped(workload.val, max_images)
-    count = int(labels.numel())
-    score = partial(
-        _score, workload.model, images, labels, used_mean, used_std, channels=channels, batch_size=batch_size
-    )
+    images = _Capped(workload.val, max_images)
+    count = len(images)
+    score = partial(_score, workload.model, images, used_mean, used_std, channels=channels, batch_size=batch_size)
 
     in_use = NormalizationScore(label=str(used), normalize=str(used), accuracy=score([None])[0] / count, in_use=True)
     if in_use.accuracy > 1.0 - MIN_GAIN + 1e-9 and not every:
@@ -361,26 +359,48 @@ def _skip_reason(workload: Workload) -> str:
     return ""
 
 
-def _capped(dataset: Dataset, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of a stratified subset of at most ``cap`` items (fixed seed: the same images every run)."""
-    labels = _labels_of(dataset)
-    idx = torch.as_tensor(_stratified_cap(labels, cap, seed=0), dtype=torch.long)
-    if isinstance(dataset, TensorDataset):
-        return dataset.tensors[0][idx], torch.as_tensor(labels)[idx]
-    images = torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in idx])
-    return images, torch.as_tensor(labels)[idx]
+class _Capped:
+    """A stratified subset of at most ``cap`` items of a dataset (fixed seed: the same images every run), read in
+    batches: at 224 px, 1,000 float32 images are 0.6 GB, so they are never all in memory at once."""
+
+    def __init__(self, dataset: Dataset, cap: int) -> None:
+        labels = _labels_of(dataset)
+        self.dataset = dataset
+        self.indices = _stratified_cap(labels, cap, seed=0)
+        self.labels = torch.as_tensor(labels)[torch.as_tensor(self.indices, dtype=torch.long)]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, labels)`` of ``batch_size`` items at a time, in subset order."""
+        for start in range(0, len(self.indices), batch_size):
+            idx = self.indices[start : start + batch_size]
+            if isinstance(self.dataset, TensorDataset):
+                images = self.dataset.tensors[0][torch.as_tensor(idx, dtype=torch.long)]
+            else:
+                images = torch.stack([torch.as_tensor(self.dataset[int(i)][0]) for i in idx])
+            yield images, self.labels[start : start + len(idx)]
 
 
 def _train_normalization(
-    train: Dataset, cap: int, used_mean: torch.Tensor, used_std: torch.Tensor
+    train: Dataset, cap: int, used_mean: torch.Tensor, used_std: torch.Tensor, *, batch_size: int = 128
 ) -> Normalization | None:
-    """Per-channel mean/std of the train split's [0, 1] pixels (at most ``cap`` images), rounded to 4 decimals."""
+    """Per-channel mean/std of the train split's [0, 1] pixels (at most ``cap`` images), rounded to 4 decimals;
+    accumulated batch by batch in float64 (sums of x and x²)."""
     if len(train) == 0:  # type: ignore[arg-type]
         return None
-    images, _ = _capped(train, cap)
-    raw = images.double() * used_std.double() + used_mean.double()
-    mean = raw.mean(dim=(0, 2, 3))
-    std = raw.std(dim=(0, 2, 3), unbiased=False)
+    total = squares = None
+    count = 0
+    for images, _ in _Capped(train, cap).batches(batch_size):
+        raw = images.double() * used_std.double() + used_mean.double()
+        batch_sum, batch_squares = raw.sum(dim=(0, 2, 3)), raw.square().sum(dim=(0, 2, 3))
+        total = batch_sum if total is None else total + batch_sum
+        squares = batch_squares if squares is None else squares + batch_squares
+        count += raw.numel() // raw.shape[1]
+    assert total is not None and squares is not None
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt()
     if float(std.min()) < 1e-4:  # constant pixels: no usable standardisation
         return None
     means, stds = tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
@@ -397,8 +417,7 @@ def _same(a: Normalization, b: Normalization, channels: int) -> bool:
 @torch.no_grad()
 def _score(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: _Capped,
     used_mean: torch.Tensor,
     used_std: torch.Tensor,
     norms: list[Normalization | None],
@@ -411,17 +430,13 @@ def _score(
     ``batch * used_std + used_mean`` gives back the [0, 1] pixels of a batch; only one batch of them is in memory.
     """
     stats = [
-        None
-        if n is None
-        else tuple(torch.tensor(v, dtype=images.dtype).view(1, -1, 1, 1) for v in n.for_channels(channels))
-        for n in norms
+        None if n is None else tuple(torch.tensor(v).view(1, -1, 1, 1) for v in n.for_channels(channels)) for n in norms
     ]
     hits = [0] * len(norms)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(labels), batch_size):
-            batch, target = images[start : start + batch_size], labels[start : start + batch_size]
+        for batch, target in images.batches(batch_size):
             raw = batch * used_std + used_mean if any(st is not None for st in stats) else batch
             for k, st in enumerate(stats):
                 x = batch if st is None else (raw - st[0]) / st[1]
