@@ -122,20 +122,35 @@ class ImageStore(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        count = len(self.targets)
-        if not -count <= index < count:
-            raise IndexError(f"image {index} of a store of {count}")
-        index %= count
-        size = self.spec.item_bytes
-        data = os.pread(self._file(), size, index * size)
-        if len(data) != size:
-            raise WorkloadError(f"{self.path} is shorter than its {count} images; delete it to have it decoded again")
-        pixels = torch.frombuffer(bytearray(data), dtype=getattr(torch, self.spec.dtype)).view(self.spec.shape)
+        images, labels = self._read([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A DataLoader batch in one go: the images' bytes read into one buffer, normalised as one tensor."""
+        images, labels = self._read(indices)
+        return list(zip(images.unbind(0), labels))
+
+    def _read(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        count, size = len(self.targets), self.spec.item_bytes
+        rows = []
+        for index in indices:
+            index = int(index)
+            if not -count <= index < count:
+                raise IndexError(f"image {index} of a store of {count}")
+            rows.append(index % count)
+        dtype = _DTYPES[self.spec.dtype]
+        buffer = np.empty((len(rows), size // np.dtype(dtype).itemsize), dtype=dtype)
+        fd = self._file()
+        for row, index in zip(buffer, rows):
+            if os.preadv(fd, [row], index * size) != size:
+                raise WorkloadError(f"{self.path} is shorter than its {count} images; delete it to decode it again")
+        pixels = torch.from_numpy(buffer).view(len(rows), *self.spec.shape)
+        labels = [int(self.targets[i]) for i in rows]
         if self._scale is None:
-            return pixels, int(self.targets[index])
+            return pixels, labels
         mean, std = self._scale
-        # The eager pipeline's exact operations: float, / 255, then (x - mean) / std (torchvision's normalize).
-        return pixels.float().div_(255.0).sub_(mean).div_(std), int(self.targets[index])
+        # The eager pipeline's exact operations, element by element: float, / 255, then (x - mean) / std.
+        return pixels.float().div_(255.0).sub_(mean).div_(std), labels
 
     def _file(self) -> int:
         if self._fd is None:
