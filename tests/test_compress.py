@@ -222,3 +222,39 @@ def test_dynamic_int8_on_a_linear_heavy_mlp_is_small_and_accurate(tmp_path: Path
     assert lat_dyn.median_ms > 0 and lat_fp32.median_ms > 0
     assert dyn.size_mb < 0.3 * fp32.size_mb
     assert evaluate_onnx(dyn.path, val).top1 >= evaluate_onnx(fp32.path, val).top1 - 0.02
+
+
+def test_random_resized_crop_flip_is_seeded_per_image_and_keeps_the_shape() -> None:
+    from autocompress.compress.distill import random_resized_crop_flip
+
+    images = torch.rand(6, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    a = random_resized_crop_flip(seed=3)(images)
+    b = random_resized_crop_flip(seed=3)(images)
+    c = random_resized_crop_flip(seed=4)(images)
+    assert a.shape == images.shape and torch.equal(a, b), "same seed, same crops"
+    assert not torch.equal(a, c), "another seed, other crops"
+    assert not torch.equal(a, images)
+    # A crop of the whole image (scale 1, ratio 1) is the image itself or its mirror image, per image.
+    whole = random_resized_crop_flip(seed=0, scale=(1.0, 1.0), ratio=(1.0, 1.0))(images)
+    for out, image in zip(whole, images):
+        assert torch.allclose(out, image, atol=1e-6) or torch.allclose(out, image.flip(-1), atol=1e-6)
+
+
+def test_augmented_distillation_runs_the_teacher_on_every_batch_and_caches_nothing(tiny_workload: Workload) -> None:
+    wl = tiny_workload
+    x = wl.example_input()
+    groups = prunable_groups(wl.model, x, num_classes=10)
+    student = prune_model(wl.model, _uniform(groups, 0.3, round_to=None), x, num_classes=10)
+    calls: list[int] = []
+    handle = wl.model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    try:
+        logits = TeacherLogits(wl.model, len(wl.train))
+        policy = DistillPolicy(temperature=4.0, alpha=0.7, lr=3e-3, steps=6, batch_size=32)
+        result = distill(student, logits, wl.train, policy, seed=0, augment=True)
+    finally:
+        handle.remove()
+    assert calls == [32] * 6, "one teacher forward per augmented batch"
+    assert logits.computed == 0, "augmented images are never cached"
+    assert len(result.losses) == 6 and all(np.isfinite(result.losses))
+    with pytest.raises(ValueError, match="augment needs the teacher"):
+        distill(student, predict_logits(wl.model, wl.train), wl.train, policy, augment=True)

@@ -292,3 +292,11 @@ def test_every_shipped_space_caps_its_fine_tuning() -> None:
         space = load_space(name)
         if space.epochs is not None:
             assert space.max_steps is not None, f"{name}: epochs without max_steps grow with the data"
+
+
+def test_distill_augment_is_a_flag_and_is_described() -> None:
+    space = SearchSpace.from_dict({"distill": {"epochs": {"low": 2, "high": 4}, "augment": True}})
+    assert space.augment is True and "the teacher run on every batch" in space.describe_kd(1000)
+    assert SearchSpace.from_dict({}).augment is False
+    with pytest.raises(ConfigError, match="distill.augment"):
+        SearchSpace.from_dict({"distill": {"augment": "yes please"}})

@@ -5,16 +5,20 @@ Loss (Hinton, Vinyals & Dean 2015)::
     L = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
 
 The ``T^2`` factor keeps the soft-target gradients on the same scale as the hard-label ones when T changes.
-The teacher's logits are kept per training image (:class:`TeacherLogits`; no data augmentation, so they never go
-stale): computed on the training device the first time a KD step draws an image, then looked up by sample index, so
-a study pays one teacher forward per image its fine-tuning actually reaches (not a pass over a large train split
-before the first step) and a later step costs one student forward/backward only.
+The teacher's logits are kept per training image (:class:`TeacherLogits`): computed on the training device the first
+time a KD step draws an image, then looked up by sample index, so a study pays one teacher forward per image its
+fine-tuning actually reaches (not a pass over a large train split before the first step) and a later step costs one
+student forward/backward only. With ``augment`` (:func:`random_resized_crop_flip`: every image of a batch gets its
+own random crop, resized back, and a coin-flip mirror) each step's images are new, so the teacher runs on every
+augmented batch instead and nothing is cached.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +29,7 @@ from torch.utils.data import Dataset
 from autocompress.compress.training import fit
 from autocompress.policy import DistillPolicy
 
-__all__ = ["DistillResult", "TeacherLogits", "distill", "kd_loss"]
+__all__ = ["DistillResult", "TeacherLogits", "distill", "kd_loss", "random_resized_crop_flip"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ class TeacherLogits:
         self._logits[where] = logits
         self._known[where] = True
 
+    @torch.no_grad()
+    def of_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits of ``images`` as they are (augmented ones: computed every time, never cached)."""
+        return self._model(images.device)(images).float()
+
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """The logits of ``indices`` (all computed), on their device."""
         assert self._logits is not None and bool(self._known[indices.cpu()].all()), "fill() the batch first"
@@ -125,6 +134,44 @@ def kd_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def random_resized_crop_flip(
+    *, seed: int, scale: tuple[float, float] = (0.35, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A batch augmentation: each image gets its own random crop (``scale`` of its area, aspect ``ratio``, as
+    torchvision's RandomResizedCrop draws them), resized back to its size, and is mirrored with probability 1/2.
+    Seeded: the same ``seed`` gives the same crops.
+
+    Tiny example: a 224x224 image, area scale 0.5 and ratio 1 → a 158x158 crop at a random place, resized to 224x224.
+    """
+    import torchvision.transforms.v2.functional as TF
+
+    generator = torch.Generator().manual_seed(seed)
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def draw(height: int, width: int) -> tuple[int, int, int, int]:
+        area = height * width
+        for _ in range(10):
+            target = area * (scale[0] + (scale[1] - scale[0]) * float(torch.rand(1, generator=generator)))
+            aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * float(torch.rand(1, generator=generator)))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+                left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+                return top, left, h, w
+        return 0, 0, height, width  # no fit in 10 draws (extreme aspect): the whole image
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        out = torch.empty_like(images)
+        for i in range(images.shape[0]):
+            top, left, h, w = draw(height, width)
+            crop = TF.resized_crop(images[i], top, left, h, w, [height, width], antialias=True)
+            out[i] = TF.horizontal_flip(crop) if float(torch.rand(1, generator=generator)) < 0.5 else crop
+        return out
+
+    return augment
+
+
 def distill(
     student: nn.Module,
     teacher_logits: TeacherLogits | torch.Tensor,
@@ -133,6 +180,7 @@ def distill(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    augment: bool = False,
 ) -> DistillResult:
     """Fine-tune ``student`` in place for ``policy.steps`` steps.
 
@@ -142,18 +190,27 @@ def distill(
             all of them as a ``[len(train), num_classes]`` tensor in train order.
         train: the training split.
         policy: temperature, alpha, learning rate, steps, batch size.
-        seed: shuffling seed.
+        seed: shuffling (and augmentation) seed.
         device: where the steps run (``cuda`` for an accelerator); the student comes back on the CPU.
+        augment: random resized crops and flips of every batch (:func:`random_resized_crop_flip`), the teacher's
+            logits computed on each augmented batch; needs a :class:`TeacherLogits` (the teacher itself).
     """
     if isinstance(teacher_logits, torch.Tensor):
+        if augment:
+            raise ValueError("augment needs the teacher (a TeacherLogits), not logits of the unaugmented images")
         teacher_logits = TeacherLogits.from_tensor(teacher_logits)
     if teacher_logits.size != len(train):  # type: ignore[arg-type]
         raise ValueError(f"teacher_logits has {teacher_logits.size} rows but train has {len(train)} items")  # type: ignore[arg-type]
     started = time.perf_counter()
     targets = teacher_logits
+    current: dict[str, torch.Tensor] = {}
+
+    def teacher_on_batch(images: torch.Tensor, indices: torch.Tensor) -> None:
+        current["logits"] = targets.of_images(images)
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return kd_loss(logits, targets.lookup(indices), labels, temperature=policy.temperature, alpha=policy.alpha)
+        teacher = current["logits"] if augment else targets.lookup(indices)
+        return kd_loss(logits, teacher, labels, temperature=policy.temperature, alpha=policy.alpha)
 
     losses = fit(
         student,
@@ -163,7 +220,8 @@ def distill(
         lr=policy.lr,
         batch_size=policy.batch_size,
         seed=seed,
-        before_step=targets.fill,
+        before_step=teacher_on_batch if augment else targets.fill,
+        transform=random_resized_crop_flip(seed=seed) if augment else None,
         device=device,
     )
     return DistillResult(losses=losses, seconds=time.perf_counter() - started)

@@ -16,12 +16,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["BatchHook", "IndexedDataset", "fit", "predict_logits", "training_setup"]
+__all__ = ["BatchHook", "BatchTransform", "IndexedDataset", "fit", "predict_logits", "training_setup"]
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(student_logits, labels, sample_indices) -> scalar loss``."""
+
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+"""``transform(images) -> images``: train-time augmentation of a batch, on the training device."""
 
 BatchHook = Callable[[torch.Tensor, torch.Tensor], None]
 """``before_step(images, sample_indices)``, called with each batch on the training device before the forward pass
@@ -55,16 +58,17 @@ def fit(
     weight_decay: float = 0.0,
     on_step: Callable[[int, float], None] | None = None,
     before_step: BatchHook | None = None,
+    transform: BatchTransform | None = None,
     device: torch.device | str = "cpu",
     mixed_precision: bool | None = None,
 ) -> list[float]:
     """Train ``model`` in place for exactly ``steps`` optimizer steps with a cosine learning-rate decay.
 
     On another ``device`` (``cuda``) the model is moved there for training and back to the CPU afterwards; the loss
-    function and ``before_step`` get the batch's tensors on that device. On CUDA, batches are read by DataLoader
-    workers into pinned memory, images and weights are channels-last (the layout tensor cores run convolutions in)
-    and, with ``mixed_precision`` (``None``: on where the GPU has bf16), the forward pass runs under bf16 autocast
-    while the weights and the optimizer stay float32.
+    function and ``before_step`` get the batch's tensors on that device, after ``transform`` (augmentation). On
+    CUDA, batches are read by DataLoader workers into pinned memory, images and weights are channels-last (the layout
+    tensor cores run convolutions in) and, with ``mixed_precision`` (``None``: on where the GPU has bf16), the forward
+    pass runs under bf16 autocast while the weights and the optimizer stay float32.
 
     Returns:
         The loss of every step (tests use it to check that distillation actually learns).
@@ -86,6 +90,7 @@ def fit(
             weight_decay=weight_decay,
             on_step=on_step,
             before_step=before_step,
+            transform=transform,
             device=device,
             mixed_precision=_bf16_autocast(device) if mixed_precision is None else mixed_precision,
         )
@@ -106,6 +111,7 @@ def _fit(
     weight_decay: float,
     on_step: Callable[[int, float], None] | None,
     before_step: BatchHook | None,
+    transform: BatchTransform | None,
     device: torch.device,
     mixed_precision: bool,
 ) -> list[float]:
@@ -138,6 +144,8 @@ def _fit(
                 images, labels, indices = (t.to(device, non_blocking=True) for t in (images, labels, indices))
                 if images.dim() == 4:
                     images = images.contiguous(memory_format=torch.channels_last)
+            if transform is not None:
+                images = transform(images)
             if before_step is not None:
                 before_step(images, indices)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):

@@ -25,6 +25,7 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       epochs: {low: 2, high: 9, step: 1}   # KD length in passes over the training set (scales with the data) ...
       steps: {low: 30, high: 150, step: 30} # ... or in optimizer steps (one or the other)
       max_steps: 2000                       # cap on one trial's steps however large the training set
+      augment: false                        # true: random resized crops + flips, teacher run on each batch
       batch_size: 64
 
 **KD length scales with the data.** ``distill.epochs`` is the fine-tuning length in passes over the training split:
@@ -106,7 +107,7 @@ INT8_KERNELS: dict[str, tuple[str, bool]] = {
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
     "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer", "refine_layers"},
-    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "max_steps", "batch_size"},
+    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "max_steps", "augment", "batch_size"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
 
@@ -153,6 +154,7 @@ class SearchSpace:
     steps: FloatRange = FloatRange(30, 150, 30)
     epochs: FloatRange | None = None
     max_steps: int | None = None
+    augment: bool = False
     batch_size: int = 64
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -254,9 +256,10 @@ class SearchSpace:
             if self._capped(high) < high:
                 source += f" capped at distill.max_steps {self.max_steps}"
             low, high = self._capped(low), self._capped(high)
+        teacher = "; augmented: random crops and flips, the teacher run on every batch" if self.augment else ""
         return (
             f"KD {low}-{high} steps of {self.batch_size} images ({source} of {train_size:,} train images; "
-            f"{low * self.batch_size:,}-{high * self.batch_size:,} images seen per trial)"
+            f"{low * self.batch_size:,}-{high * self.batch_size:,} images seen per trial{teacher})"
         )
 
     def suggest(
@@ -539,6 +542,7 @@ def _distill_fields(kd: Mapping[str, Any], defaults: SearchSpace, *, source: str
         "max_steps": (
             _positive_int(source, "distill.max_steps", kd["max_steps"]) if kd.get("max_steps") is not None else None
         ),
+        "augment": _flag(source, "distill.augment", kd.get("augment", defaults.augment)),
         "batch_size": _positive_int(source, "distill.batch_size", kd.get("batch_size", defaults.batch_size)),
     }
 

@@ -458,7 +458,13 @@ class TrialRunner(Objective):
         self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
         with self.cores.heavy():
             result = distill(
-                student, self.teacher_logits, wl.train, policy.distill, seed=cfg.seed + number, device=self.device
+                student,
+                self.teacher_logits,
+                wl.train,
+                policy.distill,
+                seed=cfg.seed + number,
+                device=self.device,
+                augment=self.space.augment,
             )
         timings["distill_s"] = result.seconds
         self.check_stop("fine-tuning")
