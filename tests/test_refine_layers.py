@@ -156,7 +156,7 @@ def test_refined_trials_deploy_the_source_weights_without_fine_tuning(tiny_workl
     # deploys the chosen trial's fine-tuned weights again with one layer in fp32 at a time.
     space = SearchSpace.from_dict(
         {
-            "prune": {"per": "uniform", "ratio": {"low": 0.3, "high": 0.5, "step": 0.1}},
+            "prune": {"per": "uniform", "ratio": {"low": 0.0, "high": 0.5, "step": 0.1}},
             "distill": {"steps": {"low": 10, "high": 20, "step": 10}},
             "quantize": {"mode": ["int8"], "calibration_samples": 16, "refine_layers": True},
         },
