@@ -33,7 +33,6 @@ batch 64 at ``--input-size``) is timed here, and the teacher plus search it woul
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.metadata
 import importlib.util
 import json
@@ -54,6 +53,8 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from stream_memory import CLASSES, _fashion  # noqa: E402  (benchmarks/: the Fashion-MNIST reader and class folders)
+
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 from autocompress.policy import Policy, QuantPolicy  # noqa: E402
@@ -62,15 +63,6 @@ from autocompress.sources.data import load_data  # noqa: E402
 from autocompress.sources.workload import load_workload  # noqa: E402
 
 ARCHS = ("resnet18", "mobilenet_v3_large", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-# Numbered so that the folders' sorted order (which gives the labels) is Fashion-MNIST's label order.
-CLASSES = tuple(
-    f"{i}_{name}"
-    for i, name in enumerate(
-        ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
-    )
-)
-
 # Short KD on purpose (a 2-core CPU): one global prune level, int8 or not, a few dozen KD steps of 32 images.
 # Depthwise nets (MobileNet, EfficientNet) get the gentler range and per-channel int8 only, as search_spaces/mobilenet.
 SPACE = """
@@ -112,20 +104,6 @@ def vit_b_16(num_classes: int = 10):
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def _idx(path: Path) -> np.ndarray:
-    data = gzip.decompress(path.read_bytes())
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def _fashion(split: str) -> tuple[np.ndarray, np.ndarray]:
-    prefix = "train" if split == "train" else "t10k"
-    if not FASHION.is_dir():
-        raise SystemExit(f"{FASHION} not found: apt-get install dataset-fashion-mnist")
-    return _idx(FASHION / f"{prefix}-images-idx3-ubyte.gz"), _idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")
-
-
 def write_folder(root: Path, *, train: int, val: int, test: int) -> Path:
     """``root/{train,val,test}/CLASS/i.png``: train = official train[:train], val = the next ``val``, test = official
     test[:test] (kept when already complete with the same sizes)."""
