@@ -13,6 +13,9 @@ from autocompress.hardware.device import resolve_device
 from autocompress.policy import DistillPolicy
 from autocompress.sources.workload import Workload
 
+# Every device test runs on the CPU here and on CUDA where there is one.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
 
 def test_auto_says_where_fine_tuning_runs() -> None:
     device, note = resolve_device("auto")
@@ -28,10 +31,7 @@ def test_cuda_without_cuda_is_a_config_error() -> None:
         resolve_device("cuda")
 
 
-@pytest.mark.parametrize(
-    "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(
     tiny_workload: Workload, device: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -51,10 +51,7 @@ def test_distillation_runs_on_the_device_and_returns_the_student_on_the_cpu(
     assert {p.device.type for p in teacher.parameters()} == {"cpu"}
 
 
-@pytest.mark.parametrize(
-    "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_bf16_autocast_training_learns_and_returns_float32_contiguous_weights(
     tiny_workload: Workload, device: str
 ) -> None:
@@ -86,10 +83,7 @@ def test_bf16_autocast_training_learns_and_returns_float32_contiguous_weights(
     assert expected in training_setup(torch.device(device)), training_setup(torch.device(device))
 
 
-@pytest.mark.parametrize(
-    "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_teacher_logits_filled_on_the_device_match_the_cpu(
     tiny_workload: Workload, device: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
