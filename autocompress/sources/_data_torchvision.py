@@ -79,6 +79,11 @@ def _load_torchvision(
             normalization.for_channels(channels)  # wrong per-channel count: fail before converting anything
     # Decoded once into an image store per split (autocompress.sources._store): never the whole set in RAM.
     prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "normalization": normalization}
+    # Each official split's pixels hashed once (train feeds both train and val), without a copy of the array.
+    pixels = {
+        key: hashlib.sha256(np.ascontiguousarray(array.numpy())).hexdigest() if array is not None else ""
+        for key, array in arrays.items()
+    }
     splits = [
         _open_split_store(
             ds,
@@ -86,7 +91,13 @@ def _load_torchvision(
             labels[idx],
             idx,
             store_name=f"{canonical}-{split}",
-            key={"source": "torchvision", "dataset": canonical, "root": os.path.abspath(root), "official": key},
+            key={
+                "source": "torchvision",
+                "dataset": canonical,
+                "root": os.path.abspath(root),
+                "official": key,
+                "pixels": pixels[key],
+            },
             cache_dir=cache_dir,
             **prep,
         )
@@ -272,12 +283,10 @@ def _open_split_store(
     normalization: Normalization | None,
     cache_dir: Path | None,
 ) -> ImageStore:
-    """The image store of one split, keyed by the dataset's pixels (or size), the indices and the pipeline."""
-    content = hashlib.sha256()
-    if array is not None:
-        content.update(array.contiguous().numpy().tobytes())
-    content.update(np.asarray(indices, dtype=np.int64).tobytes())
-    key = {**key, "content": content.hexdigest(), "count": len(dataset)}
+    """The image store of one split, keyed by the dataset's pixels (``key["pixels"]``; its size where it keeps no
+    array), the indices and the pipeline."""
+    chosen = hashlib.sha256(np.asarray(indices, dtype=np.int64)).hexdigest()
+    key = {**key, "indices": chosen, "count": len(dataset)}
     name = str(key["dataset"])
     decoder = _DatasetDecoder(
         dataset, array, indices, shape=shape, preprocess=preprocess, size=size, spec=spec, name=name
