@@ -63,9 +63,8 @@ def _load_torchvision(
     train_idx, val_idx = (idx[_stratified_cap(train_y[idx], max_samples, seed)] for idx in (train_idx, val_idx))
     test_idx = _stratified_cap(test_y, max_samples, seed)
     if preprocess is not None:
-        channels = channels or 3
         out = _preprocess_one(
-            _pil_image(official_train, arrays["train"], 0, channels),
+            _pil_image(official_train, arrays["train"], 0, channels or 3),
             preprocess,
             size=size,
             spec=spec,
@@ -73,17 +72,11 @@ def _load_torchvision(
         )
         shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
     else:
-        channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
-        shape = (channels, size, size)
-        if normalization is not None:
-            normalization.for_channels(channels)  # wrong per-channel count: fail before converting anything
+        shape = _native_shape(native, channels=channels, size=size, normalization=normalization)
+        size = shape[1]
     # Decoded once into an image store per split (autocompress.sources._store): never the whole set in RAM.
     prep = {"shape": shape, "preprocess": preprocess, "size": size, "spec": spec, "normalization": normalization}
-    # Each official split's pixels hashed once (train feeds both train and val), without a copy of the array.
-    pixels = {
-        key: hashlib.sha256(np.ascontiguousarray(array.numpy())).hexdigest() if array is not None else ""
-        for key, array in arrays.items()
-    }
+    pixels = _pixel_digests(arrays)
     splits = [
         _open_split_store(
             ds,
@@ -123,15 +116,43 @@ def _load_torchvision(
             "channels": shape[0],
             "seed": seed,
             "max_samples": max_samples,
-            "preprocess": _describe_preprocess(
-                preprocess, shape, size=size if preprocess else None, normalization=normalization
-            ),
-            **(_normalization_info(normalization, shape[0]) if preprocess is None else {}),
+            **_preprocess_info(preprocess, shape, size=size, normalization=normalization),
             "source_sizes": {"official_train": len(train_y), "official_test": len(test_y)},
             **_sizes(*splits),
             "image_store": store_info(splits),
         },
     )
+
+
+def _preprocess_info(
+    preprocess: Callable[[Any], torch.Tensor] | None,
+    shape: tuple[int, int, int],
+    *,
+    size: int | None,
+    normalization: Normalization | None,
+) -> dict[str, Any]:
+    """The info entries that say how images were preprocessed: the user's preprocess, or resizing + normalisation."""
+    described = _describe_preprocess(preprocess, shape, size=size if preprocess else None, normalization=normalization)
+    return {"preprocess": described, **(_normalization_info(normalization, shape[0]) if preprocess is None else {})}
+
+
+def _pixel_digests(arrays: dict[str, torch.Tensor | None]) -> dict[str, str]:
+    """Each official split's pixels hashed once (train feeds both train and val), without a copy of the array."""
+    return {
+        key: hashlib.sha256(np.ascontiguousarray(array.numpy())).hexdigest() if array is not None else ""
+        for key, array in arrays.items()
+    }
+
+
+def _native_shape(
+    native: torch.Tensor | np.ndarray, *, channels: int | None, size: int | None, normalization: Normalization | None
+) -> tuple[int, int, int]:
+    """``(channels, size, size)`` of images decoded without a user preprocess: the native channels and shortest side
+    unless given; a normalisation with the wrong per-channel count fails here, before anything is converted."""
+    channels, size = channels or int(native.shape[0]), size or int(min(native.shape[1:]))
+    if normalization is not None:
+        normalization.for_channels(channels)
+    return (channels, size, size)
 
 
 def _dataset_class(spec: str) -> tuple[str, Any, str]:
