@@ -57,7 +57,7 @@ CLI_ONLY_OPTIONS = frozenset({"workers"})
 # Keywords of search() passed to SearchConfig as they are: same name, same meaning (tests/test_options.py checks that
 # each reaches the config).
 _SAME_NAME_OPTIONS = frozenset(
-    "trials timeout max_accuracy_drop study_name storage seed threads batch_size runtime sampler warmup repeats "
+    "trials timeout max_accuracy_drop prefer study_name storage seed threads batch_size runtime sampler warmup repeats "
     "latency_window device build_only allow_low_teacher_accuracy".split()
 )
 
@@ -118,6 +118,7 @@ def search(
     latency_budget_ms: float | None = None,
     latency_budget: str | None = None,
     max_accuracy_drop: float = _D.max_accuracy_drop,
+    prefer: str = _D.prefer,
     trials: int = _D.trials,
     space: str | SearchSpace = _D.space,
     study_name: str = API_STUDY_NAME,
@@ -150,6 +151,8 @@ def search(
         latency_budget_ms: absolute budget in milliseconds; or ``latency_budget="0.5x"`` for a fraction of the
             model's fp32 latency on ``runtime`` (default ``0.25x``).
         max_accuracy_drop: allowed top-1 drop on ``val`` in percentage points.
+        prefer: ``accuracy`` (the most accurate model within the budget) or ``latency`` (the fastest within the
+            accuracy limit): which feasible model is chosen.
         trials: total finished trials (a rerun with the same ``study_name`` and ``output`` resumes).
         space: a shipped space name, a YAML path, or a :class:`SearchSpace`.
         allow_low_teacher_accuracy: search even when ``model`` scores near chance on ``val`` (by default that is a

@@ -23,6 +23,7 @@ __all__ = [
     "LatencyBudget",
     "Normalization",
     "RUNTIMES",
+    "PREFERENCES",
     "RegisteredNames",
     "SAMPLERS",
     "default_normalization",
@@ -71,6 +72,8 @@ def _runtime_names() -> list[str]:
 
 SAMPLERS = RegisteredNames(_sampler_names)  # --sampler: autocompress.study.samplers
 RUNTIMES = RegisteredNames(_runtime_names)  # --runtime: autocompress.runtimes
+# --prefer: which feasible model is chosen (autocompress.study.pareto.choose); the first is the default.
+PREFERENCES = ("accuracy", "latency")
 
 # Limits every entry point shares (CLI, config file, Python API, sources.load_model / load_data): one number each.
 MIN_CLASSES = 2  # a classifier needs two classes to tell apart
@@ -345,6 +348,8 @@ class SearchConfig:
         timeout: stop starting new trials after this many seconds (``None`` = no limit).
         latency_budget: see :class:`LatencyBudget`.
         max_accuracy_drop: allowed top-1 drop on val, in percentage points, vs the teacher's fp32 artifact on --runtime.
+        prefer: the choice rule (:data:`PREFERENCES`, applied by :func:`autocompress.study.pareto.choose`): the most
+            accurate feasible model, or the fastest.
         space: search-space name in ``search_spaces/`` or a YAML path.
         study_name / storage / output: where the study lives (default ``sqlite:///<output>/<study>/study.db``).
         seed: sampler, pruning and fine-tuning seed.
@@ -438,6 +443,13 @@ class SearchConfig:
     max_accuracy_drop: float = option(
         1.0, "search", "allowed top-1 drop on the validation split, in percentage points", type=float
     )
+    prefer: str = option(
+        "accuracy",
+        "search",
+        "which feasible model is chosen: accuracy = the most accurate within the latency budget, latency = the "
+        "fastest within the accuracy limit",
+        choices=PREFERENCES,
+    )
     space: str = option("default", "search", "search space: a name in search_spaces/ or a path to a YAML file")
     sampler: str = option("tpe", "search", "Optuna sampler", choices=SAMPLERS)
     seed: int = option(0, "search", "seed of the sampler, calibration and fine-tuning", type=int)
@@ -521,6 +533,8 @@ class SearchConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is in percentage points and must lie in [0, 100], got {self.max_accuracy_drop}"
             )
+        if self.prefer not in PREFERENCES:
+            raise ConfigError(f"--prefer must be one of {', '.join(PREFERENCES)}, got {self.prefer!r}")
         if len(self.study_name) > MAX_STUDY_NAME:
             raise ConfigError(
                 f"--study-name is {len(self.study_name)} characters long; it names a folder, so at most "

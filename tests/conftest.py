@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import faulthandler
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,23 @@ from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources.workload import Workload, load_digits_splits
 
 TINY_SIZE = 16
+# A native crash must name the test and the Python stack it happened in. pytest arms faulthandler once, and a library
+# may install its own SIGSEGV handler later (the suite once died with exit 139 and no trace), so it is armed again
+# before each test, on a file descriptor of its own that nothing else in the process closes.
+_CRASH_FD = os.dup(sys.__stderr__.fileno()) if sys.__stderr__ is not None else None
+
+
+@pytest.fixture(autouse=True)
+def _crash_trace(request: pytest.FixtureRequest) -> Iterator[None]:
+    if _CRASH_FD is not None:
+        try:
+            os.fstat(_CRASH_FD)
+        except OSError as exc:  # something closed a descriptor it did not own: the likeliest cause of a crash
+            raise RuntimeError(f"the crash trace's descriptor was closed before {request.node.nodeid}") from exc
+        faulthandler.enable(file=_CRASH_FD, all_threads=True)
+        if os.environ.get("AUTOCOMPRESS_TRACE_TESTS"):  # name each test as it starts: where a silent crash was
+            os.write(_CRASH_FD, f"[test start] {request.node.nodeid}\n".encode())
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autocompress.hardware.cpu import detect_cpu
-from autocompress.measure.accuracy import evaluate, scoring_threads
+from autocompress.measure.accuracy import PairedDrop, drop_resolution, evaluate, paired_drop, scoring_threads
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import get_runtime, list_runtimes
 from autocompress.sources.workload import Workload
@@ -49,3 +49,27 @@ def test_several_threads_predict_what_one_thread_predicts(
     labels = np.array([wl.val[i][1] for i in range(len(wl.val))])
     scored = evaluate(get_runtime(name).runner(artifact, threads=threads), wl.val)
     assert scored.top1 == pytest.approx(float((one.argmax(1) == labels).mean()), abs=1e-12)
+
+
+def test_paired_drop_counts_discordant_images_and_its_interval_covers_the_drop() -> None:
+    teacher = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1] * 36, dtype=bool)  # 360 images
+    student = teacher.copy()
+    student[:4] = False  # 4 images the teacher gets right and the student wrong
+    student[4] = True  # and 1 the other way round (the teacher misses images 4 and 5)
+    paired = paired_drop(student, teacher)
+    assert (paired.worse, paired.better, paired.n) == (4, 1, 360)
+    low, high = paired.interval_pt
+    assert low < paired.drop_pt < high and paired.drop_pt == pytest.approx(3 / 360 * 100)
+    assert low == pytest.approx(-0.60, abs=0.05) and high == pytest.approx(2.27, abs=0.05), (low, high)
+    # Identical predictions: drop 0, a symmetric interval that still has width (one image is 0.28 pt).
+    same = paired_drop(teacher, teacher)
+    assert (
+        same.drop_pt == 0 and same.interval_pt[0] == pytest.approx(-same.interval_pt[1]) and same.interval_pt[1] > 0.5
+    )
+    assert PairedDrop.from_dict(paired.to_dict()) == paired
+    with pytest.raises(ValueError, match="same images"):
+        paired_drop(student[:10], teacher)
+    # More images resolve a limit: the half-width shrinks with n, and the images asked for give half the limit.
+    half_small, needed = drop_resolution(360, limit_pt=1.0)
+    half_large, _ = drop_resolution(needed, limit_pt=1.0)
+    assert half_small > 1.0 and half_large == pytest.approx(0.5, abs=0.05)

@@ -229,6 +229,10 @@ CATALOGUE: dict[str, tuple[Setup, tuple[str, ...]]] = {
         _args("--sampler", "annealing"),
         ("argument --sampler: invalid choice: 'annealing'", "choose from", "--help"),
     ),
+    "unknown_prefer": (
+        _args("--prefer", "fast"),
+        ("argument --prefer: invalid choice: 'fast'", "choose from 'accuracy', 'latency'", "--help"),
+    ),
     "unknown_option": (_args("--trails", "3"), ("unrecognized arguments: --trails 3", "--help")),
     "empty_image_folder": (_folder("empty"), ("no class subfolders in", "CLASS_NAME/IMAGE.png")),
     "one_class_image_folder": (_folder("one_class"), ("found one class folder (d3)", "at least 2 classes")),

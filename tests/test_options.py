@@ -61,6 +61,7 @@ API_VALUES: dict[str, Any] = {
     "trials": 3,
     "timeout": 60.0,
     "max_accuracy_drop": 2.5,
+    "prefer": "latency",
     "space": "int8_only",
     "sampler": "random",
     "seed": 7,

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from autocompress.measure.latency import Latency
-from autocompress.study.pareto import choose, hypervolume, pareto_front
+from autocompress.study.pareto import PREFERENCES, choose, hypervolume, pareto_front, stored_rule
 from autocompress.study.record import RECORD_KEY, WEIGHTS_FROM_ATTR, TrialRecord, read_records
 
 BUDGET, MAX_DROP, TEACHER = 1.0, 1.0, 0.99
@@ -203,3 +203,23 @@ def test_a_refined_trial_of_a_study_written_before_weights_from_is_judged_agains
     assert [r.weights_from for r in records] == [None, 0]
     choice = choose(records)
     assert choice is not None and choice.record.number == 0, "slower with confidence than its source: not chosen"
+
+
+def test_prefer_latency_chooses_the_fastest_feasible_record_and_the_stored_rule_is_read_back() -> None:
+    # 0 over budget; 3 fastest but breaks the limit (drop 9 pt); 1 and 2 feasible: accuracy picks 1, latency 2.
+    records = [rec(0, 0.99, 2.0), rec(1, 0.985, 0.9), rec(2, 0.982, 0.8), rec(3, 0.90, 0.5)]
+    by_accuracy, by_latency = choose(records), choose(records, prefer="latency")
+    assert by_accuracy is not None and by_accuracy.record.number == 1 and by_accuracy.prefer == "accuracy"
+    assert by_latency is not None and by_latency.record.number == 2 and by_latency.prefer == "latency"
+    assert "fastest" in by_latency.reason and "most accurate" in by_accuracy.reason
+    # Latency ties go to the more accurate record; nothing feasible: the same fallback for both rules.
+    tie = choose([rec(4, 0.982, 0.8), rec(5, 0.986, 0.8)], prefer="latency")
+    assert tie is not None and tie.record.number == 5
+    over = [rec(6, 0.985, 1.5), rec(7, 0.984, 1.2)]
+    assert [choose(over, prefer=p).record.number for p in PREFERENCES] == [7, 7]  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="prefer must be one of accuracy, latency"):
+        choose(records, prefer="fast")
+    # The report and the dashboard read the rule the study recorded, then its config, then the default.
+    assert stored_rule({"choice": {"prefer": "latency", "passed_over": [3]}}) == ("latency", (3,))
+    assert stored_rule({"config": {"prefer": "latency"}}) == ("latency", ())
+    assert stored_rule({}) == ("accuracy", ())

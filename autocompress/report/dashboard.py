@@ -85,13 +85,15 @@ class Dashboard:
 
 
 # ---------------------------------------------------------------------------------------------------- the note
-def chosen_record(records: Sequence[TrialRecord], *, passed_over: Sequence[int] = ()) -> TrialRecord | None:
-    """The trial the search chooses (:func:`autocompress.study.pareto.choose`, the one rule) once the trials in
-    ``passed_over`` (over the budget when re-measured in a fresh process; the study's ``choice`` attribute) are left
-    out; ``None`` when nothing is feasible yet."""
+def chosen_record(
+    records: Sequence[TrialRecord], *, passed_over: Sequence[int] = (), prefer: str = "accuracy"
+) -> TrialRecord | None:
+    """The trial the search chooses (:func:`autocompress.study.pareto.choose`, the one rule, with the study's
+    ``prefer``) once the trials in ``passed_over`` (over the budget when re-measured in a fresh process; the study's
+    ``choice`` attribute) are left out; ``None`` when nothing is feasible yet."""
     from autocompress.study.pareto import choose
 
-    choice = choose(records, exclude=passed_over)
+    choice = choose(records, exclude=passed_over, prefer=prefer)
     return choice.record if choice is not None and choice.feasible else None
 
 
@@ -141,11 +143,14 @@ def study_note(study: optuna.Study) -> str:
         parts += [f"PyTorch fp32 {teacher_torch:.4g} ms"] if teacher_torch is not None else []
         lines.append(f"- **Teacher:** {', '.join(parts) or 'not recorded'}")
 
-    chosen = chosen_record(records, passed_over=(attrs.get("choice") or {}).get("passed_over") or ())
+    from autocompress.study.pareto import stored_rule
+
+    prefer, passed_over = stored_rule(attrs)
+    chosen = chosen_record(records, passed_over=passed_over, prefer=prefer)
     if chosen is not None:
         lines.append(
             f"- **Chosen:** trial {chosen.number} — {chosen.summary} — accuracy {chosen.accuracy:.2%} "
-            f"(drop {chosen.accuracy_drop_pt:+.2f} pt), {chosen.latency_ms:.4g} ms"
+            f"(drop {chosen.accuracy_drop_pt:+.2f} pt), {chosen.latency_ms:.4g} ms (--prefer {prefer})"
         )
     else:
         lines.append("- **Chosen:** no feasible trial yet")

@@ -31,7 +31,7 @@ from autocompress.compress.prune import prune_model
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, WorkloadError
 from autocompress.hardware.cpu import machine_fingerprint
-from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch, scoring_threads
+from autocompress.measure.accuracy import evaluate_artifact, evaluate_torch, paired_drop, scoring_threads
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, Protocol, measure_torch
 from autocompress.runtimes import Artifact, Runtime, get_runtime, list_runtimes
@@ -222,6 +222,7 @@ def _metrics(
         "feasible": choice.feasible,
         "status": "chosen" if choice.feasible else "over budget: fastest model within the accuracy limit",
         "choice_reason": choice.reason,
+        "prefer": choice.prefer,
         "policy_summary": record.summary,
         "accuracy": _accuracy_metrics(record, workload=workload, reference=reference, config=config, shipped=shipped),
         "latency": _latency_metrics(
@@ -249,6 +250,8 @@ def _accuracy_metrics(
     test = evaluate_artifact(runtime, shipped, workload.test, threads=scoring)
     teacher_test = evaluate_artifact(runtime, reference.artifact, workload.test, threads=scoring)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
+    paired = paired_drop(test, teacher_test)
+    low, high = paired.interval_pt
     return {
         "val_top1": record.accuracy,
         "test_top1": test.top1,
@@ -257,7 +260,13 @@ def _accuracy_metrics(
         "teacher_test_top1": teacher_test.top1,
         "teacher_torch_test_top1": teacher_torch_test.top1,
         "test_drop_pt": (teacher_test.top1 - test.top1) * 100,
+        # The drop is a paired difference on the same images: its 95 % interval, and whether it reaches past the
+        # limit (then the limit is not a promise on new data of this kind: more val/test images would resolve it).
+        "test_drop_interval_pt": [low, high],
+        "test_paired": {"worse": paired.worse, "better": paired.better},
+        "test_drop_may_exceed_limit": high > config.max_accuracy_drop,
         "val_drop_pt": record.accuracy_drop_pt,
+        "val_drop_interval_pt": list(record.drop_interval_pt) if record.drop_interval_pt else None,
         "max_drop_pt": config.max_accuracy_drop,
         "n_val": len(workload.val),  # type: ignore[arg-type]
         "n_test": test.n,

@@ -48,7 +48,7 @@ from autocompress.report.explain import (
     technique_breakdown,
 )
 from autocompress.sources.workload import Workload
-from autocompress.study.pareto import Choice, choose, hypervolume
+from autocompress.study.pareto import Choice, choose, hypervolume, stored_rule
 from autocompress.study.probe import Probe
 from autocompress.study.record import AFTER_SEARCH_ROLES, TrialRecord, read_records
 
@@ -184,7 +184,8 @@ def build_report(
     config: Mapping[str, Any] = attrs.get("config") or {}
     reference: Mapping[str, Any] = attrs.get("reference") or {}
     records = read_records(study)
-    choice = choose(records, exclude=(attrs.get("choice") or {}).get("passed_over") or ())
+    prefer, passed_over = stored_rule(attrs)
+    choice = choose(records, exclude=passed_over, prefer=prefer)
     budget = reference.get("budget_ms") or next((r.budget_ms for r in records), None)
     page = _Page(folder=study_dir / IMAGES_DIR)
 
@@ -344,11 +345,17 @@ def _summary(
         speed = f", {teacher / r.latency_ms:.2f}× vs the teacher's fp32 {runtime}" if teacher and r.latency_ms else ""
         rows += [
             ("chosen", f"trial {r.number}: {r.summary}"),
-            ("chosen accuracy", f"{r.accuracy:.2%} (drop {r.accuracy_drop_pt:+.2f} pt)"),
+            ("chosen accuracy", f"{r.accuracy:.2%} on val (drop {r.accuracy_drop_pt:+.2f} pt{_interval(r)})"),
             ("chosen latency", f"{r.latency_ms:.4g} ms (IQR {r.latency.iqr_ms:.3g}){speed}" if r.latency else "?"),
-            ("feasible", f"{'yes' if choice.feasible else 'no'}: {choice.reason}"),
+            ("feasible", f"{'yes' if choice.feasible else 'no'}: {choice.reason} (--prefer {choice.prefer})"),
         ]
     return _table(("", ""), rows)
+
+
+def _interval(record: TrialRecord) -> str:
+    """ ", 95 % interval [a, b]" of a record's val drop, from its paired predictions; "" when unknown."""
+    interval = record.drop_interval_pt
+    return f", 95 % interval [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else ""
 
 
 def _pareto(

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.study.pareto import Choice
+from autocompress.study.pareto import PREFERENCES, Choice, choose
 from autocompress.study.record import TrialRecord
 
 __all__ = ["pareto_table", "write_csv"]
@@ -91,15 +91,25 @@ def write_csv(path: Path, records: Sequence[TrialRecord], choice: Choice | None)
 def pareto_table(
     front: Sequence[TrialRecord], choice: Choice | None, *, budget_ms: float, teacher_torch_ms: float, console: Console
 ) -> None:
-    """Print the Pareto front, fastest first, the chosen row marked."""
+    """Print the Pareto front, fastest first, the chosen row marked ★ and the other rule's pick ☆ (``--prefer``)."""
     chosen = choice.record.number if choice else None
-    table = Table(title=f"Pareto front (accuracy ↑, latency ↓) — budget {budget_ms:.3f} ms", show_lines=False)
+    other_rule = next((p for p in PREFERENCES if choice is not None and p != choice.prefer), None)
+    other = choose(front, exclude=choice.passed_over, prefer=other_rule) if choice and other_rule else None
+    alternative = other.record.number if other is not None and other.feasible else None
+    caption = (
+        f"★ chosen (--prefer {choice.prefer}); ☆ what --prefer {other_rule} would choose"
+        if choice is not None and alternative not in (None, chosen)
+        else None
+    )
+    table = Table(
+        title=f"Pareto front (accuracy ↑, latency ↓) — budget {budget_ms:.3f} ms", caption=caption, show_lines=False
+    )
     for name, justify in [
         ("", "left"),
         ("trial", "right"),
         ("policy", "left"),
         ("val acc", "right"),
-        ("drop pt", "right"),
+        ("drop pt [95 %]", "right"),
         ("latency ms [interval]", "right"),
         ("× vs PyTorch", "right"),
         ("size MB", "right"),
@@ -109,11 +119,12 @@ def pareto_table(
     for r in front:
         assert r.accuracy is not None and r.latency is not None
         table.add_row(
-            "★" if r.number == chosen else "",
+            "★" if r.number == chosen else "☆" if r.number == alternative else "",
             str(r.number),
             f"{r.summary}{' [' + r.label + ']' if r.label else ''}",
             f"{r.accuracy:.2%}",
-            f"{r.accuracy_drop_pt:+.2f}",
+            f"{r.accuracy_drop_pt:+.2f}"
+            + (f" [{r.drop_interval_pt[0]:+.1f}, {r.drop_interval_pt[1]:+.1f}]" if r.drop_interval_pt else ""),
             f"{r.latency.median_ms:.3f} [{r.latency.low:.3f}, {r.latency.high:.3f}]",
             f"{teacher_torch_ms / r.latency.median_ms:.2f}",
             f"{r.size_mb or 0:.2f}",

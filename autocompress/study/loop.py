@@ -67,7 +67,7 @@ class _TrialEnd:
         records = read_records(study)
         done = len(counted(records))
         self.say(trial_line(trial, done, self.total, self.runner.budget_ms))
-        choice = choose(records)  # "best so far" is what the search would choose now: the one rule
+        choice = choose(records, prefer=self.runner.config.prefer)  # "best so far": what the search would choose now
         self.progress.trials(done=done, total=self.total, best=choice.record if choice and choice.feasible else None)
         if self.runner.stop_requested:
             return

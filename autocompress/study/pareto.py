@@ -3,8 +3,12 @@
 Objectives: accuracy (higher is better) and latency (lower is better). A record is *feasible* when it was fully
 measured (``complete``), is within the latency budget and its accuracy drop is within the limit.
 
-**The choice is a promise.** The chosen model is the most accurate feasible one (ties: one whose whole latency
-interval is within the budget, then the faster). Before it is called chosen, it is measured again in a fresh process
+**The rule is the user's** (``--prefer``, :data:`PREFERENCES`): ``accuracy`` (the default) chooses the most accurate
+feasible model (ties: one whose whole latency interval is within the budget, then the faster); ``latency`` the fastest
+feasible one, i.e. the fastest within the accuracy limit (ties: the more accurate). Users of peers ask for the
+latter ("the fastest model that keeps my accuracy bar"); the former spends the budget's headroom on accuracy.
+
+**The choice is a promise.** Before it is called chosen, it is measured again in a fresh process
 with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed
 over (``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model whose measured accuracy
 drop keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would make it feasible. A model
@@ -21,12 +25,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from autocompress.config import PREFERENCES
 from autocompress.measure.latency import Latency
 from autocompress.scale.storage import hypervolume_2d
 from autocompress.study.record import TrialRecord
 
-__all__ = ["Choice", "pareto_front", "choose", "refinement_helped", "hypervolume", "dominates", "suggested_budget_ms"]
+__all__ = [
+    "Choice",
+    "PREFERENCES",
+    "pareto_front",
+    "choose",
+    "preferred",
+    "stored_rule",
+    "refinement_helped",
+    "hypervolume",
+    "dominates",
+    "suggested_budget_ms",
+]
+
+_RULES = {
+    "accuracy": "the most accurate model within the latency budget and the accuracy limit",
+    "latency": "the fastest model within the accuracy limit and the latency budget",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,7 @@ class Choice:
         confirmed / confirmed_reference: the fresh-process re-measurement of the chosen artifact and of the teacher
             artifact beside it (the figures that ship in metrics.json).
         passed_over: trials that were feasible in the search but over the budget when re-measured.
+        prefer: the rule that chose it (:data:`PREFERENCES`).
     """
 
     record: TrialRecord
@@ -50,6 +73,7 @@ class Choice:
     confirmed: Latency | None = None
     confirmed_reference: Latency | None = None
     passed_over: tuple[int, ...] = ()
+    prefer: str = PREFERENCES[0]
 
     @property
     def overshoot_ms(self) -> float:
@@ -101,28 +125,36 @@ def _candidate(record: TrialRecord, by_number: Mapping[int, TrialRecord]) -> boo
     return source is None or refinement_helped(record, source)
 
 
-def choose(records: Sequence[TrialRecord], *, exclude: Sequence[int] = ()) -> Choice | None:
-    """The most accurate feasible record not in ``exclude``; else the fastest within the accuracy limit; else ``None``.
+def preferred(candidates: Sequence[TrialRecord], *, prefer: str = PREFERENCES[0]) -> TrialRecord:
+    """The record ``prefer`` picks among feasible ``candidates`` (see the module docstring); ties end at the earlier
+    trial."""
+    if prefer == "latency":
+        return min(candidates, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
+    assert prefer == "accuracy", prefer
+    return min(candidates, key=lambda r: (-(r.accuracy or 0.0), not r.confidently_within, r.latency_ms, r.number))
 
-    Ties in accuracy go to a record whose whole latency interval is within the budget, then to the lower latency,
-    then to the earlier trial. ``exclude`` (trial numbers over the budget when re-measured) only removes feasible
-    candidates: such a record may still be the over-budget fallback. A refined record that did not help its source
-    (:func:`refinement_helped`) is not a feasible candidate.
+
+def choose(
+    records: Sequence[TrialRecord], *, exclude: Sequence[int] = (), prefer: str = PREFERENCES[0]
+) -> Choice | None:
+    """The feasible record ``prefer`` picks (:func:`preferred`) not in ``exclude``; else the fastest within the
+    accuracy limit; else ``None``.
+
+    ``exclude`` (trial numbers over the budget when re-measured) only removes feasible candidates: such a record may
+    still be the over-budget fallback. A refined record that did not help its source (:func:`refinement_helped`) is
+    not a feasible candidate.
     """
+    if prefer not in _RULES:
+        raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     by_number = {r.number: r for r in records}
     feasible = [r for r in records if _candidate(r, by_number) and r.number not in set(exclude)]
     if feasible:
-        best = min(feasible, key=lambda r: (-(r.accuracy or 0.0), not r.confidently_within, r.latency_ms, r.number))
-        return Choice(
-            best,
-            True,
-            "the most accurate model within the latency budget and the accuracy limit",
-            passed_over=tuple(exclude),
-        )
+        best = preferred(feasible, prefer=prefer)
+        return Choice(best, True, _RULES[prefer], passed_over=tuple(exclude), prefer=prefer)
     within = [r for r in records if r.outcome == "complete" and r.within_accuracy and r.latency_ms is not None]
     if not within:
         return None
-    fastest = min(within, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
+    fastest = preferred(within, prefer="latency")
     assert fastest.latency_ms is not None
     suggested = suggested_budget_ms(fastest.latency_ms)
     return Choice(
@@ -132,7 +164,18 @@ def choose(records: Sequence[TrialRecord], *, exclude: Sequence[int] = ()) -> Ch
         f"{fastest.overshoot_ms:.3f} ms over the budget",
         suggested_budget_ms=suggested,
         passed_over=tuple(exclude),
+        prefer=prefer,
     )
+
+
+def stored_rule(attrs: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
+    """The rule and the passed-over trials of a study's choice, from its user attributes: the ``choice`` the last
+    finished run recorded, else the ``config`` it was created with (a study still running), else the default rule.
+    The report and the dashboard note call :func:`choose` with these, so they show the choice the export made."""
+    choice: Mapping[str, Any] = attrs.get("choice") or {}
+    config: Mapping[str, Any] = attrs.get("config") or {}
+    prefer = str(choice.get("prefer") or config.get("prefer") or PREFERENCES[0])
+    return prefer, tuple(int(n) for n in choice.get("passed_over") or ())
 
 
 def hypervolume(records: Sequence[TrialRecord]) -> float:

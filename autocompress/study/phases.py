@@ -336,7 +336,7 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
     prunable group plus one, each a build and a measurement (no fine-tuning).
     """
     records = read_records(study)
-    choice = choose(records)
+    choice = choose(records, prefer=runner.config.prefer)
     if choice is None or not choice.feasible or choice.record.policy is None:
         return 0
     source = choice.record
@@ -443,7 +443,7 @@ def confirm_choice(
 
     excluded: list[int] = []
     while True:
-        choice = choose(records, exclude=excluded)
+        choice = choose(records, exclude=excluded, prefer=config.prefer)
         if choice is None:
             return None
         measured = remeasure(choice.record)

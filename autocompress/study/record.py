@@ -126,6 +126,9 @@ class TrialRecord:
             the trial is fp32; ``None`` when the precision was sampled or enqueued.
         weights_from: a ``refined`` trial: the trial whose fine-tuned weights it deployed again (its *source*, against
             which :func:`autocompress.study.pareto.refinement_helped` judges it); ``None`` otherwise.
+        accuracy_paired: the val drop from the discordant pairs against the teacher's artifact
+            (:class:`~autocompress.measure.accuracy.PairedDrop` as a dict: ``worse``, ``better``, ``n``, the drop and
+            its 95 % interval); ``None`` where it was not scored here (a remote target's figure).
     """
 
     number: int
@@ -159,6 +162,7 @@ class TrialRecord:
     stages: Mapping[str, Any] = field(default_factory=dict)
     quant_ruled_out: str | None = None
     weights_from: int | None = None
+    accuracy_paired: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -172,6 +176,14 @@ class TrialRecord:
     def accuracy_drop_pt(self) -> float | None:
         """Drop in percentage points against the teacher's artifact (negative = better than the teacher)."""
         return None if self.accuracy is None else (self.teacher_accuracy - self.accuracy) * 100.0
+
+    @property
+    def drop_interval_pt(self) -> tuple[float, float] | None:
+        """95 % interval of the val drop from the paired predictions (see :mod:`autocompress.measure.accuracy`)."""
+        if not self.accuracy_paired:
+            return None
+        low, high = self.accuracy_paired["interval_pt"]
+        return float(low), float(high)
 
     @property
     def within_budget(self) -> bool:

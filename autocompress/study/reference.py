@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autocompress.compress.prune import count_macs_params
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import CpuInfo, detect_cpu
@@ -33,6 +35,8 @@ class Reference:
         runtime_latency: the teacher's fp32 artifact on the study's runtime (the budget's yardstick).
         artifact: that fp32 artifact (the meter's side-by-side reference).
         target: where both were measured (:func:`study_target`).
+        val_correct: which val images the teacher's artifact gets right (this process's scoring; not stored: a
+            resumed study scores the same teacher on the same data again), for the trials' paired drops.
     """
 
     torch_latency: Latency
@@ -43,6 +47,7 @@ class Reference:
     params: int
     artifact: Artifact
     target: dict[str, Any] = dataclasses.field(default_factory=dict)
+    val_correct: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,12 +125,12 @@ def measure_reference(
         protocol=config.protocol,
     )
     macs, params = count_macs_params(workload.model, x)
+    val = evaluate_artifact(runtime, artifact, workload.val, threads=scoring_threads(workers=config.workers))
     reference = Reference(
         torch_latency=torch_latency,
         runtime_latency=runtime_latency,
-        val_accuracy=evaluate_artifact(
-            runtime, artifact, workload.val, threads=scoring_threads(workers=config.workers)
-        ).top1,
+        val_accuracy=val.top1,
+        val_correct=val.correct,
         budget_ms=config.latency_budget.resolve(runtime_latency.median_ms),
         macs=macs,
         params=params,

@@ -63,6 +63,7 @@ _NOT_IDENTITY = {
     "device",
     "workers",
     "build_only",
+    "prefer",  # the choice rule: applied when the study finishes, to whatever trials it holds
 }
 _SAMPLE_IMAGES = 32
 # How to fix each kind of difference.

@@ -35,6 +35,7 @@ from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.hardware.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
 from autocompress.hardware.device import resolve_device
+from autocompress.measure.accuracy import drop_resolution
 from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Meter
 from autocompress.measure.model import LatencyModel
@@ -55,13 +56,38 @@ from autocompress.study.samplers import make_sampler
 from autocompress.study.space import SearchSpace
 from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
 
-__all__ = ["Mode", "SearchInterrupted", "SearchResult", "StudySession", "create_study", "run_study"]
+__all__ = [
+    "Mode",
+    "SearchInterrupted",
+    "SearchResult",
+    "StudySession",
+    "accuracy_resolution",
+    "create_study",
+    "run_study",
+]
 
 logger = logging.getLogger(__name__)
 
 # Attributes that must match when a study is resumed: changing them would mix incomparable trials.
 _RESUME_KEYS = ("latency_budget", "max_accuracy_drop", "threads", "batch_size", "model", "data", "space")
 _TARGET_WAIT_S = 900.0  # a build host waits this long for the measure worker to set the study up
+
+
+def accuracy_resolution(n_val: int, *, limit_pt: float) -> str:
+    """The set-up's note on how well the val split resolves the accuracy limit (see
+    :func:`autocompress.measure.accuracy.drop_resolution`): one image's worth, the 95 % interval of a drop when 2 %
+    of the images change answer, and the val images a limit needs for that interval to be at most half of it."""
+    half, needed = drop_resolution(n_val, limit_pt=limit_pt)
+    line = (
+        f"accuracy: {n_val} val images, one image = {100 / max(n_val, 1):.2f} pt; a student that changes 2 % of the "
+        f"answers has a drop interval of about ±{half:.2f} pt (95 %)"
+    )
+    if half > limit_pt / 2:
+        line += (
+            f", wide against the {limit_pt:g} pt limit: a choice within it on val may break it on new data "
+            f"(about {needed:,} val images resolve it; metrics.json gives the test drop's interval)"
+        )
+    return line
 
 
 class Mode(enum.Enum):
@@ -270,6 +296,7 @@ class StudySession:
             self.config,
             budget_ms=self.reference.budget_ms,
             teacher_accuracy=self.reference.val_accuracy,
+            teacher_val_correct=self.reference.val_correct,
             groups=self.groups,
             int8_kernel=self.kernel,
             fingerprint=self.fingerprint,
@@ -328,6 +355,7 @@ class StudySession:
             f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms "
             f"({config.latency_budget}); {len(self.groups)} prunable groups"
         )
+        say(accuracy_resolution(len(self.workload.val), limit_pt=config.max_accuracy_drop))  # type: ignore[arg-type]
         probe = self.probe
         if probe is not None and not probe.reachable(reference.budget_ms):
             suggested = probe.suggested_budget_ms()
@@ -394,6 +422,7 @@ class StudySession:
                     "trial": choice.record.number,
                     "feasible": choice.feasible,
                     "passed_over": list(choice.passed_over),
+                    "prefer": choice.prefer,
                     "confirmed": choice.confirmed.to_dict() if choice.confirmed else None,
                 },
             )

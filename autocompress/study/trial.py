@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_
 from autocompress.compress.training import training_setup
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
-from autocompress.measure.accuracy import evaluate, scoring_threads
+from autocompress.measure.accuracy import PairedDrop, evaluate, paired_drop, scoring_threads
 from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
@@ -254,6 +255,7 @@ class TrialRunner(Objective):
         *,
         budget_ms: float,
         teacher_accuracy: float,
+        teacher_val_correct: np.ndarray | None = None,
         groups: list[PrunableGroup],
         int8_kernel: Int8Kernel,
         fingerprint: Mapping[str, Any],
@@ -270,6 +272,7 @@ class TrialRunner(Objective):
         self.config = config
         self.budget_ms = budget_ms
         self.teacher_accuracy = teacher_accuracy
+        self.teacher_val_correct = teacher_val_correct  # the teacher artifact's per-image val results: paired drops
         self.fingerprint = dict(fingerprint)
         self.meter = meter
         self.scorer = scorer  # a build host's: the target scores (autocompress.scale.remote); None: scored here
@@ -339,11 +342,21 @@ class TrialRunner(Objective):
 
     def score_artifact(self, artifact: Artifact) -> tuple[float, dict[str, int]]:
         """Val top-1 of ``artifact`` on the target runtime, and the precision each layer ran in (read back)."""
+        top1, precision, _ = self.score_paired(artifact)
+        return top1, precision
+
+    def score_paired(self, artifact: Artifact) -> tuple[float, dict[str, int], PairedDrop | None]:
+        """:meth:`score_artifact`, and the drop against the teacher from the paired predictions on the same val images
+        (``None`` where a remote target scored it, or the teacher's per-image results are unknown)."""
         if self.scorer is not None:
-            return self.scorer(artifact)
+            top1, precision = self.scorer(artifact)
+            return top1, precision, None
         with self.cores.heavy():
             scorer = self.runtime.runner(artifact, threads=scoring_threads(workers=self.config.workers))
-            return evaluate(scorer, self.workload.val).top1, scorer.precision()
+            scored = evaluate(scorer, self.workload.val)
+            teacher = self.teacher_val_correct
+            paired = paired_drop(scored, teacher) if teacher is not None and scored.n == len(teacher) else None
+            return scored.top1, scorer.precision(), paired
 
     def _structure_key(self, model: nn.Module, artifact: Artifact) -> str:
         cfg, q = self.config, artifact.quant
@@ -600,7 +613,7 @@ class TrialRunner(Objective):
             remeasured += more
         t = time.perf_counter()
         self.on_stage(f"trial {number}: val accuracy of the artifact")
-        accuracy, precision = self.score_artifact(artifact)
+        accuracy, precision, paired = self.score_paired(artifact)
         timings["evaluate_s"] = time.perf_counter() - t
         save_weights(student, workdir / WEIGHTS_FILE)
         timings["total_s"] = time.perf_counter() - started
@@ -616,6 +629,7 @@ class TrialRunner(Objective):
             remeasured=remeasured,
             artifact=artifact.path.relative_to(cfg.study_dir).as_posix(),
             precision=precision,
+            accuracy_paired=paired.to_dict() if paired is not None else None,
             **sizes,
             **self._measured_stages(base),
             **extra,
