@@ -1,4 +1,5 @@
-"""The compression stages: structural pruning and distillation fine-tuning (model → model; no runtime knowledge).
+"""The compression stages: structural pruning, distillation fine-tuning and BatchNorm statistics re-estimation
+(model → model; no runtime knowledge).
 
 Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the runtimes' job:
 :mod:`autocompress.runtimes`.
@@ -6,6 +7,7 @@ Building a deployable artifact (ONNX, int8, OpenVINO IR, TorchScript) is the run
 
 from __future__ import annotations
 
+from autocompress.compress.batchnorm import batchnorm_layers, recalibrate_batchnorm
 from autocompress.compress.distill import DistillResult, TeacherLogits, distill, kd_loss
 from autocompress.compress.prune import (
     PrunableGroup,
@@ -21,10 +23,12 @@ __all__ = [
     "PrunableGroup",
     "count_macs_params",
     "TeacherLogits",
+    "batchnorm_layers",
     "distill",
     "kd_loss",
     "prunable_groups",
     "prune_model",
+    "recalibrate_batchnorm",
     "sparsify_model",
     "weight_sparsity",
 ]
