@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import faulthandler
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources.workload import Workload, load_digits_splits
 
 TINY_SIZE = 16
-# A native crash must name the test and the Python stack it happened in. pytest arms faulthandler once, and a library
-# may install its own SIGSEGV handler later (the suite once died with exit 139 and no trace), so it is armed again
-# before each test, on a file descriptor of its own that nothing else in the process closes.
-_CRASH_FD = os.dup(sys.__stderr__.fileno()) if sys.__stderr__ is not None else None
+# A native crash must name the test and the Python stack it happened in (the suite once died with exit 139 and no
+# trace). pytest's capture owns file descriptor 2 while tests run and a library may install its own SIGSEGV handler,
+# so faulthandler is armed again before each test, writing to AUTOCOMPRESS_CRASH_LOG (.ci/run prints it on failure).
+_CRASH_LOG = os.environ.get("AUTOCOMPRESS_CRASH_LOG")
+_CRASH_FD = os.open(_CRASH_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if _CRASH_LOG else None
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +32,7 @@ def _crash_trace(request: pytest.FixtureRequest) -> Iterator[None]:
         except OSError as exc:  # something closed a descriptor it did not own: the likeliest cause of a crash
             raise RuntimeError(f"the crash trace's descriptor was closed before {request.node.nodeid}") from exc
         faulthandler.enable(file=_CRASH_FD, all_threads=True)
-        if os.environ.get("AUTOCOMPRESS_TRACE_TESTS"):  # name each test as it starts: where a silent crash was
-            os.write(_CRASH_FD, f"[test start] {request.node.nodeid}\n".encode())
+        os.write(_CRASH_FD, f"[test start] {request.node.nodeid}\n".encode())
     yield
 
 
