@@ -22,7 +22,7 @@ from autocompress.scale.remote import MeasureQueue, serve
 from autocompress.scale.storage import fail_stale_trials
 from autocompress.scale.workers import TrialSlots
 from autocompress.study.events import Say, SearchProgress, trial_line
-from autocompress.study.pareto import choose
+from autocompress.study.pareto import PREFERENCES, choose
 from autocompress.study.phases import NEAR_MISS_STEPS_SCALE, promote_near_miss
 from autocompress.study.record import (
     AFTER_SEARCH_ROLES,
@@ -58,8 +58,10 @@ def _proposals_used(records: list[TrialRecord]) -> int:
 class _TrialEnd:
     """Optuna's end-of-trial callback: the trial's line, the progress bar, the failure streak, near-miss promotion."""
 
-    def __init__(self, runner: TrialRunner, *, total: int, say: Say, progress: SearchProgress) -> None:
-        self.runner, self.total, self.say, self.progress = runner, total, say, progress
+    def __init__(
+        self, runner: TrialRunner, *, total: int, say: Say, progress: SearchProgress, prefer: str = PREFERENCES[0]
+    ) -> None:
+        self.runner, self.total, self.say, self.progress, self.prefer = runner, total, say, progress, prefer
         self.consecutive_failures = 0
         self.stop = False
 
@@ -67,7 +69,7 @@ class _TrialEnd:
         records = read_records(study)
         done = len(counted(records))
         self.say(trial_line(trial, done, self.total, self.runner.budget_ms))
-        choice = choose(records, prefer=self.runner.config.prefer)  # "best so far": what the search would choose now
+        choice = choose(records, prefer=self.prefer)  # "best so far": what the search would choose now: the one rule
         self.progress.trials(done=done, total=self.total, best=choice.record if choice and choice.feasible else None)
         if self.runner.stop_requested:
             return
@@ -95,7 +97,7 @@ def optimize(
     promoted as they appear. One trial at a time, each in a slot reserved in the storage."""
     total = config.trials
     slots = TrialSlots(study, total)
-    on_trial_end = _TrialEnd(runner, total=total, say=say, progress=progress)
+    on_trial_end = _TrialEnd(runner, total=total, say=say, progress=progress, prefer=config.prefer)
     # The allowance is the study's, not this run's: a resumed study that needs one more trial may use what the first
     # run left of PROPOSALS_PER_TRIAL x --trials (with a per-run allowance, 4 proposals stopped over a tight budget
     # once ended a resumed tiny study one trial short). This run may always make as many proposals as trials remained.

@@ -30,7 +30,7 @@ from autocompress.errors import AutocompressError
 from autocompress.measure.fresh import remeasure_fresh
 from autocompress.measure.latency import Latency, combine
 from autocompress.study.events import trial_line
-from autocompress.study.pareto import Choice, choose, refinement_helped
+from autocompress.study.pareto import PREFERENCES, Choice, choose, refinement_helped
 from autocompress.study.record import TrialRecord, read_records
 from autocompress.study.trial import FP32_LAYERS_ATTR, LABEL_ATTR, ROLE_ATTR, STEPS_SCALE_ATTR, WEIGHTS_FROM_ATTR
 
@@ -328,7 +328,7 @@ def _rescue_line(trial: optuna.trial.FrozenTrial, runner: TrialRunner) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- layer refinement
-def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
+def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say, prefer: str = PREFERENCES[0]) -> int:
     """Layer refinement of the model the study would choose (see the module docstring); returns the trials run.
 
     Only an int8 choice is refined (an fp32 model has no int8 layer to leave in fp32). Tiny example, groups a, b, c:
@@ -336,7 +336,7 @@ def refine_layers(study: optuna.Study, runner: TrialRunner, *, say: Say) -> int:
     prunable group plus one, each a build and a measurement (no fine-tuning).
     """
     records = read_records(study)
-    choice = choose(records, prefer=runner.config.prefer)
+    choice = choose(records, prefer=prefer)  # the model the study would choose, by the user's rule
     if choice is None or not choice.feasible or choice.record.policy is None:
         return 0
     source = choice.record

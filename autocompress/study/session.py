@@ -434,7 +434,7 @@ class StudySession:
         study, runner = self.study, self.runner
         done = len(counted(read_records(study)))
         if self.space.refine_layers and not runner.stop_requested and study.user_attrs.get("refined_at") != done:
-            refine_layers(study, runner, say=self.say)
+            refine_layers(study, runner, say=self.say, prefer=self.config.prefer)
             study.set_user_attr("refined_at", done)
         records = read_records(study)
         if (
