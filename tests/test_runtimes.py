@@ -155,9 +155,12 @@ def test_torch_bf16_program_runs_bf16_takes_float32_and_keeps_the_caller_model_f
 def test_the_space_keeps_only_what_the_runtime_builds() -> None:
     space = load_space("default")
     torch_rt: Runtime = get_runtime("torch")
+    bf16 = native_bf16(detect_cpu())  # PyTorch offers bf16 only where this CPU runs it natively
     fp32_only = space.for_runtime(torch_rt.modes(detect_cpu()), torch_rt.kernels(), runtime="torch")
-    assert fp32_only.quant_modes == ("none",)
-    assert [label for label, _ in fp32_only.baselines([])] == ["fp32 (uncompressed)"]
+    assert fp32_only.quant_modes == (("none", "bf16") if bf16 else ("none",))
+    assert [label for label, _ in fp32_only.baselines([])] == ["fp32 (uncompressed)", *(["bf16 only"] if bf16 else [])]
+    onnx = space.for_runtime(get_runtime("onnxruntime").modes(detect_cpu()), None, runtime="onnxruntime")
+    assert onnx.quant_modes == ("none", "int8")  # ONNX Runtime has no bf16 CPU kernels: dropped on every CPU
     int8_only = dataclasses.replace(space, quant_modes=("int8",))
     with pytest.raises(ConfigError, match=r"nothing --runtime torch can build"):
         int8_only.for_runtime(torch_rt.modes(detect_cpu()), torch_rt.kernels(), runtime="torch")

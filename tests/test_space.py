@@ -20,7 +20,7 @@ def test_default_space_ships_and_loads() -> None:
     assert "default" in list_spaces()
     space = load_space("default")
     assert space.prune_per == "group"
-    assert space.quant_modes == ("none", "int8")
+    assert space.quant_modes == ("none", "int8", "bf16")  # bf16 stays only where a runtime runs it natively
     assert 0.0 <= space.prune_ratio.low < space.prune_ratio.high < 1.0
 
 
@@ -78,10 +78,14 @@ def test_baselines_are_enqueued_exactly() -> None:
         "fp32 (uncompressed)",
         "int8 per-channel only",
         "uniform 50% prune + KD + int8",
+        "bf16 only",  # the shipped space lists bf16; a runtime without native bf16 drops it and this baseline
     ]
     for _, params in baselines:
         study.enqueue_trial(params)
     policies = [space.suggest(study.ask(), GROUPS, train_size=1078) for _ in baselines]
+    assert policies[3].prune.is_identity and policies[3].quant.mode == "bf16"
+    onnx = space.for_runtime(("none", "int8", "int8_dynamic"), None, runtime="onnxruntime")
+    assert "bf16 only" not in [label for label, _ in onnx.baselines(GROUPS)]
     assert policies[0].prune.is_identity and policies[0].quant.mode == "none"
     assert policies[1].prune.is_identity and policies[1].quant.granularity == "per_channel"
     assert set(policies[2].prune.ratios.values()) == {0.5} and policies[2].distill.steps > 0

@@ -435,6 +435,8 @@ class SearchSpace:
                         {**half, **dense, **self.quant_params("int8", groups), **self.kd_params()},
                     )
                 )
+        if "bf16" in self.quant_modes:  # where bf16 is native (the runtime offers it): the teacher in bf16 first
+            out.append((f"bf16{pruned or ' only'}", {**zero, **self.quant_params("bf16")}))
         return out
 
     # ---------------------------------------------------------------- loading
