@@ -362,7 +362,7 @@ def _print_chosen(m: dict[str, Any], folder: Path, *, choice: Any, config: Searc
     drop, (low, high) = acc["test_drop_pt"], acc["test_drop_interval_pt"]
     if drop > 0.005:
         drop_text = f"drop {drop:.2f} pt"
-    elif drop < -0.005:  # an achievement only if the whole interval says so: the teacher is the reference
+    elif drop < -0.005:  # the interval printed below says whether it is more than noise
         drop_text = f"{-drop:.2f} pt above the teacher on test"
     else:
         drop_text = "no drop on test"

@@ -444,7 +444,7 @@ class SearchConfig:
         1.0, "search", "allowed top-1 drop on the validation split, in percentage points", type=float
     )
     prefer: str = option(
-        "accuracy",
+        PREFERENCES[0],
         "search",
         "which feasible model is chosen: accuracy = the most accurate within the latency budget, latency = the "
         "fastest within the accuracy limit",

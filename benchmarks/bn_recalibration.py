@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 import torch  # noqa: E402
 
 from autocompress.compress import distill, prunable_groups, prune_model, recalibrate_batchnorm  # noqa: E402
-from autocompress.compress.distill import BN_IMAGES  # noqa: E402
+from autocompress.compress.batchnorm import BN_IMAGES  # noqa: E402
 from autocompress.compress.training import predict_logits  # noqa: E402
 from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import CpuInfo, detect_cpu  # noqa: E402

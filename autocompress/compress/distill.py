@@ -31,17 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from autocompress.compress.batchnorm import recalibrate_batchnorm
+from autocompress.compress.batchnorm import BN_IMAGES, recalibrate_batchnorm
 from autocompress.compress.training import fit
 from autocompress.policy import DistillPolicy
 
 __all__ = ["BN_IMAGES", "DistillResult", "TeacherLogits", "distill", "kd_loss", "random_resized_crop_flip"]
-
-
-BN_IMAGES = 1024
-"""Train images :func:`distill` re-estimates BatchNorm statistics on (fewer when the train split is smaller): forward
-passes over 1,024 images cost about as much as five KD steps of 64 (a step's forward and backward take about three
-forwards), and they average the statistics over 16 batches."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +247,7 @@ def distill(
     if recalibrate_bn and losses:  # 0 steps means "no fine-tuning": the student stays exactly as it was given
         bn_started = time.perf_counter()
         bn_images = recalibrate_batchnorm(
-            student, train, images=min(len(train), BN_IMAGES), batch_size=policy.batch_size, device=device, seed=seed
+            student, train, images=BN_IMAGES, batch_size=policy.batch_size, device=device, seed=seed
         )
         bn_seconds = time.perf_counter() - bn_started
     return DistillResult(

@@ -29,6 +29,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
 
+from autocompress.config import PREFERENCES
 from autocompress.errors import ConfigError, MissingDependencyError, StudyNotFoundError
 from autocompress.scale.storage import open_existing_study
 from autocompress.study.record import ARTIFACTS_DIR, TrialRecord, read_records
@@ -86,7 +87,7 @@ class Dashboard:
 
 # ---------------------------------------------------------------------------------------------------- the note
 def chosen_record(
-    records: Sequence[TrialRecord], *, passed_over: Sequence[int] = (), prefer: str = "accuracy"
+    records: Sequence[TrialRecord], *, passed_over: Sequence[int] = (), prefer: str = PREFERENCES[0]
 ) -> TrialRecord | None:
     """The trial the search chooses (:func:`autocompress.study.pareto.choose`, the one rule, with the study's
     ``prefer``) once the trials in ``passed_over`` (over the budget when re-measured in a fresh process; the study's

@@ -36,8 +36,7 @@ from typing import Any
 
 from torch import nn
 
-from autocompress.compress.batchnorm import recalibrate_batchnorm
-from autocompress.compress.distill import BN_IMAGES
+from autocompress.compress.batchnorm import BN_IMAGES, recalibrate_batchnorm
 from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
@@ -419,7 +418,7 @@ def _measure_point(
         x,
         num_classes=workload.num_classes,
     )
-    recalibrate_batchnorm(model, workload.train, images=min(len(workload.train), BN_IMAGES), seed=0)  # type: ignore[arg-type]
+    recalibrate_batchnorm(model, workload.train, images=BN_IMAGES, seed=0)
     artifact = settings.build(model, QuantPolicy(mode="none"), workload, workdir)
     latency = meter.measure(artifact)
     accuracy = settings.accuracy(artifact, workload)
