@@ -158,7 +158,9 @@ def search(
         allow_low_teacher_accuracy: search even when ``model`` scores near chance on ``val`` (by default that is a
             :class:`~autocompress.errors.WorkloadError`: it usually means the data is preprocessed unlike the
             model's training data).
-        runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``).
+        runtime: the inference engine to build for, time on and export to (``onnxruntime``, ``openvino``, ``torch``),
+            or ``auto``: the runtime is searched too, over every installed one, and the budget is relative to the
+            fastest fp32 teacher among them.
         warmup / repeats / latency_window: the latency protocol (as ``--warmup``, ``--repeats``, ``--latency-window``).
         device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``); latency is always this CPU's.
         build_only: fine-tune and export here, and leave every latency and accuracy figure to ``autocompress

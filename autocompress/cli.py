@@ -379,7 +379,7 @@ def _print_chosen(m: dict[str, Any], folder: Path, *, choice: Any, config: Searc
         f"{m['latency']['chosen_ms']['median_ms']:.3f} ms (budget {m['latency']['budget_ms']:.3f}) = "
         f"{m['latency']['speedup_vs_teacher_torch']:.1f}× faster than the PyTorch teacher "
         f"({m['latency']['teacher_torch_fp32_ms']['median_ms']:.3f} ms), "
-        f"{m['latency']['speedup_vs_teacher_fp32']:.1f}× vs its fp32 export on {config.runtime}",
+        f"{m['latency']['speedup_vs_teacher_fp32']:.1f}× vs its fp32 export on {m['latency']['runtime']['runtime']}",
         highlight=False,
         soft_wrap=True,
     )

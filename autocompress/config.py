@@ -65,9 +65,9 @@ def _sampler_names() -> list[str]:
 
 
 def _runtime_names() -> list[str]:
-    from autocompress.runtimes import list_runtimes
+    from autocompress.runtimes import AUTO, list_runtimes
 
-    return list_runtimes(installed_only=False)
+    return [AUTO, *list_runtimes(installed_only=False)]
 
 
 SAMPLERS = RegisteredNames(_sampler_names)  # --sampler: autocompress.study.samplers
@@ -356,8 +356,10 @@ class SearchConfig:
         threads / batch_size: the deployment setting latency is measured at (accuracy is scored with every core:
             :func:`autocompress.measure.accuracy.scoring_threads`).
         runtime: the inference engine artifacts are built for, timed on and exported to (``onnxruntime``,
-            ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`). The budget is relative to the
-            teacher on the same runtime.
+            ``openvino``, ``torch``; :func:`autocompress.runtimes.list_runtimes`), or ``auto``: every installed
+            runtime, the runtime a searched dimension. The budget is relative to the teacher on the same runtime
+            (``auto``: the fastest fp32 teacher among the runtimes, so ``0.5x`` is the same milliseconds whichever
+            runtime a trial uses).
         sampler: ``tpe`` | ``nsga2`` | ``gp`` | ``random``.
         device: where fine-tuning runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``: :mod:`autocompress.hardware.device`);
             latency is always measured on the target runtime on this CPU.
@@ -463,7 +465,8 @@ class SearchConfig:
         "measurement",
         "inference engine artifacts are built for, timed on and "
         "exported to (openvino needs pip install 'autocompress[openvino]'); the budget is relative to "
-        "the teacher on it",
+        "the teacher on it. auto: the runtime is searched too, over every installed runtime, and the "
+        "budget is relative to the fastest fp32 teacher among them",
         choices=RUNTIMES,
     )
     threads: int = option(
@@ -548,9 +551,9 @@ class SearchConfig:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        from autocompress.runtimes import get_runtime
+        from autocompress.runtimes import resolve_runtimes
 
-        get_runtime(self.runtime)  # unknown: ConfigError listing the runtimes; not installed: the pip install to run
+        resolve_runtimes(self.runtime)  # unknown: ConfigError listing the runtimes; not installed: the pip install
         from autocompress.hardware.device import check_device
 
         check_device(self.device)  # --device cuda without CUDA: one line, before anything is written

@@ -133,16 +133,24 @@ class DistillPolicy:
 
 @dataclass(frozen=True)
 class Policy:
-    """One complete compression recipe."""
+    """One complete compression recipe.
+
+    Attributes:
+        runtime: the runtime the artifact is built for and timed on, where the study searches it (``--runtime
+            auto``); ``None``: the study's one runtime.
+    """
 
     prune: PrunePolicy = field(default_factory=PrunePolicy)
     quant: QuantPolicy = field(default_factory=QuantPolicy)
     distill: DistillPolicy = field(default_factory=DistillPolicy)
+    runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["prune"]["ratios"] = dict(self.prune.ratios)
         data["quant"]["fp32_layers"] = list(self.quant.fp32_layers)
+        if self.runtime is None:  # a one-runtime study's policy.json stays as it was
+            del data["runtime"]
         return data
 
     @classmethod
@@ -152,6 +160,7 @@ class Policy:
                 prune=PrunePolicy(**{**data.get("prune", {}), "ratios": dict(data.get("prune", {}).get("ratios", {}))}),
                 quant=QuantPolicy(**data.get("quant", {})),
                 distill=DistillPolicy(**data.get("distill", {})),
+                runtime=data.get("runtime"),
             )
         except TypeError as exc:
             raise ConfigError(
@@ -181,6 +190,8 @@ class Policy:
         else:
             parts.append("fp32")
         parts.append(f"KD {self.distill.steps} steps" if self.distill.steps else "no KD")
+        if self.runtime is not None:
+            parts.append(self.runtime)
         return " · ".join(parts)
 
 

@@ -99,7 +99,8 @@ def test_int8_reads_back_int8_and_per_layer_fp32_is_honoured(
 
 
 def test_unknown_runtime_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"--runtime: expected one of onnxruntime, openvino, torch, got 'tensorrt'"):
+    expected = r"--runtime: expected auto or one of onnxruntime, openvino, torch, got 'tensorrt'"
+    with pytest.raises(ConfigError, match=expected):
         get_runtime("tensorrt")
 
 

@@ -40,8 +40,8 @@ def remeasure_fresh(
 ) -> tuple[Latency, Latency]:
     """``(candidate, reference)`` figures taken side by side in a new Python process (see the module docstring).
 
-    Both artifacts run on ``candidate.runtime``; only the precision mode travels with the paths (it sets OpenVINO's
-    precision hint), the rest of the plan is baked into the files.
+    Each artifact runs on its own runtime (the same one but under ``--runtime auto``); only the precision mode
+    travels with the paths (it sets OpenVINO's precision hint), the rest of the plan is baked into the files.
     """
     command = [
         sys.executable,
@@ -55,6 +55,8 @@ def remeasure_fresh(
         candidate.quant.mode,
         "--reference-mode",
         reference.quant.mode,
+        "--reference-runtime",
+        reference.runtime,
         "--shape",
         ",".join(str(int(v)) for v in input_shape),
         "--threads",
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime", default="onnxruntime")
     parser.add_argument("--mode", default="none", help="the candidate's precision mode (QuantPolicy.mode)")
     parser.add_argument("--reference-mode", default="none")
+    parser.add_argument("--reference-runtime", default=None, help="the reference's runtime (default: --runtime)")
     parser.add_argument("--shape", required=True, help="input shape without the batch axis, e.g. 1,32,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -91,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = tuple(int(v) for v in args.shape.split(","))
     protocol = Protocol(**json.loads(args.protocol))  # every field, so the fresh figure is taken as the search's was
     runtime = get_runtime(args.runtime)
-    reference_artifact = Artifact(args.reference, QuantPolicy(mode=args.reference_mode), runtime=runtime.name)
-    meter = LatencyMeter(
-        runtime, reference_artifact, shape, threads=args.threads, batch_size=args.batch_size, protocol=protocol
-    )
+    reference_runtime = get_runtime(args.reference_runtime or args.runtime)
+    reference_artifact = Artifact(args.reference, QuantPolicy(mode=args.reference_mode), runtime=reference_runtime.name)
+    settings = {"threads": args.threads, "batch_size": args.batch_size, "protocol": protocol}
+    meter = LatencyMeter(reference_runtime, reference_artifact, shape, **settings)
     reference = meter.calibrate(factor=1.0)
     candidate = meter.measure(Artifact(args.candidate, QuantPolicy(mode=args.mode), runtime=runtime.name))
     print(json.dumps({"candidate": candidate.to_dict(), "reference": reference.to_dict()}))

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.runtimes._base import Artifact, Runner, Runtime
+from autocompress.runtimes._base import Artifact, Runner, Runtime, get_runtime
 
 __all__ = [
     "Latency",
@@ -505,8 +505,9 @@ class LatencyMeter:
     The first :meth:`calibrate` takes the reference's undisturbed figure (the *anchor*) with a long window; every
     :meth:`measure` then alternates blocks of the candidate and the reference, uses the reference as a canary for the
     machine's regime (see the module docstring) and lowers the anchor when the reference runs faster than ever.
-    Candidate and reference run on ``runtime`` with the same threads and batch: a budget relative to the teacher is
-    relative to the teacher *on that runtime*.
+    Candidate and reference run with the same threads and batch, the reference on ``runtime``, a candidate on the
+    runtime that built it (the same one, but for ``--runtime auto``): a budget relative to the teacher is relative to
+    the teacher *on the reference's runtime*.
 
     Example:
         >>> meter = LatencyMeter(runtime, teacher, (1, 32, 32), threads=1, batch_size=1)   # doctest: +SKIP
@@ -554,7 +555,7 @@ class LatencyMeter:
         """``artifact`` timed side by side with the reference (``runner``: the artifact already opened with other
         runtime settings, e.g. a peer's defaults; same threads and batch)."""
         protocol = protocol or self.protocol
-        runner = runner or self.runtime.runner(artifact, threads=self.threads, batch_size=self.batch_size)
+        runner = runner or self._runtime_of(artifact).runner(artifact, threads=self.threads, batch_size=self.batch_size)
         run = artifact_run(runner, self.input_shape, self.batch_size)
         with self.cores.timing(), runner.session():
             candidate, reference = measure_blocks(
@@ -568,6 +569,11 @@ class LatencyMeter:
         if self.anchor_ms is not None and reference.median_ms < self.anchor_ms:
             self.anchor_ms = reference.median_ms
         return self.tally.count(latency)
+
+    def _runtime_of(self, artifact: Artifact) -> Runtime:
+        """The runtime that runs ``artifact``: the reference's, or (``--runtime auto``) the one that built it. The
+        reference stays the canary whatever runtime the candidate uses: it watches the machine, not the engine."""
+        return self.runtime if artifact.runtime == self.runtime.name else get_runtime(artifact.runtime)
 
     def noise_summary(self) -> dict[str, Any]:
         """How noisy the machine was over this meter's figures (for the study, the report and metrics.json)."""

@@ -46,16 +46,28 @@ __all__ = ["MacsEstimator", "LatencyModel", "Prediction", "precision_key"]
 
 
 def _family(key: str) -> str:
-    """``int8/per_tensor/u8s8`` → ``int8/*``: every setting of one quantization mode."""
-    return key if key in ("fp32", "bf16") else key.split("/")[0] + "/*"
+    """``int8/per_tensor/u8s8`` → ``int8/*``: every setting of one quantization mode (``openvino:int8/…`` →
+    ``openvino:int8/*``: of one mode on one runtime)."""
+    runtime, _, precision = key.rpartition(":")
+    prefix = f"{runtime}:" if runtime else ""
+    return key if precision in ("fp32", "bf16") else prefix + precision.split("/")[0] + "/*"
 
 
-def precision_key(quant: QuantPolicy) -> str:
-    """The curve a policy's latency lies on: fp32, or int8 with its granularity and kernel."""
+def _mode_key(mode: str, runtime: str | None) -> str:
+    """The pooled curve of ``mode`` (``none`` → ``fp32``) on ``runtime`` (``None``: the study's one runtime)."""
+    key = "fp32" if mode == "none" else mode if mode == "bf16" else f"{mode}/*"
+    return f"{runtime}:{key}" if runtime else key
+
+
+def precision_key(quant: QuantPolicy, runtime: str | None = None) -> str:
+    """The curve a policy's latency lies on: fp32, or int8 with its granularity and kernel; under ``--runtime auto``
+    one curve per runtime too (``openvino:int8/per_channel/u8s8``): the same structure and precision runs at other
+    speeds on other engines."""
+    prefix = f"{runtime}:" if runtime else ""
     if quant.mode in ("none", "bf16"):
-        return "fp32" if quant.mode == "none" else "bf16"
+        return prefix + ("fp32" if quant.mode == "none" else "bf16")
     mixed = "/mixed" if quant.fp32_layers else ""  # some layers kept fp32: its own curve, borrowing int8/* until fitted
-    return f"{quant.mode}/{quant.granularity}/{quant.kernel}{mixed}"
+    return f"{prefix}{quant.mode}/{quant.granularity}/{quant.kernel}{mixed}"
 
 
 class MacsEstimator:
@@ -244,7 +256,7 @@ class LatencyModel:
         curve = self._curves.get(key)
         return len(curve.macs) if curve is not None else 0
 
-    def quantized_ruled_out(self, modes: Sequence[str], macs: int) -> str | None:
+    def quantized_ruled_out(self, modes: Sequence[str], macs: int, *, runtime: str | None = None) -> str | None:
         """Why no quantized mode of ``modes`` is worth sampling for a structure of ``macs`` (``None``: some may be).
 
         A mode is ruled out when its curve (every setting of the mode pooled, ``min_points`` at least) and the fp32
@@ -253,15 +265,16 @@ class LatencyModel:
         the space is ruled out does the trial become fp32 (a categorical's choices never change between trials).
         Why it matters: int8 has a fixed cost (quantize/dequantize around every op) that a small, heavily pruned
         network does not earn back. Measured (tight scenario, seed 1, Zen 3): int8 at 72-84 % prune ran 0.27-0.37 ms
-        where fp32 ran 0.24, and TPE spent its trials there.
+        where fp32 ran 0.24, and TPE spent its trials there. Under ``--runtime auto`` the curves are ``runtime``'s.
         """
         quantized = [m for m in modes if m != "none"]
-        fp32 = self.predict("fp32", macs) if self.fitted_points("fp32") >= self.min_points else None
+        fp32_key = _mode_key("none", runtime)
+        fp32 = self.predict(fp32_key, macs) if self.fitted_points(fp32_key) >= self.min_points else None
         if not quantized or fp32 is None or not fp32.interpolated:
             return None
         figures = []
         for mode in quantized:
-            key = _family(mode)  # the mode's pooled curve: int8 → int8/*, bf16 → bf16
+            key = _mode_key(mode, runtime)  # the mode's pooled curve: int8 → int8/*, bf16 → bf16
             prediction = self.predict(key, macs) if self.fitted_points(key) >= self.min_points else None
             if prediction is None or not prediction.interpolated or prediction.ms < fp32.ms:
                 return None
@@ -270,7 +283,7 @@ class LatencyModel:
 
     def predict_policy(self, policy: Policy, estimator: MacsEstimator) -> tuple[int, Prediction | None]:
         macs = estimator.estimate(policy.prune)
-        return macs, self.predict(precision_key(policy.quant), macs)
+        return macs, self.predict(precision_key(policy.quant, policy.runtime), macs)
 
     def summary(self) -> dict[str, Any]:
         """The model's accuracy on measurements it had not seen (median and p90 absolute % error), per study."""

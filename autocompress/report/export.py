@@ -248,7 +248,8 @@ def _accuracy_metrics(
     runtime = get_runtime(shipped.runtime)
     scoring = scoring_threads(workers=config.workers)
     test = evaluate_artifact(runtime, shipped, workload.test, threads=scoring)
-    teacher_test = evaluate_artifact(runtime, reference.artifact, workload.test, threads=scoring)
+    teacher_runtime = get_runtime(reference.artifact.runtime)  # --runtime auto: the yardstick's, maybe another
+    teacher_test = evaluate_artifact(teacher_runtime, reference.artifact, workload.test, threads=scoring)
     teacher_torch_test = evaluate_torch(workload.model, workload.test)
     paired = paired_drop(test, teacher_test)
     low, high = paired.interval_pt

@@ -47,6 +47,7 @@ from autocompress.report.explain import (
     sensitivity_profile,
     technique_breakdown,
 )
+from autocompress.runtimes import AUTO
 from autocompress.sources.workload import Workload
 from autocompress.study.pareto import Choice, choose, hypervolume, stored_rule
 from autocompress.study.probe import Probe
@@ -260,7 +261,10 @@ def _explain(
         for anchor, title in titles.items():
             page.add(anchor, title, page.note(anchor, f"Not computed: {why}."))
         return None, None
-    settings = MeasureSettings.from_config(config)
+    runtime = config.get("runtime")
+    if runtime == AUTO:  # the sections build and time on the chosen model's runtime (else the yardstick's)
+        runtime = choice.record.runtime if choice else (reference.get("target") or {}).get("runtime")
+    settings = MeasureSettings.from_config({**config, "runtime": runtime})
     here = detect_cpu().model
     caveats = []  # said above both sections
     if fingerprint.get("cpu") not in (None, here):  # both sections are measured now, on this machine

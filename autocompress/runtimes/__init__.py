@@ -6,13 +6,23 @@ Adding a runtime is one module here with a :class:`Runtime` subclass (it registe
 
 from __future__ import annotations
 
-from autocompress.runtimes._base import DEFAULT_RUNTIME, Artifact, Runner, Runtime, get_runtime, list_runtimes
+from autocompress.runtimes._base import (
+    AUTO,
+    DEFAULT_RUNTIME,
+    Artifact,
+    Runner,
+    Runtime,
+    get_runtime,
+    list_runtimes,
+    resolve_runtimes,
+)
 from autocompress.runtimes._onnx import INPUT_NAME, OUTPUT_NAME, calibration_images, export_onnx, onnx_node_module
 from autocompress.runtimes._onnxruntime import OnnxRuntime, ort_session
 from autocompress.runtimes._openvino import OpenVinoRuntime, native_bf16
 from autocompress.runtimes._torch import TorchRuntime
 
 __all__ = [
+    "AUTO",
     "DEFAULT_RUNTIME",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -29,4 +39,5 @@ __all__ = [
     "native_bf16",
     "onnx_node_module",
     "ort_session",
+    "resolve_runtimes",
 ]

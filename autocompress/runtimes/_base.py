@@ -39,9 +39,19 @@ from autocompress.hardware.cpu import CpuInfo, Int8Kernel, int8_kernel_for
 from autocompress.plugins import load_plugins
 from autocompress.policy import QuantPolicy
 
-__all__ = ["Artifact", "Runner", "Runtime", "get_runtime", "list_runtimes", "DEFAULT_RUNTIME"]
+__all__ = [
+    "Artifact",
+    "Runner",
+    "Runtime",
+    "get_runtime",
+    "list_runtimes",
+    "resolve_runtimes",
+    "AUTO",
+    "DEFAULT_RUNTIME",
+]
 
 DEFAULT_RUNTIME = "onnxruntime"
+AUTO = "auto"  # --runtime auto: the runtime is a searched dimension over every installed runtime
 
 
 @dataclass(frozen=True)
@@ -172,11 +182,25 @@ def get_runtime(name: str) -> Runtime:
     _load_builtin()
     cls = Runtime.registry.get(name)
     if cls is None:
-        raise ConfigError(f"--runtime: expected one of {', '.join(sorted(Runtime.registry))}, got {name!r}")
+        raise ConfigError(f"--runtime: expected {AUTO} or one of {', '.join(sorted(Runtime.registry))}, got {name!r}")
     if not cls.installed():
         hint = f"pip install 'autocompress[{cls.extra}]'" if cls.extra else f"pip install {cls.distribution}"
         raise MissingDependencyError(f"--runtime {name}: the {cls.distribution} package is not installed; run: {hint}")
     return cls()
+
+
+def resolve_runtimes(name: str) -> tuple[list[Runtime], list[str]]:
+    """The runtimes a study with ``--runtime name`` builds for: that one, or for ``auto`` every installed runtime
+    (the default one first); and, for ``auto``, the registered runtimes that are not installed (said at set-up).
+
+    Example: ``resolve_runtimes("auto")`` without OpenVINO → ``([onnxruntime, torch], ["openvino"])``.
+    """
+    if name != AUTO:
+        return [get_runtime(name)], []
+    names = list_runtimes()
+    ordered = sorted(names, key=lambda n: (n != DEFAULT_RUNTIME, n))
+    missing = [n for n in list_runtimes(installed_only=False) if n not in names]
+    return [get_runtime(n) for n in ordered], missing
 
 
 ENTRY_POINT_GROUP = "autocompress.runtimes"

@@ -137,24 +137,24 @@ def _grid(space: SearchSpace) -> list[float]:
 
 
 def _fastest_params(runner: TrialRunner, level: float) -> tuple[dict[str, Any], str]:
-    """Parameters of uniform ``level`` at the precision the latency model predicts fastest there."""
+    """Parameters of uniform ``level`` at the precision (and, under ``--runtime auto``, the runtime) the latency model
+    predicts fastest there, and a label of that precision."""
     space = runner.space
     prune = space.uniform_params(runner.groups, level)
     dense = {"prune.sparsity": space.sparsity.clamp(0.0)} if space.sparsity is not None else {}
-    best: tuple[float, str] | None = None
-    for mode in space.quant_modes:
+    best: tuple[float, dict[str, Any], str] | None = None
+    for runtime, mode in space.deployments():
+        quant = space.quant_params(mode, runner.groups, runtime=runtime)
         policy = space.fixed_policy(
-            {**dense, **prune, **space.quant_params(mode, runner.groups)},
-            runner.groups,
-            int8_kernel=runner.int8_kernel,
-            train_size=runner.train_size,
+            {**dense, **prune, **quant}, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
         )
         _, prediction = runner.predict(policy)
         ms = prediction.ms if prediction is not None else float("inf")
         if best is None or ms < best[0]:
-            best = (ms, mode)
+            label = ("fp32" if mode == "none" else mode) + (f" · {runtime}" if runtime else "")
+            best = (ms, quant, label)
     assert best is not None
-    return {**dense, **prune, **space.quant_params(best[1], runner.groups), **space.kd_params(longest=True)}, best[1]
+    return {**dense, **prune, **best[1], **space.kd_params(longest=True)}, best[2]
 
 
 def _bracket(records: Sequence[TrialRecord], *, longest_steps: int) -> tuple[float, float | None]:
@@ -275,8 +275,7 @@ def _bisect_levels(study: optuna.Study, runner: TrialRunner, run: Callable[[_Tod
         todo = []
         for level in picks:
             tried.add(level)
-            params, mode = _fastest_params(runner, level)
-            precision = "fp32" if mode == "none" else mode
+            params, precision = _fastest_params(runner, level)
             todo.append((params, {ROLE_ATTR: "rescue", LABEL_ATTR: f"rescue: uniform {level:.0%} · {precision}"}))
         run(todo)
 

@@ -1,7 +1,8 @@
 """The reachable-range probe: what latencies can this space reach on this CPU, before trial 1?
 
 A handful of structures that span the space — uniform prune levels 0 / 25 / 50 / 65 / 75 % / the space's maximum, each
-in every quantization mode the space has — are pruned, deployed and timed, with no fine-tuning (seconds, not trials).
+in every quantization mode the space has (under ``--runtime auto``: on every searched runtime) — are pruned, deployed
+and timed, with no fine-tuning (seconds, not trials).
 The result says at once whether the budget is reachable ("this space reaches 0.10–0.83 ms on this CPU"), suggests a
 budget when it is not, and seeds the search with the probed structure nearest the budget. Each measurement lands in the
 runner's latency cache, so a trial of the same structure is not timed twice.
@@ -25,27 +26,31 @@ __all__ = ["ProbePoint", "Probe", "probe_levels", "run_probe", "PROBE_LEVELS"]
 
 @dataclass(frozen=True)
 class ProbePoint:
-    """One probed structure: uniform prune ``level`` deployed as ``quant`` (``none``/``int8``/``int8_dynamic``)."""
+    """One probed structure: uniform prune ``level`` deployed as ``quant`` (``none``/``int8``/``int8_dynamic``/
+    ``bf16``) on ``runtime`` (``None``: the study's one runtime)."""
 
     level: float
     quant: str
     kernel: str
     latency: Latency
     params: dict[str, Any]
+    runtime: str | None = None
 
     @property
     def label(self) -> str:
-        quant = "fp32" if self.quant == "none" else f"{self.quant} {self.kernel}"
-        return f"prune {self.level:.0%} · {quant}"
+        quant = {"none": "fp32", "bf16": "bf16"}.get(self.quant, f"{self.quant} {self.kernel}")
+        on = f" · {self.runtime}" if self.runtime else ""
+        return f"prune {self.level:.0%} · {quant}{on}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "level": self.level,
             "quant": self.quant,
             "kernel": self.kernel,
             "latency": self.latency.to_dict(),
             "params": dict(self.params),
         }
+        return {**data, "runtime": self.runtime} if self.runtime else data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbePoint:
@@ -55,6 +60,7 @@ class ProbePoint:
             kernel=str(data["kernel"]),
             latency=Latency.from_dict(data["latency"]),
             params=dict(data["params"]),
+            runtime=data.get("runtime"),
         )
 
 
@@ -129,23 +135,25 @@ def probe_levels(runner: TrialRunner) -> list[float]:
 def run_probe(
     runner: TrialRunner, *, say: Callable[[str], None] | None = None, levels: Sequence[float] | None = None
 ) -> Probe:
-    """Time every (level, quantization mode) pair of the space without fine-tuning."""
+    """Time every (level, runtime and quantization mode) of the space without fine-tuning."""
     started = time.perf_counter()
     space = runner.space
     workdir = runner.config.study_dir / "probe"
     points = []
     for level in levels if levels is not None else probe_levels(runner):
         prune = space.uniform_params(runner.groups, level)
-        for mode in space.quant_modes:
-            params = {**prune, **space.quant_params(mode, runner.groups)}
+        for runtime, mode in space.deployments():
+            params = {**prune, **space.quant_params(mode, runner.groups, runtime=runtime)}
             policy = space.fixed_policy(
                 params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
             )
-            student, artifact = runner.build(policy, workdir / f"{int(round(level * 100)):02d}_{mode}")
+            folder = f"{int(round(level * 100)):02d}_{mode}" + (f"_{runtime}" if runtime else "")
+            student, artifact = runner.build(policy, workdir / folder)
             latency, hit, _ = runner.time(student, artifact)
             if not hit:
                 runner.learn(policy, runner.predict(policy)[0], latency)  # the latency model's first points
-            point = ProbePoint(level=level, quant=mode, kernel=policy.quant.kernel, latency=latency, params=params)
+            kernel = policy.quant.kernel
+            point = ProbePoint(level=level, quant=mode, kernel=kernel, latency=latency, params=params, runtime=runtime)
             points.append(point)
             if say:
                 say(f"probe: {point.label} → {latency.median_ms:.3f} ms")

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -55,6 +55,9 @@ from autocompress.study.resume import IDENTITY_ATTR, check_identity, study_ident
 from autocompress.study.samplers import make_sampler
 from autocompress.study.space import SearchSpace
 from autocompress.study.trial import LABEL_ATTR, ROLE_ATTR, TrialRunner
+
+if TYPE_CHECKING:
+    from autocompress.runtimes import Runtime
 
 __all__ = [
     "Mode",
@@ -244,14 +247,19 @@ class StudySession:
         self._say_set_up()
 
     def _prepare_space(self) -> None:
-        """The runtime, its int8 kernel on this CPU, the space it narrows to, the prunable groups and the identity."""
-        from autocompress.runtimes import get_runtime
+        """The runtime (or, ``--runtime auto``, the installed runtimes), its int8 kernel on this CPU, the space it
+        narrows to, the prunable groups and the identity."""
+        from autocompress.runtimes import AUTO, resolve_runtimes
 
-        self.runtime = get_runtime(self.config.runtime)
+        self.runtimes, missing = resolve_runtimes(self.config.runtime)
+        self.runtime = self.runtimes[0]  # until the teacher is measured: then the reference's runtime
         self.kernel = self.runtime.int8_kernel(self.cpu)
-        self.space = self.space.for_runtime(
-            self.runtime.modes(self.cpu), self.runtime.kernels(), runtime=self.runtime.name
-        )
+        if self.config.runtime == AUTO:
+            self._prepare_auto(missing)
+        else:
+            self.space = self.space.for_runtime(
+                self.runtime.modes(self.cpu), self.runtime.kernels(), runtime=self.runtime.name
+            )
         workload = self.workload
         self.groups = (
             prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes)
@@ -265,25 +273,50 @@ class StudySession:
         self.device, device_note = resolve_device(self.config.device)
         self.say(device_note)
 
+    def _prepare_auto(self, missing: list[str]) -> None:
+        """``--runtime auto``: the space over every installed runtime, each with its modes and int8 kernel here."""
+        from autocompress.study.space import RuntimeOffer
+
+        offers = [
+            RuntimeOffer(rt.name, rt.modes(self.cpu), rt.kernels() or ("auto",), rt.int8_kernel(self.cpu))
+            for rt in self.runtimes
+        ]
+        self.space, dropped = self.space.for_runtimes(offers)
+        searched = {o.name for o in self.space.offers}
+        self.runtimes = [rt for rt in self.runtimes if rt.name in searched]
+        self.runtime = self.runtimes[0]
+        lines = [f"{o.name} {self.runtime_named(o.name).version()} ({', '.join(o.modes)})" for o in self.space.offers]
+        note = f"; not installed: {', '.join(missing)}" if missing else ""
+        note += f"; not searched: {', '.join(dropped)}" if dropped else ""
+        self.say(f"runtime auto: searching {'; '.join(lines)}{note}")
+
+    def runtime_named(self, name: str) -> Runtime:
+        """The searched runtime called ``name``."""
+        return next(rt for rt in self.runtimes if rt.name == name)
+
     def _measure_teacher(self) -> None:
         """Check the teacher's preprocessing, then measure it here (a build host reads the target's measurement)."""
         say = self.say
         self.preprocess_check = verify_preprocessing(self.workload)  # a far better --normalize: a one-line error
         say(f"teacher preprocessing: {self.preprocess_check.summary()}")
-        say(f"runtime: {self.runtime.name} {self.runtime.version()} · precisions {', '.join(self.space.quant_modes)}")
+        if not self.space.offers:
+            modes = ", ".join(self.space.quant_modes)
+            say(f"runtime: {self.runtime.name} {self.runtime.version()} · precisions {modes}")
         say(f"fine-tuning per trial: {self.space.describe_kd(len(self.workload.train))}")  # type: ignore[arg-type]
         if not self.mode.measures_here:
             self.reference = Reference.from_stored(self.study.user_attrs["reference"])
+            self.runtime = self.runtime_named(self.reference.runtime)
             self.meter = RemoteMeter(self.study)
             say(
                 f"build only: every latency and accuracy figure is taken by the measure worker on the target "
                 f"({self.fingerprint.get('host')}, {self.cpu.model}, {self.cpu.isa})"
             )
             return
-        say(f"measuring the teacher (PyTorch fp32 and {self.runtime.name} fp32)")
+        say(f"measuring the teacher (PyTorch fp32 and {', '.join(rt.name for rt in self.runtimes)} fp32)")
         self.reference, self.meter = measure_reference(
-            self.workload, self.config, _teacher_folder(self.config), runtime=self.runtime, cpu=self.cpu
+            self.workload, self.config, _teacher_folder(self.config), runtimes=self.runtimes, cpu=self.cpu
         )
+        self.runtime = self.runtime_named(self.reference.runtime)  # auto: the fastest fp32 teacher's
         check_teacher_accuracy(
             self.reference.val_accuracy, self.workload, allow_low=self.config.allow_low_teacher_accuracy
         )
@@ -302,6 +335,7 @@ class StudySession:
             fingerprint=self.fingerprint,
             meter=self.meter,
             runtime=self.runtime,
+            runtimes=self.runtimes,
             target=self.reference.target,
             device=self.device,
             latency_model=LatencyModel.from_dict(stored) if stored else LatencyModel(),
@@ -321,7 +355,7 @@ class StudySession:
         study.set_user_attr("reference", reference.to_dict())
         study.set_user_attr("groups", [g.name for g in self.groups])
         study.set_user_attr("fingerprint", self.fingerprint)
-        baselines = self.space.baselines(self.groups)
+        baselines = self.space.baselines(self.groups, fp32_runtime=self.runtime.name)
         for label, params in baselines:
             study.enqueue_trial(params, user_attrs={ROLE_ATTR: "baseline", LABEL_ATTR: label})
         if self.probe is not None:
@@ -350,21 +384,27 @@ class StudySession:
 
     def _say_set_up(self) -> None:
         reference, config, say = self.reference, self.config, self.say
+        teacher = f"{self.runtime.name} {reference.runtime_latency}"
+        if reference.runtime_latencies:
+            others = [f"{name} {lat.median_ms:.3f} ms" for name, lat in reference.runtime_latencies.items()]
+            teacher = f"fp32 {', '.join(others)}; the budget's yardstick is the fastest, {teacher}"
         say(
-            f"teacher: PyTorch {reference.torch_latency}; {self.runtime.name} {reference.runtime_latency}; "
+            f"teacher: PyTorch {reference.torch_latency}; {teacher}; "
             f"val accuracy {reference.val_accuracy:.2%}; budget {reference.budget_ms:.3f} ms "
             f"({config.latency_budget}); {len(self.groups)} prunable groups"
         )
         say(accuracy_resolution(len(self.workload.val), limit_pt=config.max_accuracy_drop))  # type: ignore[arg-type]
         probe = self.probe
         if probe is not None and not probe.reachable(reference.budget_ms):
+            self.runner.budget_reachable = False  # trials are fine-tuned whatever their latency (TrialRunner)
             suggested = probe.suggested_budget_ms()
             say(
                 f"warning: the budget {reference.budget_ms:.3f} ms ({config.latency_budget}) is below the fastest this "
                 f"space reaches on this CPU ({probe.floor.latency.median_ms:.3f} ms, {probe.floor.label}); no policy "
                 f"can meet it — ask for --latency-budget {suggested:g}ms "
                 f"({suggested / reference.runtime_latency.median_ms:.2f}x) or more; searching anyway for the fastest "
-                "model within the accuracy limit"
+                "model within the accuracy limit (no trial is stopped or skipped for the budget; it goes to "
+                "over_budget/)"
             )
         finished = counted(read_records(self.study))
         if finished:

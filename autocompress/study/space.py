@@ -85,6 +85,7 @@ from autocompress.policy import (
 
 __all__ = [
     "FloatRange",
+    "RuntimeOffer",
     "SearchSpace",
     "list_spaces",
     "load_space",
@@ -92,11 +93,13 @@ __all__ = [
     "INT8_KERNELS",
     "FP32_LAYER_PARAM",
     "QUANT_RULED_OUT_ATTR",
+    "RUNTIME_PARAM",
 ]
 
 PRUNE_MODES = ("group", "stage", "uniform", "none")
 QUANT_RULED_OUT_ATTR = "quant_ruled_out"  # trial user attribute: why quant.* was not sampled (the trial is fp32)
 FP32_LAYER_PARAM = "quant.fp32."  # + a group's root layer name: keep that layer fp32 in an int8 trial
+RUNTIME_PARAM = "runtime"  # --runtime auto: the trial's runtime (its precision is then quant.mode.<runtime>)
 # Static-int8 type choices a space may name; ``auto`` is resolved from the CPU
 # (autocompress.hardware.cpu.int8_kernel_for).
 INT8_KERNELS: dict[str, tuple[str, bool]] = {
@@ -130,6 +133,23 @@ class FloatRange:
 
 
 @dataclass(frozen=True)
+class RuntimeOffer:
+    """What one runtime offers a ``--runtime auto`` space on this CPU.
+
+    Attributes:
+        name: the runtime (:func:`autocompress.runtimes.get_runtime`).
+        modes: its precision modes that the space searches (bf16 only where this CPU runs it natively).
+        kernels: the int8 kernel choices the space searches on it (``("auto",)`` where the runtime has no choice).
+        int8_kernel: what ``auto`` resolves to on this runtime and CPU.
+    """
+
+    name: str
+    modes: tuple[str, ...]
+    kernels: tuple[str, ...] = ("auto",)
+    int8_kernel: Int8Kernel | None = None
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A validated search space; see the module docstring for the YAML form."""
 
@@ -156,6 +176,7 @@ class SearchSpace:
     max_steps: int | None = None
     augment: bool = False
     batch_size: int = 64
+    offers: tuple[RuntimeOffer, ...] = ()  # --runtime auto: the runtimes searched (empty: the study's one runtime)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def for_runtime(self, modes: Sequence[str], kernels: Sequence[str] | None, *, runtime: str) -> SearchSpace:
@@ -178,6 +199,61 @@ class SearchSpace:
                 f"use auto or one of {', '.join(kernels)}"
             )
         return dataclasses.replace(self, quant_modes=kept, kernels=self.kernels if kernels is not None else ("auto",))
+
+    def for_runtimes(self, offers: Sequence[RuntimeOffer]) -> tuple[SearchSpace, list[str]]:
+        """This space searched over several runtimes (``--runtime auto``): each offer narrowed as
+        :meth:`for_runtime` narrows a space (its modes that the space names; explicit int8 kernels where it has
+        them); a runtime left with no mode of the space is dropped. Returns the space and why runtimes were dropped.
+
+        Example: the default space (``mode: [none, int8, bf16]``) on a CPU with native bf16 searches ONNX Runtime
+        fp32/int8, OpenVINO fp32/int8/bf16 and PyTorch fp32/bf16; a space of ``mode: [int8]`` drops PyTorch.
+        """
+        kept: list[RuntimeOffer] = []
+        dropped: list[str] = []
+        for offer in offers:
+            if not any(m in offer.modes for m in self.quant_modes):
+                dropped.append(f"{offer.name} builds only {', '.join(offer.modes)} here")
+                continue
+            explicit = None if offer.kernels == ("auto",) else offer.kernels
+            one = self.for_runtime(offer.modes, explicit, runtime=offer.name)
+            kept.append(dataclasses.replace(offer, modes=one.quant_modes, kernels=one.kernels))
+        if not kept:
+            raise ConfigError(
+                f"{self.source}: --runtime auto: no installed runtime can build any of quantize.mode "
+                f"{list(self.quant_modes)} on this CPU ({'; '.join(dropped)}); use a space with fp32 (none)"
+            )
+        modes = tuple(m for m in self.quant_modes if any(m in o.modes for o in kept))
+        return dataclasses.replace(self, quant_modes=modes, offers=tuple(kept)), dropped
+
+    # ---------------------------------------------------------------- runtimes (--runtime auto)
+    def offer(self, runtime: str) -> RuntimeOffer:
+        """The offer of ``runtime`` in a ``--runtime auto`` space."""
+        for offer in self.offers:
+            if offer.name == runtime:
+                return offer
+        raise ConfigError(
+            f"runtime {runtime!r} is not searched by this study; it searches {', '.join(o.name for o in self.offers)}"
+        )
+
+    def modes_of(self, runtime: str | None) -> tuple[str, ...]:
+        """The precision modes searched on ``runtime`` (``None``: the study's one runtime)."""
+        return self.quant_modes if runtime is None or not self.offers else self.offer(runtime).modes
+
+    @staticmethod
+    def mode_param(runtime: str | None) -> str:
+        """The Optuna parameter of the precision: ``quant.mode``, or ``quant.mode.<runtime>`` under ``--runtime auto``
+        (each runtime offers other modes, and a categorical's choices never change between trials)."""
+        return "quant.mode" if runtime is None else f"quant.mode.{runtime}"
+
+    def deployments(self) -> list[tuple[str | None, str]]:
+        """Every (runtime, precision mode) pair the space searches; the runtime is ``None`` for a one-runtime study.
+
+        Example: ``[(None, "none"), (None, "int8")]``, or under ``--runtime auto`` ``[("onnxruntime", "none"),
+        ("onnxruntime", "int8"), ("openvino", "none"), …]``.
+        """
+        if not self.offers:
+            return [(None, m) for m in self.quant_modes]
+        return [(o.name, m) for o in self.offers for m in o.modes]
 
     # ---------------------------------------------------------------- sampling
     @property
@@ -269,7 +345,7 @@ class SearchSpace:
         *,
         int8_kernel: Int8Kernel | None = None,
         train_size: int | None = None,
-        quantize_unless: Callable[[PrunePolicy], str | None] | None = None,
+        quantize_unless: Callable[..., str | None] | None = None,
     ) -> Policy:
         """Sample one :class:`Policy` from this space for ``trial``.
 
@@ -279,6 +355,10 @@ class SearchSpace:
         precision is sampled: a reason (the latency model predicts every quantized mode no faster than fp32 there) makes
         the trial fp32 without sampling ``quant.*`` (a conditional parameter, as Optuna's define-by-run spaces allow),
         and the reason is stored as the trial's ``quant_ruled_out`` user attribute.
+
+        Under ``--runtime auto`` (:attr:`offers`) the runtime is sampled first (``runtime``), then its precision
+        (``quant.mode.<runtime>``, from its own modes) with its own ``auto`` int8 kernel; ``quantize_unless`` is
+        then asked with the runtime too (``quantize_unless(prune, runtime)``).
         """
         ratios = self._suggest_ratios(trial, groups)
         sparsity = 0.0
@@ -286,21 +366,26 @@ class SearchSpace:
             rng = self.sparsity
             sparsity = trial.suggest_float("prune.sparsity", rng.low, rng.high, step=rng.step, log=rng.log)
         prune = PrunePolicy(ratios=ratios, round_to=self.round_to, importance=self.importance, sparsity=sparsity)
-        ruled_out = quantize_unless(prune) if quantize_unless is not None and len(self.quant_modes) > 1 else None
+        runtime: str | None = None
+        modes, kernels = self.quant_modes, self.kernels
+        if self.offers:  # --runtime auto: the runtime first, then what it offers on this CPU
+            runtime = trial.suggest_categorical(RUNTIME_PARAM, [o.name for o in self.offers])
+            offer = self.offer(runtime)
+            modes, kernels = offer.modes, offer.kernels
+            int8_kernel = offer.int8_kernel or int8_kernel
+        ruled_out = None
+        if quantize_unless is not None and len(modes) > 1:
+            ruled_out = quantize_unless(prune) if runtime is None else quantize_unless(prune, runtime)
         if ruled_out:
             trial.set_user_attr(QUANT_RULED_OUT_ATTR, ruled_out)
-            mode = "none"
+            mode = "none" if "none" in modes else modes[0]
         else:
-            mode = trial.suggest_categorical("quant.mode", list(self.quant_modes))
+            mode = trial.suggest_categorical(self.mode_param(runtime), list(modes))
         granularity, calibration = "per_channel", "minmax"
         activation_type, reduce_range = "uint8", False
         if mode.startswith("int8"):  # bf16 has no scales and no kernel to choose: nothing more to sample
             granularity = trial.suggest_categorical("quant.granularity", list(self.granularities))
-            kernel = (
-                self.kernels[0]
-                if len(self.kernels) == 1
-                else trial.suggest_categorical("quant.kernel", list(self.kernels))
-            )
+            kernel = kernels[0] if len(kernels) == 1 else trial.suggest_categorical("quant.kernel", list(kernels))
             if kernel == "auto":
                 if int8_kernel is not None:
                     activation_type, reduce_range = int8_kernel.activation_type, int8_kernel.reduce_range
@@ -313,19 +398,7 @@ class SearchSpace:
                 fp32_layers = tuple(
                     g.name for g in groups if trial.suggest_categorical(f"{FP32_LAYER_PARAM}{g.name}", [False, True])
                 )
-        distill = DistillPolicy(steps=0, batch_size=self.batch_size)
-        if not prune.is_identity:
-            distill = DistillPolicy(
-                temperature=trial.suggest_float(
-                    "kd.temperature", self.temperature.low, self.temperature.high, log=self.temperature.log
-                ),
-                alpha=trial.suggest_float(
-                    "kd.alpha", self.alpha.low, self.alpha.high, step=self.alpha.step, log=self.alpha.log
-                ),
-                lr=trial.suggest_float("kd.lr", self.lr.low, self.lr.high, log=self.lr.log),
-                steps=self.kd_steps(trial, train_size),
-                batch_size=self.batch_size,
-            )
+        distill = self._suggest_distill(trial, prune, train_size)
         quant = QuantPolicy(
             mode=mode,
             granularity=granularity,
@@ -335,7 +408,20 @@ class SearchSpace:
             reduce_range=reduce_range,
             fp32_layers=fp32_layers,
         )
-        return Policy(prune=prune, quant=quant, distill=distill)
+        return Policy(prune=prune, quant=quant, distill=distill, runtime=runtime)
+
+    def _suggest_distill(self, trial: optuna.Trial, prune: PrunePolicy, train_size: int | None) -> DistillPolicy:
+        """The KD settings of ``trial``: sampled only when something is pruned (see the module docstring)."""
+        if prune.is_identity:
+            return DistillPolicy(steps=0, batch_size=self.batch_size)
+        t, a, lr = self.temperature, self.alpha, self.lr
+        return DistillPolicy(
+            temperature=trial.suggest_float("kd.temperature", t.low, t.high, log=t.log),
+            alpha=trial.suggest_float("kd.alpha", a.low, a.high, step=a.step, log=a.log),
+            lr=trial.suggest_float("kd.lr", lr.low, lr.high, log=lr.log),
+            steps=self.kd_steps(trial, train_size),
+            batch_size=self.batch_size,
+        )
 
     # ------------------------------------------------------- fixed points (baselines, probe, seeds, rescue)
     def uniform_params(self, groups: Sequence[PrunableGroup], level: float) -> dict[str, Any]:
@@ -357,19 +443,32 @@ class SearchSpace:
         bounds = self.prune_level if self.has_level and self.prune_level else self.prune_ratio
         return bounds.clamp(level)
 
-    def quant_params(self, mode: str, groups: Sequence[PrunableGroup] = ()) -> dict[str, Any]:
+    def quant_params(
+        self, mode: str, groups: Sequence[PrunableGroup] = (), *, runtime: str | None = None
+    ) -> dict[str, Any]:
         """Parameters for ``mode`` (``none``/``int8``/``int8_dynamic``/``bf16``) with the space's preferred settings:
         per-channel weights and minmax calibration where the space has them, the CPU's own kernel (``auto``), and
-        (per-layer spaces) every layer of ``groups`` int8."""
-        if mode not in self.quant_modes:
-            return {}
-        params: dict[str, Any] = {"quant.mode": mode}
+        (per-layer spaces) every layer of ``groups`` int8. Under ``--runtime auto`` they deploy on ``runtime`` (by
+        default the first searched); a one-runtime space ignores ``runtime``. ``{}`` where the mode is not searched
+        (on that runtime)."""
+        kernels = self.kernels
+        if self.offers:
+            runtime = runtime or self.offers[0].name
+            if runtime not in {o.name for o in self.offers} or mode not in self.offer(runtime).modes:
+                return {}
+            kernels = self.offer(runtime).kernels
+        else:
+            runtime = None
+            if mode not in self.quant_modes:
+                return {}
+        params: dict[str, Any] = {RUNTIME_PARAM: runtime} if runtime is not None else {}
+        params[self.mode_param(runtime)] = mode
         if mode.startswith("int8"):
             params["quant.granularity"] = (
                 "per_channel" if "per_channel" in self.granularities else self.granularities[0]
             )
-            if len(self.kernels) > 1:
-                params["quant.kernel"] = "auto" if "auto" in self.kernels else self.kernels[0]
+            if len(kernels) > 1:
+                params["quant.kernel"] = "auto" if "auto" in kernels else kernels[0]
         if mode == "int8":
             params["quant.calibration"] = "minmax" if "minmax" in self.calibrations else self.calibrations[0]
             if self.per_layer:
@@ -409,7 +508,9 @@ class SearchSpace:
             optuna.trial.FixedTrial({**dense, **full}), groups, int8_kernel=int8_kernel, train_size=train_size
         )
 
-    def baselines(self, groups: Sequence[PrunableGroup]) -> list[tuple[str, dict[str, Any]]]:
+    def baselines(
+        self, groups: Sequence[PrunableGroup], *, fp32_runtime: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Reference policies enqueued at the start of every new study, as ``(label, params)``.
 
         Uncompressed fp32, int8-only per-channel, and uniform 50 % prune + KD + int8 per-channel — each only where
@@ -417,26 +518,46 @@ class SearchSpace:
         (``level: 0.25``, or ``ratio.low`` above 0) has no uncompressed model: its first two baselines are its least
         pruning instead, fine-tuned, and say so (``fp32 · uniform 25% prune + KD``); the third is labelled with the
         level the space really builds (:meth:`uniform_level`).
+
+        Under ``--runtime auto`` each searched runtime gets its own baselines, labelled with its name, except the
+        uncompressed fp32 model: only on ``fp32_runtime`` (the fastest fp32 teacher, the budget's yardstick; the
+        other runtimes' fp32 teachers were timed at set-up and are slower).
         """
+        if not self.offers:
+            return self._baselines(groups, runtime=None)
+        out = []
+        for offer in self.offers:
+            for label, params in self._baselines(groups, runtime=offer.name):
+                uncompressed = params.get(self.mode_param(offer.name)) == "none" and label.startswith("fp32 (")
+                if not uncompressed or offer.name == (fp32_runtime or self.offers[0].name):
+                    out.append((f"{label} · {offer.name}", params))
+        return out
+
+    def _baselines(self, groups: Sequence[PrunableGroup], *, runtime: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """:meth:`baselines` on one runtime (``None``: the study's one runtime)."""
+        modes = self.modes_of(runtime)
         dense = {"prune.sparsity": self.sparsity.clamp(0.0)} if self.sparsity is not None else {}
         least = self.uniform_level(0.0) if groups else 0.0
         zero = {**self.uniform_params(groups, 0.0), **dense, **(self.kd_params() if least > 0 else {})}
         pruned = f" · uniform {least:.0%} prune + KD" if least > 0 else ""
         half = self.uniform_params(groups, 0.5)
         out: list[tuple[str, dict[str, Any]]] = []
-        if "none" in self.quant_modes:
-            out.append((f"fp32{pruned}" if pruned else "fp32 (uncompressed)", {**zero, **self.quant_params("none")}))
-        if "int8" in self.quant_modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
-            out.append((f"int8 per-channel{pruned or ' only'}", {**zero, **self.quant_params("int8", groups)}))
+        rt = runtime
+        if "none" in modes:
+            label = f"fp32{pruned}" if pruned else "fp32 (uncompressed)"
+            out.append((label, {**zero, **self.quant_params("none", runtime=rt)}))
+        if "int8" in modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
+            int8 = self.quant_params("int8", groups, runtime=rt)
+            out.append((f"int8 per-channel{pruned or ' only'}", {**zero, **int8}))
             if half and self.max_prune >= 0.5:
                 out.append(
                     (
                         f"uniform {self.uniform_level(0.5):.0%} prune + KD + int8",
-                        {**half, **dense, **self.quant_params("int8", groups), **self.kd_params()},
+                        {**half, **dense, **int8, **self.kd_params()},
                     )
                 )
-        if "bf16" in self.quant_modes:  # where bf16 is native (the runtime offers it): the teacher in bf16 first
-            out.append((f"bf16{pruned or ' only'}", {**zero, **self.quant_params("bf16")}))
+        if "bf16" in modes:  # where bf16 is native (the runtime offers it): the teacher in bf16 first
+            out.append((f"bf16{pruned or ' only'}", {**zero, **self.quant_params("bf16", runtime=rt)}))
         return out
 
     # ---------------------------------------------------------------- loading

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 import traceback
@@ -156,8 +157,9 @@ class Objective:
         """
         return None
 
-    def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
-        """Why no quantized precision is worth sampling for ``prune``'s structure (``None``: sample the precision).
+    def quantized_ruled_out(self, prune: PrunePolicy, runtime: str | None = None) -> str | None:
+        """Why no quantized precision is worth sampling for ``prune``'s structure on ``runtime`` (``None``: the
+        study's one runtime); ``None``: sample the precision.
 
         The base class never rules one out; :class:`TrialRunner` asks its latency model.
         """
@@ -263,6 +265,7 @@ class TrialRunner(Objective):
         cache: LatencyCache | None = None,
         latency_model: LatencyModel | None = None,
         runtime: Runtime | None = None,
+        runtimes: Sequence[Runtime] = (),
         target: Mapping[str, Any] | None = None,
         device: torch.device | str = "cpu",
         scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None,
@@ -271,12 +274,17 @@ class TrialRunner(Objective):
         self.workload = workload
         self.config = config
         self.budget_ms = budget_ms
+        # False when the probe found the budget out of reach: no trial is stopped or skipped for it, and the samplers
+        # see the accuracy limit as the only constraint (record.constraint_values); set by the study's set-up.
+        self.budget_reachable = True
         self.teacher_accuracy = teacher_accuracy
         self.teacher_val_correct = teacher_val_correct  # the teacher artifact's per-image val results: paired drops
         self.fingerprint = dict(fingerprint)
         self.meter = meter
         self.scorer = scorer  # a build host's: the target scores (autocompress.scale.remote); None: scored here
-        self.runtime = runtime or get_runtime(config.runtime)
+        self.runtime = runtime or get_runtime(config.runtime)  # the reference's (the budget's yardstick)
+        # --runtime auto: every searched runtime by name; a policy's ``runtime`` picks its builder and runner
+        self.runtimes = {rt.name: rt for rt in (self.runtime, *runtimes)}
         self.target = dict(target or {"runtime": self.runtime.name, "version": self.runtime.version()})
         self.cache = cache or LatencyCache()
         self.latency_model = latency_model or LatencyModel()
@@ -288,6 +296,12 @@ class TrialRunner(Objective):
         self.teacher_logits = TeacherLogits(workload.model, self.train_size)
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
+    def runtime_named(self, name: str | None) -> Runtime:
+        """The runtime ``name`` (a policy's or an artifact's); ``None``: the study's one runtime."""
+        if name is None:
+            return self.runtime
+        return self.runtimes.get(name) or self.runtimes.setdefault(name, get_runtime(name))
+
     def build(self, policy: Policy, workdir: Path, *, weights_from: int | None = None) -> tuple[nn.Module, Artifact]:
         """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``; with
         ``weights_from``, the pruned structure carries that trial's fine-tuned weights (same structure: its policy's
@@ -297,7 +311,7 @@ class TrialRunner(Objective):
             student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
             if weights_from is not None:
                 load_weights(student, self.config.study_dir / "trials" / f"{weights_from:05d}" / WEIGHTS_FILE)
-            artifact = self.runtime.build(
+            artifact = self.runtime_named(policy.runtime).build(
                 student,
                 policy.quant,
                 example_input=x,
@@ -352,7 +366,8 @@ class TrialRunner(Objective):
             top1, precision = self.scorer(artifact)
             return top1, precision, None
         with self.cores.heavy():
-            scorer = self.runtime.runner(artifact, threads=scoring_threads(workers=self.config.workers))
+            runtime = self.runtime_named(artifact.runtime)
+            scorer = runtime.runner(artifact, threads=scoring_threads(workers=self.config.workers))
             scored = evaluate(scorer, self.workload.val)
             teacher = self.teacher_val_correct
             paired = paired_drop(scored, teacher) if teacher is not None and scored.n == len(teacher) else None
@@ -376,17 +391,23 @@ class TrialRunner(Objective):
             expected_ms is not None
             and abs(latency.median_ms - expected_ms) > 2 * self.latency_model.width * expected_ms
         )
-        while extra < MAX_REMEASURES and (latency.straddles(self.budget_ms) or (far and extra == 0)):
+        while extra < MAX_REMEASURES and (latency.straddles(self.gate_budget_ms) or (far and extra == 0)):
             latency = combine(latency, self.meter.measure(artifact))
             extra += 1
         return latency, extra
+
+    @property
+    def gate_budget_ms(self) -> float:
+        """The budget the gate, the skip and the re-measurement decide against: the study's, or none (infinity) when
+        it is out of reach, since every structure breaks it and only fine-tuning tells which keep the accuracy."""
+        return self.budget_ms if self.budget_reachable else math.inf
 
     def predict(self, policy: Policy) -> tuple[int, Any]:
         """``(estimated MACs, Prediction or None)`` of ``policy`` before anything is built."""
         return self.latency_model.predict_policy(policy, self.macs)
 
     def learn(self, policy: Policy, macs: int, latency: Latency, *, trial: int | None = None) -> None:
-        self.latency_model.add(precision_key(policy.quant), macs, latency.median_ms, trial=trial)
+        self.latency_model.add(precision_key(policy.quant, policy.runtime), macs, latency.median_ms, trial=trial)
 
     def sync_latency_model(self, records: Sequence[TrialRecord]) -> int:
         """Learn the gate figures other processes measured on this study (``--workers``); returns how many."""
@@ -408,7 +429,8 @@ class TrialRunner(Objective):
     def _base(self, policy: Policy | None, *, number: int, role: str, label: str) -> dict[str, Any]:
         stages = {
             "finetune": training_setup(self.device),
-            "measure": f"{self.target.get('runtime')} on {self.target.get('cpu')}",
+            "measure": f"{policy.runtime if policy and policy.runtime else self.target.get('runtime')} on "
+            f"{self.target.get('cpu')}",
             "worker": owner(),
         }
         return {
@@ -417,6 +439,7 @@ class TrialRunner(Objective):
             "role": role,
             "label": label,
             "budget_ms": self.budget_ms,
+            "budget_reachable": self.budget_reachable,
             "max_drop_pt": self.config.max_accuracy_drop,
             "teacher_accuracy": self.teacher_accuracy,
             "fingerprint": self.fingerprint,
@@ -440,7 +463,7 @@ class TrialRunner(Objective):
         if role != "sampled" or policy.prune.is_identity:
             return None
         macs, prediction = self.predict(policy)
-        reason = skip_reason(prediction, self.budget_ms)
+        reason = skip_reason(prediction, self.gate_budget_ms)
         if reason is None or prediction is None:
             return None
         return TrialRecord(
@@ -452,14 +475,15 @@ class TrialRunner(Objective):
             **self._base(policy, number=number, role=role, label=label),
         )
 
-    def quantized_ruled_out(self, prune: PrunePolicy) -> str | None:
-        """Why no quantized precision is worth sampling for this structure.
+    def quantized_ruled_out(self, prune: PrunePolicy, runtime: str | None = None) -> str | None:
+        """Why no quantized precision is worth sampling for this structure on ``runtime``.
 
         See :meth:`LatencyModel.quantized_ruled_out`.
         """
         if prune.is_identity:
             return None
-        return self.latency_model.quantized_ruled_out(self.space.quant_modes, self.macs.estimate(prune))
+        modes, macs = self.space.modes_of(runtime), self.macs.estimate(prune)
+        return self.latency_model.quantized_ruled_out(modes, macs, runtime=runtime)
 
     # ------------------------------------------------------------------ one trial
     def _finetune(
@@ -487,7 +511,7 @@ class TrialRunner(Objective):
             student = sparsify_model(student, sparsity=policy.prune.sparsity, num_classes=wl.num_classes)
         t = time.perf_counter()
         with self.cores.heavy():
-            artifact = self.runtime.build(
+            artifact = self.runtime_named(policy.runtime).build(
                 student,
                 policy.quant,
                 example_input=wl.example_input(),
@@ -591,7 +615,8 @@ class TrialRunner(Objective):
 
         # Rescue and promoted trials are fine-tuned although they may be over the budget: nothing met it (rescue), or
         # the structure was already judged within it (a near miss fine-tuned longer).
-        if gate.median_ms > self.budget_ms and not policy.prune.is_identity and role not in ("rescue", "promoted"):
+        over = gate.median_ms > self.gate_budget_ms
+        if over and not policy.prune.is_identity and role not in ("rescue", "promoted"):
             timings["total_s"] = time.perf_counter() - started
             fields = {**sizes, **self._measured_stages(base), **extra}
             return self._stopped_record(gate, artifact, timings=timings, remeasured=remeasured, fields=fields)
