@@ -11,7 +11,13 @@ pool, 1 input channel), trained on the same digits here (``--resnet-epochs``, ca
 - uniform prune 30/50/70 % + KD + int8 (this tool's building blocks without the search; ONNX Runtime, the CPU's
   kernel);
 - the **chosen model per runtime** at the default budget (0.25x the teacher on that runtime), from a search of
-  ``--trials`` trials (demo only: a resnet18 search fine-tunes for hours on 2 cores; say so rather than guess).
+  ``--trials`` trials (demo only: a resnet18 search fine-tunes for hours on 2 cores; say so rather than guess);
+- ``--runtime auto`` (``--searches auto``): one search over every installed runtime (0.25x the fastest fp32 teacher
+  among them), and the same study's choice under ``--prefer latency`` (the study resumed with the other rule: no
+  new trial, its own fresh-process confirmation), two rows.
+
+Under the table: each chosen model against the **best one-click peer** (the fastest of ORT int8, OpenVINO default
+precision and NNCF int8 at test accuracy within one image of the PyTorch teacher), as a side-by-side ratio.
 
 Latency: every row is timed with the study's protocol (:class:`~autocompress.measure.latency.LatencyMeter`) side by
 side with the teacher's fp32 artifact *on the same runtime*, all rows in one process after everything is built, so
@@ -21,6 +27,7 @@ produce the row (quantization, fine-tuning, or the whole search).
 
     python benchmarks/peers.py                   # → peers.md, peers.csv
     python benchmarks/peers.py --workloads demo --trials 20
+    python benchmarks/peers.py --workloads demo --searches auto --stem peers_zen4_auto   # → peers_zen4_auto.md/.csv
 """
 
 from __future__ import annotations
@@ -169,9 +176,48 @@ class Row:
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def build_rows(wl: Workload, workdir: Path, *, kd_epochs: float, trials: int, search: bool) -> list[Row]:
+ONE_CLICK = ("ORT one-click int8", "OpenVINO default precision", "NNCF + OpenVINO one-click int8")
+SEARCHES = ("onnxruntime", "openvino", "torch", "auto")
+
+
+def search_rows(wl: Workload, runtime: str, *, trials: int) -> list[Row]:
+    """The chosen model of a ``--runtime runtime`` search at 0.25x (``auto``: and the same study under ``--prefer
+    latency``), as rows to time beside the peers."""
+    rows = []
+    for prefer in ("accuracy", "latency") if runtime == "auto" else ("accuracy",):
+        t = time.perf_counter()
+        config = SearchConfig(
+            runtime=runtime, trials=trials, study_name=f"peers-{wl.name}-{runtime}", output=OUT, prefer=prefer
+        )
+        result = run_study(wl, load_space("default"), config, say=lambda line: None)
+        seconds = time.perf_counter() - t
+        choice = result.choice
+        rule = f", --prefer {prefer}" if runtime == "auto" else ""
+        if choice is None or choice.record.artifact_in(config.study_dir) is None:
+            note = "nothing within the accuracy limit"
+            rows.append(Row(wl.name, f"chosen ({runtime}{rule}, 0.25x)", runtime, None, seconds, note=note))
+            continue
+        status = "chosen" if choice.feasible else "over budget"
+        record = choice.record
+        rows.append(
+            Row(
+                wl.name,
+                f"{status} by autocompress ({runtime}{rule}, 0.25x): {record.summary}",
+                record.runtime,
+                record.artifact_in(config.study_dir),
+                seconds,
+                note=f"budget {result.reference.budget_ms:.3f} ms ({result.reference.runtime} fp32 teacher x 0.25), "
+                f"{trials} trials" + (", same study, other rule" if prefer == "latency" else ""),
+            )
+        )
+    return rows
+
+
+def build_rows(
+    wl: Workload, workdir: Path, *, kd_epochs: float, trials: int, search: bool, searches: tuple[str, ...] = SEARCHES
+) -> list[Row]:
     cpu = detect_cpu()
-    ort, ov, pt = (get_runtime(n) for n in ("onnxruntime", "openvino", "torch"))
+    ort, ov = (get_runtime(n) for n in ("onnxruntime", "openvino"))
     x = wl.example_input()
     rows: list[Row] = [Row(wl.name, "PyTorch fp32 (eager)", "torch-eager", None, 0.0)]
     for runtime, label in ((ort, "ONNX Runtime fp32"), (ov, "OpenVINO f32 (hint f32)")):
@@ -232,50 +278,12 @@ def build_rows(wl: Workload, workdir: Path, *, kd_epochs: float, trials: int, se
                 time.perf_counter() - t,
             )
         )
-    if search:
-        for runtime in (ort, ov, pt):
-            t = time.perf_counter()
-            config = SearchConfig(
-                runtime=runtime.name, trials=trials, study_name=f"peers-{wl.name}-{runtime.name}", output=OUT
-            )
-            result = run_study(wl, load_space("default"), config, say=lambda line: None)
-            seconds = time.perf_counter() - t
-            choice = result.choice
-            if choice is None or choice.record.artifact_in(config.study_dir) is None:
-                rows.append(
-                    Row(
-                        wl.name,
-                        f"chosen ({runtime.name}, 0.25x)",
-                        runtime.name,
-                        None,
-                        seconds,
-                        note="nothing within the accuracy limit",
-                    )
-                )
-                continue
-            status = "chosen" if choice.feasible else "over budget"
-            rows.append(
-                Row(
-                    wl.name,
-                    f"{status} by autocompress ({runtime.name}, 0.25x): {choice.record.summary}",
-                    runtime.name,
-                    choice.record.artifact_in(config.study_dir),
-                    seconds,
-                    note=f"budget {result.reference.budget_ms:.3f} ms, {trials} trials",
-                )
-            )
-    else:
-        for runtime in (ort, ov, pt):
-            rows.append(
-                Row(
-                    wl.name,
-                    f"chosen ({runtime.name}, 0.25x)",
-                    runtime.name,
-                    None,
-                    0.0,
-                    note="not run: a search fine-tunes resnet18 for hours on 2 cores",
-                )
-            )
+    for name in searches:
+        if search:
+            rows += search_rows(wl, name, trials=trials)
+        else:
+            note = "not run: a search fine-tunes resnet18 for hours on 2 cores"
+            rows.append(Row(wl.name, f"chosen ({name}, 0.25x)", name, None, 0.0, note=note))
     return rows
 
 
@@ -390,7 +398,34 @@ def write(rows: list[Row], md: Path, csv_path: Path, *, cpu: str) -> None:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
+    lines += ["", *against_peers(rows)]
     md.write_text("\n".join(lines) + "\n")
+
+
+def against_peers(rows: list[Row]) -> list[str]:
+    """Each chosen model against the best one-click peer of its workload (fastest within one test image of the
+    PyTorch teacher), as a side-by-side ratio of the figures above."""
+    out = []
+    for workload in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == workload and r.values]
+        peers = [r for r in mine if r.name.startswith(ONE_CLICK) and abs(r.values["test_drop_images"]) <= 1]
+        chosen = [r for r in mine if "by autocompress" in r.name]
+        if not peers or not chosen:
+            continue
+        best = min(peers, key=lambda r: r.values["ms"])
+        out.append(
+            f"**{workload}**: best one-click peer {best.name} at {best.values['ms']:.3f} ms "
+            f"({best.values['test_top1']:.2%} test)."
+        )
+        for r in chosen:
+            ratio = best.values["ms"] / r.values["ms"]
+            within = abs(r.values["test_drop_images"] - best.values["test_drop_images"]) <= 1
+            out.append(
+                f"- {r.name}: {r.values['ms']:.3f} ms on {r.runtime}, **{ratio:.2f}x** the best peer's speed, "
+                f"test {r.values['test_top1']:.2%} ({'within' if within else 'not within'} one image of the peer)"
+            )
+        out.append("")
+    return out
 
 
 def main() -> None:
@@ -399,6 +434,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="trials of each per-runtime search (demo)")
     parser.add_argument("--resnet-epochs", type=int, default=6)
     parser.add_argument("--resnet-kd-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--searches", nargs="+", default=list(SEARCHES), choices=SEARCHES, help="the --runtime of each search row"
+    )
+    parser.add_argument("--stem", default="peers", help="write benchmarks/STEM.md and STEM.csv")
     args = parser.parse_args()
     cpu = detect_cpu()
     cpu_text = f"{cpu.model} ({cpu.isa}; flags {', '.join(sorted(cpu.flags))})"
@@ -407,16 +446,23 @@ def main() -> None:
         for name in args.workloads:
             if name == "demo":
                 wl = load_workload(SearchConfig(output=OUT))
-                rows = build_rows(wl, Path(tmp) / name, kd_epochs=9, trials=args.trials, search=True)
+                rows = build_rows(
+                    wl, Path(tmp) / name, kd_epochs=9, trials=args.trials, search=True, searches=tuple(args.searches)
+                )
             else:
                 wl = resnet18_workload(args.resnet_epochs)
                 rows = build_rows(
-                    wl, Path(tmp) / name, kd_epochs=args.resnet_kd_epochs, trials=args.trials, search=False
+                    wl,
+                    Path(tmp) / name,
+                    kd_epochs=args.resnet_kd_epochs,
+                    trials=args.trials,
+                    search=False,
+                    searches=tuple(args.searches),
                 )
             print(f"{name}: {len(rows)} rows built; timing them side by side", flush=True)
             measure_rows(wl, rows, Path(tmp) / name)
             all_rows += rows
-            write(all_rows, HERE / "peers.md", HERE / "peers.csv", cpu=cpu_text)
+            write(all_rows, HERE / f"{args.stem}.md", HERE / f"{args.stem}.csv", cpu=cpu_text)
             for r in rows:
                 print(f"  {r.name}: {r.values}", flush=True)
 

@@ -223,3 +223,23 @@ def test_prefer_latency_chooses_the_fastest_feasible_record_and_the_stored_rule_
     assert stored_rule({"choice": {"prefer": "latency", "passed_over": [3]}}) == ("latency", (3,))
     assert stored_rule({"config": {"prefer": "latency"}}) == ("latency", ())
     assert stored_rule({}) == ("accuracy", ())
+
+
+def test_prefer_latency_takes_the_surer_model_among_those_as_fast_within_the_noise() -> None:
+    def timed(n: int, acc: float, ms: float, low: float, high: float, drop_interval: tuple[float, float]):
+        latency = Latency(median_ms=ms, iqr_ms=0.01, p10_ms=ms, p90_ms=ms, n=10, threads=1, batch_size=1)
+        latency = replace(latency, low_ms=low, high_ms=high)
+        return replace(rec(n, acc, ms), latency=latency, accuracy_paired={"interval_pt": list(drop_interval)})
+
+    # The module docstring's example, limit MAX_DROP: A is the fastest figure, but B's interval reaches it and B's
+    # drop interval lies within the limit while A's does not; C is slower with confidence.
+    a = timed(0, TEACHER - (MAX_DROP - 0.2) / 100, 0.200, 0.195, 0.210, (-0.2, MAX_DROP + 0.9))
+    b = timed(1, TEACHER, 0.205, 0.198, 0.214, (-0.8, 0.8))
+    c = timed(2, TEACHER + 0.002, 0.260, 0.250, 0.270, (-1.0, 0.5))
+    assert all(r.feasible for r in (a, b, c))
+    choice = choose([a, b, c], prefer="latency")
+    assert choice is not None and choice.record.number == 1
+    assert b.confidently_within_accuracy and not a.confidently_within_accuracy
+    # Without B, A is the fastest and C is no tie: A, whatever its drop interval says.
+    choice = choose([a, c], prefer="latency")
+    assert choice is not None and choice.record.number == 0

@@ -5,8 +5,15 @@ measured (``complete``), is within the latency budget and its accuracy drop is w
 
 **The rule is the user's** (``--prefer``, :data:`PREFERENCES`): ``accuracy`` (the default) chooses the most accurate
 feasible model (ties: one whose whole latency interval is within the budget, then the faster); ``latency`` the fastest
-feasible one, i.e. the fastest within the accuracy limit (ties: the more accurate). Users of peers ask for the
-latter ("the fastest model that keeps my accuracy bar"); the former spends the budget's headroom on accuracy.
+feasible one, i.e. the fastest within the accuracy limit. Users of peers ask for the latter ("the fastest model that
+keeps my accuracy bar"); the former spends the budget's headroom on accuracy.
+
+**"Fastest" within the noise.** The fastest model sits at the edge of the accuracy limit, where one val image decides,
+so the latency rule uses both intervals: every candidate whose latency interval reaches the fastest one's figure is
+as fast as far as the measurements can tell, and among those it takes the one whose paired drop interval lies within
+the accuracy limit, then the more accurate, then the faster. Tiny example, limit 1 pt: A 0.200 ms [0.195, 0.210] drop
+0.84 pt [-0.2, +1.9]; B 0.205 ms [0.198, 0.214] drop 0 pt [-0.8, +0.8] → B (its interval reaches 0.200 and its drop
+interval is within the limit); a C at 0.260 ms [0.25, 0.27] is not a tie.
 
 **The choice is a promise.** Before it is called chosen, it is measured again in a fresh process
 with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed
@@ -129,7 +136,13 @@ def preferred(candidates: Sequence[TrialRecord], *, prefer: str = PREFERENCES[0]
     """The record ``prefer`` picks among feasible ``candidates`` (see the module docstring); ties end at the earlier
     trial."""
     if prefer == "latency":
-        return min(candidates, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
+        fastest = min(candidates, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
+        assert fastest.latency_ms is not None
+        ties = [r for r in candidates if r.latency is not None and r.latency.low <= fastest.latency_ms]
+        return min(
+            ties or [fastest],
+            key=lambda r: (not r.confidently_within_accuracy, -(r.accuracy or 0.0), r.latency_ms, r.number),
+        )
     assert prefer == "accuracy", prefer
     return min(candidates, key=lambda r: (-(r.accuracy or 0.0), not r.confidently_within, r.latency_ms, r.number))
 

@@ -205,6 +205,12 @@ class TrialRecord:
         return drop is not None and drop <= self.max_drop_pt
 
     @property
+    def confidently_within_accuracy(self) -> bool:
+        """The whole 95 % interval of the paired val drop lies within the accuracy limit (``False`` without one)."""
+        interval = self.drop_interval_pt
+        return interval is not None and interval[1] <= self.max_drop_pt
+
+    @property
     def feasible(self) -> bool:
         return self.outcome == "complete" and self.within_budget and self.within_accuracy
 
