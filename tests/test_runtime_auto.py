@@ -170,6 +170,8 @@ def test_auto_without_openvino_searches_what_is_installed_and_says_so(
     session._prepare_space()
     assert [rt.name for rt in session.runtimes] == ["onnxruntime", "torch"]
     assert {o.name for o in session.space.offers} == {"onnxruntime", "torch"}
+    # A runtime installed later would change the space: the identity names the searched runtimes, so a resume refuses.
+    assert session.identity["runtimes"].startswith("onnxruntime:none/int8 torch:none")
     said = next(line for line in lines if line.startswith("runtime auto:"))
     assert "not installed: openvino" in said and "onnxruntime" in said and "torch" in said, said
 

@@ -72,6 +72,7 @@ _FIX = {
     "data": "the data or its preprocessing changed",
     "space_sha256": "the search space file's content changed",
     "cpu": "the study was measured on another CPU",
+    "runtimes": "the installed runtimes changed (--runtime auto searches what was installed at its start)",
 }
 
 
@@ -109,6 +110,8 @@ def study_identity(
             :16
         ],
         "cpu": f"{fingerprint.get('cpu')} ({fingerprint.get('isa')})",
+        # --runtime auto: the runtimes and precisions searched (a runtime installed later would change the space)
+        **({"runtimes": " ".join(f"{o.name}:{'/'.join(o.modes)}" for o in space.offers)} if space.offers else {}),
     }
 
 
