@@ -151,7 +151,7 @@ def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock
 
     meter = LatencyMeter(
         FakeRuntime(),
-        Artifact(Path("ref"), QuantPolicy()),
+        Artifact(Path("ref"), QuantPolicy(), runtime="fake"),
         (1, 8, 8),
         threads=1,  # type: ignore[arg-type]
         batch_size=1,
@@ -162,7 +162,7 @@ def test_meter_flags_a_window_that_never_came_back_and_widens_it_downwards(clock
     # Now the machine is slow for good: reference 2.4 ms (+20 %), candidate 0.9 ms.
     runs["ref"] = clock.runner(lambda i: 2.4)
     runs["cand"] = clock.runner(lambda i: 0.9)
-    lat = meter.measure(Artifact(Path("cand"), QuantPolicy()))
+    lat = meter.measure(Artifact(Path("cand"), QuantPolicy(), runtime="fake"))
     assert lat.ratio == pytest.approx(0.9 / 2.4)
     assert lat.noise == "noisy"
     assert lat.seconds >= PROTOCOL.max_window_s, "extended to the longest window first"
