@@ -15,15 +15,15 @@ the accuracy limit, then the more accurate, then the faster. Tiny example, limit
 0.84 pt [-0.2, +1.9]; B 0.205 ms [0.198, 0.214] drop 0 pt [-0.8, +0.8] → B (its interval reaches 0.200 and its drop
 interval is within the limit); a C at 0.260 ms [0.25, 0.27] is not a tie.
 
-**The choice is a promise.** Before it is called chosen, it is measured again in a fresh process
-with a longer protocol (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed
-over (``exclude``) for the next. When nothing is feasible, the fallback is the *fastest* model (within the noise, as
-the latency rule below) whose measured accuracy drop keeps the limit — labelled infeasible, with its overshoot in ms
-and the budget that would make it feasible. A model whose measured drop breaks the limit is never chosen. A
-layer-refined variant (``weights_from`` set: its source's weights deployed again with some layers in fp32) is a
-candidate only where it helped its source (:func:`refinement_helped`): refinement exists to make the choice faster,
-so a variant one val image more accurate but slower does not displace its source (measured: OpenVINO on Zen 4, 0.198 vs 0.173 ms for +0.28 pt val and the
-same test accuracy). This module holds the one choice rule; the CLI, the API, the dashboard note and the report all
+**The choice is a promise.** Before it is called chosen, it is measured again in a fresh process with a longer protocol
+(:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed over (``exclude``) for
+the next. When nothing is feasible, the fallback is the *fastest* model (within the noise, as the latency rule below)
+whose measured accuracy drop keeps the limit — labelled infeasible, with its overshoot in ms and the budget that would
+make it feasible. A model whose measured drop breaks the limit is never chosen. A layer-refined variant
+(``weights_from`` set: its source's weights deployed again with some layers in fp32) is a candidate only where it helped
+its source (:func:`refinement_helped`): refinement exists to make the choice faster, so a variant one val image more
+accurate but slower does not displace its source (measured: OpenVINO on Zen 4, 0.198 vs 0.173 ms for +0.28 pt val and
+the same test accuracy). This module holds the one choice rule; the CLI, the API, the dashboard note and the report all
 call :func:`choose`.
 """
 
