@@ -542,12 +542,11 @@ class SearchSpace:
         pruned = f" · uniform {least:.0%} prune + KD" if least > 0 else ""
         half = self.uniform_params(groups, 0.5)
         out: list[tuple[str, dict[str, Any]]] = []
-        rt = runtime
         if "none" in modes:
             label = f"fp32{pruned}" if pruned else "fp32 (uncompressed)"
-            out.append((label, {**zero, **self.quant_params("none", runtime=rt)}))
+            out.append((label, {**zero, **self.quant_params("none", runtime=runtime)}))
         if "int8" in modes and "per_channel" in self.granularities and "minmax" in self.calibrations:
-            int8 = self.quant_params("int8", groups, runtime=rt)
+            int8 = self.quant_params("int8", groups, runtime=runtime)
             out.append((f"int8 per-channel{pruned or ' only'}", {**zero, **int8}))
             if half and self.max_prune >= 0.5:
                 out.append(
@@ -557,7 +556,7 @@ class SearchSpace:
                     )
                 )
         if "bf16" in modes:  # where bf16 is native (the runtime offers it): the teacher in bf16 first
-            out.append((f"bf16{pruned or ' only'}", {**zero, **self.quant_params("bf16", runtime=rt)}))
+            out.append((f"bf16{pruned or ' only'}", {**zero, **self.quant_params("bf16", runtime=runtime)}))
         return out
 
     # ---------------------------------------------------------------- loading
