@@ -45,6 +45,12 @@ def trial_line(trial: optuna.trial.FrozenTrial, done: int | None, total: int | N
     )
     status = "feasible" if record.feasible else "infeasible"
     stopped = " · stopped before fine-tuning (over budget)" if record.outcome == "stopped" else ""
+    halted = record.halted_at
+    if halted is not None:
+        stopped += (
+            f" · halved at rung {halted['rung'] + 1} (ranked {halted['position']} of {halted['population']}, "
+            f"{halted['drop_pt']:+.2f} pt in PyTorch)"
+        )
     return (
         f"{head}{label} {record.summary} → {acc} · {record.latency_ms:.3f} ms (budget {budget_ms:.3f}) · "
         f"{status}{stopped} · {record.timings.get('total_s', 0):.1f} s"

@@ -167,6 +167,7 @@ class TrialRecord:
     weights_from: int | None = None
     accuracy_paired: Mapping[str, Any] | None = None
     budget_reachable: bool = True
+    rungs: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         assert self.outcome in OUTCOMES, self.outcome
@@ -236,6 +237,12 @@ class TrialRecord:
         return Artifact(path, self.policy.quant, runtime=self.runtime, files=files)
 
     @property
+    def halted_at(self) -> Mapping[str, Any] | None:
+        """The rung where successive halving stopped this trial's fine-tuning (:mod:`autocompress.study.halving`),
+        or ``None`` when it got every step it was sampled with."""
+        return next((r for r in self.rungs if not r.get("went_on", True)), None)
+
+    @property
     def summary(self) -> str:
         return self.policy.describe() if self.policy else "(no policy)"
 
@@ -258,6 +265,7 @@ class TrialRecord:
         data["target"] = dict(self.target)
         data["precision"] = dict(self.precision) if self.precision is not None else None
         data["stages"] = dict(self.stages)
+        data["rungs"] = [dict(r) for r in self.rungs]
         return data
 
     @classmethod
@@ -269,6 +277,7 @@ class TrialRecord:
         values["predicted"] = dict(data["predicted"]) if data.get("predicted") else None
         values["latency_before_finetune"] = _latency_from(data.get("latency_before_finetune"))
         values["kd_loss"] = tuple(data["kd_loss"]) if data.get("kd_loss") else None
+        values["rungs"] = tuple(dict(r) for r in data.get("rungs") or ())
         return cls(**values)
 
     def with_number(self, number: int) -> TrialRecord:

@@ -27,6 +27,7 @@ A space is data, not code (``search_spaces/*.yaml``). Its schema, with every key
       max_steps: 2000                       # cap on one trial's steps however large the training set
       augment: false                        # true: random resized crops + flips, teacher run on each batch
       batch_size: 64
+      halving: {eta: 3, rungs: 1}           # optional: a short fine-tune first, the best 1/eta go on (halving.py)
 
 **KD length scales with the data.** ``distill.epochs`` is the fine-tuning length in passes over the training split:
 ``steps = round(epochs x train images / batch_size)``, at least 1. Tiny example: 9 epochs of the demo's 1,078 images
@@ -82,6 +83,7 @@ from autocompress.policy import (
     PrunePolicy,
     QuantPolicy,
 )
+from autocompress.study.halving import Halving
 
 __all__ = [
     "FloatRange",
@@ -110,7 +112,7 @@ INT8_KERNELS: dict[str, tuple[str, bool]] = {
 _SCHEMA: dict[str, set[str]] = {
     "prune": {"per", "level", "spread", "ratio", "round_to", "importance", "sparsity"},
     "quantize": {"mode", "granularity", "calibration", "calibration_samples", "kernel", "per_layer", "refine_layers"},
-    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "max_steps", "augment", "batch_size"},
+    "distill": {"temperature", "alpha", "lr", "steps", "epochs", "max_steps", "augment", "batch_size", "halving"},
 }
 _RANGE_KEYS = {"low", "high", "step", "log"}
 
@@ -176,6 +178,7 @@ class SearchSpace:
     max_steps: int | None = None
     augment: bool = False
     batch_size: int = 64
+    halving: Halving | None = None  # successive halving of the fine-tuning (autocompress.study.halving)
     offers: tuple[RuntimeOffer, ...] = ()  # --runtime auto: the runtimes searched (empty: the study's one runtime)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -333,9 +336,10 @@ class SearchSpace:
                 source += f" capped at distill.max_steps {self.max_steps}"
             low, high = self._capped(low), self._capped(high)
         teacher = "; augmented: random crops and flips, the teacher run on every batch" if self.augment else ""
+        halving = f"; {self.halving.describe()}" if self.halving else ""
         return (
             f"KD {low}-{high} steps of {self.batch_size} images ({source} of {train_size:,} train images; "
-            f"{low * self.batch_size:,}-{high * self.batch_size:,} images seen per trial{teacher})"
+            f"{low * self.batch_size:,}-{high * self.batch_size:,} images seen per trial{teacher}){halving}"
         )
 
     def suggest(
@@ -666,7 +670,23 @@ def _distill_fields(kd: Mapping[str, Any], defaults: SearchSpace, *, source: str
         ),
         "augment": _flag(source, "distill.augment", kd.get("augment", defaults.augment)),
         "batch_size": _positive_int(source, "distill.batch_size", kd.get("batch_size", defaults.batch_size)),
+        "halving": _halving(source, kd.get("halving", defaults.halving)),
     }
+
+
+def _halving(source: str, value: Any) -> Halving | None:
+    """``distill.halving``: ``{eta: 3, rungs: 1}`` (either key may be left out), ``false``/absent for none."""
+    if value is None or value is False or isinstance(value, Halving):
+        return value or None
+    if value is True:
+        return Halving()
+    if not isinstance(value, Mapping) or set(value) - {"eta", "rungs"}:
+        raise ConfigError(f"{source}: distill.halving must be a mapping {{eta, rungs}} or true/false, got {value!r}")
+    eta = _positive_int(source, "distill.halving.eta", value.get("eta", Halving.eta))
+    rungs = _positive_int(source, "distill.halving.rungs", value.get("rungs", Halving.rungs))
+    if eta < 2:
+        raise ConfigError(f"{source}: distill.halving.eta must be at least 2 (the share of trials that go on is 1/eta)")
+    return Halving(eta=eta, rungs=rungs)
 
 
 def _flag(source: str, key: str, value: Any) -> bool:

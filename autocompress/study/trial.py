@@ -30,7 +30,7 @@ from torch import nn
 
 from autocompress.compress.distill import TeacherLogits, distill
 from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_model, sparsify_model, weight_sparsity
-from autocompress.compress.training import training_setup
+from autocompress.compress.training import predict_logits, training_setup
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
 from autocompress.measure.accuracy import PairedDrop, evaluate, paired_drop, scoring_threads
@@ -40,8 +40,10 @@ from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, 
 from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.scale.workers import owner
+from autocompress.sources._splits import _labels_of
 from autocompress.sources.weights import load_weights, save_weights
 from autocompress.sources.workload import Workload
+from autocompress.study.halving import RUNGS_ATTR, RungFigure, decide, rung_population, rung_steps, val_drop_pt
 from autocompress.study.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
 from autocompress.study.space import QUANT_RULED_OUT_ATTR, SearchSpace
 
@@ -69,6 +71,7 @@ FP32_LAYERS_ATTR = "fp32_layers"  # a refined trial: these groups' root layers s
 WEIGHTS_FILE = "student_weights.npz"
 MAX_REMEASURES = 2  # extra figures when a figure straddles the budget or lies far from its prediction
 MAX_SKIPS_IN_A_ROW = 8  # after this many proposals skipped in a row, the next one is built anyway
+_STAGE_SEED = 7919  # a halved trial's later stages draw other batches than its first
 
 
 class StopRequested(Exception):
@@ -128,6 +131,8 @@ class Objective:
         self.train_size: int | None = None  # resolves KD epochs into steps (SearchSpace.suggest)
         self.skips_in_a_row = 0
         self.on_trial_start: Callable[[optuna.Trial], None] = lambda trial: None  # binds the study's trial slot
+        # The trial being evaluated (its rung figures are written to it, the study's other rungs read through it).
+        self.current_trial: optuna.Trial | None = None
 
     def check_stop(self, stage: str) -> None:
         """Raise :class:`StopRequested` after ``stage`` if Ctrl-C was pressed."""
@@ -202,6 +207,7 @@ class Objective:
                 write_record(trial, _noted(trial, skipped))
                 raise optuna.TrialPruned(skipped.stopped_reason)
             self.skips_in_a_row = 0
+            self.current_trial = trial
             # weights_from only when set: evaluators written before refinement (tests' synthetic ones) lack the keyword
             record = _noted(
                 trial,
@@ -221,6 +227,8 @@ class Objective:
             write_record(trial, _noted(trial, failed))
             trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
             raise
+        finally:
+            self.current_trial = None
         write_record(trial, record)
         self._upload(trial, record)
         if record.outcome == "stopped":
@@ -294,6 +302,7 @@ class TrialRunner(Objective):
         self.cores = core_guard()
         # Filled as KD steps draw train images (trials that stop early never need them).
         self.teacher_logits = TeacherLogits(workload.model, self.train_size)
+        self._rung_reference: tuple[np.ndarray, np.ndarray] | None = None  # val labels, the teacher's per-image hits
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
     def runtime_named(self, name: str | None) -> Runtime:
@@ -487,24 +496,54 @@ class TrialRunner(Objective):
 
     # ------------------------------------------------------------------ one trial
     def _finetune(
-        self, student: nn.Module, policy: Policy, *, number: int, workdir: Path, timings: dict[str, float]
-    ) -> tuple[nn.Module, Artifact, tuple[float, float]]:
+        self,
+        student: nn.Module,
+        policy: Policy,
+        *,
+        number: int,
+        workdir: Path,
+        timings: dict[str, float],
+        halve_at_ms: float | None = None,
+    ) -> tuple[nn.Module, Artifact, tuple[float, float], Policy, list[RungFigure]]:
         """Distil ``student`` from the teacher's logits (on the fine-tuning device), re-apply the policy's sparsity,
-        and build its artifact again; returns the student, the artifact and the KD loss (first, last)."""
+        and build its artifact again; returns the student, the artifact, the KD loss (first, last), the policy with
+        the KD steps it got, and its rung figures.
+
+        ``halve_at_ms``: the structure's latency, when the space halves this trial's fine-tuning
+        (:mod:`autocompress.study.halving`): it may stop at a rung, with fewer steps than the policy asked for."""
         cfg, wl = self.config, self.workload
-        self.on_stage(f"trial {number}: fine-tuning ({policy.distill.steps} KD steps)")
-        with self.cores.heavy():
-            result = distill(
-                student,
-                self.teacher_logits,
-                wl.train,
-                policy.distill,
-                seed=cfg.seed + number,
-                device=self.device,
-                augment=self.space.augment,
-            )
-        timings["distill_s"] = result.seconds
-        self.check_stop("fine-tuning")
+        total = policy.distill.steps
+        halving = self.space.halving if halve_at_ms is not None else None
+        ends = [*rung_steps(total, halving), total] if halving else [total]
+        done, losses, seconds, figures = 0, [], 0.0, []
+        for rung, end in enumerate(ends):
+            stage = dataclasses.replace(policy.distill, steps=end - done)
+            self.on_stage(f"trial {number}: fine-tuning ({done}-{end} of {total} KD steps)")
+            with self.cores.heavy():
+                result = distill(
+                    student,
+                    self.teacher_logits,
+                    wl.train,
+                    stage,
+                    seed=cfg.seed + number + _STAGE_SEED * rung,
+                    device=self.device,
+                    augment=self.space.augment,
+                )
+            seconds += result.seconds
+            losses.append((result.first_loss, result.last_loss))
+            done = end
+            self.check_stop("fine-tuning")
+            if end == total:
+                break
+            assert halve_at_ms is not None
+            t = time.perf_counter()
+            figure = self._rung(student, rung=rung, steps=end, latency_ms=halve_at_ms, number=number)
+            seconds += time.perf_counter() - t
+            figures.append(figure)
+            if not figure.went_on:
+                break
+        timings["distill_s"] = seconds
+        policy = dataclasses.replace(policy, distill=dataclasses.replace(policy.distill, steps=done))
         if policy.prune.sparsity > 0:
             # Fine-tuning moves the zeroed weights again: re-apply the magnitude mask so the shipped model has
             # exactly the sparsity the policy asked for (prune → fine-tune → prune).
@@ -520,7 +559,34 @@ class TrialRunner(Objective):
                 seed=cfg.seed,
             )
         timings["deploy_s"] = time.perf_counter() - t
-        return student, artifact, (result.first_loss, result.last_loss)
+        return student, artifact, (losses[0][0], losses[-1][1]), policy, figures
+
+    def _rung(self, student: nn.Module, *, rung: int, steps: int, latency_ms: float, number: int) -> RungFigure:
+        """The student's val drop at ``rung`` (PyTorch, on the fine-tuning device) and whether it goes on, against
+        the study's other trials at the same rung; the figure is written to the trial at once (other workers read it).
+        """
+        self.on_stage(f"trial {number}: rung {rung + 1} of the halving (val drop after {steps} KD steps)")
+        if self._rung_reference is None:
+            labels = _labels_of(self.workload.val)
+            teacher = predict_logits(self.workload.model, self.workload.val, device=self.device).argmax(dim=1)
+            self._rung_reference = labels, teacher.numpy() == labels
+        labels, teacher_correct = self._rung_reference
+        with self.cores.heavy():
+            drop = val_drop_pt(student, self.workload.val, labels, teacher_correct, device=self.device)
+        trial = self.current_trial
+        others = trial.study.get_trials(deepcopy=False) if trial is not None else []
+        earlier = rung_population(others, rung=rung, exclude=trial.number if trial is not None else -1)
+        assert self.space.halving is not None
+        figure = RungFigure(rung=rung, steps=steps, drop_pt=round(drop, 4), latency_ms=latency_ms, went_on=True)
+        decision = decide(figure, earlier, eta=self.space.halving.eta, limit_pt=self.config.max_accuracy_drop)
+        figure = dataclasses.replace(
+            figure, went_on=decision.went_on, position=decision.position, population=decision.population
+        )
+        if trial is not None:
+            written = list(trial.user_attrs.get(RUNGS_ATTR) or ())
+            trial.set_user_attr(RUNGS_ATTR, [*written, figure.to_dict()])
+        logger.info("trial %d rung %d: drop %.2f pt after %d steps; %s", number, rung, drop, steps, decision.reason)
+        return figure
 
     def _fresh_workdir(self, number: int) -> Path:
         """Trial ``number``'s folder, emptied: files an earlier run left under the same number must not end up beside
@@ -622,14 +688,20 @@ class TrialRunner(Objective):
             return self._stopped_record(gate, artifact, timings=timings, remeasured=remeasured, fields=fields)
 
         self.check_stop("latency gate")
-        finetuned, kd_loss = False, None
+        finetuned, kd_loss, rungs = False, None, []
         latency = gate
         if weights_from is not None:
             finetuned = True  # the weights were fine-tuned in trial ``weights_from``; this one only deploys them again
         elif policy.distill.steps > 0 and not policy.prune.is_identity:
-            student, artifact, kd_loss = self._finetune(
-                student, policy, number=number, workdir=workdir, timings=timings
+            student, artifact, kd_loss, policy, rungs = self._finetune(
+                student,
+                policy,
+                number=number,
+                workdir=workdir,
+                timings=timings,
+                halve_at_ms=gate.median_ms if role == "sampled" else None,
             )
+            base["policy"] = policy  # the KD steps it got: fewer than sampled where it stopped at a rung
             finetuned = True
         if (finetuned and weights_from is None) or cache_hit:  # a refined trial's gate timed the file it ships
             # The objective includes a fresh measurement of the artifact that ships; the gate timed another file
@@ -655,6 +727,7 @@ class TrialRunner(Objective):
             artifact=artifact.path.relative_to(cfg.study_dir).as_posix(),
             precision=precision,
             accuracy_paired=paired.to_dict() if paired is not None else None,
+            rungs=tuple(f.to_dict() for f in rungs),
             **sizes,
             **self._measured_stages(base),
             **extra,
