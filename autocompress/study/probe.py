@@ -142,14 +142,15 @@ def run_probe(
     points = []
     for level in levels if levels is not None else probe_levels(runner):
         prune = space.uniform_params(runner.groups, level)
+        pruned = None  # one pruned model per level, deployed in every precision (and runtime)
         for runtime, mode in space.deployments():
             params = {**prune, **space.quant_params(mode, runner.groups, runtime=runtime)}
             policy = space.fixed_policy(
                 params, runner.groups, int8_kernel=runner.int8_kernel, train_size=runner.train_size
             )
             folder = f"{int(round(level * 100)):02d}_{mode}" + (f"_{runtime}" if runtime else "")
-            student, artifact = runner.build(policy, workdir / folder)
-            latency, hit, _ = runner.time(student, artifact)
+            pruned, artifact = runner.build(policy, workdir / folder, student=pruned)
+            latency, hit, _ = runner.time(pruned, artifact)
             if not hit:
                 runner.learn(policy, runner.predict(policy)[0], latency)  # the latency model's first points
             kernel = policy.quant.kernel

@@ -311,13 +311,17 @@ class TrialRunner(Objective):
             return self.runtime
         return self.runtimes.get(name) or self.runtimes.setdefault(name, get_runtime(name))
 
-    def build(self, policy: Policy, workdir: Path, *, weights_from: int | None = None) -> tuple[nn.Module, Artifact]:
-        """The pruned (not fine-tuned) model and its artifact for the study's runtime in ``workdir``; with
+    def build(
+        self, policy: Policy, workdir: Path, *, weights_from: int | None = None, student: nn.Module | None = None
+    ) -> tuple[nn.Module, Artifact]:
+        """The pruned (not fine-tuned) model and its artifact for the policy's runtime in ``workdir``; with
         ``weights_from``, the pruned structure carries that trial's fine-tuned weights (same structure: its policy's
-        pruning)."""
+        pruning). ``student``: the model ``policy.prune`` already built (the probe deploys one pruned level in every
+        precision; pruning a large model takes seconds), used as it is."""
         x = self.workload.example_input()
         with self.cores.heavy():
-            student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
+            if student is None:
+                student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
             if weights_from is not None:
                 load_weights(student, self.config.study_dir / "trials" / f"{weights_from:05d}" / WEIGHTS_FILE)
             artifact = self.runtime_named(policy.runtime).build(
