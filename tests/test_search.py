@@ -204,11 +204,17 @@ def test_an_unreachable_budget_exports_the_fastest_model_within_the_accuracy_lim
     # Nothing feasible: the rescue fine-tuned uniform levels it generated (a bisection between the most pruned level
     # known to keep the accuracy limit and the least pruned known to break it), with the longest fine-tuning; the
     # fallback is the fastest model within the accuracy limit, labelled infeasible — never one that breaks the limit.
+    # Its last step may fine-tune the fastest rescued structures that missed the limit only just 3x longer (seen on an
+    # AMX Xeon: "rescue: near miss of trial 5: 3x fine-tuning"), each the structure of a bisection trial.
     rescued = [r for r in result.records if r.role == "rescue"]
-    assert len(rescued) <= 6
-    assert all(r.finetuned and r.outcome == "complete" and r.label.startswith("rescue: uniform") for r in rescued)
-    levels = [r.policy.prune.mean_ratio for r in rescued if r.policy]
+    assert all(r.finetuned and r.outcome == "complete" for r in rescued)
+    bisection = [r for r in rescued if r.label.startswith("rescue: uniform")]
+    finishing = [r for r in rescued if r not in bisection]
+    assert len(bisection) <= 6 and len(finishing) <= 2
+    assert all(r.label.startswith("rescue: near miss of trial ") for r in finishing), [r.label for r in finishing]
+    levels = [r.policy.prune.mean_ratio for r in bisection if r.policy]
     assert len(set(levels)) == len(levels), "each level is tried once"
+    assert {r.policy.prune.mean_ratio for r in finishing if r.policy} <= set(levels)
     assert result.choice is not None and not result.choice.feasible
     assert result.choice.record.within_accuracy
     within = [r for r in result.records if r.outcome == "complete" and r.within_accuracy]
