@@ -3,6 +3,7 @@ at its rung or goes on, decided against the study's other rung figures."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import optuna
@@ -10,6 +11,7 @@ import pytest
 
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
+from autocompress.report.table import write_csv
 from autocompress.sources.workload import Workload
 from autocompress.study.halving import (
     MIN_RUNG_STEPS,
@@ -156,6 +158,11 @@ def test_a_study_halves_sampled_trials_by_the_rule_and_records_what_each_got(
     assert all(RungFigure.from_dict(r.rungs[0]).went_on for r in sorted(sampled, key=lambda r: r.number)[:2])
     # Baselines and enqueued trials are not halved: they get their whole length.
     assert all(not r.rungs for r in records.values() if r.role != "sampled")
+    # trials.csv says where each halved trial stopped.
+    rows = list(csv.DictReader(write_csv(tmp_path / "trials.csv", list(records.values()), None).open()))
+    assert {int(row["trial"]): row["halved_at_rung"] for row in rows} == {
+        n: ("1" if r.halted_at else "") for n, r in records.items()
+    }
 
 
 def test_a_trial_outranked_at_its_rung_stops_there_and_one_that_leads_goes_on(

@@ -35,6 +35,7 @@ _COLUMNS = (
     "params",
     "feasible",
     "finetuned",
+    "halved_at_rung",
     "int8_kernel",
     "isa",
     "total_s",
@@ -69,6 +70,7 @@ def _row(r: TrialRecord, chosen: int | None) -> dict[str, object]:
         "params": r.params,
         "feasible": r.feasible,
         "finetuned": r.finetuned,
+        "halved_at_rung": r.halted_at["rung"] + 1 if r.halted_at else "",  # successive halving stopped its KD there
         "int8_kernel": r.policy.quant.kernel if r.policy else "",
         "isa": r.fingerprint.get("isa", ""),
         "total_s": _nan(r.timings.get("total_s"), 3),
