@@ -237,6 +237,10 @@ def test_prefer_latency_takes_the_surer_model_among_those_as_fast_within_the_noi
     b = timed(1, TEACHER, 0.205, 0.198, 0.214, (-0.8, 0.8))
     c = timed(2, TEACHER + 0.002, 0.260, 0.250, 0.270, (-1.0, 0.5))
     assert all(r.feasible for r in (a, b, c))
+    # D: a noisy phase widened its interval down to A's figure, but its own figure is far outside A's interval.
+    d = timed(3, TEACHER + 0.002, 0.250, 0.150, 0.260, (-1.0, 0.5))
+    pick = choose([a, d], prefer="latency")
+    assert pick is not None and pick.record.number == 0, "D is slower with confidence from A's side: not a tie"
     choice = choose([a, b, c], prefer="latency")
     assert choice is not None and choice.record.number == 1
     assert b.confidently_within_accuracy and not a.confidently_within_accuracy

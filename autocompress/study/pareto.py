@@ -9,11 +9,14 @@ feasible one, i.e. the fastest within the accuracy limit. Users of peers ask for
 keeps my accuracy bar"); the former spends the budget's headroom on accuracy.
 
 **"Fastest" within the noise.** The fastest model sits at the edge of the accuracy limit, where one val image decides,
-so the latency rule uses both intervals: every candidate whose latency interval reaches the fastest one's figure is
-as fast as far as the measurements can tell, and among those it takes the one whose paired drop interval lies within
-the accuracy limit, then the more accurate, then the faster. Tiny example, limit 1 pt: A 0.200 ms [0.195, 0.210] drop
-0.84 pt [-0.2, +1.9]; B 0.205 ms [0.198, 0.214] drop 0 pt [-0.8, +0.8] → B (its interval reaches 0.200 and its drop
-interval is within the limit); a C at 0.260 ms [0.25, 0.27] is not a tie.
+so the latency rule uses both intervals: a candidate whose latency interval reaches the fastest one's figure, and
+whose own figure lies within the fastest one's interval, is as fast as far as the measurements can tell; among those
+it takes the one whose paired drop interval lies within the accuracy limit, then the more accurate, then the faster.
+Tiny example, limit 1 pt: A 0.200 ms [0.195, 0.210] drop 0.84 pt [-0.2, +1.9]; B 0.205 ms [0.198, 0.214] drop 0 pt
+[-0.8, +0.8] → B (each figure lies within the other's interval, and B's drop interval is within the limit); a C at
+0.260 ms [0.25, 0.27] is not a tie, nor is a D at 0.250 ms [0.15, 0.26]: a wide interval from a noisy phase reaches
+A's figure, but A's interval does not reach D's (measured on an AMX Xeon: 0.177 ms [0.110, 0.183] had been taken as a
+tie of 0.142 ms [0.095, 0.147] and chosen for one val image, 1.25x slower).
 
 **The choice is a promise.** Before it is called chosen, it is measured again in a fresh process with a longer protocol
 (:func:`autocompress.study.session.confirm_choice`); one that is then over the budget is passed over (``exclude``) for
@@ -138,7 +141,12 @@ def preferred(candidates: Sequence[TrialRecord], *, prefer: str = PREFERENCES[0]
     if prefer == "latency":
         fastest = min(candidates, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
         assert fastest.latency_ms is not None
-        ties = [r for r in candidates if r.latency is not None and r.latency.low <= fastest.latency_ms]
+        reach = fastest.latency.high if fastest.latency is not None else fastest.latency_ms
+        ties = [
+            r
+            for r in candidates
+            if r.latency is not None and r.latency.low <= fastest.latency_ms and r.latency.median_ms <= reach
+        ]
         return min(
             ties or [fastest],
             key=lambda r: (not r.confidently_within_accuracy, -(r.accuracy or 0.0), r.latency_ms, r.number),
