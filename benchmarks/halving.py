@@ -132,16 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--out", type=Path, default=HERE / "halving")
+    parser.add_argument("--arms", nargs="+", default=["whole", "halving"], choices=["whole", "halving"])
+    parser.add_argument(
+        "--rows", type=Path, help="JSON lines of earlier runs (this script's printed rows) to put in the table too"
+    )
     args = parser.parse_args(argv)
-    rows = []
+    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()] if args.rows else []
     with tempfile.TemporaryDirectory(prefix="halving-bench-") as tmp:
         space = _space_with_halving(Path(tmp))
         output = Path(tmp) / "results"
         for seed in args.seeds:
             for arm, arm_space in (("whole", None), ("halving", space)):
+                if arm not in args.arms:
+                    continue
                 row = run_once(output, arm=arm, seed=seed, trials=args.trials, space=arm_space)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+    rows.sort(key=lambda r: (r["seed"], r["arm"] != "whole"))
     args.out.with_suffix(".md").write_text(to_markdown(rows, trials=args.trials))
     with args.out.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "chosen_feasible", "cpu", "trials", "error"])

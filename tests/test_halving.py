@@ -207,3 +207,47 @@ def test_a_trial_outranked_at_its_rung_stops_there_and_one_that_leads_goes_on(
         assert record.outcome == "complete" and record.finetuned and record.accuracy is not None
         assert (record.halted_at is not None) is not goes_on
         assert record.timings["distill_s"] > 0
+
+
+def test_a_halted_near_miss_is_promoted_to_its_whole_fine_tuning_and_a_whole_one_to_3x() -> None:
+    from autocompress.measure.latency import Latency
+    from autocompress.study.phases import NEAR_MISS_STEPS_SCALE, near_misses, promote_near_miss
+    from autocompress.study.record import TrialRecord
+    from autocompress.study.trial import LABEL_ATTR, STEPS_SCALE_ATTR
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    steps = {"kd.steps": optuna.distributions.IntDistribution(30, 30)}
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(values=[0.9, 0.1], params={"kd.steps": 30}, distributions=steps))
+    latency = Latency(median_ms=0.1, iqr_ms=0.001, p10_ms=0.1, p90_ms=0.1, n=10, threads=1, batch_size=1)
+    halted_rung = {**_figure(1.4).to_dict(), "went_on": False, "position": 3, "population": 4}
+
+    def near_miss(number: int, rungs: tuple) -> TrialRecord:  # drop 1.2 pt against a 1 pt limit, within the budget
+        return TrialRecord(
+            number=number,
+            outcome="complete",
+            policy=HALVING_SPACE.fixed_policy({**HALVING_SPACE.quant_params("none"), **HALVING_SPACE.kd_params()}, []),
+            budget_ms=1.0,
+            max_drop_pt=1.0,
+            teacher_accuracy=0.99,
+            accuracy=0.978,
+            latency=latency,
+            finetuned=True,
+            rungs=rungs,
+        )
+
+    records = [near_miss(0, (halted_rung,)), near_miss(1, ())]
+    assert [r.number for r in near_misses(records)] == [0, 1]
+    assert promote_near_miss(study, records, space=HALVING_SPACE, trials=10) == (
+        0,
+        "near miss of trial 0: its whole fine-tuning (halved at rung 1)",
+    )
+    assert promote_near_miss(study, records, space=HALVING_SPACE, trials=10) == (
+        1,
+        f"near miss of trial 1: {NEAR_MISS_STEPS_SCALE}x fine-tuning",
+    )
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [(t.user_attrs[LABEL_ATTR], t.user_attrs[STEPS_SCALE_ATTR]) for t in waiting] == [
+        ("near miss of trial 0: its whole fine-tuning (halved at rung 1)", 1),
+        (f"near miss of trial 1: {NEAR_MISS_STEPS_SCALE}x fine-tuning", NEAR_MISS_STEPS_SCALE),
+    ]

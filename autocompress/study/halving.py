@@ -18,7 +18,8 @@ their Pareto front with a larger drop, as long as it keeps the limit.
 
 A stopped trial is not thrown away: its short fine-tune is deployed, timed and scored like any trial (its record
 says the steps it got and where it stopped), and the near-miss promotion
-(:func:`autocompress.study.phases.promote_near_miss`) can still give it 3x the fine-tuning it was sampled with.
+(:func:`autocompress.study.phases.promote_near_miss`) can still give it the whole fine-tuning it was sampled with (its
+next rung; a near miss that was not halved gets 3x).
 Only sampled trials are halved: baselines, seeds, promoted and rescue trials get their whole length.
 
 The rung figures are written to the trial as they happen (:data:`RUNGS_ATTR`), so several workers on one storage

@@ -23,7 +23,7 @@ from autocompress.scale.storage import fail_stale_trials
 from autocompress.scale.workers import TrialSlots
 from autocompress.study.events import Say, SearchProgress, trial_line
 from autocompress.study.pareto import PREFERENCES, choose
-from autocompress.study.phases import NEAR_MISS_STEPS_SCALE, promote_near_miss
+from autocompress.study.phases import promote_near_miss
 from autocompress.study.record import (
     AFTER_SEARCH_ROLES,
     INTERRUPTED,
@@ -83,9 +83,10 @@ class _TrialEnd:
         if done + waiting < self.total:
             promoted = promote_near_miss(study, records, space=self.runner.space, trials=self.total)
             if promoted is not None:
+                number, label = promoted
                 self.say(
-                    f"trial {promoted} is a near miss (within the budget, drop just over the limit): queued "
-                    f"again with {NEAR_MISS_STEPS_SCALE}x the fine-tuning"
+                    f"trial {number} is a near miss (within the budget, drop just over the limit): queued "
+                    f"again ({label})"
                 )
 
 
