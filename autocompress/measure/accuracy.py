@@ -163,11 +163,18 @@ def evaluate_onnx(path: Path, dataset: Dataset, *, batch_size: int = 64, threads
 
 
 @torch.no_grad()
-def evaluate_torch(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> Accuracy:
-    """Accuracy of an ``nn.Module`` in eval mode on ``dataset``."""
+def evaluate_torch(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> Accuracy:
+    """Accuracy of an ``nn.Module`` in eval mode on ``dataset``, run on ``device`` (the model comes back on the
+    CPU)."""
     model.eval()
+    model.to(device)
     logits, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
-        logits.append(model(images).numpy())
-        labels.append(targets.numpy())
+    try:
+        for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
+            logits.append(model(images.to(device)).cpu().numpy())
+            labels.append(targets.numpy())
+    finally:
+        model.to("cpu")
     return _score(np.concatenate(logits), np.concatenate(labels))

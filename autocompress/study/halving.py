@@ -33,13 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import optuna
-import torch
-from torch import nn
-from torch.utils.data import Dataset
-
-from autocompress.compress.training import predict_logits
 
 __all__ = [
     "Halving",
@@ -50,7 +44,6 @@ __all__ = [
     "rung_steps",
     "decide",
     "rung_population",
-    "val_drop_pt",
 ]
 
 MIN_RUNG_STEPS = 10  # a shorter fine-tune says nothing about the structure: the rung is dropped
@@ -177,19 +170,3 @@ def rung_population(trials: Iterable[optuna.trial.FrozenTrial], *, rung: int, ex
             if figure.rung == rung:
                 out.append(figure)
     return out
-
-
-def val_drop_pt(
-    student: nn.Module,
-    val: Dataset,
-    labels: np.ndarray,
-    teacher_correct: np.ndarray,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
-) -> float:
-    """The student's val top-1 drop in points against the teacher's per-image results ``teacher_correct`` on the
-    same ``labels`` (both PyTorch fp32, on ``device``); the student is left in eval mode on the CPU."""
-    logits = predict_logits(student, val, batch_size=batch_size, device=device).cpu()
-    correct = logits.argmax(dim=1).numpy() == labels
-    return float(np.mean(teacher_correct) - np.mean(correct)) * 100.0

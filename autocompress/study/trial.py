@@ -30,20 +30,19 @@ from torch import nn
 
 from autocompress.compress.distill import TeacherLogits, distill
 from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_model, sparsify_model, weight_sparsity
-from autocompress.compress.training import predict_logits, training_setup
+from autocompress.compress.training import training_setup
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
-from autocompress.measure.accuracy import PairedDrop, evaluate, paired_drop, scoring_threads
+from autocompress.measure.accuracy import Accuracy, PairedDrop, evaluate, evaluate_torch, paired_drop, scoring_threads
 from autocompress.measure.guard import core_guard
 from autocompress.measure.latency import Latency, LatencyCache, Meter, combine, structure_key
 from autocompress.measure.model import LatencyModel, MacsEstimator, Prediction, precision_key
 from autocompress.policy import Policy, PrunePolicy
 from autocompress.runtimes import Artifact, Runtime, get_runtime
 from autocompress.scale.workers import owner
-from autocompress.sources._splits import _labels_of
 from autocompress.sources.weights import load_weights, save_weights
 from autocompress.sources.workload import Workload
-from autocompress.study.halving import RUNGS_ATTR, RungFigure, decide, rung_population, rung_steps, val_drop_pt
+from autocompress.study.halving import RUNGS_ATTR, RungFigure, decide, rung_population, rung_steps
 from autocompress.study.record import WEIGHTS_FROM_ATTR, TrialRecord, artifact_store, write_record
 from autocompress.study.space import QUANT_RULED_OUT_ATTR, SearchSpace
 
@@ -302,7 +301,7 @@ class TrialRunner(Objective):
         self.cores = core_guard()
         # Filled as KD steps draw train images (trials that stop early never need them).
         self.teacher_logits = TeacherLogits(workload.model, self.train_size)
-        self._rung_reference: tuple[np.ndarray, np.ndarray] | None = None  # val labels, the teacher's per-image hits
+        self._rung_teacher: Accuracy | None = None  # the PyTorch teacher's val accuracy, the rungs' reference
 
     # ------------------------------------------------------------------ building blocks (also used by the probe)
     def runtime_named(self, name: str | None) -> Runtime:
@@ -570,13 +569,10 @@ class TrialRunner(Objective):
         the study's other trials at the same rung; the figure is written to the trial at once (other workers read it).
         """
         self.on_stage(f"trial {number}: rung {rung + 1} of the halving (val drop after {steps} KD steps)")
-        if self._rung_reference is None:
-            labels = _labels_of(self.workload.val)
-            teacher = predict_logits(self.workload.model, self.workload.val, device=self.device).argmax(dim=1)
-            self._rung_reference = labels, teacher.numpy() == labels
-        labels, teacher_correct = self._rung_reference
         with self.cores.heavy():
-            drop = val_drop_pt(student, self.workload.val, labels, teacher_correct, device=self.device)
+            if self._rung_teacher is None:
+                self._rung_teacher = evaluate_torch(self.workload.model, self.workload.val, device=self.device)
+            drop = (self._rung_teacher.top1 - evaluate_torch(student, self.workload.val, device=self.device).top1) * 100
         trial = self.current_trial
         others = trial.study.get_trials(deepcopy=False) if trial is not None else []
         earlier = rung_population(others, rung=rung, exclude=trial.number if trial is not None else -1)
