@@ -134,8 +134,8 @@ def decide(figure: RungFigure, earlier: Sequence[RungFigure], *, eta: int, limit
     """Whether a trial with ``figure`` at its rung goes on, against the ``earlier`` figures at the same rung (see the
     module docstring for the rule)."""
     population = [figure, *earlier]  # the new figure first: on a tie it ranks ahead (benefit of the doubt)
-    fronts = _fronts([f for f in population if f.drop_pt <= limit_pt])
-    front_of = {id(f): k for f, k in zip([f for f in population if f.drop_pt <= limit_pt], fronts)}
+    within = [f for f in population if f.drop_pt <= limit_pt]
+    front_of = {id(f): k for f, k in zip(within, _fronts(within))}
 
     def key(f: RungFigure) -> tuple[int, float, float]:
         if f.drop_pt <= limit_pt:

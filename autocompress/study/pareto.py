@@ -140,13 +140,9 @@ def preferred(candidates: Sequence[TrialRecord], *, prefer: str = PREFERENCES[0]
     trial."""
     if prefer == "latency":
         fastest = min(candidates, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0), r.number))
-        assert fastest.latency_ms is not None
-        reach = fastest.latency.high if fastest.latency is not None else fastest.latency_ms
-        ties = [
-            r
-            for r in candidates
-            if r.latency is not None and r.latency.low <= fastest.latency_ms and r.latency.median_ms <= reach
-        ]
+        assert fastest.latency is not None
+        ms, reach = fastest.latency.median_ms, fastest.latency.high
+        ties = [r for r in candidates if r.latency is not None and r.latency.low <= ms and r.latency.median_ms <= reach]
         return min(
             ties or [fastest],
             key=lambda r: (not r.confidently_within_accuracy, -(r.accuracy or 0.0), r.latency_ms, r.number),

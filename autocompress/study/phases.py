@@ -103,12 +103,17 @@ def near_misses(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted(out, key=lambda r: (r.accuracy_drop_pt, r.number))
 
 
-def _enqueue_promotion(study: optuna.Study, record: TrialRecord) -> None:
-    params = dict(study.trials[record.number].params)
+def _promotion_attrs(record: TrialRecord) -> dict[str, Any]:
+    """The user attributes of ``record``'s promoted trial (see :func:`_promotion`)."""
     label, scale = _promotion(record)
-    study.enqueue_trial(
-        params, user_attrs={ROLE_ATTR: "promoted", LABEL_ATTR: label, STEPS_SCALE_ATTR: scale}, skip_if_exists=False
-    )
+    return {ROLE_ATTR: "promoted", LABEL_ATTR: label, STEPS_SCALE_ATTR: scale}
+
+
+def _enqueue_promotion(study: optuna.Study, record: TrialRecord) -> str:
+    """Queue ``record``'s promotion; returns its label."""
+    attrs = _promotion_attrs(record)
+    study.enqueue_trial(dict(study.trials[record.number].params), user_attrs=attrs, skip_if_exists=False)
+    return str(attrs[LABEL_ATTR])
 
 
 def promote_near_miss(
@@ -129,8 +134,7 @@ def promote_near_miss(
     queued = {t.user_attrs.get(LABEL_ATTR) for t in waiting}
     for record in near_misses(records):
         if _promotion(record)[0] not in queued:
-            _enqueue_promotion(study, record)
-            return record.number, _promotion(record)[0]
+            return record.number, _enqueue_promotion(study, record)
     return None
 
 
@@ -219,15 +223,7 @@ def rescue(study: optuna.Study, runner: TrialRunner, *, config: SearchConfig, sa
     )
     misses = near_misses(read_records(study))[:RESCUE_PER_ROUND]
     if misses:
-        run(
-            [
-                (
-                    dict(study.trials[r.number].params),
-                    {ROLE_ATTR: "promoted", LABEL_ATTR: _promotion(r)[0], STEPS_SCALE_ATTR: _promotion(r)[1]},
-                )
-                for r in misses
-            ]
-        )
+        run([(dict(study.trials[r.number].params), _promotion_attrs(r)) for r in misses])
         if any(r.feasible for r in read_records(study)):
             return
     _bisect_levels(study, runner, run)

@@ -518,7 +518,8 @@ class TrialRunner(Objective):
         total = policy.distill.steps
         halving = self.space.halving if halve_at_ms is not None else None
         ends = [*rung_steps(total, halving), total] if halving else [total]
-        done, losses, seconds, figures = 0, [], 0.0, []
+        done, seconds, figures = 0, 0.0, []
+        first_loss: float | None = None
         for rung, end in enumerate(ends):
             stage = dataclasses.replace(policy.distill, steps=end - done)
             self.on_stage(f"trial {number}: fine-tuning ({done}-{end} of {total} KD steps)")
@@ -533,7 +534,7 @@ class TrialRunner(Objective):
                     augment=self.space.augment,
                 )
             seconds += result.seconds
-            losses.append((result.first_loss, result.last_loss))
+            first_loss = result.first_loss if first_loss is None else first_loss
             done = end
             self.check_stop("fine-tuning")
             if end == total:
@@ -562,7 +563,8 @@ class TrialRunner(Objective):
                 seed=cfg.seed,
             )
         timings["deploy_s"] = time.perf_counter() - t
-        return student, artifact, (losses[0][0], losses[-1][1]), policy, figures
+        assert first_loss is not None
+        return student, artifact, (first_loss, result.last_loss), policy, figures
 
     def _rung(self, student: nn.Module, *, rung: int, steps: int, latency_ms: float, number: int) -> RungFigure:
         """The student's val drop at ``rung`` (PyTorch, on the fine-tuning device) and whether it goes on, against
