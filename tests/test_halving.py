@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _runner import trial_runner
 
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
@@ -168,28 +169,7 @@ def test_a_study_halves_sampled_trials_by_the_rule_and_records_what_each_got(
 def test_a_trial_outranked_at_its_rung_stops_there_and_one_that_leads_goes_on(
     tiny_workload: Workload, tmp_path: Path
 ) -> None:
-    from autocompress.compress.prune import prunable_groups
-    from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
-    from autocompress.runtimes import get_runtime
-    from autocompress.study.reference import measure_reference
-    from autocompress.study.trial import TrialRunner
-
-    config = _config(tmp_path, trials=1)
-    groups = prunable_groups(tiny_workload.model, tiny_workload.example_input(), num_classes=10)
-    cpu = detect_cpu()
-    reference, meter = measure_reference(tiny_workload, config, tmp_path / "teacher", cpu=cpu)
-    runner = TrialRunner(
-        tiny_workload,
-        HALVING_SPACE,
-        config,
-        budget_ms=reference.budget_ms,
-        teacher_accuracy=reference.val_accuracy,
-        groups=groups,
-        int8_kernel=get_runtime("onnxruntime").int8_kernel(cpu),
-        fingerprint=machine_fingerprint(cpu),
-        meter=meter,
-        target=reference.target,
-    )
+    runner, groups = trial_runner(tiny_workload, HALVING_SPACE, _config(tmp_path, trials=1), tmp_path / "teacher")
     params = {**HALVING_SPACE.uniform_params(groups, 0.4), **HALVING_SPACE.quant_params("none")}
     policy = HALVING_SPACE.fixed_policy(
         {**params, **HALVING_SPACE.kd_params()}, groups, train_size=len(tiny_workload.train)

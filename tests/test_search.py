@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _runner import trial_runner
 
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import ConfigError
@@ -154,28 +155,8 @@ def test_resume_with_other_teacher_weights_data_or_space_content_names_each_diff
 def test_over_budget_trial_stops_before_finetuning_unless_the_budget_is_out_of_reach(
     tiny_workload: Workload, tmp_path: Path
 ) -> None:
-    from autocompress.compress.prune import prunable_groups
-    from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
-    from autocompress.runtimes import get_runtime
-    from autocompress.study.reference import measure_reference
-    from autocompress.study.trial import TrialRunner
-
     config = _config(tmp_path, latency_budget=parse_budget("0.0001ms"))
-    groups = prunable_groups(tiny_workload.model, tiny_workload.example_input(), num_classes=10)
-    cpu = detect_cpu()
-    reference, meter = measure_reference(tiny_workload, config, tmp_path / "teacher", cpu=cpu)
-    runner = TrialRunner(
-        tiny_workload,
-        FAST_SPACE,
-        config,
-        budget_ms=reference.budget_ms,
-        teacher_accuracy=reference.val_accuracy,
-        groups=groups,
-        int8_kernel=get_runtime("onnxruntime").int8_kernel(cpu),
-        fingerprint=machine_fingerprint(cpu),
-        meter=meter,
-        target=reference.target,
-    )
+    runner, groups = trial_runner(tiny_workload, FAST_SPACE, config, tmp_path / "teacher")
     params = {**FAST_SPACE.uniform_params(groups, 0.5), **FAST_SPACE.quant_params("none"), **FAST_SPACE.kd_params()}
     policy = FAST_SPACE.fixed_policy(params, groups, train_size=len(tiny_workload.train))
     record = runner.evaluate(policy, number=0, role="sampled", label="")
