@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,16 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from autocompress.compress import TeacherLogits, count_macs_params, distill, kd_loss, prunable_groups, prune_model
+from autocompress.compress import (
+    PruningGraph,
+    TeacherLogits,
+    count_macs_params,
+    distill,
+    kd_loss,
+    prunable_groups,
+    prune_model,
+)
+from autocompress.compress import prune as prune_module
 from autocompress.compress.training import predict_logits
 from autocompress.measure import evaluate_onnx, evaluate_torch, measure_onnx
 from autocompress.measure.latency import Protocol
@@ -72,6 +82,44 @@ def test_round_to_keeps_channel_multiples(demo_width_model, x32) -> None:
     pruned = prune_model(demo_width_model, PrunePolicy(ratios={"layer1.0.conv1": 0.3}, round_to=8), x32, num_classes=10)
     assert pruned.layer1[0].conv1.out_channels % 8 == 0
     assert pruned.layer1[0].conv1.out_channels < 32
+
+
+@pytest.mark.parametrize("arch", ["demo", "squeezenet1_1", "shufflenet_v2_x0_5", "mobilenet_v3_small"])
+def test_one_traced_graph_prunes_every_policy_as_a_fresh_trace_would(
+    arch: str, demo_width_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Residual sums (demo), concats (SqueezeNet's fire modules), the channel-shuffle barriers (ShuffleNetV2), SE
+    # blocks (MobileNetV3): a copy of one graph must prune exactly as tracing the teacher anew does.
+    import torchvision
+
+    if arch == "demo":
+        model, x = demo_width_model, torch.randn(1, 1, 32, 32)
+    else:
+        model, x = getattr(torchvision.models, arch)(num_classes=10).eval(), torch.randn(1, 3, 64, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    traces = []
+    real_trace = prune_module._trace
+    monkeypatch.setattr(prune_module, "_trace", lambda *a, **k: traces.append(1) or real_trace(*a, **k))
+
+    graph = PruningGraph(model, x, num_classes=10)
+    assert not traces, "nothing is traced before the groups or a prune are asked for"
+    groups = graph.groups
+    assert [g.name for g in groups] == [g.name for g in prunable_groups(model, x, num_classes=10)]
+    for ratio in (0.25, 0.5, 0.25):
+        policy = _uniform(groups, ratio)
+        once = graph.prune(policy)
+        fresh = prune_model(model, policy, x, num_classes=10)
+        assert once.state_dict().keys() == fresh.state_dict().keys()
+        for key, value in fresh.state_dict().items():
+            assert torch.equal(once.state_dict()[key], value), key
+        with torch.no_grad():
+            assert torch.equal(once(x), fresh(x))
+        assert sum(p.numel() for p in once.parameters()) < sum(p.numel() for p in model.parameters())
+    assert len(traces) == 1 + 1 + 3, "the graph traced once; prunable_groups and each prune_model once"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), f"the teacher changed: {key}"
+    with pytest.raises(ValueError, match="another model"):
+        prune_model(copy.deepcopy(model), policy, x, num_classes=10, graph=graph)
 
 
 def test_unpruned_onnx_matches_pytorch_accuracy(tiny_workload: Workload, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from autocompress.compress.batchnorm import batchnorm_layers, recalibrate_batchn
 from autocompress.compress.distill import DistillResult, TeacherLogits, distill, kd_loss
 from autocompress.compress.prune import (
     PrunableGroup,
+    PruningGraph,
     count_macs_params,
     prunable_groups,
     prune_model,
@@ -21,6 +22,7 @@ from autocompress.compress.prune import (
 __all__ = [
     "DistillResult",
     "PrunableGroup",
+    "PruningGraph",
     "count_macs_params",
     "TeacherLogits",
     "batchnorm_layers",

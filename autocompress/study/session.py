@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from autocompress.compress.prune import prunable_groups
+from autocompress.compress.prune import PruningGraph
 from autocompress.config import SearchConfig
 from autocompress.errors import ConfigError, UnsupportedModelError
 from autocompress.hardware.cpu import CpuInfo, cpu_from_fingerprint, detect_cpu, machine_fingerprint
@@ -261,11 +261,9 @@ class StudySession:
                 self.runtime.modes(self.cpu), self.runtime.kernels(), runtime=self.runtime.name
             )
         workload = self.workload
-        self.groups = (
-            prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes)
-            if self.space.prune_per != "none"
-            else []
-        )
+        # Traced once here; the trial runner prunes every trial's structure from this graph.
+        self.pruning = PruningGraph(workload.model, workload.example_input(), num_classes=workload.num_classes)
+        self.groups = list(self.pruning.groups) if self.space.prune_per != "none" else []
         self.identity = study_identity(workload, self.space, self.config, self.fingerprint)
         self.say(
             f"CPU: {self.cpu.model} · int8 ISA {self.cpu.isa} → int8 kernel {self.kernel.name} ({self.kernel.reason})"
@@ -340,6 +338,7 @@ class StudySession:
             device=self.device,
             latency_model=LatencyModel.from_dict(stored) if stored else LatencyModel(),
             scorer=self.meter.score if isinstance(self.meter, RemoteMeter) else None,
+            pruning=self.pruning,
         )
         runner.on_stage = self.progress.stage
         return runner

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from autocompress.compress.distill import TeacherLogits, distill
-from autocompress.compress.prune import PrunableGroup, count_macs_params, prune_model, sparsify_model, weight_sparsity
+from autocompress.compress.prune import PrunableGroup, PruningGraph, count_macs_params, sparsify_model, weight_sparsity
 from autocompress.compress.training import training_setup
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import Int8Kernel
@@ -276,9 +276,15 @@ class TrialRunner(Objective):
         target: Mapping[str, Any] | None = None,
         device: torch.device | str = "cpu",
         scorer: Callable[[Artifact], tuple[float, dict[str, int]]] | None = None,
+        pruning: PruningGraph | None = None,
     ) -> None:
         super().__init__(space, groups, int8_kernel=int8_kernel, study_dir=config.study_dir)
         self.workload = workload
+        # The teacher's dependency graph, traced once (by the session, which also took the groups from it): every
+        # trial's structure is pruned from a copy of it.
+        self.pruning = pruning or PruningGraph(
+            workload.model, workload.example_input(), num_classes=workload.num_classes
+        )
         self.config = config
         self.budget_ms = budget_ms
         # False when the probe found the budget out of reach: no trial is stopped or skipped for it, and the samplers
@@ -320,7 +326,7 @@ class TrialRunner(Objective):
         x = self.workload.example_input()
         with self.cores.heavy():
             if student is None:
-                student = prune_model(self.workload.model, policy.prune, x, num_classes=self.workload.num_classes)
+                student = self.pruning.prune(policy.prune)
             if weights_from is not None:
                 load_weights(student, self.config.study_dir / "trials" / f"{weights_from:05d}" / WEIGHTS_FILE)
             artifact = self.runtime_named(policy.runtime).build(
