@@ -93,7 +93,8 @@ def main() -> None:
         "the two alternated. `held`: RSS the traced graph adds while the study runs (autograd records of one "
         "batch-1 forward). `same`: the two pruned models' state_dicts are identical.",
         "",
-        "| architecture | groups | trace once (s) | fresh (s) | copy of graph (s) | saved per trial (s) | held (MB) | same |",
+        "| architecture | groups | trace once (s) | fresh (s) | copy of graph (s) | saved per trial (s) | held (MB) "
+        "| same |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
