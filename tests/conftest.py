@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import faulthandler
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,33 @@ def pytest_configure(config: pytest.Config) -> None:
     caller has not chosen an allocator; the cause is still open (benchmarks/history.md)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("PYTHONMALLOC", "malloc")
+    else:
+        _cores_of_its_own(os.environ["PYTEST_XDIST_WORKER"], int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def _cores_of_its_own(worker: str, workers: int) -> None:
+    """This pytest-xdist worker (and every process its tests start) on a share of the cores of its own, with a core
+    guard of its own (``AUTOCOMPRESS_CORE_LOCK``).
+
+    Why: the workers shared the cores and the host's core guard. Each worker's torch and every study its tests ran
+    used every core, so 2 workers on 2 cores ran twice as many threads as cores, and OpenMP's barriers then crawl: the
+    tiny teacher's 150 training steps took 212 s as a fixture's set-up in a full run and 4.3 s alone (AMX Xeon, 2
+    cores). And a timing in one worker's study held back the other worker's heavy work (the guard is per host). Two
+    workers on disjoint cores neither slow nor disturb each other, so each guards only its own processes. With fewer
+    cores than workers nothing is pinned and the host's guard stays shared.
+    """
+    if workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = len(cores) // workers
+    if share < 1:
+        return
+    index = int(worker.removeprefix("gw")) % workers  # a worker started after a crash is numbered past the count
+    mine = cores[index * share : (index + 1) * share]
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))  # torch sized its pool from the affinity when it was imported
+    lock = Path(tempfile.gettempdir()) / f"autocompress-{os.getuid()}-tests-{worker}.cores.lock"
+    os.environ.setdefault("AUTOCOMPRESS_CORE_LOCK", str(lock))
 
 
 @pytest.fixture(autouse=True)

@@ -58,11 +58,14 @@ def test_bad_space_file_names_file_and_key(tmp_path: Path, capsys: pytest.Captur
 def _reuse_trained_demo_teacher(repo_root: Path, cache: Path) -> None:
     """Copy the demo teacher the README's demo command trained (``results/_cache``) when there is one: CI runs that
     command before the tests, and training it again here would be 2-3 of this test's 5 minutes on 2 cores. Without
-    one the test trains it, as a new user's first search does."""
+    one the test trains it, as a new user's first search does. The same command's sensitivity profiles come along:
+    the report's profile of the same teacher is measured once per teacher and data (27 timed structures, 62 of this
+    test's 90 s on the AMX Xeon), and tests/test_explain.py measures and caches one itself."""
     trained = repo_root / "results" / "_cache" / DEMO_TEACHER_FILE
     if trained.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        for source in (trained, trained.with_suffix(".json")):
+        profiles = sorted(trained.parent.glob("sensitivity-*.json"))
+        for source in (trained, trained.with_suffix(".json"), *profiles):
             if source.is_file():
                 shutil.copy2(source, cache / source.name)
 
