@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import faulthandler
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,15 +40,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _cores_of_its_own(worker: str, workers: int) -> None:
-    """This pytest-xdist worker (and every process its tests start) on a share of the cores of its own, with a core
-    guard of its own (``AUTOCOMPRESS_CORE_LOCK``).
+    """This pytest-xdist worker (and every process its tests start) on a share of the cores of its own.
 
-    Why: the workers shared the cores and the host's core guard. Each worker's torch and every study its tests ran
-    used every core, so 2 workers on 2 cores ran twice as many threads as cores, and OpenMP's barriers then crawl: the
-    tiny teacher's 150 training steps took 212 s as a fixture's set-up in a full run and 4.3 s alone (AMX Xeon, 2
-    cores). And a timing in one worker's study held back the other worker's heavy work (the guard is per host). Two
-    workers on disjoint cores neither slow nor disturb each other, so each guards only its own processes. With fewer
-    cores than workers nothing is pinned and the host's guard stays shared.
+    Why: the workers shared the cores. Each worker's torch and every study its tests ran used every core, so 2
+    workers on 2 cores ran twice as many threads as cores, and OpenMP's barriers then crawl: the tiny teacher's 150
+    training steps took 212 s as a fixture's set-up in a full run and 4.3 s alone (AMX Xeon, 2 cores). And a timing in
+    one worker's study held back the other worker's heavy work. Pinned to disjoint cores, the workers neither slow
+    each other down nor wait for each other: the core guard locks per core (:mod:`autocompress.measure.guard`).
+    With fewer cores than workers nothing is pinned.
     """
     if workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
@@ -61,8 +59,6 @@ def _cores_of_its_own(worker: str, workers: int) -> None:
     mine = cores[index * share : (index + 1) * share]
     os.sched_setaffinity(0, mine)
     torch.set_num_threads(len(mine))  # torch sized its pool from the affinity when it was imported
-    lock = Path(tempfile.gettempdir()) / f"autocompress-{os.getuid()}-tests-{worker}.cores.lock"
-    os.environ.setdefault("AUTOCOMPRESS_CORE_LOCK", str(lock))
 
 
 @pytest.fixture(autouse=True)

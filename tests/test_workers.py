@@ -125,29 +125,46 @@ def test_only_this_host_judges_an_owner_dead_by_its_pid() -> None:
     assert host_id().count(":") == 1
 
 
-def _hold_heavy(path: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
-    guard = CoreGuard(Path(path))
+def _hold_heavy(path: str, cores: list[int], seconds: float, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    guard = CoreGuard(Path(path), cores=cores)
     with guard.heavy():
         ready.set()
         time.sleep(seconds)
 
 
-def test_timing_waits_for_heavy_work_in_another_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("heavy_cores", "timing_cores", "waits"),
+    [([0, 1], [0, 1], True), ([0, 1], [1], True), ([0], [1], False), ([2, 3], [0, 1], False)],
+    ids=["same cores", "one shared core", "disjoint cores", "disjoint pairs"],
+)
+def test_timing_waits_for_heavy_work_in_another_process_on_its_cores_only(
+    tmp_path: Path, heavy_cores: list[int], timing_cores: list[int], waits: bool
+) -> None:
+    # The cores are the guard's say, not the machine's: the test needs no particular core count.
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     lock = str(tmp_path / "cores.lock")
-    proc = ctx.Process(target=_hold_heavy, args=(lock, 1.5, ready))
+    proc = ctx.Process(target=_hold_heavy, args=(lock, heavy_cores, 1.5, ready))
     proc.start()
     try:
         assert ready.wait(60)
-        guard = CoreGuard(Path(lock))
+        guard = CoreGuard(Path(lock), cores=timing_cores)
         started = time.monotonic()
         with guard.timing():
             waited = time.monotonic() - started
-        assert waited > 0.5, "the timing started while another process was fine-tuning"
-        assert guard.waited_s >= waited * 0.9
+        if waits:
+            assert waited > 0.5, "the timing started while another process was fine-tuning on its cores"
+            assert guard.waited_s >= waited * 0.9
+        else:
+            assert waited < 0.5, "a timing waited for heavy work on other cores"
+            assert proc.is_alive(), "the heavy work was still running while the timing ran"
     finally:
         proc.join(timeout=30)
+
+
+def test_the_guard_runs_on_the_cores_of_its_process() -> None:
+    assert CoreGuard(Path("x.lock")).cores == tuple(sorted(os.sched_getaffinity(0)))
+    assert CoreGuard(Path("x.lock"), cores=[3, 1, 3]).cores == (1, 3)
 
 
 def test_timing_inside_heavy_work_is_refused(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from autocompress.hardware.cpu import process_cores
 
 __all__ = ["BatchHook", "BatchTransform", "IndexedDataset", "fit", "predict_logits", "training_setup"]
 
@@ -190,11 +191,7 @@ def _loader_workers(device: torch.device) -> int:
     up to 4, so that reading and normalising the next batches overlaps the GPU's step."""
     if device.type == "cpu":
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(0, min(4, cores // 2))
+    return max(0, min(4, len(process_cores()) // 2))
 
 
 def _logits(output: object) -> torch.Tensor:

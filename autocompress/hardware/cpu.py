@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "process_cores",
     "CpuInfo",
     "Int8Kernel",
     "detect_cpu",
@@ -121,6 +122,15 @@ class CpuInfo:
         return cls(
             model=model, arch=arch, flags=frozenset(f for f in flags if f in _REPORTED_FLAGS), logical_cores=cores
         )
+
+
+def process_cores() -> frozenset[int]:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), every core where the
+    OS has no affinity call. What threads and worker processes are sized from, and what the core guard locks."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return frozenset(range(os.cpu_count() or 1))
 
 
 def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:

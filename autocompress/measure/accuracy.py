@@ -15,7 +15,6 @@ interval [-0.24, 3.00] pt: on other images of the same kind it could keep a 1 pt
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from autocompress.hardware.cpu import process_cores
 from autocompress.policy import QuantPolicy
 from autocompress.runtimes import Artifact, Runner, Runtime, get_runtime
 
@@ -123,11 +123,7 @@ def scoring_threads(*, workers: int = 1) -> int:
     """Threads for accuracy scoring: the cores this process may run on (its CPU affinity), shared evenly among the
     ``workers`` processes of one study on this host (``--workers``). Timing never runs beside scoring: scoring is
     heavy work under the core guard (:mod:`autocompress.measure.guard`)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
+    return max(1, len(process_cores()) // max(1, workers))
 
 
 def _score(logits: np.ndarray, labels: np.ndarray) -> Accuracy:

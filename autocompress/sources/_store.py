@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from autocompress.errors import WorkloadError
+from autocompress.hardware.cpu import process_cores
 
 __all__ = ["ImageStore", "PixelDecoder", "StoreSpec", "open_store", "store_dir", "store_info"]
 
@@ -315,11 +316,7 @@ def _decode_workers(count: int) -> tuple[int, Any]:
         return 0, None
     if torch.cuda.is_initialized():
         return 0, None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    workers = min(_MAX_DECODE_WORKERS, cores)
+    workers = min(_MAX_DECODE_WORKERS, len(process_cores()))
     return (workers, multiprocessing.get_context("fork")) if workers > 1 else (0, None)
 
 
