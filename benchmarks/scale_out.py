@@ -10,7 +10,10 @@ study's :class:`~autocompress.measure.latency.LatencyMeter` in three conditions:
   chunks of 10 steps, each chunk inside the core guard's shared hold, as a second worker's trial does; our figures
   take the guard exclusively, so they wait for the chunk in progress;
 - ``beside KD, guard off``: the same neighbour with ``AUTOCOMPRESS_CORE_LOCK=off`` (what two workers would do without
-  the guard).
+  the guard);
+- ``beside KD, disjoint cores``: the same neighbour pinned to every core but the last, our figures pinned to the last
+  (as ``taskset`` splits a GPU host between build workers and a measure worker); the guard is on but locks per core,
+  so neither waits for the other.
 
 Reported: median and spread (CV, max/min) of the figure and of its ratio to the teacher, the mean interval width, the
 share of figures the protocol flagged not quiet, and the seconds each figure waited for the guard.
@@ -46,7 +49,7 @@ from autocompress.config import SearchConfig  # noqa: E402
 from autocompress.hardware.cpu import detect_cpu  # noqa: E402
 
 _NEIGHBOUR = """
-import sys, time
+import os, sys, time
 import torch
 sys.path.insert(0, sys.argv[3])
 from autocompress.compress.distill import distill
@@ -58,6 +61,8 @@ from autocompress.measure.guard import core_guard
 from autocompress.sources.workload import load_workload
 
 torch.set_num_threads(1)
+if os.environ.get("SCALE_OUT_CORES"):
+    os.sched_setaffinity(0, {int(c) for c in os.environ["SCALE_OUT_CORES"].split(",")})
 wl = load_workload(SearchConfig())
 x = wl.example_input()
 groups = prunable_groups(wl.model, x, num_classes=wl.num_classes)
@@ -103,9 +108,14 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
         student, QuantPolicy(mode="none"), example_input=x, calibration=workload.train, workdir=workdir / "student"
     )
     rows = []
-    for condition in ("alone", "beside KD, guard on", "beside KD, guard off"):
+    every = sorted(os.sched_getaffinity(0))
+    conditions = ["alone", "beside KD, guard on", "beside KD, guard off"]
+    conditions += ["beside KD, disjoint cores"] if len(every) > 1 else []
+    for condition in conditions:
         lock = workdir / f"cores-{len(rows)}.lock"
         guard_on = condition != "beside KD, guard off"
+        disjoint = condition == "beside KD, disjoint cores"
+        os.sched_setaffinity(0, every[-1:] if disjoint else every)  # this thread: ORT runs 1-thread sessions in it
         meter = LatencyMeter(runtime, teacher, workload.input_shape, threads=1, batch_size=1)
         meter.cores = CoreGuard(lock if guard_on else None)
         meter.calibrate()
@@ -113,6 +123,7 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
         if condition != "alone":
             ready = workdir / f"ready-{len(rows)}"
             env = {**os.environ, "AUTOCOMPRESS_CORE_LOCK": str(lock) if guard_on else "off"}
+            env["SCALE_OUT_CORES"] = ",".join(str(c) for c in every[:-1]) if disjoint else ""
             neighbour = subprocess.Popen(
                 [sys.executable, "-c", _NEIGHBOUR, str(figures * 60 + 300), str(ready), str(HERE.parent)],
                 env=env,
@@ -139,6 +150,7 @@ def part_same_artifact(figures: int, workdir: Path) -> list[dict[str, Any]]:
             if neighbour is not None:
                 neighbour.kill()
                 neighbour.wait()
+            os.sched_setaffinity(0, every)
         rows.append(
             {
                 "part": "same artifact",
