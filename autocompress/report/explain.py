@@ -37,7 +37,7 @@ from typing import Any
 from torch import nn
 
 from autocompress.compress.batchnorm import BN_IMAGES, recalibrate_batchnorm
-from autocompress.compress.prune import PrunableGroup, count_macs_params, prunable_groups, prune_model
+from autocompress.compress.prune import PrunableGroup, PruningGraph, count_macs_params, prune_model
 from autocompress.config import SearchConfig, parse_budget
 from autocompress.errors import AutocompressError, WorkloadError
 from autocompress.measure.accuracy import evaluate_artifact, scoring_threads
@@ -293,7 +293,8 @@ def sensitivity_profile(
         return cached
 
     started = time.perf_counter()
-    groups = _groups_in_model_order(workload)
+    graph = PruningGraph(workload.model, workload.example_input(), num_classes=workload.num_classes)  # traced once
+    groups = _groups_in_model_order(workload, graph)
     with tempfile.TemporaryDirectory(prefix="autocompress-sensitivity-") as tmp:
         teacher = settings.build(workload.model, QuantPolicy(mode="none"), workload, Path(tmp) / "teacher")
         meter = settings.meter(teacher, workload.input_shape, short=True)
@@ -305,6 +306,7 @@ def sensitivity_profile(
         )
         points, skipped = _measure_grid(
             workload,
+            graph,
             groups,
             ratios=ratios,
             settings=settings,
@@ -332,18 +334,16 @@ def sensitivity_profile(
     return profile
 
 
-def _groups_in_model_order(workload: Workload) -> list[PrunableGroup]:
+def _groups_in_model_order(workload: Workload, graph: PruningGraph) -> list[PrunableGroup]:
     """The teacher's prunable groups, in the order their layers appear in the model."""
     # Model order (stem first) reads better than torch-pruning's graph order, which starts wherever tracing did.
     order = {name: i for i, (name, _) in enumerate(workload.model.named_modules())}
-    return sorted(
-        prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes),
-        key=lambda g: order.get(g.name, len(order)),
-    )
+    return sorted(graph.groups, key=lambda g: order.get(g.name, len(order)))
 
 
 def _measure_grid(
     workload: Workload,
+    graph: PruningGraph,
     groups: Sequence[PrunableGroup],
     *,
     ratios: Sequence[float],
@@ -366,6 +366,7 @@ def _measure_grid(
             try:
                 point = _measure_point(
                     workload,
+                    graph,
                     group.name,
                     group.channels,
                     ratio,
@@ -399,6 +400,7 @@ def _write_cache(path: Path, profile: Sensitivity) -> None:
 
 def _measure_point(
     workload: Workload,
+    graph: PruningGraph,
     group: str,
     channels: int,
     ratio: float,
@@ -411,13 +413,7 @@ def _measure_point(
     teacher_accuracy: float,
     teacher_latency: Latency,
 ) -> SensitivityPoint:
-    x = workload.example_input()
-    model = prune_model(
-        workload.model,
-        PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance),
-        x,
-        num_classes=workload.num_classes,
-    )
+    model = graph.prune(PrunePolicy(ratios={group: ratio}, round_to=round_to, importance=importance))
     recalibrate_batchnorm(model, workload.train, images=BN_IMAGES, seed=0)
     artifact = settings.build(model, QuantPolicy(mode="none"), workload, workdir)
     latency = meter.measure(artifact)
