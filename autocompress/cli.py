@@ -264,11 +264,11 @@ def _search(args: argparse.Namespace, console: Console) -> int:
     if config.workers > 1:
         import torch
 
-        from autocompress.measure.accuracy import scoring_threads
+        from autocompress.hardware.cpu import process_cores
 
         # N processes share the cores for fine-tuning (timing is serialised by the core guard): the cores this process
         # may run on (`taskset -c 0-11` on a GPU host that times on other cores), not every core of the host.
-        torch.set_num_threads(scoring_threads(workers=config.workers))
+        torch.set_num_threads(max(1, len(process_cores()) // config.workers))
     mode = Mode.of(config, worker=getattr(args, "worker_only", False), measure_worker=measure_worker)
     if not mode.finishes:
         result = run_study(workload, space, config, say=say, mode=mode)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autocompress.compress.prune import PrunableGroup, prunable_groups
+from autocompress.compress.prune import PrunableGroup, PruningGraph
 from autocompress.config import SearchConfig
 from autocompress.hardware.cpu import detect_cpu, machine_fingerprint
 from autocompress.runtimes import get_runtime
@@ -21,7 +21,8 @@ def trial_runner(
     workload: Workload, space: SearchSpace, config: SearchConfig, teacher_dir: Path
 ) -> tuple[TrialRunner, list[PrunableGroup]]:
     """The runner (ONNX Runtime, this CPU's int8 kernel, budget from ``config``) and the model's prunable groups."""
-    groups = prunable_groups(workload.model, workload.example_input(), num_classes=workload.num_classes)
+    pruning = PruningGraph(workload.model, workload.example_input(), num_classes=workload.num_classes)
+    groups = list(pruning.groups)
     cpu = detect_cpu()
     reference, meter = measure_reference(workload, config, teacher_dir, cpu=cpu)
     runner = TrialRunner(
@@ -35,5 +36,6 @@ def trial_runner(
         fingerprint=machine_fingerprint(cpu),
         meter=meter,
         target=reference.target,
+        pruning=pruning,
     )
     return runner, groups

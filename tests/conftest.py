@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from autocompress.compress.training import fit
+from autocompress.hardware.cpu import process_cores
 from autocompress.sources.demo_model import build_demo_resnet
 from autocompress.sources.workload import Workload, load_digits_splits
 
@@ -51,7 +52,7 @@ def _cores_of_its_own(worker: str, workers: int) -> None:
     """
     if workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
-    cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(process_cores())
     share = len(cores) // workers
     if share < 1:
         return

@@ -294,7 +294,7 @@ def sensitivity_profile(
 
     started = time.perf_counter()
     graph = PruningGraph(workload.model, workload.example_input(), num_classes=workload.num_classes)  # traced once
-    groups = _groups_in_model_order(workload, graph)
+    groups = _groups_in_model_order(graph)
     with tempfile.TemporaryDirectory(prefix="autocompress-sensitivity-") as tmp:
         teacher = settings.build(workload.model, QuantPolicy(mode="none"), workload, Path(tmp) / "teacher")
         meter = settings.meter(teacher, workload.input_shape, short=True)
@@ -334,10 +334,10 @@ def sensitivity_profile(
     return profile
 
 
-def _groups_in_model_order(workload: Workload, graph: PruningGraph) -> list[PrunableGroup]:
+def _groups_in_model_order(graph: PruningGraph) -> list[PrunableGroup]:
     """The teacher's prunable groups, in the order their layers appear in the model."""
     # Model order (stem first) reads better than torch-pruning's graph order, which starts wherever tracing did.
-    order = {name: i for i, (name, _) in enumerate(workload.model.named_modules())}
+    order = {name: i for i, (name, _) in enumerate(graph.model.named_modules())}
     return sorted(graph.groups, key=lambda g: order.get(g.name, len(order)))
 
 
